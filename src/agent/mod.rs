@@ -1,0 +1,171 @@
+//! The agent daemon: owns the home directory, serves the API on the unix socket, and runs the
+//! supervisor until asked to stop.
+
+mod socket;
+
+use std::{fs, io::Write, os::fd::AsRawFd, path::PathBuf, sync::Arc, time::Duration};
+
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+use crate::{
+    home::Home,
+    model::Env,
+    rpc::{pb, pb::process_manager_server::ProcessManagerServer, service::Service},
+    supervisor::Supervisor,
+};
+
+/// Largest request the agent decodes (an app spec with its environment is far below this).
+const MAX_MESSAGE: usize = 8 * 1024 * 1024;
+/// Concurrent HTTP/2 streams per connection.
+const MAX_STREAMS: u32 = 256;
+
+/// Runs the agent in the foreground until SIGTERM, SIGINT or a `Shutdown` request. Returns a
+/// message for the user on failure (another agent already running, unusable home...).
+pub fn main(home: &Home) -> Result<(), String> {
+    home.ensure()
+        .map_err(|e| format!("cannot use {}: {e}", home.root.display()))?;
+    let _lock = lock(home)?;
+    // Orphaned descendants of apps become our children (and get reaped) instead of PID 1's.
+    // SAFETY: prctl with an integer option has no memory-safety preconditions.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot become a child subreaper");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let listener = socket::bind(home)
+            .map_err(|e| format!("cannot listen on {}: {e}", home.socket().display()))?;
+        fs::write(home.pid_file(), format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write {}: {e}", home.pid_file().display()))?;
+        let shutdown = CancellationToken::new();
+        spawn_signal_handlers(shutdown.clone())?;
+        let result = run(home, listener, shutdown).await;
+        let _ = fs::remove_file(home.socket());
+        let _ = fs::remove_file(home.pid_file());
+        result
+    })
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then ends every app's tree and
+/// returns. Desired states stay as they are, so the next agent brings the apps back.
+pub async fn run(
+    home: &Home,
+    listener: UnixListener,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let (sup, warning) = Supervisor::open(&home.state_file(), home.logs_dir())
+        .await
+        .map_err(|e| format!("cannot load state: {e}"))?;
+    if let Some(w) = warning {
+        tracing::error!("{w}");
+    }
+    let agent_env = own_env();
+    let default_cwd = agent_env
+        .get("HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let service = Service::new(sup.clone(), agent_env, default_cwd, shutdown.clone());
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ProcessManagerServer<Service>>()
+        .await;
+    let reflection = |b: tonic_reflection::server::Builder<'static>| {
+        b.register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1()
+        .map_err(|e| format!("reflection: {e}"))?;
+    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1alpha()
+        .map_err(|e| format!("reflection: {e}"))?;
+    let stop_serving = CancellationToken::new();
+    let server = Server::builder()
+        .max_concurrent_streams(MAX_STREAMS)
+        .add_service(
+            ProcessManagerServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(64 * 1024 * 1024),
+        )
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(
+            socket::incoming(listener),
+            stop_serving.clone().cancelled_owned(),
+        );
+    let server = tokio::spawn(server);
+    tracing::info!(home = %home.root.display(), pid = std::process::id(), "agent ready");
+    shutdown.cancelled().await;
+    tracing::info!("stopping every app");
+    sup.shutdown().await;
+    stop_serving.cancel();
+    // In-flight calls (the Shutdown reply among them) get a moment to finish.
+    match tokio::time::timeout(Duration::from_secs(3), server).await {
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
+        Err(_) => tracing::warn!("connections still open after 3s; leaving"),
+        _ => {}
+    }
+    drop(sup);
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+/// The agent's own environment (UTF-8 entries; grpm's per-app identity variables removed).
+fn own_env() -> Env {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "GRPM_APP_ID" | "GRPM_AGENT_ID" | "GRPM_APP_NAME"
+            )
+        })
+        .collect()
+}
+
+/// Takes the home's agent lock for the life of the process, so only one agent serves a home
+/// even when several CLIs spawn one at the same moment.
+fn lock(home: &Home) -> Result<fs::File, String> {
+    let path = home.lock_file();
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let other = fs::read_to_string(home.pid_file()).unwrap_or_default();
+        return Err(format!(
+            "another agent already serves {} (pid {})",
+            home.root.display(),
+            other.trim()
+        ));
+    }
+    let _ = file.set_len(0);
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(file)
+}
+
+fn spawn_signal_handlers(shutdown: CancellationToken) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let token = Arc::new(shutdown);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+        token.cancel();
+    });
+    Ok(())
+}

@@ -1,0 +1,587 @@
+//! The `grpm` command line: clap definitions, and one function per command.
+
+pub mod appfile;
+pub mod render;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use futures_util::{stream, StreamExt};
+use tonic::Code;
+
+use crate::{
+    client::{self, Client, ConnectError},
+    home::Home,
+    model::{parse_duration, validate_name, Signal, Target},
+    rpc::pb,
+};
+
+/// grpm: a process manager you can script over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "grpm", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent in the foreground (other commands start one in the background).
+    Agent,
+    /// Start a new app (`--name N -- CMD...`), the apps of a TOML file, or a stopped app.
+    Start(StartArgs),
+    /// Stop apps: their whole process trees. TARGET is a name, an id or "all".
+    Stop { target: String },
+    /// Restart apps: exactly stop + start, with the same spec and environment.
+    Restart {
+        target: String,
+        /// Replace the apps' captured environment with this shell's (declared --env entries
+        /// still win). Without it, the caller's environment never reaches an app.
+        #[arg(long)]
+        update_env: bool,
+    },
+    /// Stop apps and forget them.
+    #[command(visible_alias = "del", alias = "rm")]
+    Delete { target: String },
+    /// Show every app: id, name, status, pid, restarts, uptime, cpu, memory.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show everything about apps.
+    #[command(visible_alias = "show")]
+    Describe { target: String },
+    /// Stop every app and the local agent (apps that should run come back with the next agent).
+    Kill,
+}
+
+#[derive(Debug, Args)]
+struct StartArgs {
+    /// An app file (.toml), or the name, id or "all" of existing apps to start again.
+    #[arg(value_name = "FILE|TARGET")]
+    what: Option<String>,
+    /// Name of the new app (default: the command's file name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Working directory (default: the current one).
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    /// Declared environment variable, K=V; may be repeated. Declared variables always win.
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env_pair)]
+    env: Vec<(String, String)>,
+    /// Time between the stop signal and SIGKILL (e.g. 500ms, 3s).
+    #[arg(long, value_parser = parse_duration)]
+    kill_timeout: Option<Duration>,
+    /// Signal that asks the app to stop (default SIGTERM).
+    #[arg(long, value_parser = Signal::parse)]
+    stop_signal: Option<Signal>,
+    /// Do not restart the app when it exits.
+    #[arg(long)]
+    no_autorestart: bool,
+    /// First autorestart delay; it doubles after each restart (default 100ms).
+    #[arg(long, value_parser = parse_duration)]
+    restart_delay: Option<Duration>,
+    /// Cap on the autorestart delay (default 3s).
+    #[arg(long, value_parser = parse_duration)]
+    restart_delay_max: Option<Duration>,
+    /// More restarts than this within --restart-window mark the app errored (default 15).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_restarts: Option<u32>,
+    /// The window for --max-restarts (default 60s).
+    #[arg(long, value_parser = parse_duration)]
+    restart_window: Option<Duration>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    cmd: Vec<String>,
+}
+
+impl StartArgs {
+    fn has_spec_flags(&self) -> bool {
+        self.name.is_some()
+            || self.cwd.is_some()
+            || !self.env.is_empty()
+            || self.kill_timeout.is_some()
+            || self.stop_signal.is_some()
+            || self.no_autorestart
+            || self.restart_delay.is_some()
+            || self.restart_delay_max.is_some()
+            || self.max_restarts.is_some()
+            || self.restart_window.is_some()
+    }
+}
+
+fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => {
+            Ok((k.to_string(), v.to_string()))
+        }
+        _ => Err(format!("{s:?} is not K=V with a non-empty name K")),
+    }
+}
+
+/// A failed command: its message, and whether it was bad usage (exit 2) or a failure (exit 1).
+#[derive(Debug)]
+pub enum Failure {
+    Usage(String),
+    Failed(String),
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(s: tonic::Status) -> Failure {
+        let msg = if s.message().is_empty() {
+            format!("{:?}", s.code())
+        } else {
+            s.message().to_string()
+        };
+        match s.code() {
+            Code::InvalidArgument => Failure::Usage(msg),
+            Code::Unavailable => Failure::Failed(format!("agent unavailable: {msg}")),
+            _ => Failure::Failed(msg),
+        }
+    }
+}
+
+impl From<ConnectError> for Failure {
+    fn from(e: ConnectError) -> Failure {
+        Failure::Failed(e.to_string())
+    }
+}
+
+/// Entry point of the binary: parses, runs, prints, and turns the outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let home = match Home::from_env() {
+        Ok(h) => h,
+        Err(e) => return fail(Failure::Usage(e)),
+    };
+    if let Command::Agent = cli.command {
+        init_tracing();
+        return match crate::agent::main(&home) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(Failure::Failed(e)),
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(Failure::Failed(format!("cannot start the runtime: {e}"))),
+    };
+    match runtime.block_on(run(cli, &home)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => fail(f),
+    }
+}
+
+fn fail(f: Failure) -> ExitCode {
+    match f {
+        Failure::Usage(m) => {
+            eprintln!("grpm: {m}");
+            ExitCode::from(2)
+        }
+        Failure::Failed(m) => {
+            eprintln!("grpm: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GRPM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
+    let json = cli.json;
+    match cli.command {
+        Command::Agent => unreachable!("handled before the runtime starts"),
+        Command::Kill => kill(home, json).await,
+        Command::Start(args) => start(home, args, json).await,
+        Command::Stop { target } => {
+            check_target(&target)?;
+            let mut c = client::connect_local(home, true).await?;
+            let r = c.stop(pb::StopRequest { target }).await?.into_inner();
+            report(&r.apps, json, "stopped")
+        }
+        Command::Restart { target, update_env } => {
+            check_target(&target)?;
+            let mut c = client::connect_local(home, true).await?;
+            let r = c
+                .restart(pb::RestartRequest {
+                    target,
+                    update_env,
+                    client_env: update_env.then(caller_env),
+                })
+                .await?
+                .into_inner();
+            report(&r.apps, json, "restarted")
+        }
+        Command::Delete { target } => {
+            check_target(&target)?;
+            let mut c = client::connect_local(home, true).await?;
+            let r = c.delete(pb::DeleteRequest { target }).await?.into_inner();
+            report(&r.apps, json, "deleted")
+        }
+        Command::List => {
+            let mut c = client::connect_local(home, true).await?;
+            let r = c.list(pb::ListRequest {}).await?.into_inner();
+            if json {
+                println!("{}", render::json(&render::rows(&r.apps)));
+            } else {
+                print!("{}", render::table(&r.apps));
+            }
+            Ok(())
+        }
+        Command::Describe { target } => {
+            check_target(&target)?;
+            let mut c = client::connect_local(home, true).await?;
+            let r = c
+                .describe(pb::DescribeRequest { target })
+                .await?
+                .into_inner();
+            if json {
+                let all: Vec<serde_json::Value> = r.apps.iter().map(detail_json).collect();
+                println!("{}", render::json(&all));
+            } else {
+                let texts: Vec<String> = r.apps.iter().map(render::detail).collect();
+                print!("{}", texts.join("\n"));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check_target(t: &str) -> Result<(), Failure> {
+    Target::parse(t).map(|_| ()).map_err(Failure::Usage)
+}
+
+/// This process's environment, as the base of apps it creates. Entries that are not UTF-8
+/// cannot cross the API; they are left out, and said so.
+fn caller_env() -> pb::Environment {
+    let mut vars = std::collections::HashMap::new();
+    for (k, v) in std::env::vars_os() {
+        match (k.into_string(), v.into_string()) {
+            (Ok(k), Ok(v)) => {
+                if !matches!(
+                    k.as_str(),
+                    "GRPM_APP_ID" | "GRPM_AGENT_ID" | "GRPM_APP_NAME"
+                ) {
+                    vars.insert(k, v);
+                }
+            }
+            (k, _) => eprintln!(
+                "grpm: warning: environment variable {:?} is not UTF-8; left out",
+                k.unwrap_or_else(|os| os.to_string_lossy().into_owned())
+            ),
+        }
+    }
+    pb::Environment { vars }
+}
+
+fn report(apps: &[pb::AppInfo], json: bool, verb: &str) -> Result<(), Failure> {
+    if json {
+        println!("{}", render::json(&render::rows(apps)));
+        return Ok(());
+    }
+    if apps.is_empty() {
+        println!("no apps");
+    }
+    for a in apps {
+        let pid = if a.pid != 0 {
+            format!(", pid {}", a.pid)
+        } else {
+            String::new()
+        };
+        println!("{verb} {} (id {}){pid}", a.name, a.id);
+    }
+    Ok(())
+}
+
+async fn start(home: &Home, args: StartArgs, json: bool) -> Result<(), Failure> {
+    if !args.cmd.is_empty() {
+        if let Some(what) = &args.what {
+            return Err(Failure::Usage(format!(
+                "give either a command after -- or {what:?}, not both"
+            )));
+        }
+        let spec = spec_from_args(args)?;
+        let mut c = client::connect_local(home, true).await?;
+        let r = c
+            .start(pb::StartRequest {
+                target: String::new(),
+                app: Some(spec),
+                client_env: Some(caller_env()),
+            })
+            .await?
+            .into_inner();
+        return report(&r.apps, json, "started");
+    }
+    let Some(what) = args.what.clone() else {
+        return Err(Failure::Usage(
+            "nothing to start: give `--name NAME -- CMD [ARG...]`, an app file, or a target".into(),
+        ));
+    };
+    let is_file = what.ends_with(".toml") || std::path::Path::new(&what).is_file();
+    if args.has_spec_flags() {
+        return Err(Failure::Usage(format!(
+            "options such as --name or --env describe a new app; put the command after -- (or, for {what:?}, drop them)"
+        )));
+    }
+    if is_file {
+        let specs = appfile::load(std::path::Path::new(&what)).map_err(Failure::Usage)?;
+        return start_file(home, specs, json).await;
+    }
+    check_target(&what)?;
+    let mut c = client::connect_local(home, true).await?;
+    let r = c
+        .start(pb::StartRequest {
+            target: what,
+            app: None,
+            client_env: None,
+        })
+        .await?
+        .into_inner();
+    report(&r.apps, json, "started")
+}
+
+fn spec_from_args(a: StartArgs) -> Result<pb::AppSpec, Failure> {
+    let name = match a.name {
+        Some(n) => n,
+        None => {
+            let base = std::path::Path::new(&a.cmd[0])
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if validate_name(&base).is_err() {
+                return Err(Failure::Usage(format!(
+                    "cannot derive an app name from {:?}; give --name",
+                    a.cmd[0]
+                )));
+            }
+            base
+        }
+    };
+    validate_name(&name).map_err(Failure::Usage)?;
+    let cwd = match a.cwd {
+        Some(p) if p.is_absolute() => p,
+        Some(p) => std::env::current_dir()
+            .map_err(|e| Failure::Failed(format!("cannot read the current directory: {e}")))?
+            .join(p),
+        None => std::env::current_dir()
+            .map_err(|e| Failure::Failed(format!("cannot read the current directory: {e}")))?,
+    };
+    let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis().max(1) as u64);
+    Ok(pb::AppSpec {
+        name,
+        cmd: a.cmd,
+        cwd: cwd.to_string_lossy().into_owned(),
+        env: a.env.into_iter().collect(),
+        kill_timeout_ms: ms(a.kill_timeout),
+        stop_signal: a.stop_signal.map(|s| s.to_string()).unwrap_or_default(),
+        autorestart: a.no_autorestart.then_some(false),
+        restart_delay_ms: ms(a.restart_delay),
+        restart_delay_max_ms: ms(a.restart_delay_max),
+        max_restarts: a.max_restarts.unwrap_or(0),
+        restart_window_ms: ms(a.restart_window),
+    })
+}
+
+/// Starts every app of a file, several requests at a time. An app that already exists is
+/// started with its stored spec (if stopped) and left unchanged: edit-and-apply is a delete and
+/// a start, on purpose.
+async fn start_file(home: &Home, specs: Vec<pb::AppSpec>, json: bool) -> Result<(), Failure> {
+    let c = client::connect_local(home, true).await?;
+    let env = caller_env();
+    let results: Vec<(String, Result<(pb::AppInfo, bool), tonic::Status>)> = stream::iter(specs)
+        .map(|spec| {
+            let mut c: Client = c.clone();
+            let env = env.clone();
+            async move {
+                let name = spec.name.clone();
+                let created = c
+                    .start(pb::StartRequest {
+                        target: String::new(),
+                        app: Some(spec),
+                        client_env: Some(env),
+                    })
+                    .await;
+                let r = match created {
+                    Err(s) if s.code() == Code::AlreadyExists => c
+                        .start(pb::StartRequest {
+                            target: name.clone(),
+                            app: None,
+                            client_env: None,
+                        })
+                        .await
+                        .map(|r| (r.into_inner(), true)),
+                    other => other.map(|r| (r.into_inner(), false)),
+                };
+                let r = r.and_then(|(resp, existed)| {
+                    resp.apps
+                        .into_iter()
+                        .next()
+                        .map(|a| (a, existed))
+                        .ok_or_else(|| tonic::Status::internal("empty reply"))
+                });
+                (name, r)
+            }
+        })
+        .buffered(32)
+        .collect()
+        .await;
+    let mut failures = Vec::new();
+    let mut rows = Vec::new();
+    for (name, r) in results {
+        match r {
+            Ok((app, existed)) => {
+                if !json {
+                    let note = if existed {
+                        " (already existed; spec unchanged)"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "started {} (id {}), pid {}{note}",
+                        app.name, app.id, app.pid
+                    );
+                }
+                rows.push(app);
+            }
+            Err(s) => {
+                eprintln!("grpm: {name}: {}", s.message());
+                failures.push(name);
+            }
+        }
+    }
+    if json {
+        println!("{}", render::json(&render::rows(&rows)));
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Failed(format!(
+            "{} of the file's apps failed to start: {}",
+            failures.len(),
+            failures.join(", ")
+        )))
+    }
+}
+
+async fn kill(home: &Home, json: bool) -> Result<(), Failure> {
+    let mut c = match client::connect_local(home, false).await {
+        Ok(c) => c,
+        Err(ConnectError::NoAgent(_)) => {
+            if !json {
+                println!("no agent is running for {}", home.root.display());
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let pid = c
+        .shutdown(pb::ShutdownRequest {})
+        .await?
+        .into_inner()
+        .agent_pid;
+    // Wait for the process itself to be gone, so that `grpm kill && grpm ...` is safe.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while process_alive(pid) {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Failure::Failed(format!(
+                "agent pid {pid} is still alive after 15s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if json {
+        println!(
+            "{}",
+            render::json(&serde_json::json!({ "agent_pid": pid, "stopped": true }))
+        );
+    } else {
+        println!("agent {pid} stopped");
+    }
+    Ok(())
+}
+
+fn process_alive(pid: u32) -> bool {
+    crate::supervisor::procfs::read_stat(pid).is_ok_and(|s| !s.is_dead())
+}
+
+fn detail_json(d: &pb::AppDetail) -> serde_json::Value {
+    let info = d.info.clone().unwrap_or_default();
+    let spec = d.spec.clone().unwrap_or_default();
+    let mut row = serde_json::to_value(render::AppRow::from(&info)).unwrap_or_default();
+    if let Some(obj) = row.as_object_mut() {
+        obj.insert(
+            "desired".into(),
+            (if d.desired_online {
+                "online"
+            } else {
+                "stopped"
+            })
+            .into(),
+        );
+        obj.insert("cmd".into(), spec.cmd.clone().into());
+        obj.insert("cwd".into(), spec.cwd.clone().into());
+        obj.insert(
+            "declared_env".into(),
+            serde_json::to_value(&spec.env).unwrap_or_default(),
+        );
+        obj.insert(
+            "env".into(),
+            serde_json::to_value(&d.env).unwrap_or_default(),
+        );
+        obj.insert("kill_timeout_ms".into(), spec.kill_timeout_ms.into());
+        obj.insert("stop_signal".into(), spec.stop_signal.clone().into());
+        obj.insert(
+            "autorestart".into(),
+            spec.autorestart.unwrap_or(true).into(),
+        );
+        obj.insert(
+            "last_exit".into(),
+            d.last_exit
+                .as_ref()
+                .map(|e| serde_json::json!({ "code": e.code, "signal": e.signal, "text": e.text }))
+                .unwrap_or(serde_json::Value::Null),
+        );
+        obj.insert(
+            "error".into(),
+            if d.error.is_empty() {
+                serde_json::Value::Null
+            } else {
+                d.error.clone().into()
+            },
+        );
+        obj.insert("stdout_path".into(), d.stdout_path.clone().into());
+        obj.insert("stderr_path".into(), d.stderr_path.clone().into());
+        obj.insert("restart_in_ms".into(), d.restart_in_ms.into());
+    }
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn env_pairs() {
+        assert_eq!(parse_env_pair("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert_eq!(parse_env_pair("A="), Ok(("A".into(), "".into())));
+        assert!(parse_env_pair("=x").is_err());
+        assert!(parse_env_pair("novalue").is_err());
+    }
+}

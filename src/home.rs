@@ -1,0 +1,88 @@
+//! `GRPM_HOME` (default `~/.grpm`) and the files in it.
+
+use std::{
+    fs, io,
+    os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub root: PathBuf,
+}
+
+impl Home {
+    /// `$GRPM_HOME`, else `$HOME/.grpm`; made absolute against the current directory.
+    pub fn from_env() -> Result<Home, String> {
+        let root = match std::env::var_os("GRPM_HOME").filter(|v| !v.is_empty()) {
+            Some(h) => PathBuf::from(h),
+            None => {
+                let home = std::env::var_os("HOME")
+                    .filter(|v| !v.is_empty())
+                    .ok_or("neither GRPM_HOME nor HOME is set")?;
+                PathBuf::from(home).join(".grpm")
+            }
+        };
+        let root = if root.is_absolute() {
+            root
+        } else {
+            std::env::current_dir()
+                .map_err(|e| format!("cannot resolve GRPM_HOME {}: {e}", root.display()))?
+                .join(root)
+        };
+        Ok(Home { root })
+    }
+
+    pub fn new(root: impl Into<PathBuf>) -> Home {
+        Home { root: root.into() }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("agent.sock")
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.root.join("agent.pid")
+    }
+    pub fn log_file(&self) -> PathBuf {
+        self.root.join("agent.log")
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("agent.lock")
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// Creates the home (mode 0700) if needed; refuses one owned by another user, and tightens
+    /// an existing one to 0700, since the socket inside grants code execution.
+    pub fn ensure(&self) -> io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)?;
+        let meta = fs::metadata(&self.root)?;
+        let uid = nix::unistd::getuid().as_raw();
+        if meta.uid() != uid {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} belongs to uid {}, not to us (uid {uid})",
+                    self.root.display(),
+                    meta.uid()
+                ),
+            ));
+        }
+        if meta.mode() & 0o777 != 0o700 {
+            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+}
+
+/// True if `p` exists (without following a final symlink).
+pub fn exists(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok()
+}

@@ -1,0 +1,24 @@
+//! Domain types: what an app is, what state it is in, how it ended. No gRPC, no syscalls.
+
+mod duration;
+mod name;
+mod signal;
+mod spec;
+mod status;
+
+pub use duration::{format_duration, parse_duration};
+pub use name::{validate_name, Target};
+pub use signal::Signal;
+pub use spec::{validate_env, AppSpec, Env, RestartPolicy, SpecError, LIMITS};
+pub use status::{Desired, Exit, Status};
+
+/// Numeric app id: unique within one `GRPM_HOME`, never reused.
+pub type AppId = u64;
+
+/// Milliseconds since the Unix epoch, the clock used in records and events.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

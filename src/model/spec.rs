@@ -1,0 +1,294 @@
+//! The app spec: what to run and how to supervise it, validated at the edge.
+
+use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use super::{validate_name, Signal};
+
+/// An environment: names to values, in a stable order.
+pub type Env = BTreeMap<String, String>;
+
+/// Bounds on what one request may carry. Linux refuses an exec whose argv and environment
+/// together pass 2 MiB, or one string past 128 KiB, so we refuse earlier with a clear message.
+pub struct Limits {
+    pub argv_count: usize,
+    pub argv_bytes: usize,
+    pub env_count: usize,
+    pub env_bytes: usize,
+    pub string_bytes: usize,
+}
+
+pub const LIMITS: Limits = Limits {
+    argv_count: 4096,
+    argv_bytes: 256 * 1024,
+    env_count: 4096,
+    env_bytes: 1024 * 1024,
+    string_bytes: 128 * 1024,
+};
+
+/// The error a spec check gives: a message saying what is wrong.
+pub type SpecError = String;
+
+/// When and how fast an app is restarted after an unexpected exit.
+///
+/// The delay starts at `delay`, doubles after each autorestart and is capped at `delay_max`; it
+/// starts over once the app has stayed up for [`RestartPolicy::STABLE_AFTER`]. More than
+/// `max_restarts` autorestarts within `window` mark the app errored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    #[serde(with = "millis")]
+    pub delay: Duration,
+    #[serde(with = "millis")]
+    pub delay_max: Duration,
+    pub max_restarts: u32,
+    #[serde(with = "millis")]
+    pub window: Duration,
+}
+
+impl RestartPolicy {
+    /// An app that stayed up this long is healthy again: the backoff starts over.
+    pub const STABLE_AFTER: Duration = Duration::from_secs(30);
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            delay: Duration::from_millis(100),
+            delay_max: Duration::from_secs(3),
+            max_restarts: 15,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What to run and how to supervise it. Defaults are filled in; the base environment the app was
+/// created with is kept apart (see the supervisor's record), so that this stays what the user
+/// declared.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppSpec {
+    pub name: String,
+    /// Program and arguments.
+    pub cmd: Vec<String>,
+    /// Absolute working directory.
+    pub cwd: PathBuf,
+    /// Declared variables; they win over the base environment.
+    #[serde(default)]
+    pub env: Env,
+    #[serde(with = "millis")]
+    pub kill_timeout: Duration,
+    pub stop_signal: Signal,
+    pub autorestart: bool,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+}
+
+impl AppSpec {
+    pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Checks every field; the message names the field and what is wrong with it.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        validate_name(&self.name)?;
+        if self.cmd.is_empty() || self.cmd[0].is_empty() {
+            return Err(format!("app {}: the command is empty", self.name));
+        }
+        if self.cmd.len() > LIMITS.argv_count {
+            return Err(format!(
+                "app {}: the command has {} arguments; at most {} are allowed",
+                self.name,
+                self.cmd.len(),
+                LIMITS.argv_count
+            ));
+        }
+        let mut total = 0;
+        for (i, arg) in self.cmd.iter().enumerate() {
+            check_string(&format!("argument {i}"), arg)
+                .map_err(|e| format!("app {}: {e}", self.name))?;
+            total += arg.len() + 1;
+        }
+        if total > LIMITS.argv_bytes {
+            return Err(format!(
+                "app {}: the command is {total} bytes long; at most {} are allowed",
+                self.name, LIMITS.argv_bytes
+            ));
+        }
+        let cwd = self.cwd.to_string_lossy();
+        check_string("cwd", &cwd).map_err(|e| format!("app {}: {e}", self.name))?;
+        if !self.cwd.is_absolute() {
+            return Err(format!(
+                "app {}: cwd {cwd:?} is not an absolute path",
+                self.name
+            ));
+        }
+        validate_env(&self.env).map_err(|e| format!("app {}: {e}", self.name))?;
+        let hour = Duration::from_secs(3600);
+        if self.kill_timeout > hour {
+            return Err(format!(
+                "app {}: kill timeout is longer than an hour",
+                self.name
+            ));
+        }
+        let r = &self.restart;
+        if r.delay > r.delay_max {
+            return Err(format!(
+                "app {}: restart delay ({:?}) is longer than its maximum ({:?})",
+                self.name, r.delay, r.delay_max
+            ));
+        }
+        if r.delay.is_zero() || r.delay_max > hour || r.window > 24 * hour {
+            return Err(format!(
+                "app {}: restart delays must be between 1ms and 1h, the window at most 24h",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Hand-written so that env values (which often hold secrets) never reach a log.
+impl fmt::Debug for AppSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppSpec")
+            .field("name", &self.name)
+            .field("cmd", &self.cmd)
+            .field("cwd", &self.cwd)
+            .field("env_keys", &self.env.keys().collect::<Vec<_>>())
+            .field("kill_timeout", &self.kill_timeout)
+            .field("stop_signal", &self.stop_signal)
+            .field("autorestart", &self.autorestart)
+            .field("restart", &self.restart)
+            .finish()
+    }
+}
+
+fn check_string(what: &str, s: &str) -> Result<(), String> {
+    if s.contains('\0') {
+        return Err(format!("{what} contains a NUL byte"));
+    }
+    if s.len() > LIMITS.string_bytes {
+        return Err(format!(
+            "{what} is {} bytes long; at most {} are allowed",
+            s.len(),
+            LIMITS.string_bytes
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an environment: names non-empty, without '=' or NUL; values without NUL; bounded.
+pub fn validate_env(env: &Env) -> Result<(), String> {
+    if env.len() > LIMITS.env_count {
+        return Err(format!(
+            "the environment has {} variables; at most {} are allowed",
+            env.len(),
+            LIMITS.env_count
+        ));
+    }
+    let mut total = 0;
+    for (k, v) in env {
+        if k.is_empty() {
+            return Err("an environment variable has an empty name".into());
+        }
+        if k.contains('=') {
+            return Err(format!("environment variable name {k:?} contains '='"));
+        }
+        check_string(&format!("environment variable name {k:?}"), k)?;
+        check_string(&format!("the value of environment variable {k}"), v)?;
+        total += k.len() + v.len() + 2;
+    }
+    if total > LIMITS.env_bytes {
+        return Err(format!(
+            "the environment is {total} bytes; at most {} are allowed",
+            LIMITS.env_bytes
+        ));
+    }
+    Ok(())
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> AppSpec {
+        AppSpec {
+            name: "web".into(),
+            cmd: vec!["sleep".into(), "1".into()],
+            cwd: "/tmp".into(),
+            env: Env::new(),
+            kill_timeout: AppSpec::DEFAULT_KILL_TIMEOUT,
+            stop_signal: Signal::TERM,
+            autorestart: true,
+            restart: RestartPolicy::default(),
+        }
+    }
+
+    #[test]
+    fn accepts_a_plain_spec() {
+        assert_eq!(spec().validate(), Ok(()));
+    }
+
+    #[test]
+    fn refuses_bad_fields() {
+        let cases: Vec<(Box<dyn Fn(&mut AppSpec)>, &str)> = vec![
+            (Box::new(|s| s.cmd.clear()), "command is empty"),
+            (Box::new(|s| s.cmd[1] = "a\0b".into()), "NUL"),
+            (Box::new(|s| s.cmd = vec!["x".into(); 5000]), "arguments"),
+            (Box::new(|s| s.cmd[1] = "x".repeat(200_000)), "bytes long"),
+            (Box::new(|s| s.cwd = "rel/dir".into()), "absolute"),
+            (
+                Box::new(|s| {
+                    s.env.insert("A=B".into(), "1".into());
+                }),
+                "contains '='",
+            ),
+            (
+                Box::new(|s| {
+                    s.env.insert("".into(), "1".into());
+                }),
+                "empty name",
+            ),
+            (
+                Box::new(|s| {
+                    s.env.insert("K".into(), "\0".into());
+                }),
+                "NUL",
+            ),
+            (Box::new(|s| s.name = "../x".into()), "must start"),
+            (
+                Box::new(|s| s.restart.delay = Duration::from_secs(10)),
+                "longer than its maximum",
+            ),
+        ];
+        for (mutate, want) in cases {
+            let mut s = spec();
+            mutate(&mut s);
+            let err = s.validate().expect_err(want);
+            assert!(err.contains(want), "{err:?} does not mention {want:?}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_env_values() {
+        let mut s = spec();
+        s.env.insert("TOKEN".into(), "hunter2".into());
+        let shown = format!("{s:?}");
+        assert!(
+            shown.contains("TOKEN") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+}

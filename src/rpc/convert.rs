@@ -1,0 +1,148 @@
+//! Proto ⇄ model, with validation: every field from the wire is checked here or in
+//! `AppSpec::validate`, and a bad one becomes `INVALID_ARGUMENT` saying what is wrong.
+
+use std::{path::Path, time::Duration};
+
+use tonic::Status;
+
+use super::pb;
+use crate::{
+    model::{self, AppSpec, Env, RestartPolicy, Signal, Target},
+    supervisor::{AppView, Usage},
+};
+
+pub fn target(s: &str) -> Result<Target, Status> {
+    Target::parse(s).map_err(Status::invalid_argument)
+}
+
+/// Builds a validated spec; zero values take the documented defaults.
+pub fn spec_from_pb(p: pb::AppSpec, default_cwd: &Path) -> Result<AppSpec, Status> {
+    let defaults = RestartPolicy::default();
+    let ms = |v: u64, d: Duration| if v == 0 { d } else { Duration::from_millis(v) };
+    let stop_signal = if p.stop_signal.is_empty() {
+        Signal::TERM
+    } else {
+        Signal::parse(&p.stop_signal)
+            .map_err(|e| Status::invalid_argument(format!("stop_signal: {e}")))?
+    };
+    let spec = AppSpec {
+        cwd: if p.cwd.is_empty() {
+            default_cwd.to_path_buf()
+        } else {
+            p.cwd.into()
+        },
+        name: p.name,
+        cmd: p.cmd,
+        env: p.env.into_iter().collect(),
+        kill_timeout: ms(p.kill_timeout_ms, AppSpec::DEFAULT_KILL_TIMEOUT),
+        stop_signal,
+        autorestart: p.autorestart.unwrap_or(true),
+        restart: RestartPolicy {
+            delay: ms(p.restart_delay_ms, defaults.delay),
+            delay_max: ms(p.restart_delay_max_ms, defaults.delay_max),
+            max_restarts: if p.max_restarts == 0 {
+                defaults.max_restarts
+            } else {
+                p.max_restarts
+            },
+            window: ms(p.restart_window_ms, defaults.window),
+        },
+    };
+    spec.validate().map_err(Status::invalid_argument)?;
+    Ok(spec)
+}
+
+pub fn spec_to_pb(s: &AppSpec) -> pb::AppSpec {
+    pb::AppSpec {
+        name: s.name.clone(),
+        cmd: s.cmd.clone(),
+        cwd: s.cwd.to_string_lossy().into_owned(),
+        env: s.env.clone().into_iter().collect(),
+        kill_timeout_ms: s.kill_timeout.as_millis() as u64,
+        stop_signal: s.stop_signal.to_string(),
+        autorestart: Some(s.autorestart),
+        restart_delay_ms: s.restart.delay.as_millis() as u64,
+        restart_delay_max_ms: s.restart.delay_max.as_millis() as u64,
+        max_restarts: s.restart.max_restarts,
+        restart_window_ms: s.restart.window.as_millis() as u64,
+    }
+}
+
+/// A caller's environment, validated. `None` when the caller sent none.
+pub fn env_from_pb(e: Option<pb::Environment>) -> Result<Option<Env>, Status> {
+    let Some(e) = e else { return Ok(None) };
+    let env: Env = e.vars.into_iter().collect();
+    model::validate_env(&env).map_err(|m| Status::invalid_argument(format!("client_env: {m}")))?;
+    Ok(Some(env))
+}
+
+pub fn status_to_pb(s: &model::Status) -> pb::Status {
+    match s {
+        model::Status::Starting | model::Status::Backoff { .. } => pb::Status::Starting,
+        model::Status::Online { .. } => pb::Status::Online,
+        model::Status::Stopping { .. } => pb::Status::Stopping,
+        model::Status::Stopped => pb::Status::Stopped,
+        model::Status::Errored { .. } => pb::Status::Errored,
+    }
+}
+
+/// The status word for a wire status, as the CLI prints it.
+pub fn status_word(s: pb::Status) -> &'static str {
+    match s {
+        pb::Status::Unspecified => "unknown",
+        pb::Status::Starting => "starting",
+        pb::Status::Online => "online",
+        pb::Status::Stopping => "stopping",
+        pb::Status::Stopped => "stopped",
+        pb::Status::Errored => "errored",
+    }
+}
+
+pub fn info(v: &AppView, usage: Usage) -> pb::AppInfo {
+    let uptime_ms = match v.status {
+        model::Status::Online {
+            started_at_unix_ms, ..
+        } => model::now_unix_ms().saturating_sub(started_at_unix_ms),
+        _ => 0,
+    };
+    pb::AppInfo {
+        id: v.id,
+        name: v.name().to_string(),
+        status: status_to_pb(&v.status) as i32,
+        pid: v.status.pid().unwrap_or(0),
+        restarts: v.restarts,
+        uptime_ms,
+        cpu_percent: usage.cpu_percent,
+        memory_bytes: usage.memory_bytes,
+    }
+}
+
+pub fn exit_to_pb(e: &model::Exit) -> pb::ExitInfo {
+    pb::ExitInfo {
+        code: e.code,
+        signal: e.signal,
+        at_unix_ms: e.at_unix_ms,
+        text: e.text(),
+    }
+}
+
+pub fn detail(v: &AppView, usage: Usage) -> pb::AppDetail {
+    let restart_in_ms = match v.status {
+        model::Status::Backoff { until_unix_ms } => {
+            until_unix_ms.saturating_sub(model::now_unix_ms())
+        }
+        _ => 0,
+    };
+    pb::AppDetail {
+        info: Some(info(v, usage)),
+        spec: Some(spec_to_pb(&v.spec)),
+        env: v.effective_env().into_iter().collect(),
+        desired_online: v.desired == model::Desired::Online,
+        last_exit: v.last_exit.as_ref().map(exit_to_pb),
+        error: v.error.clone().unwrap_or_default(),
+        created_at_unix_ms: v.created_at_unix_ms,
+        stdout_path: v.stdout_path.to_string_lossy().into_owned(),
+        stderr_path: v.stderr_path.to_string_lossy().into_owned(),
+        restart_in_ms,
+    }
+}

@@ -1,0 +1,540 @@
+//! The owner of one app: a task that applies the app's commands in order, watches its main
+//! process, and restarts it after unexpected exits. Nothing else touches the app's processes, so
+//! two commands on one app can never interleave, and two instances can never run at once.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    time::{sleep_until, timeout, Instant},
+};
+
+use super::{
+    launch::{self, Launch},
+    pidfd::PidFd,
+    policy::{self, Decision, History},
+    procfs::{self, ProcStat},
+    store::AppRecord,
+    tree::{self, TreeKey},
+    view::{effective_env, AppView},
+    Ctx, Error,
+};
+use crate::model::{now_unix_ms, AppId, AppSpec, Desired, Env, Exit, Status};
+
+pub type Reply = oneshot::Sender<Result<AppView, Error>>;
+
+/// What the supervisor asks of an app's owner.
+pub enum Cmd {
+    Start {
+        reply: Reply,
+    },
+    Stop {
+        reply: Reply,
+    },
+    /// Stop then start; with `base_env`, the captured environment is replaced first.
+    Restart {
+        base_env: Option<Env>,
+        reply: Reply,
+    },
+    Delete {
+        reply: Reply,
+    },
+    /// The agent is exiting: end the tree, keep the desired state, end the task.
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// How the owner begins.
+pub enum Init {
+    /// Just created: wait for the first command.
+    New,
+    /// Loaded from state.json: the main process last recorded (pid, start time), and the
+    /// processes of the app that survived the previous agent.
+    Recovered {
+        recorded: Option<(u32, u64)>,
+        survivors: Vec<ProcStat>,
+    },
+}
+
+/// How we learn that the main process ended.
+enum ExitWatch {
+    /// Our child: the reaper sends its exit status.
+    Child(oneshot::Receiver<Exit>),
+    /// Adopted from a previous agent: only the fact of its exit is known.
+    Adopted(PidFd),
+}
+
+struct Running {
+    pid: u32,
+    starttime: Option<u64>,
+    started: Instant,
+    exit: ExitWatch,
+}
+
+impl Running {
+    async fn wait(&mut self) -> Exit {
+        match &mut self.exit {
+            ExitWatch::Child(rx) => match rx.await {
+                Ok(exit) => exit,
+                Err(_) => unknown_exit(),
+            },
+            ExitWatch::Adopted(fd) => {
+                fd.exited().await;
+                unknown_exit()
+            }
+        }
+    }
+}
+
+fn unknown_exit() -> Exit {
+    Exit {
+        code: None,
+        signal: None,
+        at_unix_ms: now_unix_ms(),
+    }
+}
+
+pub struct Actor {
+    ctx: Arc<Ctx>,
+    id: AppId,
+    spec: Arc<AppSpec>,
+    base_env: Arc<Env>,
+    desired: Desired,
+    restarts: u32,
+    created_at_unix_ms: u64,
+    status: Status,
+    last_exit: Option<Exit>,
+    error: Option<String>,
+    running: Option<Running>,
+    backoff: Option<Instant>,
+    history: History,
+    view: watch::Sender<AppView>,
+}
+
+enum Wake {
+    Cmd(Cmd),
+    Closed,
+    Exited(Exit),
+    BackoffOver,
+}
+
+impl Actor {
+    /// Builds the owner and the receiver of its published view.
+    pub fn new(ctx: Arc<Ctx>, rec: AppRecord) -> (Actor, watch::Receiver<AppView>) {
+        let (view, rx) = watch::channel(AppView {
+            id: rec.id,
+            spec: Arc::new(rec.spec.clone()),
+            base_env: Arc::new(rec.base_env.clone()),
+            agent_id: ctx.agent_id.clone(),
+            status: Status::Stopped,
+            desired: rec.desired,
+            restarts: rec.restarts,
+            last_exit: None,
+            error: None,
+            created_at_unix_ms: rec.created_at_unix_ms,
+            stdout_path: Default::default(),
+            stderr_path: Default::default(),
+        });
+        let mut actor = Actor {
+            ctx,
+            id: rec.id,
+            spec: Arc::new(rec.spec),
+            base_env: Arc::new(rec.base_env),
+            desired: rec.desired,
+            restarts: rec.restarts,
+            created_at_unix_ms: rec.created_at_unix_ms,
+            status: Status::Stopped,
+            last_exit: None,
+            error: None,
+            running: None,
+            backoff: None,
+            history: History::default(),
+            view,
+        };
+        actor.publish();
+        (actor, rx)
+    }
+
+    /// The task body: recover, then apply commands and react to exits until deleted or shut down.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, init: Init) {
+        if let Init::Recovered {
+            recorded,
+            survivors,
+        } = init
+        {
+            self.recover(recorded, survivors).await;
+        }
+        loop {
+            let wake = tokio::select! {
+                cmd = rx.recv() => cmd.map_or(Wake::Closed, Wake::Cmd),
+                exit = wait_exit(&mut self.running) => Wake::Exited(exit),
+                () = wait_backoff(self.backoff) => Wake::BackoffOver,
+            };
+            match wake {
+                Wake::Closed => break,
+                Wake::Cmd(Cmd::Start { reply }) => {
+                    let r = self.start().await;
+                    let _ = reply.send(r);
+                }
+                Wake::Cmd(Cmd::Stop { reply }) => {
+                    let r = self.stop().await;
+                    let _ = reply.send(r);
+                }
+                Wake::Cmd(Cmd::Restart { base_env, reply }) => {
+                    let r = self.restart(base_env).await;
+                    let _ = reply.send(r);
+                }
+                Wake::Cmd(Cmd::Delete { reply }) => {
+                    let r = self.delete().await;
+                    let done = r.is_ok();
+                    let _ = reply.send(r);
+                    if done {
+                        break;
+                    }
+                }
+                Wake::Cmd(Cmd::Shutdown { reply }) => {
+                    self.backoff = None;
+                    if let Err(e) = self.end_tree().await {
+                        tracing::error!(app = %self.spec.name, error = %e, "tree not stopped at shutdown");
+                    }
+                    self.save();
+                    let _ = reply.send(());
+                    break;
+                }
+                Wake::Exited(exit) => self.on_exit(exit).await,
+                Wake::BackoffOver => self.autorestart(),
+            }
+        }
+    }
+
+    async fn start(&mut self) -> Result<AppView, Error> {
+        if self.running.is_some() {
+            return Ok(self.snapshot());
+        }
+        self.history.reset();
+        self.backoff = None;
+        self.desired = Desired::Online;
+        let spawned = self.spawn_main();
+        self.save_and_wait().await?;
+        spawned?;
+        Ok(self.snapshot())
+    }
+
+    async fn stop(&mut self) -> Result<AppView, Error> {
+        self.desired = Desired::Stopped;
+        self.backoff = None;
+        let ended = self.end_tree().await;
+        self.save_and_wait().await?;
+        ended?;
+        Ok(self.snapshot())
+    }
+
+    async fn restart(&mut self, base_env: Option<Env>) -> Result<AppView, Error> {
+        if let Some(env) = base_env {
+            self.base_env = Arc::new(env);
+        }
+        self.desired = Desired::Online;
+        self.backoff = None;
+        if let Err(e) = self.end_tree().await {
+            self.save_and_wait().await?;
+            return Err(e);
+        }
+        self.history.reset();
+        self.restarts = self.restarts.saturating_add(1);
+        let spawned = self.spawn_main();
+        self.save_and_wait().await?;
+        spawned?;
+        Ok(self.snapshot())
+    }
+
+    async fn delete(&mut self) -> Result<AppView, Error> {
+        self.backoff = None;
+        self.end_tree().await?;
+        let gen = self.ctx.store.remove(self.id);
+        self.ctx
+            .store
+            .flushed(gen)
+            .await
+            .map_err(|cause| self.persist_error(cause))?;
+        Ok(self.snapshot())
+    }
+
+    /// The main process exited on its own: end what it left behind, then restart or give up.
+    async fn on_exit(&mut self, exit: Exit) {
+        let Some(r) = self.running.take() else { return };
+        let uptime = r.started.elapsed();
+        tracing::info!(app = %self.spec.name, pid = r.pid, exit = %exit.text(), "main process exited");
+        self.last_exit = Some(exit);
+        self.status = Status::Stopping { pid: None };
+        self.publish();
+        let key = self.tree_key(Some(r.pid));
+        if let Err(e) = tree::stop(&key, self.spec.stop_signal, self.spec.kill_timeout).await {
+            tracing::error!(app = %self.spec.name, error = %e, "leftovers of an exited app survive");
+        }
+        let decision = policy::on_exit(
+            &self.spec.restart,
+            self.spec.autorestart,
+            &mut self.history,
+            Some(&exit),
+            uptime,
+            now_unix_ms(),
+        );
+        self.apply(decision);
+        self.save();
+    }
+
+    fn autorestart(&mut self) {
+        self.backoff = None;
+        self.restarts = self.restarts.saturating_add(1);
+        if self.spawn_main().is_err() {
+            let decision = policy::on_exit(
+                &self.spec.restart,
+                self.spec.autorestart,
+                &mut self.history,
+                None,
+                Duration::ZERO,
+                now_unix_ms(),
+            );
+            self.apply(decision);
+        }
+        self.save();
+    }
+
+    fn apply(&mut self, decision: Decision) {
+        match decision {
+            Decision::Restart { delay } => {
+                self.backoff = Some(Instant::now() + delay);
+                self.status = Status::Backoff {
+                    until_unix_ms: now_unix_ms() + delay.as_millis() as u64,
+                };
+            }
+            Decision::GiveUp { cause } => {
+                tracing::warn!(app = %self.spec.name, %cause, "giving up");
+                self.error = Some(cause.clone());
+                self.status = Status::Errored { cause };
+            }
+            Decision::LeaveDown { errored } => {
+                self.desired = Desired::Stopped;
+                if errored {
+                    let how = self
+                        .last_exit
+                        .map_or_else(|| "could not start".to_string(), |e| e.text());
+                    let cause = format!("exited with {how} (autorestart is off)");
+                    self.error = Some(cause.clone());
+                    self.status = Status::Errored { cause };
+                } else {
+                    self.status = Status::Stopped;
+                }
+            }
+        }
+    }
+
+    /// A previous agent's app: adopt its main process if it still runs as recorded, otherwise
+    /// end whatever is left of it, then start it if it should run.
+    async fn recover(&mut self, recorded: Option<(u32, u64)>, survivors: Vec<ProcStat>) {
+        if self.desired == Desired::Online {
+            if let Some((pid, starttime)) = recorded {
+                if survivors
+                    .iter()
+                    .any(|p| p.pid == pid && p.starttime == starttime)
+                {
+                    if let Some(fd) = adoptable(pid, starttime) {
+                        let started_at =
+                            procfs::start_unix_ms(starttime).unwrap_or_else(now_unix_ms);
+                        let age = Duration::from_millis(now_unix_ms().saturating_sub(started_at));
+                        self.running = Some(Running {
+                            pid,
+                            starttime: Some(starttime),
+                            started: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+                            exit: ExitWatch::Adopted(fd),
+                        });
+                        self.status = Status::Online {
+                            pid,
+                            started_at_unix_ms: started_at,
+                            adopted: true,
+                        };
+                        tracing::info!(app = %self.spec.name, pid, "adopted a running app");
+                        self.publish();
+                        return;
+                    }
+                }
+            }
+        }
+        if !survivors.is_empty() {
+            tracing::info!(app = %self.spec.name, count = survivors.len(), "ending processes left by a previous agent");
+            if let Err(e) = self.end_tree().await {
+                tracing::error!(app = %self.spec.name, error = %e, "leftovers survive");
+            }
+        }
+        if self.desired == Desired::Online {
+            let _ = self.spawn_main();
+            self.save();
+        }
+        self.publish();
+    }
+
+    /// Spawns the main process with the stored spec and environment.
+    fn spawn_main(&mut self) -> Result<(), Error> {
+        let env = effective_env(&self.base_env, &self.spec, &self.ctx.agent_id, self.id);
+        let (stdout, stderr) = self.ctx.log_paths(self.id, &self.spec.name);
+        let launch = Launch {
+            spec: &self.spec,
+            env: &env,
+            stdout: &stdout,
+            stderr: &stderr,
+        };
+        match launch::spawn(&self.ctx.reaper, &launch) {
+            Ok((pid, rx)) => {
+                let starttime = procfs::read_stat(pid).ok().map(|s| s.starttime);
+                self.running = Some(Running {
+                    pid,
+                    starttime,
+                    started: Instant::now(),
+                    exit: ExitWatch::Child(rx),
+                });
+                self.status = Status::Online {
+                    pid,
+                    started_at_unix_ms: now_unix_ms(),
+                    adopted: false,
+                };
+                self.error = None;
+                tracing::info!(app = %self.spec.name, pid, "started");
+                Ok(())
+            }
+            Err(cause) => {
+                tracing::warn!(app = %self.spec.name, %cause, "start failed");
+                self.error = Some(cause.clone());
+                self.status = Status::Errored {
+                    cause: cause.clone(),
+                };
+                Err(Error::StartFailed {
+                    app: self.spec.name.to_string(),
+                    cause,
+                })
+            }
+        }
+    }
+
+    /// Ends the whole tree (main process, group, escaped descendants) and records how the main
+    /// process ended. Leaves the status `stopped`, or `errored` when something survived SIGKILL.
+    async fn end_tree(&mut self) -> Result<(), Error> {
+        let root = self.running.as_ref().map(|r| r.pid);
+        self.status = Status::Stopping { pid: root };
+        self.publish();
+        let key = self.tree_key(root);
+        let result = tree::stop(&key, self.spec.stop_signal, self.spec.kill_timeout).await;
+        if let Some(mut r) = self.running.take() {
+            // The main process is dead; the reaper hands over its status as soon as it reaps it.
+            let exit = timeout(Duration::from_secs(2), r.wait())
+                .await
+                .unwrap_or_else(|_| unknown_exit());
+            self.last_exit = Some(exit);
+        }
+        match result {
+            Ok(()) => {
+                self.status = Status::Stopped;
+                self.publish();
+                Ok(())
+            }
+            Err(unkillable) => {
+                let cause = format!("cannot stop: {unkillable}");
+                self.error = Some(cause.clone());
+                self.status = Status::Errored { cause };
+                self.publish();
+                Err(Error::StopFailed {
+                    app: self.spec.name.to_string(),
+                    cause: unkillable.to_string(),
+                })
+            }
+        }
+    }
+
+    fn tree_key(&self, root: Option<u32>) -> TreeKey {
+        TreeKey {
+            agent_id: self.ctx.agent_id.to_string(),
+            app_id: self.id,
+            root,
+        }
+    }
+
+    fn record(&self) -> AppRecord {
+        AppRecord {
+            id: self.id,
+            spec: (*self.spec).clone(),
+            base_env: (*self.base_env).clone(),
+            desired: self.desired,
+            created_at_unix_ms: self.created_at_unix_ms,
+            restarts: self.restarts,
+            pid: self.running.as_ref().map(|r| r.pid),
+            pid_starttime: self.running.as_ref().and_then(|r| r.starttime),
+        }
+    }
+
+    /// Publishes the view and queues the record for writing.
+    fn save(&mut self) -> u64 {
+        self.publish();
+        self.ctx.store.put(self.record())
+    }
+
+    /// Like `save`, and waits until the record is on disk.
+    async fn save_and_wait(&mut self) -> Result<(), Error> {
+        let gen = self.save();
+        self.ctx
+            .store
+            .flushed(gen)
+            .await
+            .map_err(|cause| self.persist_error(cause))
+    }
+
+    fn persist_error(&self, cause: String) -> Error {
+        Error::Persist {
+            app: self.spec.name.to_string(),
+            cause,
+        }
+    }
+
+    fn publish(&mut self) {
+        let view = self.snapshot();
+        self.view.send_replace(view);
+    }
+
+    fn snapshot(&self) -> AppView {
+        let (stdout_path, stderr_path) = self.ctx.log_paths(self.id, &self.spec.name);
+        AppView {
+            id: self.id,
+            spec: self.spec.clone(),
+            base_env: self.base_env.clone(),
+            agent_id: self.ctx.agent_id.clone(),
+            status: self.status.clone(),
+            desired: self.desired,
+            restarts: self.restarts,
+            last_exit: self.last_exit,
+            error: self.error.clone(),
+            created_at_unix_ms: self.created_at_unix_ms,
+            stdout_path,
+            stderr_path,
+        }
+    }
+}
+
+/// A pidfd on `pid` if it still is the process that started at `starttime` and is alive.
+fn adoptable(pid: u32, starttime: u64) -> Option<PidFd> {
+    let fd = PidFd::open(pid).ok()?;
+    let st = procfs::read_stat(pid).ok()?;
+    (st.starttime == starttime && !st.is_dead()).then_some(fd)
+}
+
+async fn wait_exit(running: &mut Option<Running>) -> Exit {
+    match running {
+        Some(r) => r.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_backoff(until: Option<Instant>) {
+    match until {
+        Some(t) => sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

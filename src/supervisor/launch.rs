@@ -1,0 +1,113 @@
+//! Turning a spec into a running main process: resolve the program, open the log files, spawn
+//! in a new process group with exactly the stored environment.
+
+use std::{
+    fs::OpenOptions,
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use tokio::sync::oneshot;
+
+use super::reaper::Reaper;
+use crate::model::{AppSpec, Env, Exit};
+
+/// Everything a spawn needs, computed by the app's owner.
+pub struct Launch<'a> {
+    pub spec: &'a AppSpec,
+    /// The complete environment: nothing else reaches the process.
+    pub env: &'a Env,
+    pub stdout: &'a Path,
+    pub stderr: &'a Path,
+}
+
+/// Spawns the main process; the error says what failed, with the OS error.
+pub fn spawn(reaper: &Reaper, l: &Launch<'_>) -> Result<(u32, oneshot::Receiver<Exit>), String> {
+    let spec = l.spec;
+    match std::fs::metadata(&spec.cwd) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("cwd {} is not a directory", spec.cwd.display())),
+        Err(e) => return Err(format!("cwd {}: {e}", spec.cwd.display())),
+    }
+    let program = resolve_program(
+        &spec.cmd[0],
+        &spec.cwd,
+        l.env.get("PATH").map(String::as_str),
+    )?;
+    let open = |p: &Path| {
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create log directory {}: {e}", dir.display()))?;
+        }
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(|e| format!("cannot open log file {}: {e}", p.display()))
+    };
+    let out = open(l.stdout)?;
+    let err = open(l.stderr)?;
+    let mut cmd = Command::new(&program);
+    cmd.arg0(&spec.cmd[0])
+        .args(&spec.cmd[1..])
+        .current_dir(&spec.cwd)
+        .env_clear()
+        .envs(l.env)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    reaper
+        .spawn(&mut cmd)
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))
+}
+
+/// Finds the program as `execvp` would, but relative paths are taken from the app's cwd and the
+/// search uses the app's own PATH, so errors can say exactly what was looked at.
+pub fn resolve_program(arg0: &str, cwd: &Path, path: Option<&str>) -> Result<PathBuf, String> {
+    if arg0.contains('/') {
+        let p = cwd.join(arg0);
+        return match std::fs::metadata(&p) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(p),
+            Ok(_) => Err(format!(
+                "cannot start {}: not an executable file",
+                p.display()
+            )),
+            Err(e) => Err(format!("cannot start {}: {e}", p.display())),
+        };
+    }
+    let search = path.unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    for dir in search.split(':').filter(|d| !d.is_empty()) {
+        let p = cwd.join(dir).join(arg0);
+        if let Ok(m) = std::fs::metadata(&p) {
+            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                return Ok(p);
+            }
+        }
+    }
+    Err(format!(
+        "cannot start {arg0}: no such command in PATH ({search}) (os error 2)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_like_execvp() {
+        let sh = resolve_program("sh", Path::new("/"), Some("/nonexistent:/bin")).unwrap();
+        assert_eq!(sh, Path::new("/bin/sh"));
+        let err = resolve_program("no-such-cmd-grpm", Path::new("/"), Some("/bin")).unwrap_err();
+        assert!(err.contains("no such command in PATH (/bin)"), "{err}");
+        let err = resolve_program("./nope", Path::new("/tmp"), None).unwrap_err();
+        assert!(
+            err.contains("/tmp/./nope") && err.contains("os error 2"),
+            "{err}"
+        );
+        assert!(resolve_program("/etc/passwd", Path::new("/"), None)
+            .unwrap_err()
+            .contains("not an executable"));
+    }
+}

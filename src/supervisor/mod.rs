@@ -1,0 +1,348 @@
+//! The supervisor: the process table and its owners. One task per app applies that app's
+//! commands in order (see `actor`); this module routes requests to them and fans out `all`.
+//! It knows nothing of gRPC.
+
+mod actor;
+mod error;
+mod launch;
+mod pidfd;
+pub mod policy;
+pub mod procfs;
+mod reaper;
+pub mod store;
+pub mod tree;
+mod usage;
+mod view;
+
+use std::{
+    collections::BTreeMap,
+    io,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+pub use error::Error;
+pub use usage::Usage;
+pub use view::AppView;
+
+use actor::{Actor, Cmd, Init, Reply};
+use reaper::Reaper;
+use store::{AppRecord, Store};
+use usage::Sampler;
+
+use crate::model::{now_unix_ms, AppId, AppSpec, Desired, Env, Target};
+
+/// What every app owner shares.
+pub(crate) struct Ctx {
+    reaper: Arc<Reaper>,
+    store: Arc<Store>,
+    agent_id: Arc<str>,
+    logs_dir: PathBuf,
+}
+
+impl Ctx {
+    /// `logs/<id>-<name>.out.log` and `.err.log`: names are validated, so they cannot steer the
+    /// path out of `logs/`.
+    fn log_paths(&self, id: AppId, name: &str) -> (PathBuf, PathBuf) {
+        (
+            self.logs_dir.join(format!("{id}-{name}.out.log")),
+            self.logs_dir.join(format!("{id}-{name}.err.log")),
+        )
+    }
+}
+
+#[derive(Clone)]
+struct Handle {
+    tx: mpsc::Sender<Cmd>,
+    view: watch::Receiver<AppView>,
+}
+
+#[derive(Default)]
+struct Registry {
+    apps: BTreeMap<AppId, Handle>,
+    next_id: AppId,
+    closed: bool,
+}
+
+pub struct Supervisor {
+    ctx: Arc<Ctx>,
+    registry: Mutex<Registry>,
+    sampler: Sampler,
+    tasks: CancellationToken,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Commands queued per app before senders wait.
+const QUEUE: usize = 64;
+
+impl Supervisor {
+    /// Loads `state_path`, starts the reaper and the state writer, and brings back every app:
+    /// adopted if its main process survived the previous agent, otherwise started afresh (after
+    /// ending any leftovers) when it should run. Returns a warning when the state was corrupt.
+    pub async fn open(
+        state_path: &Path,
+        logs_dir: PathBuf,
+    ) -> io::Result<(Arc<Supervisor>, Option<String>)> {
+        let path = state_path.to_path_buf();
+        let loaded = tokio::task::spawn_blocking(move || store::load(&path))
+            .await
+            .map_err(io::Error::other)??;
+        let tasks = CancellationToken::new();
+        let reaper = Reaper::start(tasks.clone())?;
+        let store = Store::new(state_path.to_path_buf(), &loaded.state);
+        let writer = tokio::spawn(store.clone().run_writer(tasks.clone()));
+        let agent_id: Arc<str> = Arc::from(loaded.state.agent_id.as_str());
+        let ctx = Arc::new(Ctx {
+            reaper,
+            store,
+            agent_id: agent_id.clone(),
+            logs_dir,
+        });
+        let id = agent_id.to_string();
+        let mut survivors = tokio::task::spawn_blocking(move || tree::survivors(&id))
+            .await
+            .map_err(io::Error::other)?;
+        let sup = Arc::new(Supervisor {
+            ctx,
+            registry: Mutex::new(Registry {
+                next_id: loaded.state.next_id.max(1),
+                ..Registry::default()
+            }),
+            sampler: Sampler::default(),
+            tasks,
+            writer: Mutex::new(Some(writer)),
+        });
+        for rec in loaded.state.apps {
+            let init = Init::Recovered {
+                recorded: rec.pid.zip(rec.pid_starttime),
+                survivors: survivors.remove(&rec.id).unwrap_or_default(),
+            };
+            sup.spawn_owner(rec, init);
+        }
+        // Processes of apps that no longer exist: end them.
+        for (app_id, procs) in survivors {
+            tracing::warn!(
+                app_id,
+                count = procs.len(),
+                "ending processes of a deleted app"
+            );
+            let key = tree::TreeKey {
+                agent_id: agent_id.to_string(),
+                app_id,
+                root: None,
+            };
+            tokio::spawn(async move {
+                let _ = tree::stop(
+                    &key,
+                    crate::model::Signal::TERM,
+                    AppSpec::DEFAULT_KILL_TIMEOUT,
+                )
+                .await;
+            });
+        }
+        Ok((sup, loaded.warning))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn spawn_owner(&self, rec: AppRecord, init: Init) -> Handle {
+        let id = rec.id;
+        let (actor, view) = Actor::new(self.ctx.clone(), rec);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(actor.run(rx, init));
+        let handle = Handle { tx, view };
+        self.lock().apps.insert(id, handle.clone());
+        handle
+    }
+
+    /// Creates an app from a validated spec, with `base_env` as its captured environment, and
+    /// starts it. A start failure leaves the app in place, errored, and is returned.
+    pub async fn create(&self, spec: AppSpec, base_env: Env) -> Result<AppView, Error> {
+        spec.validate().map_err(Error::Invalid)?;
+        crate::model::validate_env(&base_env)
+            .map_err(|e| Error::Invalid(format!("base environment: {e}")))?;
+        let rec = {
+            let mut reg = self.lock();
+            if reg.closed {
+                return Err(Error::ShuttingDown);
+            }
+            if let Some((id, _)) = reg
+                .apps
+                .iter()
+                .find(|(_, h)| h.view.borrow().name() == spec.name)
+            {
+                return Err(Error::AlreadyExists {
+                    name: spec.name,
+                    id: *id,
+                });
+            }
+            let id = reg.next_id;
+            reg.next_id += 1;
+            self.ctx.store.set_next_id(reg.next_id);
+            let rec = AppRecord {
+                id,
+                spec,
+                base_env,
+                desired: Desired::Stopped,
+                created_at_unix_ms: now_unix_ms(),
+                restarts: 0,
+                pid: None,
+                pid_starttime: None,
+            };
+            // Registered under the lock, so a concurrent create of the same name sees it.
+            let (actor, view) = Actor::new(self.ctx.clone(), rec.clone());
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(actor.run(rx, Init::New));
+            reg.apps.insert(id, Handle { tx, view });
+            rec
+        };
+        let mut views = self
+            .each(&Target::Id(rec.id), |reply| Cmd::Start { reply })
+            .await?;
+        views
+            .pop()
+            .ok_or_else(|| Error::NotFound(rec.id.to_string()))
+    }
+
+    /// Starts stopped or errored apps; online ones are left as they are.
+    pub async fn start(&self, target: &Target) -> Result<Vec<AppView>, Error> {
+        self.each(target, |reply| Cmd::Start { reply }).await
+    }
+
+    pub async fn stop(&self, target: &Target) -> Result<Vec<AppView>, Error> {
+        self.each(target, |reply| Cmd::Stop { reply }).await
+    }
+
+    /// Stop + start. With `base_env`, each app's captured environment is replaced first.
+    pub async fn restart(
+        &self,
+        target: &Target,
+        base_env: Option<Env>,
+    ) -> Result<Vec<AppView>, Error> {
+        if let Some(env) = &base_env {
+            crate::model::validate_env(env)
+                .map_err(|e| Error::Invalid(format!("environment: {e}")))?;
+        }
+        self.each(target, |reply| Cmd::Restart {
+            base_env: base_env.clone(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn delete(&self, target: &Target) -> Result<Vec<AppView>, Error> {
+        let views = self.each(target, |reply| Cmd::Delete { reply }).await;
+        // Deleted owners have ended; forget them (also after a partial failure).
+        self.lock().apps.retain(|_, h| !h.tx.is_closed());
+        views
+    }
+
+    /// Every app, by id.
+    pub fn list(&self) -> Vec<AppView> {
+        self.lock()
+            .apps
+            .values()
+            .map(|h| h.view.borrow().clone())
+            .collect()
+    }
+
+    /// Apps matching `target`, as they are now.
+    pub fn describe(&self, target: &Target) -> Result<Vec<AppView>, Error> {
+        Ok(self
+            .handles(target)?
+            .into_iter()
+            .map(|h| h.view.borrow().clone())
+            .collect())
+    }
+
+    /// CPU and memory of each main process (`None` pids get zeros). Blocking: reads /proc.
+    pub fn usage(&self, pids: &[u32]) -> Vec<Usage> {
+        self.sampler.sample(pids)
+    }
+
+    /// Ends every app's tree (keeping desired states), flushes state.json, and stops the
+    /// supervisor's tasks. New requests get `ShuttingDown`.
+    pub async fn shutdown(&self) {
+        let handles: Vec<Handle> = {
+            let mut reg = self.lock();
+            reg.closed = true;
+            reg.apps.values().cloned().collect()
+        };
+        let mut waits = Vec::new();
+        for h in handles {
+            let (reply, rx) = oneshot::channel();
+            if h.tx.send(Cmd::Shutdown { reply }).await.is_ok() {
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            let _ = rx.await;
+        }
+        self.tasks.cancel();
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
+    }
+
+    fn handles(&self, target: &Target) -> Result<Vec<Handle>, Error> {
+        let reg = self.lock();
+        if reg.closed {
+            return Err(Error::ShuttingDown);
+        }
+        let found: Vec<Handle> = match target {
+            Target::All => reg.apps.values().cloned().collect(),
+            Target::Id(id) => reg.apps.get(id).cloned().into_iter().collect(),
+            Target::Name(name) => reg
+                .apps
+                .values()
+                .filter(|h| h.view.borrow().name() == name)
+                .cloned()
+                .collect(),
+        };
+        if found.is_empty() && *target != Target::All {
+            return Err(Error::NotFound(target.to_string()));
+        }
+        Ok(found)
+    }
+
+    /// Sends a command to every app of `target` and waits for all replies. The apps act
+    /// concurrently; each applies its own commands in order.
+    async fn each(
+        &self,
+        target: &Target,
+        make: impl Fn(Reply) -> Cmd,
+    ) -> Result<Vec<AppView>, Error> {
+        let handles = self.handles(target)?;
+        let mut waits = Vec::with_capacity(handles.len());
+        for h in handles {
+            let (reply, rx) = oneshot::channel();
+            h.tx.send(make(reply))
+                .await
+                .map_err(|_| Error::NotFound(target.to_string()))?;
+            waits.push(rx);
+        }
+        let mut views = Vec::with_capacity(waits.len());
+        let mut errors = Vec::new();
+        for rx in waits {
+            match rx.await {
+                Ok(Ok(view)) => views.push(view),
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push(Error::NotFound(target.to_string())),
+            }
+        }
+        match errors.len() {
+            0 => Ok(views),
+            1 => Err(errors.remove(0)),
+            _ => Err(Error::Several(errors)),
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Desired state on disk: `state.json`, rewritten atomically (temp file, fsync, rename, fsync the
+//! directory) by one writer task that coalesces bursts of changes into few writes.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{self, Write},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{now_unix_ms, AppId, AppSpec, Desired, Env};
+
+const VERSION: u32 = 1;
+
+/// One app as remembered across agent restarts.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub id: AppId,
+    pub spec: AppSpec,
+    /// The environment captured when the app was created (or at the last `--update-env`).
+    pub base_env: Env,
+    pub desired: Desired,
+    pub created_at_unix_ms: u64,
+    #[serde(default)]
+    pub restarts: u32,
+    /// The main process last started, with its start time, so a new agent can adopt it.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub pid_starttime: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct StateFile {
+    pub version: u32,
+    /// Random id of this home's agent, stamped on every app's environment as `GRPM_AGENT_ID`.
+    pub agent_id: String,
+    pub next_id: AppId,
+    pub apps: Vec<AppRecord>,
+}
+
+/// What loading found.
+pub struct Loaded {
+    pub state: StateFile,
+    /// Set when a corrupt file was moved aside: says where.
+    pub warning: Option<String>,
+}
+
+/// Reads `path`. A missing file is a fresh state; an unreadable one is an error (we must not
+/// start empty over apps we could not read); a corrupt one is renamed aside and reported.
+pub fn load(path: &Path) -> io::Result<Loaded> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Loaded {
+                state: fresh(),
+                warning: None,
+            })
+        }
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot read {}: {e}", path.display()),
+            ))
+        }
+    };
+    match serde_json::from_str::<StateFile>(&text) {
+        Ok(state) if state.version == VERSION => Ok(Loaded {
+            state,
+            warning: None,
+        }),
+        Ok(state) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} has version {}; this grpm reads version {VERSION}",
+                path.display(),
+                state.version
+            ),
+        )),
+        Err(e) => {
+            let aside = path.with_extension(format!("json.corrupt-{}", now_unix_ms()));
+            fs::rename(path, &aside)?;
+            Ok(Loaded {
+                state: fresh(),
+                warning: Some(format!(
+                    "{} is corrupt ({e}); kept it as {} and started with no apps",
+                    path.display(),
+                    aside.display()
+                )),
+            })
+        }
+    }
+}
+
+fn fresh() -> StateFile {
+    StateFile {
+        version: VERSION,
+        agent_id: random_id(),
+        next_id: 1,
+        apps: Vec::new(),
+    }
+}
+
+fn random_id() -> String {
+    let mut buf = [0u8; 8];
+    let ok =
+        fs::File::open("/dev/urandom").and_then(|mut f| io::Read::read_exact(&mut f, &mut buf));
+    if ok.is_err() {
+        buf = (now_unix_ms() ^ (u64::from(std::process::id()) << 32)).to_le_bytes();
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `bytes` to `path` atomically and durably.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp: PathBuf = path.with_extension("json.tmp");
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()
+}
+
+struct Inner {
+    agent_id: String,
+    next_id: AppId,
+    apps: BTreeMap<AppId, AppRecord>,
+    /// Bumped by every change.
+    generation: u64,
+    /// How many apps the loaded file held, and how many deletes happened since: an empty list
+    /// is written over a non-empty file only when deletes explain it.
+    loaded: usize,
+    deletes: usize,
+}
+
+/// The writer's progress: the newest generation on disk, and the last failure.
+#[derive(Clone, Debug, Default)]
+struct Flushed {
+    written: u64,
+    failed: Option<(u64, String)>,
+}
+
+pub struct Store {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+    dirty: Notify,
+    flushed: watch::Sender<Flushed>,
+}
+
+impl Store {
+    pub fn new(path: PathBuf, state: &StateFile) -> Arc<Store> {
+        Arc::new(Store {
+            path,
+            inner: Mutex::new(Inner {
+                agent_id: state.agent_id.clone(),
+                next_id: state.next_id,
+                apps: state.apps.iter().map(|a| (a.id, a.clone())).collect(),
+                generation: 0,
+                loaded: state.apps.len(),
+                deletes: 0,
+            }),
+            dirty: Notify::new(),
+            flushed: watch::Sender::new(Flushed::default()),
+        })
+    }
+
+    fn change(&self, f: impl FnOnce(&mut Inner)) -> u64 {
+        let gen = {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut inner);
+            inner.generation += 1;
+            inner.generation
+        };
+        self.dirty.notify_one();
+        gen
+    }
+
+    /// Records an app (new or changed); returns the generation to wait for.
+    pub fn put(&self, rec: AppRecord) -> u64 {
+        self.change(|i| {
+            i.apps.insert(rec.id, rec);
+        })
+    }
+
+    pub fn remove(&self, id: AppId) -> u64 {
+        self.change(|i| {
+            if i.apps.remove(&id).is_some() {
+                i.deletes += 1;
+            }
+        })
+    }
+
+    pub fn set_next_id(&self, next: AppId) -> u64 {
+        self.change(|i| i.next_id = next)
+    }
+
+    /// Waits until generation `gen` is on disk.
+    pub async fn flushed(&self, gen: u64) -> Result<(), String> {
+        let mut rx = self.flushed.subscribe();
+        let state = rx
+            .wait_for(|f| f.written >= gen || f.failed.as_ref().is_some_and(|(g, _)| *g >= gen))
+            .await
+            .map_err(|_| "the state writer stopped".to_string())?;
+        if state.written >= gen {
+            Ok(())
+        } else {
+            Err(state
+                .failed
+                .as_ref()
+                .map(|(_, m)| m.clone())
+                .unwrap_or_default())
+        }
+    }
+
+    fn snapshot(&self) -> Result<(u64, Vec<u8>), (u64, String)> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let gen = inner.generation;
+        if inner.apps.is_empty() && inner.loaded > 0 && inner.deletes == 0 {
+            return Err((
+                gen,
+                "refusing to write an empty app list over a non-empty state.json".into(),
+            ));
+        }
+        let file = StateFile {
+            version: VERSION,
+            agent_id: inner.agent_id.clone(),
+            next_id: inner.next_id,
+            apps: inner.apps.values().cloned().collect(),
+        };
+        serde_json::to_vec_pretty(&file)
+            .map(|bytes| (gen, bytes))
+            .map_err(|e| (gen, e.to_string()))
+    }
+
+    fn write_once(&self) -> Result<u64, (u64, String)> {
+        let (gen, bytes) = self.snapshot()?;
+        write_atomic(&self.path, &bytes)
+            .map(|()| gen)
+            .map_err(|e| (gen, format!("cannot write {}: {e}", self.path.display())))
+    }
+
+    fn publish(&self, result: Result<u64, (u64, String)>) {
+        self.flushed.send_modify(|f| match result {
+            Ok(gen) => f.written = f.written.max(gen),
+            Err((gen, msg)) => {
+                tracing::error!(error = %msg, "state.json not written");
+                f.failed = Some((gen, msg));
+            }
+        });
+    }
+
+    fn pending(&self) -> bool {
+        let gen = self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation;
+        let f = self.flushed.borrow();
+        gen > f.written && f.failed.as_ref().is_none_or(|(g, _)| *g < gen)
+    }
+
+    /// The writer task: one write per burst of changes, until `shutdown`, then a last flush.
+    pub async fn run_writer(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = self.dirty.notified() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            while self.pending() {
+                let me = self.clone();
+                let result = tokio::task::spawn_blocking(move || me.write_once())
+                    .await
+                    .unwrap_or_else(|e| Err((0, e.to_string())));
+                self.publish(result);
+            }
+        }
+        if self.pending() {
+            let result = self.write_once();
+            self.publish(result);
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! What an app looks like from outside its owner: a snapshot the owner publishes after every
+//! change, so listing never waits for an app that is busy stopping.
+
+use std::{fmt, path::PathBuf, sync::Arc};
+
+use crate::model::{AppId, AppSpec, Desired, Env, Exit, Status};
+
+#[derive(Clone)]
+pub struct AppView {
+    pub id: AppId,
+    pub spec: Arc<AppSpec>,
+    /// The captured base environment (declared variables are in `spec.env`).
+    pub base_env: Arc<Env>,
+    pub agent_id: Arc<str>,
+    pub status: Status,
+    pub desired: Desired,
+    pub restarts: u32,
+    pub last_exit: Option<Exit>,
+    /// Why it is errored, or why the last start failed.
+    pub error: Option<String>,
+    pub created_at_unix_ms: u64,
+    pub stdout_path: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+impl AppView {
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The environment the app's processes get.
+    pub fn effective_env(&self) -> Env {
+        effective_env(&self.base_env, &self.spec, &self.agent_id, self.id)
+    }
+}
+
+/// Base environment, then declared variables, then grpm's own identity variables (which mark
+/// every descendant as part of the app's tree).
+pub fn effective_env(base: &Env, spec: &AppSpec, agent_id: &str, id: AppId) -> Env {
+    let mut env = base.clone();
+    env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.insert("GRPM_AGENT_ID".into(), agent_id.into());
+    env.insert("GRPM_APP_ID".into(), id.to_string());
+    env.insert("GRPM_APP_NAME".into(), spec.name.clone());
+    env
+}
+
+/// Hand-written: the environment stays out of logs.
+impl fmt::Debug for AppView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppView")
+            .field("id", &self.id)
+            .field("name", &self.spec.name)
+            .field("status", &self.status)
+            .field("desired", &self.desired)
+            .field("restarts", &self.restarts)
+            .field("last_exit", &self.last_exit)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
