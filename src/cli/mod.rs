@@ -393,13 +393,16 @@ fn spec_from_args(a: StartArgs) -> Result<pb::AppSpec, Failure> {
     })
 }
 
+/// The outcome of one app of a file: its info, and whether it existed already.
+type FileStart = Result<(pb::AppInfo, bool), tonic::Status>;
+
 /// Starts every app of a file, several requests at a time. An app that already exists is
 /// started with its stored spec (if stopped) and left unchanged: edit-and-apply is a delete and
 /// a start, on purpose.
 async fn start_file(home: &Home, specs: Vec<pb::AppSpec>, json: bool) -> Result<(), Failure> {
     let c = client::connect_local(home, true).await?;
     let env = caller_env();
-    let results: Vec<(String, Result<(pb::AppInfo, bool), tonic::Status>)> = stream::iter(specs)
+    let results: Vec<(String, FileStart)> = stream::iter(specs)
         .map(|spec| {
             let mut c: Client = c.clone();
             let env = env.clone();

@@ -243,7 +243,8 @@ mod tests {
 
     #[test]
     fn refuses_bad_fields() {
-        let cases: Vec<(Box<dyn Fn(&mut AppSpec)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut AppSpec)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|s| s.cmd.clear()), "command is empty"),
             (Box::new(|s| s.cmd[1] = "a\0b".into()), "NUL"),
             (Box::new(|s| s.cmd = vec!["x".into(); 5000]), "arguments"),

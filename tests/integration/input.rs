@@ -1,0 +1,260 @@
+//! Semantics 6 and 7: bad input gets a clear message and the right exit code or gRPC code, and
+//! changes nothing.
+
+use grpm::rpc::pb;
+use tonic::Code;
+
+use crate::common::*;
+
+fn names(agent: &Agent) -> Vec<String> {
+    agent
+        .list()
+        .iter()
+        .map(|a| {
+            format!(
+                "{}:{}",
+                a["name"].as_str().unwrap(),
+                a["status"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn cli_errors_and_exit_codes() {
+    let agent = Agent::start();
+    agent.ok(&["start", "--name", "web", "--", "sleep", "1000"]);
+    agent.wait_online("web", None);
+    let before = names(&agent);
+
+    let e = agent.fails(1, &["stop", "nosuch"]);
+    assert!(e.contains("no app matches \"nosuch\""), "{e}");
+    let e = agent.fails(1, &["restart", "99"]);
+    assert!(e.contains("\"99\""), "{e}");
+    let e = agent.fails(1, &["start", "--name", "web", "--", "sleep", "1"]);
+    assert!(e.contains("already exists"), "{e}");
+    let e = agent.fails(2, &["start", "--name", "bad/name", "--", "sleep", "1"]);
+    assert!(e.contains("bad/name") && e.contains("'/'"), "{e}");
+    let e = agent.fails(2, &["start", "--name", "all", "--", "sleep", "1"]);
+    assert!(e.contains("reserved"), "{e}");
+    let e = agent.fails(2, &["start", "--name", &"x".repeat(65), "--", "sleep", "1"]);
+    assert!(e.contains("at most 64"), "{e}");
+    let e = agent.fails(
+        2,
+        &[
+            "start", "--name", "x", "--env", "NOEQUALS", "--", "sleep", "1",
+        ],
+    );
+    assert!(e.contains("K=V"), "{e}");
+    let e = agent.fails(
+        2,
+        &[
+            "start",
+            "--name",
+            "x",
+            "--kill-timeout",
+            "3 parsecs",
+            "--",
+            "sleep",
+            "1",
+        ],
+    );
+    assert!(e.contains("unit"), "{e}");
+    let e = agent.fails(
+        2,
+        &[
+            "start",
+            "--name",
+            "x",
+            "--stop-signal",
+            "SIGFOO",
+            "--",
+            "sleep",
+            "1",
+        ],
+    );
+    assert!(e.contains("unknown signal"), "{e}");
+    agent.fails(2, &["frobnicate"]);
+    agent.fails(2, &["stop"]);
+    let e = agent.fails(2, &["start"]);
+    assert!(e.contains("nothing to start"), "{e}");
+    assert_eq!(names(&agent), before, "a refused command changed something");
+
+    // Exit 0 on success, with or without --json.
+    agent.ok(&["describe", "web"]);
+    agent.ok(&["stop", "all", "--json"]);
+}
+
+#[test]
+fn missing_binary_or_cwd_is_an_error_and_an_errored_app() {
+    let agent = Agent::start();
+    let e = agent.fails(
+        1,
+        &["start", "--name", "ghost", "--", "/nonexistent/bin/app"],
+    );
+    assert!(
+        e.contains("ghost") && e.contains("No such file or directory"),
+        "{e}"
+    );
+    assert_eq!(agent.status("ghost"), "errored");
+    let d = agent.describe("ghost");
+    assert!(d["error"].as_str().unwrap().contains("No such file"), "{d}");
+
+    let e = agent.fails(
+        1,
+        &["start", "--name", "nocmd", "--", "no-such-command-grpm"],
+    );
+    assert!(e.contains("no such command in PATH"), "{e}");
+
+    let e = agent.fails(
+        1,
+        &[
+            "start",
+            "--name",
+            "nodir",
+            "--cwd",
+            "/nonexistent/dir",
+            "--",
+            "sleep",
+            "1",
+        ],
+    );
+    assert!(
+        e.contains("cwd /nonexistent/dir") && e.contains("No such file"),
+        "{e}"
+    );
+    assert_eq!(agent.status("nodir"), "errored");
+
+    // Fixing the cause and starting again works; the failure did not wedge the app's owner.
+    agent.ok(&["delete", "nodir"]);
+    agent.ok(&["start", "--name", "nodir", "--", "sleep", "1000"]);
+    agent.wait_online("nodir", None);
+}
+
+#[test]
+fn malformed_app_files_name_the_line_and_key() {
+    let agent = Agent::start();
+    let file = agent.path("apps.toml");
+    let cases = [
+        (
+            "[[app]]\nname = \"web\"\ncmd = [\"sleep\", \"1\"]\nkill_timout = \"3s\"\n",
+            ":4:",
+            "kill_timout",
+        ),
+        (
+            "[[app]]\nname = \"we b\"\ncmd = \"sleep 1\"\n",
+            ":2: name:",
+            "' '",
+        ),
+        (
+            "[[app]]\nname = \"web\"\ncmd = \"sleep 1\"\nstop_signal = \"NOPE\"\n",
+            ":4: stop_signal:",
+            "unknown signal",
+        ),
+        ("[[app]\nname = \"web\"\n", ":1", ""),
+    ];
+    for (text, at, what) in cases {
+        std::fs::write(&file, text).unwrap();
+        let e = agent.fails(2, &["start", &file]);
+        assert!(
+            e.contains(&format!("apps.toml{at}")) && e.contains(what),
+            "{text:?}: {e}"
+        );
+    }
+    assert!(
+        agent.list().is_empty(),
+        "a malformed file started something"
+    );
+}
+
+#[test]
+fn rpc_validation_returns_proper_codes() {
+    let agent = Agent::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = grpm::client::connect_unix(&agent.home.join("agent.sock"))
+            .await
+            .unwrap();
+        let spec = |name: &str, cmd: Vec<String>| pb::AppSpec {
+            name: name.into(),
+            cmd,
+            ..Default::default()
+        };
+        let start = |app: pb::AppSpec| pb::StartRequest {
+            target: String::new(),
+            app: Some(app),
+            client_env: None,
+        };
+        let cases: Vec<(pb::StartRequest, &str)> = vec![
+            (
+                start(spec("nul", vec!["sleep".into(), "1\0".into()])),
+                "NUL",
+            ),
+            (start(spec("huge", vec!["x".repeat(200_000)])), "bytes long"),
+            (start(spec("many", vec!["x".into(); 5000])), "arguments"),
+            (start(spec("", vec!["sleep".into()])), "empty"),
+            (start(spec("../etc", vec!["sleep".into()])), "must start"),
+            (start(spec("empty", vec![])), "command is empty"),
+            (
+                pb::StartRequest {
+                    client_env: Some(pb::Environment {
+                        vars: [("A=B".to_string(), "1".to_string())].into(),
+                    }),
+                    ..start(spec("badenv", vec!["sleep".into()]))
+                },
+                "contains '='",
+            ),
+            (
+                start(pb::AppSpec {
+                    stop_signal: "SIGNOPE".into(),
+                    ..spec("sig", vec!["sleep".into()])
+                }),
+                "unknown signal",
+            ),
+            (
+                start(pb::AppSpec {
+                    cwd: "relative".into(),
+                    ..spec("rel", vec!["sleep".into()])
+                }),
+                "absolute",
+            ),
+            (pb::StartRequest::default(), "set target"),
+        ];
+        for (req, want) in cases {
+            let s = c.start(req).await.expect_err(want);
+            assert_eq!(s.code(), Code::InvalidArgument, "{want}: {s:?}");
+            assert!(s.message().contains(want), "{want}: {}", s.message());
+        }
+        let s = c
+            .stop(pb::StopRequest {
+                target: "nosuch".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::NotFound);
+        let s = c
+            .stop(pb::StopRequest { target: "".into() })
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        c.start(start(spec("dup", vec!["sleep".into(), "1000".into()])))
+            .await
+            .unwrap();
+        let s = c
+            .start(start(spec("dup", vec!["sleep".into()])))
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::AlreadyExists);
+        let s = c
+            .start(start(spec("gone", vec!["/nonexistent".into()])))
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        let list = c.list(pb::ListRequest {}).await.unwrap().into_inner();
+        let names: Vec<&str> = list.apps.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["dup", "gone"], "only the valid creates happened");
+    });
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real agent and CLI, driven as a user would.
+
+mod common;
+
+mod autorestart;
+mod concurrency;
+mod environment;
+mod input;
+mod persistence;
+mod security;
+mod tree;
