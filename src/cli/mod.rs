@@ -6,11 +6,10 @@ pub mod render;
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use futures_util::{stream, StreamExt};
 use tonic::Code;
 
 use crate::{
-    client::{self, Client, ConnectError},
+    client::{self, ConnectError},
     home::Home,
     model::{parse_duration, validate_name, Signal, Target},
     rpc::pb,
@@ -315,9 +314,9 @@ async fn start(home: &Home, args: StartArgs, json: bool) -> Result<(), Failure> 
         let mut c = client::connect_local(home, true).await?;
         let r = c
             .start(pb::StartRequest {
-                target: String::new(),
                 app: Some(spec),
                 client_env: Some(caller_env()),
+                ..Default::default()
             })
             .await?
             .into_inner();
@@ -343,8 +342,7 @@ async fn start(home: &Home, args: StartArgs, json: bool) -> Result<(), Failure> 
     let r = c
         .start(pb::StartRequest {
             target: what,
-            app: None,
-            client_env: None,
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -393,88 +391,70 @@ fn spec_from_args(a: StartArgs) -> Result<pb::AppSpec, Failure> {
     })
 }
 
-/// The outcome of one app of a file: its info, and whether it existed already.
-type FileStart = Result<(pb::AppInfo, bool), tonic::Status>;
-
-/// Starts every app of a file, several requests at a time. An app that already exists is
-/// started with its stored spec (if stopped) and left unchanged: edit-and-apply is a delete and
-/// a start, on purpose.
+/// Starts the apps of a file: the new ones in one request (ids follow the file's order; one
+/// bad spec creates none), and existing ones by name, with their stored spec: applying an edited
+/// file is a delete and a start, on purpose. Ends, like PM2, with the table of the file's apps.
 async fn start_file(home: &Home, specs: Vec<pb::AppSpec>, json: bool) -> Result<(), Failure> {
-    let c = client::connect_local(home, true).await?;
-    let env = caller_env();
-    let results: Vec<(String, FileStart)> = stream::iter(specs)
-        .map(|spec| {
-            let mut c: Client = c.clone();
-            let env = env.clone();
-            async move {
-                let name = spec.name.clone();
-                let created = c
-                    .start(pb::StartRequest {
-                        target: String::new(),
-                        app: Some(spec),
-                        client_env: Some(env),
-                    })
-                    .await;
-                let r = match created {
-                    Err(s) if s.code() == Code::AlreadyExists => c
-                        .start(pb::StartRequest {
-                            target: name.clone(),
-                            app: None,
-                            client_env: None,
-                        })
-                        .await
-                        .map(|r| (r.into_inner(), true)),
-                    other => other.map(|r| (r.into_inner(), false)),
-                };
-                let r = r.and_then(|(resp, existed)| {
-                    resp.apps
-                        .into_iter()
-                        .next()
-                        .map(|a| (a, existed))
-                        .ok_or_else(|| tonic::Status::internal("empty reply"))
-                });
-                (name, r)
+    let mut c = client::connect_local(home, true).await?;
+    let existing: Vec<String> = c
+        .list(pb::ListRequest {})
+        .await?
+        .into_inner()
+        .apps
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let (old, new): (Vec<pb::AppSpec>, Vec<pb::AppSpec>) =
+        specs.into_iter().partition(|s| existing.contains(&s.name));
+    let mut failed = None;
+    if !new.is_empty() {
+        let created = c
+            .start(pb::StartRequest {
+                apps: new,
+                client_env: Some(caller_env()),
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(_) => {}
+            // Nothing was created: report as is.
+            Err(s) if matches!(s.code(), Code::InvalidArgument | Code::AlreadyExists) => {
+                return Err(s.into())
             }
-        })
-        .buffered(32)
-        .collect()
-        .await;
-    let mut failures = Vec::new();
-    let mut rows = Vec::new();
-    for (name, r) in results {
-        match r {
-            Ok((app, existed)) => {
-                if !json {
-                    let note = if existed {
-                        " (already existed; spec unchanged)"
-                    } else {
-                        ""
-                    };
-                    println!(
-                        "started {} (id {}), pid {}{note}",
-                        app.name, app.id, app.pid
-                    );
-                }
-                rows.push(app);
-            }
-            Err(s) => {
-                eprintln!("grpm: {name}: {}", s.message());
-                failures.push(name);
-            }
+            // Created, but some failed to start: show the table, then fail.
+            Err(s) => failed = Some(Failure::from(s)),
         }
     }
+    for spec in old {
+        if !json {
+            println!(
+                "{} already exists: started with its stored spec if it was down",
+                spec.name
+            );
+        }
+        let r = c
+            .start(pb::StartRequest {
+                target: spec.name.clone(),
+                ..Default::default()
+            })
+            .await;
+        if let Err(s) = r {
+            eprintln!("grpm: {}", s.message());
+            failed.get_or_insert(Failure::from(s));
+        }
+    }
+    let all = c.list(pb::ListRequest {}).await?.into_inner().apps;
+    let rows: Vec<pb::AppInfo> = all
+        .into_iter()
+        .filter(|a| names.contains(&a.name))
+        .collect();
     if json {
         println!("{}", render::json(&render::rows(&rows)));
-    }
-    if failures.is_empty() {
-        Ok(())
     } else {
-        Err(Failure::Failed(format!(
-            "{} of the file's apps failed to start: {}",
-            failures.len(),
-            failures.join(", ")
-        )))
+        print!("{}", render::table(&rows));
     }
+    failed.map_or(Ok(()), Err)
 }
 
 async fn kill(home: &Home, json: bool) -> Result<(), Failure> {

@@ -11,6 +11,9 @@ use crate::{
     supervisor::{AppView, Supervisor, Usage},
 };
 
+/// Bound on the apps one Start may create.
+const MAX_APPS_PER_REQUEST: usize = 10_000;
+
 pub struct Service {
     sup: Arc<Supervisor>,
     /// The agent's own environment: the base for apps whose creator sent none (remote callers,
@@ -66,25 +69,41 @@ impl ProcessManager for Service {
         req: Request<pb::StartRequest>,
     ) -> Result<Response<pb::StartResponse>, Status> {
         let req = req.into_inner();
-        let views = match (req.app, req.target.is_empty()) {
-            (Some(app), true) => {
-                let spec = convert::spec_from_pb(app, &self.default_cwd)?;
+        let new_apps = match (req.app, req.apps.is_empty()) {
+            (Some(app), true) => vec![app],
+            (None, _) => req.apps,
+            (Some(_), false) => {
+                return Err(Status::invalid_argument("set app or apps, not both"));
+            }
+        };
+        let views = match (new_apps.is_empty(), req.target.is_empty()) {
+            (false, true) => {
+                if new_apps.len() > MAX_APPS_PER_REQUEST {
+                    return Err(Status::invalid_argument(format!(
+                        "{} apps in one request; at most {MAX_APPS_PER_REQUEST} are allowed",
+                        new_apps.len()
+                    )));
+                }
+                let specs = new_apps
+                    .into_iter()
+                    .map(|a| convert::spec_from_pb(a, &self.default_cwd))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let base =
                     convert::env_from_pb(req.client_env)?.unwrap_or_else(|| self.agent_env.clone());
-                vec![self.sup.create(spec, base).await?]
+                self.sup.create(specs, base).await?
             }
-            (None, false) => {
+            (true, false) => {
                 let target = convert::target(&req.target)?;
                 self.sup.start(&target).await?
             }
-            (Some(_), false) => {
+            (false, false) => {
                 return Err(Status::invalid_argument(
-                    "set either target (existing apps) or app (a new app), not both",
+                    "set either target (existing apps) or app/apps (new apps), not both",
                 ))
             }
-            (None, true) => {
+            (true, true) => {
                 return Err(Status::invalid_argument(
-                    "set target (existing apps) or app (a new app)",
+                    "set target (existing apps) or app/apps (new apps)",
                 ))
             }
         };

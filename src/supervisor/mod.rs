@@ -163,53 +163,61 @@ impl Supervisor {
         handle
     }
 
-    /// Creates an app from a validated spec, with `base_env` as its captured environment, and
-    /// starts it. A start failure leaves the app in place, errored, and is returned.
-    pub async fn create(&self, spec: AppSpec, base_env: Env) -> Result<AppView, Error> {
-        spec.validate().map_err(Error::Invalid)?;
+    /// Creates apps from specs, in order (ids follow it), each with `base_env` as its captured
+    /// environment, and starts them. All or nothing up to the start: an invalid spec or a taken
+    /// name creates none. A start failure leaves that app in place, errored, and is returned
+    /// after the others have started.
+    pub async fn create(&self, specs: Vec<AppSpec>, base_env: Env) -> Result<Vec<AppView>, Error> {
         crate::model::validate_env(&base_env)
             .map_err(|e| Error::Invalid(format!("base environment: {e}")))?;
-        let rec = {
+        let mut names = std::collections::HashSet::new();
+        for spec in &specs {
+            spec.validate().map_err(Error::Invalid)?;
+            if !names.insert(spec.name.as_str()) {
+                return Err(Error::Invalid(format!("app {} is given twice", spec.name)));
+            }
+        }
+        let handles = {
             let mut reg = self.lock();
             if reg.closed {
                 return Err(Error::ShuttingDown);
             }
-            if let Some((id, _)) = reg
+            if let Some((id, h)) = reg
                 .apps
                 .iter()
-                .find(|(_, h)| h.view.borrow().name() == spec.name)
+                .find(|(_, h)| names.contains(h.view.borrow().name()))
             {
                 return Err(Error::AlreadyExists {
-                    name: spec.name,
+                    name: h.view.borrow().name().to_string(),
                     id: *id,
                 });
             }
-            let id = reg.next_id;
-            reg.next_id += 1;
+            let mut handles = Vec::with_capacity(specs.len());
+            for spec in specs {
+                let id = reg.next_id;
+                reg.next_id += 1;
+                let rec = AppRecord {
+                    id,
+                    spec,
+                    base_env: base_env.clone(),
+                    desired: Desired::Stopped,
+                    created_at_unix_ms: now_unix_ms(),
+                    restarts: 0,
+                    pid: None,
+                    pid_starttime: None,
+                };
+                // Registered under the lock, so a concurrent create of the same name sees it.
+                let (actor, view) = Actor::new(self.ctx.clone(), rec);
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(actor.run(rx, Init::New));
+                let handle = Handle { tx, view };
+                reg.apps.insert(id, handle.clone());
+                handles.push(handle);
+            }
             self.ctx.store.set_next_id(reg.next_id);
-            let rec = AppRecord {
-                id,
-                spec,
-                base_env,
-                desired: Desired::Stopped,
-                created_at_unix_ms: now_unix_ms(),
-                restarts: 0,
-                pid: None,
-                pid_starttime: None,
-            };
-            // Registered under the lock, so a concurrent create of the same name sees it.
-            let (actor, view) = Actor::new(self.ctx.clone(), rec.clone());
-            let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(actor.run(rx, Init::New));
-            reg.apps.insert(id, Handle { tx, view });
-            rec
+            handles
         };
-        let mut views = self
-            .each(&Target::Id(rec.id), |reply| Cmd::Start { reply })
-            .await?;
-        views
-            .pop()
-            .ok_or_else(|| Error::NotFound(rec.id.to_string()))
+        Self::send_all(handles, |reply| Cmd::Start { reply }, "new app").await
     }
 
     /// Starts stopped or errored apps; online ones are left as they are.
@@ -322,13 +330,21 @@ impl Supervisor {
         make: impl Fn(Reply) -> Cmd,
     ) -> Result<Vec<AppView>, Error> {
         let handles = self.handles(target)?;
+        Self::send_all(handles, make, &target.to_string()).await
+    }
+
+    async fn send_all(
+        handles: Vec<Handle>,
+        make: impl Fn(Reply) -> Cmd,
+        what: &str,
+    ) -> Result<Vec<AppView>, Error> {
         let mut waits = Vec::with_capacity(handles.len());
         for h in handles {
             let (reply, rx) = oneshot::channel();
-            h.tx.send(make(reply))
-                .await
-                .map_err(|_| Error::NotFound(target.to_string()))?;
-            waits.push(rx);
+            // A closed queue means the app was deleted meanwhile.
+            if h.tx.send(make(reply)).await.is_ok() {
+                waits.push(rx);
+            }
         }
         let mut views = Vec::with_capacity(waits.len());
         let mut errors = Vec::new();
@@ -336,7 +352,7 @@ impl Supervisor {
             match rx.await {
                 Ok(Ok(view)) => views.push(view),
                 Ok(Err(e)) => errors.push(e),
-                Err(_) => errors.push(Error::NotFound(target.to_string())),
+                Err(_) => errors.push(Error::NotFound(what.to_string())),
             }
         }
         match errors.len() {

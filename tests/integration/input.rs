@@ -184,9 +184,8 @@ fn rpc_validation_returns_proper_codes() {
             ..Default::default()
         };
         let start = |app: pb::AppSpec| pb::StartRequest {
-            target: String::new(),
             app: Some(app),
-            client_env: None,
+            ..Default::default()
         };
         let cases: Vec<(pb::StartRequest, &str)> = vec![
             (

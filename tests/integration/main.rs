@@ -2,6 +2,7 @@
 
 mod common;
 
+mod appfile;
 mod autorestart;
 mod concurrency;
 mod environment;
