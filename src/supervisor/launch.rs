@@ -25,13 +25,17 @@ pub struct Launch<'a> {
 /// Spawns the main process; the error says what failed, with the OS error.
 pub fn spawn(reaper: &Reaper, l: &Launch<'_>) -> Result<(u32, oneshot::Receiver<Exit>), String> {
     let spec = l.spec;
+    // Specs are validated at the edge, but a hand-edited state.json is not the edge.
+    let Some((arg0, args)) = spec.cmd.split_first() else {
+        return Err("the command is empty".into());
+    };
     match std::fs::metadata(&spec.cwd) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(format!("cwd {} is not a directory", spec.cwd.display())),
         Err(e) => return Err(format!("cwd {}: {e}", spec.cwd.display())),
     }
     let program = resolve_program(
-        &spec.cmd[0],
+        arg0,
         &spec.cwd,
         l.env.get("PATH").map(String::as_str),
     )?;
@@ -49,8 +53,8 @@ pub fn spawn(reaper: &Reaper, l: &Launch<'_>) -> Result<(u32, oneshot::Receiver<
     let out = open(l.stdout)?;
     let err = open(l.stderr)?;
     let mut cmd = Command::new(&program);
-    cmd.arg0(&spec.cmd[0])
-        .args(&spec.cmd[1..])
+    cmd.arg0(arg0)
+        .args(args)
         .current_dir(&spec.cwd)
         .env_clear()
         .envs(l.env)
