@@ -38,3 +38,31 @@ fn grpm_kill_without_an_agent_is_fine() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("no agent is running"));
 }
+
+/// Even when the socket is reachable (a loosened mode, say), another uid is refused by the
+/// SO_PEERCRED check and nothing happens. Needs root to act as another user; CI runs as root.
+#[test]
+fn another_user_is_refused_by_peer_credentials() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: acting as another user needs root");
+        return;
+    }
+    let agent = Agent::start();
+    agent.ok(&["start", "--name", "web", "--", "sleep", "1000"]);
+    let set = |p: &std::path::Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    set(agent.dir.path(), 0o755);
+    set(&agent.home, 0o755);
+    set(&agent.home.join("agent.sock"), 0o666);
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", BIN, "stop", "web"])
+        .env_clear()
+        .env("GRPM_HOME", &agent.home)
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    wait_until("the refusal in the agent log", std::time::Duration::from_secs(10), || {
+        agent.log().contains("refused a connection from another user")
+    });
+    assert_eq!(agent.status("web"), "online", "a refused caller changed something");
+}
