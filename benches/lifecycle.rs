@@ -1,1 +1,677 @@
-fn main() {}
+//! Lifecycle benchmark: real agents (the real release binary) in temporary homes, driven
+//! through the real CLI, supervising real `sleep` processes.
+//!
+//! Run with `cargo bench --bench lifecycle`. It measures, in this order:
+//!
+//! 1. the agent's idle RSS, after it answered a first `grpm list`;
+//! 2. the wall time of `grpm list` (the whole CLI process, spawn to exit) with 10 apps online;
+//! 3. the wall time of `grpm restart` for one app that exits promptly on SIGTERM, on an agent
+//!    of its own that supervises only that app;
+//! 4. the time from issuing `grpm start FILE` (1,000 apps) until a `grpm list --json` poll
+//!    shows all of them online, and the agent's RSS with those 1,000 apps online.
+//!
+//! Each phase has its own agent in a fresh temporary `GRPM_HOME`, stopped with `grpm kill`
+//! before the next phase starts. Every command runs with a small known environment. Missed
+//! targets are reported, never fatal; functional breakage (an app that never comes online, a
+//! restart that keeps the old pid, processes left behind) panics with a clear message.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The `grpm` binary of this build (cargo builds it for benches, release profile).
+const BIN: &str = env!("CARGO_BIN_EXE_grpm");
+
+/// Timed `grpm list` runs (phase 2) and `grpm restart` runs (phase 3), after a few untimed
+/// warm-up runs that get the binary and its libraries into the page cache.
+const LIST_RUNS: usize = 300;
+const RESTART_RUNS: usize = 100;
+const WARMUP_RUNS: usize = 5;
+
+/// Apps in the many-apps phase, and how long they may take to come online before we call
+/// it broken.
+const MANY_APPS: usize = 1_000;
+const ONLINE_LIMIT: Duration = Duration::from_secs(60);
+/// Pause between two `grpm list --json` polls while waiting for the 1,000 apps.
+const POLL_PAUSE: Duration = Duration::from_millis(5);
+
+/// Targets (2-core machine).
+const TARGET_IDLE_RSS_MIB: f64 = 8.0;
+const TARGET_MANY_RSS_MIB: f64 = 40.0;
+const TARGET_LIST_MEDIAN_MS: f64 = 10.0;
+const TARGET_MANY_ONLINE_MS: f64 = 2_000.0;
+const TARGET_RESTART_MEDIAN_MS: f64 = 20.0;
+
+fn main() {
+    println!("grpm lifecycle benchmark ({BIN})");
+    println!(
+        "machine: {} CPUs available",
+        thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let mut table = Vec::new();
+
+    // Phase 1 and 2: idle RSS, then `grpm list` with 10 apps.
+    {
+        let agent = Agent::start("list");
+        agent.list();
+        let idle = agent.rss_kib();
+        println!(
+            "\n[1] idle agent (pid {}): VmRSS {} after its first `grpm list`",
+            agent.pid(),
+            kib(idle)
+        );
+        table.push(Row::at_most(
+            "agent RSS, idle",
+            mib(idle),
+            TARGET_IDLE_RSS_MIB,
+            "MiB",
+        ));
+
+        for i in 1..=10 {
+            let name = format!("app-{i:02}");
+            agent.ok(&["start", "--name", &name, "--", "sleep", "1000"]);
+        }
+        agent.wait_all_online(10, Instant::now());
+
+        // `grpm list` prints a header line and one line per app.
+        let list = || {
+            let out = agent.ok(&["list"]);
+            let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+            assert_eq!(lines, 11, "`grpm list` should print a header and 10 apps");
+        };
+        for _ in 0..WARMUP_RUNS {
+            list();
+        }
+        let times = timed(LIST_RUNS, list);
+        let s = Stats::of(&times);
+        println!("\n[2] `grpm list` with 10 apps online, {LIST_RUNS} runs (spawn to exit):");
+        s.print();
+        table.push(Row::at_most(
+            "`grpm list` median, 10 apps",
+            ms(s.median),
+            TARGET_LIST_MEDIAN_MS,
+            "ms",
+        ));
+        table.push(Row::info("`grpm list` p99, 10 apps", ms(s.p99), "ms"));
+        agent.shutdown();
+    }
+
+    // Phase 3: restart latency, on an agent that supervises only the app being restarted (run
+    // before the 1,000-app phase, whose agent is a separate one anyway).
+    {
+        let agent = Agent::start("restart");
+        agent.ok(&["start", "--name", "victim", "--", "sleep", "1000"]);
+        agent.wait_all_online(1, Instant::now());
+        let mut pid = agent.pid_of("victim");
+
+        // One restart: timed from issuing the command to its exit, then checked (untimed):
+        // the app must be online with a new, live pid, and the old process must be gone.
+        let mut restart = || -> Duration {
+            let t0 = Instant::now();
+            agent.ok(&["restart", "victim"]);
+            let took = t0.elapsed();
+            let app = agent.app("victim");
+            let new = app["pid"].as_u64().map(|p| p as u32);
+            assert!(
+                app["status"] == "online" && new.is_some_and(|p| p != pid && alive(p)),
+                "after `grpm restart victim` returned, the app should be online with a new \
+                 live pid (old pid {pid}), but the list says {app}"
+            );
+            assert!(
+                !alive(pid),
+                "`grpm restart` returned while the old process {pid} is still alive"
+            );
+            pid = new.unwrap_or_default();
+            took
+        };
+        for _ in 0..WARMUP_RUNS {
+            restart();
+        }
+        let times: Vec<Duration> = (0..RESTART_RUNS).map(|_| restart()).collect();
+        let s = Stats::of(&times);
+        println!(
+            "\n[3] `grpm restart` of one `sleep 1000` app (its own agent, run before the \
+             1,000-app phase), {RESTART_RUNS} runs (command issued -> returns with a new pid \
+             online; pid change verified with `list --json` after each run):"
+        );
+        s.print();
+        table.push(Row::at_most(
+            "`grpm restart` median",
+            ms(s.median),
+            TARGET_RESTART_MEDIAN_MS,
+            "ms",
+        ));
+        table.push(Row::info("`grpm restart` p99", ms(s.p99), "ms"));
+        agent.shutdown();
+    }
+
+    // Phase 4: 1,000 apps from one app file.
+    {
+        let agent = Agent::start("many");
+        agent.list();
+        let file = agent.dir.path().join("many.toml");
+        let mut text = String::new();
+        for i in 1..=MANY_APPS {
+            text.push_str(&format!(
+                "[[app]]\nname = \"app-{i:04}\"\ncmd = [\"sleep\", \"1000\"]\n\n"
+            ));
+        }
+        fs::write(&file, text).expect("cannot write the app file");
+
+        // `grpm start FILE` runs on a thread of its own, so polling starts as soon as the
+        // command is issued, whether or not it returns before every app is online.
+        let mut start = agent.cmd();
+        start.arg("start").arg(&file);
+        let t0 = Instant::now();
+        let starter = thread::spawn(move || {
+            let out = start.output().expect("cannot run `grpm start FILE`");
+            (out, t0.elapsed())
+        });
+        let online = agent.wait_all_online(MANY_APPS, t0);
+        let (out, start_returned) = starter.join().expect("the start thread panicked");
+        agent.check("start FILE", &out);
+
+        // Every app is a distinct, live process.
+        let mut distinct = online.pids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            MANY_APPS,
+            "pids of online apps are not distinct"
+        );
+        let dead = online.pids.iter().filter(|&&p| !alive(p)).count();
+        assert_eq!(dead, 0, "{dead} apps listed online have no live process");
+
+        let rss_now = agent.rss_kib();
+        // Let the agent settle (first samples for cpu/memory, log flushes...), then read the
+        // RSS again right after one more `grpm list` answered.
+        thread::sleep(Duration::from_secs(1));
+        agent.wait_all_online(MANY_APPS, Instant::now());
+        let rss_settled = agent.rss_kib();
+        let hwm = agent.proc_status_kib("VmHWM");
+
+        // One `list --json` of 1,000 apps, timed, for context.
+        let list_times = timed(20, || {
+            agent.list();
+        });
+        let ls = Stats::of(&list_times);
+
+        println!("\n[4] {MANY_APPS} apps (`sleep 1000`) from one app file:");
+        println!(
+            "    all online after {:.1} ms (to the end of the first `list --json` poll that \
+             showed all online: poll {} of polls {POLL_PAUSE:?} apart; slowest poll {:.1} ms)",
+            ms(online.after),
+            online.polls,
+            ms(online.slowest_poll)
+        );
+        println!(
+            "    `grpm start FILE` itself returned after {:.1} ms",
+            ms(start_returned)
+        );
+        println!(
+            "    agent VmRSS: {} when all were online, {} one second later; VmHWM (peak) {}",
+            kib(rss_now),
+            kib(rss_settled),
+            kib(hwm)
+        );
+        println!(
+            "    `grpm list --json` with {MANY_APPS} apps: median {:.2} ms, p99 {:.2} ms (20 runs)",
+            ms(ls.median),
+            ms(ls.p99)
+        );
+        table.push(Row::at_most(
+            "1,000 apps online (from `start FILE`)",
+            ms(online.after),
+            TARGET_MANY_ONLINE_MS,
+            "ms",
+        ));
+        table.push(Row::at_most(
+            "agent RSS, 1,000 apps online",
+            mib(rss_settled.max(rss_now)),
+            TARGET_MANY_RSS_MIB,
+            "MiB",
+        ));
+        agent.shutdown();
+    }
+
+    print_table(&table);
+}
+
+/// One agent in a fresh temporary home. Dropping it (also while unwinding from a panic) runs
+/// `grpm kill`, reaps the agent, and SIGKILLs whatever process of this home is left.
+struct Agent {
+    /// What the agent is for, in messages.
+    label: &'static str,
+    /// The temporary directory: the home, the agent's output and app files live in it.
+    dir: TempDir,
+    /// `GRPM_HOME` (and `HOME`) of every command.
+    home: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Starts `grpm agent` in a fresh home and waits until its socket accepts connections.
+    fn start(label: &'static str) -> Agent {
+        // A short prefix keeps the socket path well under the ~100-byte limit.
+        let dir = tempfile::Builder::new()
+            .prefix("grpm")
+            .tempdir()
+            .expect("cannot create a temporary directory");
+        let home = dir.path().join("h");
+        let log = fs::File::create(dir.path().join("agent.out")).expect("cannot create a log");
+        let mut cmd = Command::new(BIN);
+        known_env(&mut cmd, &home);
+        cmd.arg("agent")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cannot clone a file handle"))
+            .stderr(log);
+        let child = cmd.spawn().expect("cannot spawn `grpm agent`");
+        let agent = Agent {
+            label,
+            dir,
+            home,
+            child: Some(child),
+        };
+        let sock = agent.home.join("agent.sock");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(
+                alive(agent.pid()),
+                "the {label} agent exited before answering; its log:\n{}",
+                agent.log()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the {label} agent did not answer on {} within 20 s",
+                sock.display()
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        agent
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("agent.out")).unwrap_or_default()
+    }
+
+    /// A `grpm` command for this home, with the known environment.
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        known_env(&mut cmd, &self.home);
+        cmd.current_dir(self.dir.path()).stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `grpm ARGS`; panics unless it succeeded. Returns its output.
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self
+            .cmd()
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run grpm {args:?}: {e}"));
+        self.check(&args.join(" "), &out);
+        out
+    }
+
+    /// Panics, with the command's stderr and the agent's log, unless `out` is a success of a
+    /// command run while our agent is alive (were it dead, the CLI would have started another
+    /// one in the background).
+    fn check(&self, what: &str, out: &Output) {
+        assert!(
+            out.status.success(),
+            "`grpm {what}` failed ({}):\n{}\n{} agent log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.label,
+            self.log()
+        );
+        assert!(
+            alive(self.pid()),
+            "the {} agent died; its log:\n{}",
+            self.label,
+            self.log()
+        );
+    }
+
+    /// `grpm list --json`, parsed.
+    fn list(&self) -> Vec<Value> {
+        let out = self.ok(&["list", "--json"]);
+        match serde_json::from_slice(&out.stdout) {
+            Ok(Value::Array(apps)) => apps,
+            _ => panic!(
+                "`grpm list --json` printed no JSON array: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ),
+        }
+    }
+
+    /// The `list --json` entry of the app `name`.
+    fn app(&self, name: &str) -> Value {
+        self.list()
+            .into_iter()
+            .find(|a| a["name"] == name)
+            .unwrap_or_else(|| panic!("no app {name:?} in `grpm list --json`"))
+    }
+
+    fn pid_of(&self, name: &str) -> u32 {
+        let app = self.app(name);
+        app["pid"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("app {name:?} has no pid: {app}")) as u32
+    }
+
+    /// Polls `grpm list --json` until it shows exactly `n` apps, all online; panics after
+    /// `ONLINE_LIMIT` (counted from `since`).
+    fn wait_all_online(&self, n: usize, since: Instant) -> Online {
+        let mut polls = 0;
+        let mut slowest_poll = Duration::ZERO;
+        loop {
+            let t0 = Instant::now();
+            let apps = self.list();
+            slowest_poll = slowest_poll.max(t0.elapsed());
+            polls += 1;
+            let pids: Vec<u32> = apps
+                .iter()
+                .filter(|a| a["status"] == "online")
+                .filter_map(|a| a["pid"].as_u64())
+                .map(|p| p as u32)
+                .collect();
+            if apps.len() == n && pids.len() == n {
+                return Online {
+                    after: since.elapsed(),
+                    polls,
+                    slowest_poll,
+                    pids,
+                };
+            }
+            if since.elapsed() > ONLINE_LIMIT {
+                let mut statuses: Vec<String> = apps
+                    .iter()
+                    .map(|a| a["status"].as_str().unwrap_or("?").to_string())
+                    .collect();
+                statuses.sort();
+                statuses.dedup_by(|a, b| a == b);
+                panic!(
+                    "after {ONLINE_LIMIT:?}, {} of {n} apps are online ({} listed; statuses \
+                     seen: {statuses:?}); {} agent log:\n{}",
+                    pids.len(),
+                    apps.len(),
+                    self.label,
+                    self.log()
+                );
+            }
+            thread::sleep(POLL_PAUSE);
+        }
+    }
+
+    /// A `kB` field (VmRSS, VmHWM) of the agent's /proc/PID/status, in KiB.
+    fn proc_status_kib(&self, field: &str) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("cannot read the agent's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in the agent's /proc status"))
+    }
+
+    fn rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmRSS")
+    }
+
+    /// Stops the agent and every app with `grpm kill`, reaps it, and checks that no process
+    /// of this home is left; panics (after cleaning up) if something is.
+    fn shutdown(mut self) {
+        // Not `ok`: the agent is meant to be gone once `grpm kill` returns.
+        let out = self
+            .cmd()
+            .arg("kill")
+            .output()
+            .expect("cannot run `grpm kill`");
+        assert!(
+            out.status.success(),
+            "`grpm kill` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let leftovers = self.reap_and_sweep();
+        assert!(
+            leftovers.is_empty(),
+            "`grpm kill` ({}) left processes of the {} home alive (killed now): {leftovers:?}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            self.label
+        );
+    }
+
+    /// Waits (up to 20 s) for the agent to exit and reaps it, killing it if it does not exit;
+    /// then waits (up to 10 s) for the processes of this home to go, SIGKILLs those that stay,
+    /// and returns their pids.
+    fn reap_and_sweep(&mut self) -> Vec<u32> {
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut left = processes_of(&self.home);
+        while !left.is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+            left = processes_of(&self.home);
+        }
+        for &pid in &left {
+            // Only processes whose environment carries this run's unique GRPM_HOME: started
+            // by us or by our agent.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        left
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // The way out of a panic: best effort, nothing may panic here.
+            let _ = self
+                .cmd()
+                .arg("kill")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            self.reap_and_sweep();
+        }
+    }
+}
+
+/// What `Agent::wait_all_online` saw.
+struct Online {
+    /// From `since` to the end of the first poll that showed every app online.
+    after: Duration,
+    /// `grpm list --json` runs it took, and the longest of them.
+    polls: usize,
+    slowest_poll: Duration,
+    /// The apps' pids, as that poll listed them.
+    pids: Vec<u32>,
+}
+
+/// The small known environment of every command: PATH, and HOME = GRPM_HOME = the temp home.
+fn known_env(cmd: &mut Command, home: &Path) {
+    cmd.env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+        )
+        .env("HOME", home)
+        .env("GRPM_HOME", home);
+}
+
+/// True if /proc shows `pid` and it is not a zombie (a dead process nobody reaped yet).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X' | 'x') | None)
+}
+
+/// Live processes whose environment has `GRPM_HOME=home`: the agent, CLI runs and apps of
+/// that home (the path is a fresh temporary one, so nobody else's processes match).
+fn processes_of(home: &Path) -> Vec<u32> {
+    let mut wanted = b"GRPM_HOME=".to_vec();
+    wanted.extend_from_slice(home.as_os_str().as_encoded_bytes());
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == wanted.as_slice()))
+                && alive(pid)
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Runs `f` `n` times and returns the wall time of each run.
+fn timed(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
+    (0..n)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed()
+        })
+        .collect()
+}
+
+/// Summary of a sample of durations.
+struct Stats {
+    n: usize,
+    min: Duration,
+    median: Duration,
+    mean: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Stats {
+    fn of(times: &[Duration]) -> Stats {
+        assert!(!times.is_empty(), "no samples");
+        let mut t = times.to_vec();
+        t.sort_unstable();
+        let n = t.len();
+        let median = if n % 2 == 1 {
+            t[n / 2]
+        } else {
+            (t[n / 2 - 1] + t[n / 2]) / 2
+        };
+        // Nearest rank: the smallest sample with at least 99% of samples at or below it.
+        let p99 = t[(n * 99).div_ceil(100) - 1];
+        Stats {
+            n,
+            min: t[0],
+            median,
+            mean: t.iter().sum::<Duration>() / n as u32,
+            p99,
+            max: t[n - 1],
+        }
+    }
+
+    fn print(&self) {
+        println!(
+            "    n {}  min {:.2} ms  median {:.2} ms  mean {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            self.n,
+            ms(self.min),
+            ms(self.median),
+            ms(self.mean),
+            ms(self.p99),
+            ms(self.max)
+        );
+    }
+}
+
+/// A line of the final table; `target` is an upper bound, if the metric has one.
+struct Row {
+    metric: &'static str,
+    value: f64,
+    target: Option<f64>,
+    unit: &'static str,
+}
+
+impl Row {
+    fn at_most(metric: &'static str, value: f64, target: f64, unit: &'static str) -> Row {
+        Row {
+            metric,
+            value,
+            target: Some(target),
+            unit,
+        }
+    }
+
+    fn info(metric: &'static str, value: f64, unit: &'static str) -> Row {
+        Row {
+            metric,
+            value,
+            target: None,
+            unit,
+        }
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "\n{:<40} {:>14} {:>14}  MET",
+        "METRIC", "MEASURED", "TARGET"
+    );
+    for r in rows {
+        let measured = format!("{:.2} {}", r.value, r.unit);
+        let (target, met) = match r.target {
+            Some(t) => (
+                format!("<= {t} {}", r.unit),
+                if r.value <= t { "yes" } else { "NO" },
+            ),
+            None => ("-".to_string(), "-"),
+        };
+        println!("{:<40} {measured:>14} {target:>14}  {met}", r.metric);
+    }
+    let missed = rows
+        .iter()
+        .filter(|r| r.target.is_some_and(|t| r.value > t))
+        .count();
+    let total = rows.iter().filter(|r| r.target.is_some()).count();
+    println!("\n{} of {total} targets met", total - missed);
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn kib(kib: u64) -> String {
+    format!("{kib} KiB ({:.2} MiB)", mib(kib))
+}
