@@ -13,8 +13,23 @@ use crate::{
     home::Home,
     model::Env,
     rpc::{pb, pb::process_manager_server::ProcessManagerServer, service::Service},
-    supervisor::Supervisor,
+    supervisor::{Config, Supervisor},
 };
+
+/// Agent settings from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Events kept for subscribers to resume from.
+    pub events_kept: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            events_kept: 10_000,
+        }
+    }
+}
 
 /// Largest request the agent decodes (an app spec with its environment is far below this).
 const MAX_MESSAGE: usize = 8 * 1024 * 1024;
@@ -23,7 +38,7 @@ const MAX_STREAMS: u32 = 256;
 
 /// Runs the agent in the foreground until SIGTERM, SIGINT or a `Shutdown` request. Returns a
 /// message for the user on failure (another agent already running, unusable home...).
-pub fn main(home: &Home) -> Result<(), String> {
+pub fn main(home: &Home, options: &Options) -> Result<(), String> {
     home.ensure()
         .map_err(|e| format!("cannot use {}: {e}", home.root.display()))?;
     let _lock = lock(home)?;
@@ -44,7 +59,7 @@ pub fn main(home: &Home) -> Result<(), String> {
             .map_err(|e| format!("cannot write {}: {e}", home.pid_file().display()))?;
         let shutdown = CancellationToken::new();
         spawn_signal_handlers(shutdown.clone())?;
-        let result = run(home, listener, shutdown).await;
+        let result = run(home, options, listener, shutdown).await;
         let _ = fs::remove_file(home.socket());
         let _ = fs::remove_file(home.pid_file());
         result
@@ -55,12 +70,18 @@ pub fn main(home: &Home) -> Result<(), String> {
 /// returns. Desired states stay as they are, so the next agent brings the apps back.
 pub async fn run(
     home: &Home,
+    options: &Options,
     listener: UnixListener,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let (sup, warning) = Supervisor::open(&home.state_file(), home.logs_dir())
-        .await
-        .map_err(|e| format!("cannot load state: {e}"))?;
+    let (sup, warning) = Supervisor::open(Config {
+        state_path: home.state_file(),
+        logs_dir: home.logs_dir(),
+        events_dir: Some(home.root.clone()),
+        events_kept: options.events_kept,
+    })
+    .await
+    .map_err(|e| format!("cannot load state: {e}"))?;
     if let Some(w) = warning {
         tracing::error!("{w}");
     }

@@ -11,7 +11,7 @@ use tonic::Code;
 use crate::{
     client::{self, ConnectError},
     home::Home,
-    model::{parse_duration, validate_name, Signal, Target},
+    model::{parse_duration, validate_name, EventKind, Signal, Target},
     rpc::pb,
 };
 
@@ -29,7 +29,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the agent in the foreground (other commands start one in the background).
-    Agent,
+    Agent {
+        /// Events kept for subscribers to replay and resume from.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        events_kept: u32,
+    },
     /// Start a new app (`--name N -- CMD...`), the apps of a TOML file, or a stopped app.
     Start(StartArgs),
     /// Stop apps: their whole process trees. TARGET is a name, an id or "all".
@@ -53,6 +57,42 @@ enum Command {
     Describe { target: String },
     /// Stop every app and the local agent (apps that should run come back with the next agent).
     Kill,
+    /// Show events: the recent ones, then new ones as they happen (Ctrl-C ends).
+    Events(EventsArgs),
+    /// Publish a `notify` event about apps onto the event stream ("deployed v1.2").
+    Notify {
+        /// A name, an id or "all".
+        target: String,
+        /// What happened, in a word: deploy, migrate, alert...
+        #[arg(long)]
+        action: String,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        message: String,
+        /// Details, K=V; may be repeated.
+        #[arg(long = "data", value_name = "K=V", value_parser = parse_env_pair)]
+        data: Vec<(String, String)>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct EventsArgs {
+    /// Only events about this app; may be repeated.
+    #[arg(long = "app", value_name = "NAME")]
+    apps: Vec<String>,
+    /// Only these kinds, comma-separated (created, starting, online, exited, stopping, stopped,
+    /// restarting, autorestart_scheduled, errored, deleted, notify).
+    #[arg(long = "kind", value_delimiter = ',', value_parser = EventKind::parse)]
+    kinds: Vec<EventKind>,
+    /// Replay every kept event after this sequence number (resume without loss).
+    #[arg(long, value_name = "SEQ")]
+    from: Option<u64>,
+    /// Without --from: how many recent events to show first.
+    #[arg(long, default_value_t = 20)]
+    recent: u32,
+    /// End after the replay instead of following.
+    #[arg(long)]
+    no_follow: bool,
 }
 
 #[derive(Debug, Args)]
@@ -154,9 +194,12 @@ pub fn main() -> ExitCode {
         Ok(h) => h,
         Err(e) => return fail(Failure::Usage(e)),
     };
-    if let Command::Agent = cli.command {
+    if let Command::Agent { events_kept } = cli.command {
         init_tracing();
-        return match crate::agent::main(&home) {
+        let options = crate::agent::Options {
+            events_kept: events_kept as usize,
+        };
+        return match crate::agent::main(&home, &options) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(Failure::Failed(e)),
         };
@@ -200,8 +243,35 @@ fn init_tracing() {
 async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
     let json = cli.json;
     match cli.command {
-        Command::Agent => unreachable!("handled before the runtime starts"),
+        Command::Agent { .. } => unreachable!("handled before the runtime starts"),
         Command::Kill => kill(home, json).await,
+        Command::Events(args) => events(home, args, json).await,
+        Command::Notify {
+            target,
+            action,
+            message,
+            data,
+        } => {
+            check_target(&target)?;
+            let mut c = client::connect_local(home, true).await?;
+            let r = c
+                .notify_god(pb::NotifyGodRequest {
+                    target,
+                    action,
+                    message,
+                    data: data.into_iter().collect(),
+                })
+                .await?
+                .into_inner();
+            for e in &r.events {
+                if json {
+                    println!("{}", render::json(&render::event_json(e, None)));
+                } else {
+                    println!("{}", render::event_line(e));
+                }
+            }
+            Ok(())
+        }
         Command::Start(args) => start(home, args, json).await,
         Command::Stop { target } => {
             check_target(&target)?;
@@ -455,6 +525,39 @@ async fn start_file(home: &Home, specs: Vec<pb::AppSpec>, json: bool) -> Result<
         print!("{}", render::table(&rows));
     }
     failed.map_or(Ok(()), Err)
+}
+
+async fn events(home: &Home, args: EventsArgs, json: bool) -> Result<(), Failure> {
+    for app in &args.apps {
+        validate_name(app).map_err(Failure::Usage)?;
+    }
+    let mut c = client::connect_local(home, true).await?;
+    let req = pb::SubscribeRequest {
+        from_seq: args.from,
+        recent: args.recent,
+        no_follow: args.no_follow,
+        apps: args.apps,
+        kinds: args
+            .kinds
+            .into_iter()
+            .map(|k| crate::rpc::convert::kind_to_pb(k) as i32)
+            .collect(),
+    };
+    let mut stream = c.subscribe(req).await?.into_inner();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let next = tokio::select! {
+            n = stream.message() => n?,
+            _ = &mut ctrl_c => return Ok(()),
+        };
+        let Some(e) = next else { return Ok(()) };
+        if json {
+            println!("{}", render::json(&render::event_json(&e, None)));
+        } else {
+            println!("{}", render::event_line(&e));
+        }
+    }
 }
 
 async fn kill(home: &Home, json: bool) -> Result<(), Failure> {

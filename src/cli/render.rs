@@ -3,8 +3,11 @@
 use serde::Serialize;
 
 use crate::{
-    model::format_duration,
-    rpc::{convert::status_word, pb},
+    model::{format_duration, rfc3339_ms},
+    rpc::{
+        convert::{kind_word, status_word},
+        pb,
+    },
 };
 
 /// One app as `--json` prints it.
@@ -194,4 +197,102 @@ pub fn detail(d: &pb::AppDetail) -> String {
         out.push_str(&format!("  {k}={v}\n"));
     }
     out
+}
+
+/// One event as a JSON line.
+pub fn event_json(e: &pb::Event, host: Option<&str>) -> serde_json::Value {
+    let cause = e.cause.clone().unwrap_or_default();
+    let mut v = serde_json::json!({
+        "seq": e.seq,
+        "time": rfc3339_ms(e.at_unix_ms),
+        "at_unix_ms": e.at_unix_ms,
+        "app": e.app,
+        "app_id": e.app_id,
+        "kind": kind_word(e.kind()),
+        "manual": e.manual,
+        "pid": (e.pid != 0).then_some(e.pid),
+        "exit_code": e.exit.as_ref().and_then(|x| x.code),
+        "signal": e.exit.as_ref().and_then(|x| x.signal),
+        "cause": {
+            "kind": cause_word(cause.kind()),
+            "method": (!cause.method.is_empty()).then_some(&cause.method),
+            "uid": cause.uid,
+            "pid": cause.peer_pid,
+            "peer": (!cause.peer.is_empty()).then_some(&cause.peer),
+        },
+        "delay_ms": (e.delay_ms != 0).then_some(e.delay_ms),
+        "error": (!e.error.is_empty()).then_some(&e.error),
+        "action": (!e.action.is_empty()).then_some(&e.action),
+        "message": (!e.message.is_empty()).then_some(&e.message),
+        "data": e.data,
+        "lost": (e.kind() == pb::EventKind::Gap).then_some(e.lost),
+    });
+    if let (Some(h), Some(obj)) = (host, v.as_object_mut()) {
+        obj.insert("host".into(), h.into());
+    }
+    v
+}
+
+fn cause_word(k: pb::CauseKind) -> &'static str {
+    match k {
+        pb::CauseKind::Unspecified => "unknown",
+        pb::CauseKind::Request => "request",
+        pb::CauseKind::Crash => "crash",
+        pb::CauseKind::Backoff => "backoff",
+        pb::CauseKind::Recovery => "recovery",
+        pb::CauseKind::Shutdown => "shutdown",
+    }
+}
+
+/// One event as a line for people.
+pub fn event_line(e: &pb::Event) -> String {
+    let kind = kind_word(e.kind());
+    let mut line = format!("{}  #{:<6} ", rfc3339_ms(e.at_unix_ms), e.seq);
+    if e.kind() == pb::EventKind::Gap {
+        line.push_str(&format!("gap: {} event(s) lost", e.lost));
+        if !e.message.is_empty() {
+            line.push_str(&format!(" ({})", e.message));
+        }
+        return line;
+    }
+    line.push_str(&format!("{}[{}] {kind}", e.app, e.app_id));
+    if e.pid != 0 {
+        line.push_str(&format!(" pid {}", e.pid));
+    }
+    if let Some(x) = &e.exit {
+        line.push_str(&format!(": {}", x.text));
+    }
+    if e.delay_ms != 0 {
+        line.push_str(&format!(" in {}ms", e.delay_ms));
+    }
+    if !e.error.is_empty() {
+        line.push_str(&format!(": {}", e.error));
+    }
+    if !e.action.is_empty() {
+        line.push_str(&format!(" {}", e.action));
+    }
+    if !e.message.is_empty() {
+        line.push_str(&format!(": {}", e.message));
+    }
+    let mut data: Vec<_> = e.data.iter().collect();
+    data.sort();
+    for (k, v) in data {
+        line.push_str(&format!(" {k}={v}"));
+    }
+    let cause = e.cause.clone().unwrap_or_default();
+    let why = match cause.kind() {
+        pb::CauseKind::Request => {
+            let mut w = format!("{} via {}", cause.method, cause.peer);
+            if let Some(u) = cause.uid {
+                w.push_str(&format!(" uid {u}"));
+            }
+            w
+        }
+        other => cause_word(other).to_string(),
+    };
+    line.push_str(&format!(
+        "  ({}{why})",
+        if e.manual { "manual: " } else { "" }
+    ));
+    line
 }

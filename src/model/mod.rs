@@ -1,16 +1,20 @@
 //! Domain types: what an app is, what state it is in, how it ended. No gRPC, no syscalls.
 
 mod duration;
+mod event;
 mod name;
 mod signal;
 mod spec;
 mod status;
+mod time;
 
 pub use duration::{format_duration, parse_duration};
+pub use event::{Cause, Event, EventKind};
 pub use name::{validate_name, Target};
 pub use signal::Signal;
 pub use spec::{validate_env, AppSpec, Env, RestartPolicy, SpecError, LIMITS};
 pub use status::{Desired, Exit, Status};
+pub use time::rfc3339_ms;
 
 /// Numeric app id: unique within one `GRPM_HOME`, never reused.
 pub type AppId = u64;

@@ -146,3 +146,98 @@ pub fn detail(v: &AppView, usage: Usage) -> pb::AppDetail {
         restart_in_ms,
     }
 }
+
+pub fn kind_to_pb(k: model::EventKind) -> pb::EventKind {
+    use model::EventKind as K;
+    match k {
+        K::Created => pb::EventKind::Created,
+        K::Starting => pb::EventKind::Starting,
+        K::Online => pb::EventKind::Online,
+        K::Exited => pb::EventKind::Exited,
+        K::Stopping => pb::EventKind::Stopping,
+        K::Stopped => pb::EventKind::Stopped,
+        K::Restarting => pb::EventKind::Restarting,
+        K::AutorestartScheduled => pb::EventKind::AutorestartScheduled,
+        K::Errored => pb::EventKind::Errored,
+        K::Deleted => pb::EventKind::Deleted,
+        K::Notify => pb::EventKind::Notify,
+        K::Gap => pb::EventKind::Gap,
+    }
+}
+
+/// A wire kind from a request; unknown and unspecified values are refused.
+pub fn kind_from_pb(v: i32) -> Result<model::EventKind, Status> {
+    use model::EventKind as K;
+    let k = pb::EventKind::try_from(v)
+        .map_err(|_| Status::invalid_argument(format!("kinds: unknown event kind {v}")))?;
+    Ok(match k {
+        pb::EventKind::Unspecified => {
+            return Err(Status::invalid_argument(
+                "kinds: EVENT_KIND_UNSPECIFIED is not a kind",
+            ))
+        }
+        pb::EventKind::Created => K::Created,
+        pb::EventKind::Starting => K::Starting,
+        pb::EventKind::Online => K::Online,
+        pb::EventKind::Exited => K::Exited,
+        pb::EventKind::Stopping => K::Stopping,
+        pb::EventKind::Stopped => K::Stopped,
+        pb::EventKind::Restarting => K::Restarting,
+        pb::EventKind::AutorestartScheduled => K::AutorestartScheduled,
+        pb::EventKind::Errored => K::Errored,
+        pb::EventKind::Deleted => K::Deleted,
+        pb::EventKind::Notify => K::Notify,
+        pb::EventKind::Gap => K::Gap,
+    })
+}
+
+/// The lowercase word for a wire kind, as the CLI prints it.
+pub fn kind_word(k: pb::EventKind) -> &'static str {
+    kind_from_pb(k as i32).map_or("unknown", model::EventKind::word)
+}
+
+pub fn cause_to_pb(c: &model::Cause) -> pb::Cause {
+    use model::Cause as C;
+    let simple = |kind: pb::CauseKind| pb::Cause {
+        kind: kind as i32,
+        ..Default::default()
+    };
+    match c {
+        C::Request {
+            method,
+            uid,
+            pid,
+            peer,
+        } => pb::Cause {
+            kind: pb::CauseKind::Request as i32,
+            method: method.clone(),
+            uid: *uid,
+            peer_pid: *pid,
+            peer: peer.clone(),
+        },
+        C::Crash => simple(pb::CauseKind::Crash),
+        C::Backoff => simple(pb::CauseKind::Backoff),
+        C::Recovery => simple(pb::CauseKind::Recovery),
+        C::Shutdown => simple(pb::CauseKind::Shutdown),
+    }
+}
+
+pub fn event_to_pb(e: &model::Event) -> pb::Event {
+    pb::Event {
+        seq: e.seq,
+        at_unix_ms: e.at_unix_ms,
+        app: e.app.clone(),
+        app_id: e.app_id,
+        pid: e.pid.unwrap_or(0),
+        kind: kind_to_pb(e.kind) as i32,
+        manual: e.manual(),
+        cause: Some(cause_to_pb(&e.cause)),
+        exit: e.exit.as_ref().map(exit_to_pb),
+        delay_ms: e.delay_ms.unwrap_or(0),
+        error: e.error.clone().unwrap_or_default(),
+        action: e.action.clone(),
+        message: e.message.clone(),
+        data: e.data.clone().into_iter().collect(),
+        lost: e.lost,
+    }
+}

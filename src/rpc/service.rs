@@ -1,15 +1,50 @@
 //! The `grpm.v1.ProcessManager` service: thin; it validates, converts and calls the supervisor.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{collections::BTreeMap, path::PathBuf, pin::Pin, sync::Arc};
 
+use tokio::sync::mpsc;
+use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use tonic::{transport::server::UdsConnectInfo, Request, Response, Status};
 
 use super::{convert, pb, pb::process_manager_server::ProcessManager};
 use crate::{
-    model::Env,
-    supervisor::{AppView, Supervisor, Usage},
+    model::{Cause, Env, EventKind},
+    supervisor::{AppView, Filter, Replay, Supervisor, Usage},
 };
+
+/// Who sent a request, for the events it causes (`manual`, with the caller).
+fn origin<T>(req: &Request<T>, method: &str) -> Cause {
+    let (uid, pid, peer) = match req.extensions().get::<UdsConnectInfo>() {
+        Some(info) => (
+            info.peer_cred.map(|c| c.uid()),
+            info.peer_cred
+                .and_then(|c| c.pid())
+                .and_then(|p| u32::try_from(p).ok()),
+            "unix".to_string(),
+        ),
+        None => (
+            None,
+            None,
+            req.remote_addr()
+                .map_or_else(|| "unknown".into(), |a| a.to_string()),
+        ),
+    };
+    Cause::Request {
+        method: method.to_string(),
+        uid,
+        pid,
+        peer,
+    }
+}
+
+/// Events buffered between a subscription and its gRPC stream.
+const STREAM_BUFFER: usize = 16;
+/// Bounds on a notification.
+const MAX_ACTION: usize = 128;
+const MAX_MESSAGE: usize = 64 * 1024;
+const MAX_DATA_ENTRIES: usize = 64;
+const MAX_DATA_VALUE: usize = 4 * 1024;
 
 /// Bound on the apps one Start may create.
 const MAX_APPS_PER_REQUEST: usize = 10_000;
@@ -62,12 +97,105 @@ impl Service {
     }
 }
 
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl ProcessManager for Service {
+    type SubscribeStream = EventStream;
+
+    async fn notify_god(
+        &self,
+        req: Request<pb::NotifyGodRequest>,
+    ) -> Result<Response<pb::NotifyGodResponse>, Status> {
+        let cause = origin(&req, "NotifyGod");
+        let req = req.into_inner();
+        let target = convert::target(&req.target)?;
+        if req.action.is_empty() || req.action.len() > MAX_ACTION || req.action.contains('\0') {
+            return Err(Status::invalid_argument(format!(
+                "action must be 1 to {MAX_ACTION} bytes without NUL"
+            )));
+        }
+        if req.message.len() > MAX_MESSAGE {
+            return Err(Status::invalid_argument(format!(
+                "message is {} bytes; at most {MAX_MESSAGE} are allowed",
+                req.message.len()
+            )));
+        }
+        if req.data.len() > MAX_DATA_ENTRIES
+            || req
+                .data
+                .iter()
+                .any(|(k, v)| k.is_empty() || k.len() > MAX_ACTION || v.len() > MAX_DATA_VALUE)
+        {
+            return Err(Status::invalid_argument(format!(
+                "data: at most {MAX_DATA_ENTRIES} entries, keys 1 to {MAX_ACTION} bytes, values at most {MAX_DATA_VALUE} bytes"
+            )));
+        }
+        let data: BTreeMap<String, String> = req.data.into_iter().collect();
+        let events = self
+            .sup
+            .notify(&target, &req.action, &req.message, data, cause)?;
+        Ok(Response::new(pb::NotifyGodResponse {
+            events: events.iter().map(|e| convert::event_to_pb(e)).collect(),
+        }))
+    }
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = req.into_inner();
+        let mut filter = Filter::default();
+        for app in req.apps {
+            crate::model::validate_name(&app)
+                .map_err(|e| Status::invalid_argument(format!("apps: {e}")))?;
+            filter.apps.insert(app);
+        }
+        for k in req.kinds {
+            let kind: EventKind = convert::kind_from_pb(k)?;
+            filter.kinds.insert(kind);
+        }
+        let from = match req.from_seq {
+            Some(n) => Replay::After(n),
+            None if req.recent > 0 => Replay::Recent(req.recent as usize),
+            None => Replay::Now,
+        };
+        let (replay, sub) = self
+            .sup
+            .subscribe(from, filter, !req.no_follow)
+            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        // A producer task feeds a bounded channel; a failed send means the client left, which
+        // drops the subscription. The hub never waits for this task.
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(async move {
+            for e in replay {
+                if tx.send(Ok(convert::event_to_pb(&e))).await.is_err() {
+                    return;
+                }
+            }
+            let Some(mut sub) = sub else { return };
+            loop {
+                tokio::select! {
+                    next = sub.next() => match next {
+                        Some(e) => {
+                            if tx.send(Ok(convert::event_to_pb(&e))).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
     async fn start(
         &self,
         req: Request<pb::StartRequest>,
     ) -> Result<Response<pb::StartResponse>, Status> {
+        let cause = origin(&req, "Start");
         let req = req.into_inner();
         let new_apps = match (req.app, req.apps.is_empty()) {
             (Some(app), true) => vec![app],
@@ -90,11 +218,11 @@ impl ProcessManager for Service {
                     .collect::<Result<Vec<_>, _>>()?;
                 let base =
                     convert::env_from_pb(req.client_env)?.unwrap_or_else(|| self.agent_env.clone());
-                self.sup.create(specs, base).await?
+                self.sup.create(specs, base, cause).await?
             }
             (true, false) => {
                 let target = convert::target(&req.target)?;
-                self.sup.start(&target).await?
+                self.sup.start(&target, cause).await?
             }
             (false, false) => {
                 return Err(Status::invalid_argument(
@@ -117,7 +245,7 @@ impl ProcessManager for Service {
         req: Request<pb::StopRequest>,
     ) -> Result<Response<pb::StopResponse>, Status> {
         let target = convert::target(&req.get_ref().target)?;
-        let views = self.sup.stop(&target).await?;
+        let views = self.sup.stop(&target, origin(&req, "Stop")).await?;
         Ok(Response::new(pb::StopResponse {
             apps: self.infos(views, false).await,
         }))
@@ -127,6 +255,7 @@ impl ProcessManager for Service {
         &self,
         req: Request<pb::RestartRequest>,
     ) -> Result<Response<pb::RestartResponse>, Status> {
+        let cause = origin(&req, "Restart");
         let req = req.into_inner();
         let target = convert::target(&req.target)?;
         let sent = convert::env_from_pb(req.client_env)?;
@@ -135,7 +264,7 @@ impl ProcessManager for Service {
         } else {
             None
         };
-        let views = self.sup.restart(&target, base).await?;
+        let views = self.sup.restart(&target, base, cause).await?;
         Ok(Response::new(pb::RestartResponse {
             apps: self.infos(views, false).await,
         }))
@@ -146,7 +275,7 @@ impl ProcessManager for Service {
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let target = convert::target(&req.get_ref().target)?;
-        let views = self.sup.delete(&target).await?;
+        let views = self.sup.delete(&target, origin(&req, "Delete")).await?;
         Ok(Response::new(pb::DeleteResponse {
             apps: self.infos(views, false).await,
         }))

@@ -19,24 +19,30 @@ use super::{
     view::{effective_env, AppView},
     Ctx, Error,
 };
-use crate::model::{now_unix_ms, AppId, AppSpec, Desired, Env, Exit, Status};
+use crate::model::{
+    now_unix_ms, AppId, AppSpec, Cause, Desired, Env, Event, EventKind, Exit, Status,
+};
 
 pub type Reply = oneshot::Sender<Result<AppView, Error>>;
 
 /// What the supervisor asks of an app's owner.
 pub enum Cmd {
     Start {
+        cause: Cause,
         reply: Reply,
     },
     Stop {
+        cause: Cause,
         reply: Reply,
     },
     /// Stop then start; with `base_env`, the captured environment is replaced first.
     Restart {
         base_env: Option<Env>,
+        cause: Cause,
         reply: Reply,
     },
     Delete {
+        cause: Cause,
         reply: Reply,
     },
     /// The agent is exiting: end the tree, keep the desired state, end the task.
@@ -173,20 +179,24 @@ impl Actor {
             };
             match wake {
                 Wake::Closed => break,
-                Wake::Cmd(Cmd::Start { reply }) => {
-                    let r = self.start().await;
+                Wake::Cmd(Cmd::Start { cause, reply }) => {
+                    let r = self.start(&cause).await;
                     let _ = reply.send(r);
                 }
-                Wake::Cmd(Cmd::Stop { reply }) => {
-                    let r = self.stop().await;
+                Wake::Cmd(Cmd::Stop { cause, reply }) => {
+                    let r = self.stop(&cause).await;
                     let _ = reply.send(r);
                 }
-                Wake::Cmd(Cmd::Restart { base_env, reply }) => {
-                    let r = self.restart(base_env).await;
+                Wake::Cmd(Cmd::Restart {
+                    base_env,
+                    cause,
+                    reply,
+                }) => {
+                    let r = self.restart(base_env, &cause).await;
                     let _ = reply.send(r);
                 }
-                Wake::Cmd(Cmd::Delete { reply }) => {
-                    let r = self.delete().await;
+                Wake::Cmd(Cmd::Delete { cause, reply }) => {
+                    let r = self.delete(&cause).await;
                     let done = r.is_ok();
                     let _ = reply.send(r);
                     if done {
@@ -195,7 +205,7 @@ impl Actor {
                 }
                 Wake::Cmd(Cmd::Shutdown { reply }) => {
                     self.backoff = None;
-                    if let Err(e) = self.end_tree().await {
+                    if let Err(e) = self.end_tree(&Cause::Shutdown).await {
                         tracing::error!(app = %self.spec.name, error = %e, "tree not stopped at shutdown");
                     }
                     self.save();
@@ -208,55 +218,57 @@ impl Actor {
         }
     }
 
-    async fn start(&mut self) -> Result<AppView, Error> {
+    async fn start(&mut self, cause: &Cause) -> Result<AppView, Error> {
         if self.running.is_some() {
             return Ok(self.snapshot());
         }
         self.history.reset();
         self.backoff = None;
         self.desired = Desired::Online;
-        let spawned = self.spawn_main();
+        let spawned = self.spawn_main(cause);
         self.save_and_wait().await?;
         spawned?;
         Ok(self.snapshot())
     }
 
-    async fn stop(&mut self) -> Result<AppView, Error> {
+    async fn stop(&mut self, cause: &Cause) -> Result<AppView, Error> {
         self.desired = Desired::Stopped;
         self.backoff = None;
-        let ended = self.end_tree().await;
+        let ended = self.end_tree(cause).await;
         self.save_and_wait().await?;
         ended?;
         Ok(self.snapshot())
     }
 
-    async fn restart(&mut self, base_env: Option<Env>) -> Result<AppView, Error> {
+    async fn restart(&mut self, base_env: Option<Env>, cause: &Cause) -> Result<AppView, Error> {
         if let Some(env) = base_env {
             self.base_env = Arc::new(env);
         }
         self.desired = Desired::Online;
         self.backoff = None;
-        if let Err(e) = self.end_tree().await {
+        self.emit(EventKind::Restarting, cause, |_| {});
+        if let Err(e) = self.end_tree(cause).await {
             self.save_and_wait().await?;
             return Err(e);
         }
         self.history.reset();
         self.restarts = self.restarts.saturating_add(1);
-        let spawned = self.spawn_main();
+        let spawned = self.spawn_main(cause);
         self.save_and_wait().await?;
         spawned?;
         Ok(self.snapshot())
     }
 
-    async fn delete(&mut self) -> Result<AppView, Error> {
+    async fn delete(&mut self, cause: &Cause) -> Result<AppView, Error> {
         self.backoff = None;
-        self.end_tree().await?;
+        self.end_tree(cause).await?;
         let gen = self.ctx.store.remove(self.id);
         self.ctx
             .store
             .flushed(gen)
             .await
             .map_err(|cause| self.persist_error(cause))?;
+        self.emit(EventKind::Deleted, cause, |_| {});
         Ok(self.snapshot())
     }
 
@@ -266,6 +278,10 @@ impl Actor {
         let uptime = r.started.elapsed();
         tracing::info!(app = %self.spec.name, pid = r.pid, exit = %exit.text(), "main process exited");
         self.last_exit = Some(exit);
+        self.emit(EventKind::Exited, &Cause::Crash, |e| {
+            e.pid = Some(r.pid);
+            e.exit = Some(exit);
+        });
         self.status = Status::Stopping { pid: None };
         self.publish();
         let key = self.tree_key(Some(r.pid));
@@ -280,14 +296,14 @@ impl Actor {
             uptime,
             now_unix_ms(),
         );
-        self.apply(decision);
+        self.apply(decision, &Cause::Crash);
         self.save();
     }
 
     fn autorestart(&mut self) {
         self.backoff = None;
         self.restarts = self.restarts.saturating_add(1);
-        if self.spawn_main().is_err() {
+        if self.spawn_main(&Cause::Backoff).is_err() {
             let decision = policy::on_exit(
                 &self.spec.restart,
                 self.spec.autorestart,
@@ -296,23 +312,25 @@ impl Actor {
                 Duration::ZERO,
                 now_unix_ms(),
             );
-            self.apply(decision);
+            self.apply(decision, &Cause::Backoff);
         }
         self.save();
     }
 
-    fn apply(&mut self, decision: Decision) {
+    fn apply(&mut self, decision: Decision, why: &Cause) {
         match decision {
             Decision::Restart { delay } => {
                 self.backoff = Some(Instant::now() + delay);
                 self.status = Status::Backoff {
                     until_unix_ms: now_unix_ms() + delay.as_millis() as u64,
                 };
+                self.emit(EventKind::AutorestartScheduled, why, |e| {
+                    e.delay_ms = Some(delay.as_millis() as u64);
+                });
             }
             Decision::GiveUp { cause } => {
                 tracing::warn!(app = %self.spec.name, %cause, "giving up");
-                self.error = Some(cause.clone());
-                self.status = Status::Errored { cause };
+                self.errored(cause, why);
             }
             Decision::LeaveDown { errored } => {
                 self.desired = Desired::Stopped;
@@ -320,11 +338,10 @@ impl Actor {
                     let how = self
                         .last_exit
                         .map_or_else(|| "could not start".to_string(), |e| e.text());
-                    let cause = format!("exited with {how} (autorestart is off)");
-                    self.error = Some(cause.clone());
-                    self.status = Status::Errored { cause };
+                    self.errored(format!("exited with {how} (autorestart is off)"), why);
                 } else {
                     self.status = Status::Stopped;
+                    self.emit(EventKind::Stopped, why, |_| {});
                 }
             }
         }
@@ -355,6 +372,10 @@ impl Actor {
                             adopted: true,
                         };
                         tracing::info!(app = %self.spec.name, pid, "adopted a running app");
+                        self.emit(EventKind::Online, &Cause::Recovery, |e| {
+                            e.pid = Some(pid);
+                            e.message = "adopted from the previous agent".into();
+                        });
                         self.publish();
                         return;
                     }
@@ -363,19 +384,21 @@ impl Actor {
         }
         if !survivors.is_empty() {
             tracing::info!(app = %self.spec.name, count = survivors.len(), "ending processes left by a previous agent");
-            if let Err(e) = self.end_tree().await {
+            if let Err(e) = self.end_tree(&Cause::Recovery).await {
                 tracing::error!(app = %self.spec.name, error = %e, "leftovers survive");
             }
         }
         if self.desired == Desired::Online {
-            let _ = self.spawn_main();
+            let _ = self.spawn_main(&Cause::Recovery);
             self.save();
         }
         self.publish();
     }
 
     /// Spawns the main process with the stored spec and environment.
-    fn spawn_main(&mut self) -> Result<(), Error> {
+    fn spawn_main(&mut self, cause: &Cause) -> Result<(), Error> {
+        self.status = Status::Starting;
+        self.emit(EventKind::Starting, cause, |_| {});
         let env = effective_env(&self.base_env, &self.spec, &self.ctx.agent_id, self.id);
         let (stdout, stderr) = self.ctx.log_paths(self.id, &self.spec.name);
         let launch = Launch {
@@ -400,17 +423,15 @@ impl Actor {
                 };
                 self.error = None;
                 tracing::info!(app = %self.spec.name, pid, "started");
+                self.emit(EventKind::Online, cause, |e| e.pid = Some(pid));
                 Ok(())
             }
-            Err(cause) => {
-                tracing::warn!(app = %self.spec.name, %cause, "start failed");
-                self.error = Some(cause.clone());
-                self.status = Status::Errored {
-                    cause: cause.clone(),
-                };
+            Err(failure) => {
+                tracing::warn!(app = %self.spec.name, cause = %failure, "start failed");
+                self.errored(failure.clone(), cause);
                 Err(Error::StartFailed {
                     app: self.spec.name.to_string(),
-                    cause,
+                    cause: failure,
                 })
             }
         }
@@ -418,9 +439,15 @@ impl Actor {
 
     /// Ends the whole tree (main process, group, escaped descendants) and records how the main
     /// process ended. Leaves the status `stopped`, or `errored` when something survived SIGKILL.
-    async fn end_tree(&mut self) -> Result<(), Error> {
+    async fn end_tree(&mut self, cause: &Cause) -> Result<(), Error> {
         let root = self.running.as_ref().map(|r| r.pid);
+        // A stop of an app that is already down is no transition: no events, but leftovers are
+        // still looked for.
+        let transition = !matches!(self.status, Status::Stopped);
         self.status = Status::Stopping { pid: root };
+        if transition {
+            self.emit(EventKind::Stopping, cause, |e| e.pid = root);
+        }
         self.publish();
         let key = self.tree_key(root);
         let result = tree::stop(&key, self.spec.stop_signal, self.spec.kill_timeout).await;
@@ -430,17 +457,22 @@ impl Actor {
                 .await
                 .unwrap_or_else(|_| unknown_exit());
             self.last_exit = Some(exit);
+            self.emit(EventKind::Exited, cause, |e| {
+                e.pid = Some(r.pid);
+                e.exit = Some(exit);
+            });
         }
         match result {
             Ok(()) => {
                 self.status = Status::Stopped;
+                if transition {
+                    self.emit(EventKind::Stopped, cause, |_| {});
+                }
                 self.publish();
                 Ok(())
             }
             Err(unkillable) => {
-                let cause = format!("cannot stop: {unkillable}");
-                self.error = Some(cause.clone());
-                self.status = Status::Errored { cause };
+                self.errored(format!("cannot stop: {unkillable}"), cause);
                 self.publish();
                 Err(Error::StopFailed {
                     app: self.spec.name.to_string(),
@@ -448,6 +480,22 @@ impl Actor {
                 })
             }
         }
+    }
+
+    /// Publishes an event about this app.
+    fn emit(&self, kind: EventKind, cause: &Cause, fill: impl FnOnce(&mut Event)) {
+        let mut e = Event::new(kind, self.id, &self.spec.name, cause.clone());
+        fill(&mut e);
+        self.ctx.hub.publish(e);
+    }
+
+    fn errored(&mut self, why: String, cause: &Cause) {
+        self.emit(EventKind::Errored, cause, |e| {
+            e.error = Some(why.clone());
+            e.exit = self.last_exit;
+        });
+        self.error = Some(why.clone());
+        self.status = Status::Errored { cause: why };
     }
 
     fn tree_key(&self, root: Option<u32>) -> TreeKey {

@@ -34,11 +34,7 @@ pub fn spawn(reaper: &Reaper, l: &Launch<'_>) -> Result<(u32, oneshot::Receiver<
         Ok(_) => return Err(format!("cwd {} is not a directory", spec.cwd.display())),
         Err(e) => return Err(format!("cwd {}: {e}", spec.cwd.display())),
     }
-    let program = resolve_program(
-        arg0,
-        &spec.cwd,
-        l.env.get("PATH").map(String::as_str),
-    )?;
+    let program = resolve_program(arg0, &spec.cwd, l.env.get("PATH").map(String::as_str))?;
     let open = |p: &Path| {
         if let Some(dir) = p.parent() {
             std::fs::create_dir_all(dir)

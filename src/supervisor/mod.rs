@@ -4,6 +4,8 @@
 
 mod actor;
 mod error;
+pub mod eventlog;
+pub mod events;
 mod launch;
 mod pidfd;
 pub mod policy;
@@ -17,7 +19,7 @@ mod view;
 use std::{
     collections::BTreeMap,
     io,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, Mutex},
 };
 
@@ -28,6 +30,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 pub use error::Error;
+pub use events::{Filter, Replay, Subscription};
 pub use usage::Usage;
 pub use view::AppView;
 
@@ -36,11 +39,13 @@ use reaper::Reaper;
 use store::{AppRecord, Store};
 use usage::Sampler;
 
-use crate::model::{now_unix_ms, AppId, AppSpec, Desired, Env, Target};
+use crate::model::{now_unix_ms, AppId, AppSpec, Cause, Desired, Env, Event, EventKind, Target};
+use events::Hub;
 
 /// What every app owner shares.
 pub(crate) struct Ctx {
     reaper: Arc<Reaper>,
+    hub: Arc<Hub>,
     store: Arc<Store>,
     agent_id: Arc<str>,
     logs_dir: PathBuf,
@@ -78,6 +83,15 @@ pub struct Supervisor {
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// Where the supervisor keeps things, and how many events it keeps.
+pub struct Config {
+    pub state_path: PathBuf,
+    pub logs_dir: PathBuf,
+    /// Where `events.jsonl` lives; `None` keeps events in memory only.
+    pub events_dir: Option<PathBuf>,
+    pub events_kept: usize,
+}
+
 /// Commands queued per app before senders wait.
 const QUEUE: usize = 64;
 
@@ -85,14 +99,27 @@ impl Supervisor {
     /// Loads `state_path`, starts the reaper and the state writer, and brings back every app:
     /// adopted if its main process survived the previous agent, otherwise started afresh (after
     /// ending any leftovers) when it should run. Returns a warning when the state was corrupt.
-    pub async fn open(
-        state_path: &Path,
-        logs_dir: PathBuf,
-    ) -> io::Result<(Arc<Supervisor>, Option<String>)> {
+    pub async fn open(config: Config) -> io::Result<(Arc<Supervisor>, Option<String>)> {
+        let Config {
+            state_path,
+            logs_dir,
+            events_dir,
+            events_kept,
+        } = config;
+        let state_path = state_path.as_path();
         let path = state_path.to_path_buf();
         let loaded = tokio::task::spawn_blocking(move || store::load(&path))
             .await
             .map_err(io::Error::other)??;
+        let log = match events_dir {
+            Some(dir) => Some(
+                tokio::task::spawn_blocking(move || eventlog::EventLog::open(&dir, events_kept))
+                    .await
+                    .map_err(io::Error::other)??,
+            ),
+            None => None,
+        };
+        let hub = Arc::new(Hub::new(events_kept, log));
         let tasks = CancellationToken::new();
         let reaper = Reaper::start(tasks.clone())?;
         let store = Store::new(state_path.to_path_buf(), &loaded.state);
@@ -100,6 +127,7 @@ impl Supervisor {
         let agent_id: Arc<str> = Arc::from(loaded.state.agent_id.as_str());
         let ctx = Arc::new(Ctx {
             reaper,
+            hub,
             store,
             agent_id: agent_id.clone(),
             logs_dir,
@@ -167,7 +195,12 @@ impl Supervisor {
     /// environment, and starts them. All or nothing up to the start: an invalid spec or a taken
     /// name creates none. A start failure leaves that app in place, errored, and is returned
     /// after the others have started.
-    pub async fn create(&self, specs: Vec<AppSpec>, base_env: Env) -> Result<Vec<AppView>, Error> {
+    pub async fn create(
+        &self,
+        specs: Vec<AppSpec>,
+        base_env: Env,
+        cause: Cause,
+    ) -> Result<Vec<AppView>, Error> {
         crate::model::validate_env(&base_env)
             .map_err(|e| Error::Invalid(format!("base environment: {e}")))?;
         let mut names = std::collections::HashSet::new();
@@ -207,6 +240,12 @@ impl Supervisor {
                     pid_starttime: None,
                 };
                 // Registered under the lock, so a concurrent create of the same name sees it.
+                self.ctx.hub.publish(Event::new(
+                    EventKind::Created,
+                    id,
+                    &rec.spec.name,
+                    cause.clone(),
+                ));
                 let (actor, view) = Actor::new(self.ctx.clone(), rec);
                 let (tx, rx) = mpsc::channel(QUEUE);
                 tokio::spawn(actor.run(rx, Init::New));
@@ -217,16 +256,32 @@ impl Supervisor {
             self.ctx.store.set_next_id(reg.next_id);
             handles
         };
-        Self::send_all(handles, |reply| Cmd::Start { reply }, "new app").await
+        Self::send_all(
+            handles,
+            |reply| Cmd::Start {
+                cause: cause.clone(),
+                reply,
+            },
+            "new app",
+        )
+        .await
     }
 
     /// Starts stopped or errored apps; online ones are left as they are.
-    pub async fn start(&self, target: &Target) -> Result<Vec<AppView>, Error> {
-        self.each(target, |reply| Cmd::Start { reply }).await
+    pub async fn start(&self, target: &Target, cause: Cause) -> Result<Vec<AppView>, Error> {
+        self.each(target, |reply| Cmd::Start {
+            cause: cause.clone(),
+            reply,
+        })
+        .await
     }
 
-    pub async fn stop(&self, target: &Target) -> Result<Vec<AppView>, Error> {
-        self.each(target, |reply| Cmd::Stop { reply }).await
+    pub async fn stop(&self, target: &Target, cause: Cause) -> Result<Vec<AppView>, Error> {
+        self.each(target, |reply| Cmd::Stop {
+            cause: cause.clone(),
+            reply,
+        })
+        .await
     }
 
     /// Stop + start. With `base_env`, each app's captured environment is replaced first.
@@ -234,6 +289,7 @@ impl Supervisor {
         &self,
         target: &Target,
         base_env: Option<Env>,
+        cause: Cause,
     ) -> Result<Vec<AppView>, Error> {
         if let Some(env) = &base_env {
             crate::model::validate_env(env)
@@ -241,13 +297,19 @@ impl Supervisor {
         }
         self.each(target, |reply| Cmd::Restart {
             base_env: base_env.clone(),
+            cause: cause.clone(),
             reply,
         })
         .await
     }
 
-    pub async fn delete(&self, target: &Target) -> Result<Vec<AppView>, Error> {
-        let views = self.each(target, |reply| Cmd::Delete { reply }).await;
+    pub async fn delete(&self, target: &Target, cause: Cause) -> Result<Vec<AppView>, Error> {
+        let views = self
+            .each(target, |reply| Cmd::Delete {
+                cause: cause.clone(),
+                reply,
+            })
+            .await;
         // Deleted owners have ended; forget them (also after a partial failure).
         self.lock().apps.retain(|_, h| !h.tx.is_closed());
         views
@@ -269,6 +331,42 @@ impl Supervisor {
             .into_iter()
             .map(|h| h.view.borrow().clone())
             .collect())
+    }
+
+    /// Publishes a user notification about each app of `target` (PM2's `notifyByProcessId`);
+    /// returns the events as published, with their sequence numbers.
+    pub fn notify(
+        &self,
+        target: &Target,
+        action: &str,
+        message: &str,
+        data: std::collections::BTreeMap<String, String>,
+        cause: Cause,
+    ) -> Result<Vec<Arc<Event>>, Error> {
+        let views = self.describe(target)?;
+        Ok(views
+            .iter()
+            .map(|v| {
+                self.ctx.hub.publish(Hub::notify_event(
+                    v.id,
+                    v.name(),
+                    action,
+                    message,
+                    data.clone(),
+                    cause.clone(),
+                ))
+            })
+            .collect())
+    }
+
+    /// Subscribes to events: replay as `from` says, then live ones when `follow`.
+    pub fn subscribe(
+        &self,
+        from: Replay,
+        filter: Filter,
+        follow: bool,
+    ) -> Result<(Vec<Arc<Event>>, Option<Subscription>), events::TooMany> {
+        self.ctx.hub.subscribe(from, filter, follow)
     }
 
     /// CPU and memory of each main process (`None` pids get zeros). Blocking: reads /proc.
@@ -294,6 +392,7 @@ impl Supervisor {
         for rx in waits {
             let _ = rx.await;
         }
+        self.ctx.hub.close();
         self.tasks.cancel();
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(w) = writer {

@@ -76,17 +76,25 @@ pub struct Agent {
     pub dir: TempDir,
     pub home: PathBuf,
     child: Option<Child>,
+    /// Extra arguments for `grpm agent`.
+    args: Vec<String>,
 }
 
 impl Agent {
     /// Starts `grpm agent` in a fresh home and waits until it answers.
     pub fn start() -> Agent {
+        Agent::start_with(&[])
+    }
+
+    /// Starts an agent with extra `grpm agent` arguments.
+    pub fn start_with(args: &[&str]) -> Agent {
         let dir = tempfile::Builder::new().prefix("grpm").tempdir().unwrap();
         let home = dir.path().join("h");
         let mut agent = Agent {
             dir,
             home,
             child: None,
+            args: args.iter().map(|s| s.to_string()).collect(),
         };
         agent.spawn();
         agent
@@ -103,6 +111,7 @@ impl Agent {
         let mut cmd = Command::new(BIN);
         base_env(&mut cmd, &self.home);
         cmd.arg("agent")
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -289,4 +298,21 @@ pub fn read_pids(path: &str, n: usize) -> Vec<u32> {
         },
     );
     pids
+}
+
+/// Events as `grpm events --json` prints them (one object per line).
+pub fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// The agent's resident memory in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
 }

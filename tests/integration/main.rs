@@ -6,6 +6,8 @@ mod appfile;
 mod autorestart;
 mod concurrency;
 mod environment;
+mod events;
+mod grpcurl;
 mod input;
 mod persistence;
 mod security;

@@ -49,20 +49,40 @@ fn another_user_is_refused_by_peer_credentials() {
     }
     let agent = Agent::start();
     agent.ok(&["start", "--name", "web", "--", "sleep", "1000"]);
-    let set = |p: &std::path::Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    let set = |p: &std::path::Path, m| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
     set(agent.dir.path(), 0o755);
     set(&agent.home, 0o755);
     set(&agent.home.join("agent.sock"), 0o666);
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", BIN, "stop", "web"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            BIN,
+            "stop",
+            "web",
+        ])
         .env_clear()
         .env("GRPM_HOME", &agent.home)
         .env("PATH", "/usr/bin:/bin")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    wait_until("the refusal in the agent log", std::time::Duration::from_secs(10), || {
-        agent.log().contains("refused a connection from another user")
-    });
-    assert_eq!(agent.status("web"), "online", "a refused caller changed something");
+    wait_until(
+        "the refusal in the agent log",
+        std::time::Duration::from_secs(10),
+        || {
+            agent
+                .log()
+                .contains("refused a connection from another user")
+        },
+    );
+    assert_eq!(
+        agent.status("web"),
+        "online",
+        "a refused caller changed something"
+    );
 }
