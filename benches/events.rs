@@ -1,1 +1,1198 @@
-fn main() {}
+//! Event stream benchmark: real agents (the real release binary) in temporary homes, with
+//! in-process subscribers that use the library client over the agent's unix socket.
+//!
+//! Run with `cargo bench --bench events`. It measures, in this order:
+//!
+//! 1. the latency from a process's exit (our SIGKILL) to each subscriber receiving the
+//!    `exited` event with that pid, with 1 subscriber and with 100 subscribers (one
+//!    connection each, like 100 monitoring clients). The app restarts 1 ms after each kill,
+//!    and the next sample starts as soon as every subscriber saw it online again;
+//! 2. replay throughput: 50,000 notifications published first, then received by one
+//!    `from_seq = 0, no_follow` subscription until its stream ends;
+//! 3. live throughput: one following subscriber while several connections publish
+//!    notifications as fast as they can for a few seconds; `gap` events (a subscriber that
+//!    falls behind loses events by design) are counted, never fatal.
+//!
+//! Alongside, it reports the CPU time the agent and this process (subscribers, publishers)
+//! used, from /proc, at clock-tick resolution: both share the machine's cores.
+//!
+//! Each phase has its own agent in a fresh temporary `GRPM_HOME`, stopped with `grpm kill`
+//! before the next phase starts. Every command runs with a small known environment. Missed
+//! targets are reported, never fatal; functional breakage (no `exited` event within 10 s, a
+//! stream that ends early, processes left behind) panics with a clear message.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use grpm::{
+    client::{connect_unix, Client},
+    rpc::pb::{self, EventKind},
+};
+use tempfile::TempDir;
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::Streaming;
+
+/// The `grpm` binary of this build (cargo builds it for benches, release profile).
+const BIN: &str = env!("CARGO_BIN_EXE_grpm");
+
+/// Timed kill → `exited` samples per subscriber count, after a few untimed warm-up samples.
+const SAMPLES_ONE: usize = 200;
+const SAMPLES_MANY: usize = 100;
+const WARMUP_SAMPLES: usize = 5;
+/// Subscribers of the second latency run, each on its own connection.
+const MANY_SUBSCRIBERS: usize = 100;
+/// How long an event (or an app coming back online) may take before we call it broken.
+const EVENT_LIMIT: Duration = Duration::from_secs(10);
+/// Pause between two `list` RPCs while waiting for the app to come back online.
+const POLL_PAUSE: Duration = Duration::from_millis(1);
+
+/// Notifications published before the replay, and the connections publishing them.
+const REPLAY_EVENTS: usize = 50_000;
+const REPLAY_RUNS: usize = 3;
+const PUBLISHERS: usize = 8;
+/// Publishing tasks per publisher connection (HTTP/2 multiplexes their requests).
+const TASKS_PER_PUBLISHER: usize = 4;
+/// How long the publishers of the live phase keep publishing.
+const LIVE_FOR: Duration = Duration::from_secs(3);
+
+/// Targets (2-core machine), for 100 subscribers.
+const TARGET_MEDIAN_MS: f64 = 1.0;
+const TARGET_P99_MS: f64 = 5.0;
+
+fn main() {
+    println!("grpm events benchmark ({BIN})");
+    println!(
+        "machine: {} CPUs available",
+        thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    // Declared before the agents, so it is dropped after them (also when unwinding).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot build the tokio runtime");
+    let mut table = Vec::new();
+
+    // Phase 1: exit → `exited` latency. The app comes back 1 ms after each kill, and may do
+    // so as often as we need (the default policy would mark it errored after 15 restarts).
+    {
+        let agent = Agent::start("latency", &[]);
+        agent.ok(&[
+            "start",
+            "--name",
+            "victim",
+            "--restart-delay",
+            "1ms",
+            "--restart-delay-max",
+            "1ms",
+            "--max-restarts",
+            "100000",
+            "--",
+            "sleep",
+            "1000",
+        ]);
+
+        let one = rt.block_on(exit_latency(&agent, 1, SAMPLES_ONE));
+        let s = Stats::of(&one.all);
+        println!(
+            "\n[1a] SIGKILL -> `exited` event, 1 subscriber, {SAMPLES_ONE} samples \
+             (after {WARMUP_SAMPLES} warm-up samples):"
+        );
+        s.print();
+        one.print_extra();
+        table.push(Row::info(
+            "exit -> event median, 1 subscriber",
+            ms(s.median),
+            "ms",
+        ));
+        table.push(Row::info(
+            "exit -> event p99, 1 subscriber",
+            ms(s.p99),
+            "ms",
+        ));
+
+        let many = rt.block_on(exit_latency(&agent, MANY_SUBSCRIBERS, SAMPLES_MANY));
+        let s = Stats::of(&many.all);
+        let slowest = Stats::of(&many.slowest);
+        let fastest = Stats::of(&many.fastest);
+        println!(
+            "\n[1b] SIGKILL -> `exited` event, {MANY_SUBSCRIBERS} subscribers (one connection \
+             each), {SAMPLES_MANY} samples (after {WARMUP_SAMPLES} warm-up samples):"
+        );
+        println!("    all subscriber x sample latencies:");
+        s.print();
+        println!("    per sample, the first subscriber to receive it:");
+        fastest.print();
+        println!("    per sample, the last subscriber to receive it:");
+        slowest.print();
+        many.print_extra();
+        table.push(Row::at_most(
+            "exit -> event median, 100 subscribers",
+            ms(s.median),
+            TARGET_MEDIAN_MS,
+            "ms",
+        ));
+        table.push(Row::at_most(
+            "exit -> event p99, 100 subscribers",
+            ms(s.p99),
+            TARGET_P99_MS,
+            "ms",
+        ));
+        table.push(Row::info(
+            "slowest of 100, median per sample",
+            ms(slowest.median),
+            "ms",
+        ));
+        agent.shutdown();
+    }
+
+    // Phase 2: replay throughput.
+    let publishers = format!("{PUBLISHERS} conns x {TASKS_PER_PUBLISHER} tasks");
+    {
+        let agent = Agent::start("replay", &["--events-kept", "100000"]);
+        agent.ok(&["start", "--name", "web", "--", "sleep", "1000"]);
+        let replay = rt.block_on(replay_throughput(&agent));
+        println!(
+            "\n[2] replay: {} notifications published by {publishers} in {:.0} ms ({:.0} \
+             events/s; each task awaits a NotifyGod RPC before it sends the next):",
+            replay.published.count,
+            ms(replay.published.took),
+            replay.published.rate()
+        );
+        replay.publish_cpu.print(replay.published.count, "event");
+        println!(
+            "    then a `from_seq = 0, no_follow` subscription received all {} kept events \
+             (seq 1..={}, no gap), {REPLAY_RUNS} runs (Subscribe call -> end of stream):",
+            replay.received, replay.published.last_seq
+        );
+        for (i, took) in replay.runs.iter().enumerate() {
+            println!(
+                "    run {}: {:.1} ms, {:.0} events/s",
+                i + 1,
+                ms(*took),
+                replay.received as f64 / took.as_secs_f64()
+            );
+        }
+        replay
+            .replay_cpu
+            .print(replay.received * REPLAY_RUNS, "event replayed");
+        let median = Stats::of(&replay.runs).median;
+        let rate = replay.received as f64 / median.as_secs_f64();
+        table.push(Row::count(
+            "replay to 1 subscriber (median run)",
+            rate,
+            "ev/s",
+        ));
+        table.push(Row::count(
+            format!("published for it ({publishers})"),
+            replay.published.rate(),
+            "ev/s",
+        ));
+        agent.shutdown();
+    }
+
+    // Phase 3: live throughput.
+    {
+        let agent = Agent::start("live", &["--events-kept", "100000"]);
+        agent.ok(&["start", "--name", "web", "--", "sleep", "1000"]);
+        let live = rt.block_on(live_throughput(&agent));
+        let received_rate = live.received as f64 / live.receiving.as_secs_f64();
+        println!(
+            "\n[3] live: {publishers} published {} notifications in {:.0} ms ({:.0} events/s) \
+             while one subscriber followed:",
+            live.published.count,
+            ms(live.published.took),
+            live.published.rate()
+        );
+        println!(
+            "    it received {} events in {:.0} ms ({received_rate:.0} events/s, from the first \
+             publish to the last event received; that last event arrived {:+.1} ms after \
+             every publisher had returned)",
+            live.received,
+            ms(live.receiving),
+            live.lag_ms
+        );
+        println!(
+            "    gap events: {}, events they say were lost: {} (received + lost = {}, \
+             published = {})",
+            live.gaps,
+            live.lost,
+            live.received + live.lost,
+            live.published.count
+        );
+        live.cpu.print(live.published.count, "event");
+        table.push(Row::count(
+            "live, received by 1 subscriber",
+            received_rate,
+            "ev/s",
+        ));
+        table.push(Row::count(
+            format!("live, published ({publishers})"),
+            live.published.rate(),
+            "ev/s",
+        ));
+        table.push(Row::count("live, gap events", live.gaps as f64, ""));
+        table.push(Row::count(
+            "live, events lost (per gaps)",
+            live.lost as f64,
+            "",
+        ));
+        agent.shutdown();
+    }
+
+    print_table(&table);
+}
+
+/// What a subscriber's reader task reports.
+enum Seen {
+    /// An `exited`, `online` or `gap` event, and when it was received.
+    Event {
+        sub: usize,
+        kind: EventKind,
+        pid: u32,
+        lost: u64,
+        at: Instant,
+    },
+    /// The stream ended or failed: the agent stopped serving this subscriber.
+    Ended { sub: usize, why: String },
+}
+
+/// Reads one subscription to its end, reporting what the latency phase needs through `tx`.
+/// Keeps `client` (its connection) alive as long as it reads.
+async fn read_events(
+    sub: usize,
+    client: Client,
+    mut stream: Streaming<pb::Event>,
+    tx: mpsc::UnboundedSender<Seen>,
+) {
+    let _connection = client;
+    loop {
+        let seen = match stream.message().await {
+            Ok(Some(e)) => {
+                let at = Instant::now();
+                let kind = e.kind();
+                if !matches!(kind, EventKind::Exited | EventKind::Online | EventKind::Gap) {
+                    continue;
+                }
+                Seen::Event {
+                    sub,
+                    kind,
+                    pid: e.pid,
+                    lost: e.lost,
+                    at,
+                }
+            }
+            Ok(None) => Seen::Ended {
+                sub,
+                why: "the stream ended".into(),
+            },
+            Err(status) => Seen::Ended {
+                sub,
+                why: format!("the stream failed: {status}"),
+            },
+        };
+        let ended = matches!(seen, Seen::Ended { .. });
+        if tx.send(seen).is_err() || ended {
+            return;
+        }
+    }
+}
+
+/// What one latency run measured.
+struct Latency {
+    subscribers: usize,
+    /// Every subscriber × timed sample latency.
+    all: Vec<Duration>,
+    /// Per timed sample: the first and the last subscriber to receive the event.
+    fastest: Vec<Duration>,
+    slowest: Vec<Duration>,
+    /// Per timed sample: from the kill until every subscriber saw the app online again.
+    back_online: Vec<Duration>,
+    /// Gap events seen by any subscriber (none expected: the stream is nearly idle).
+    gaps: usize,
+    /// CPU used over the timed samples (kill, events, `list` polls until back online).
+    cpu: Cpu,
+}
+
+impl Latency {
+    fn print_extra(&self) {
+        let back = Stats::of(&self.back_online);
+        println!(
+            "    kill -> new pid `online` at all {} subscriber(s): median {:.2} ms, p99 {:.2} ms; \
+             gap events: {}",
+            self.subscribers,
+            ms(back.median),
+            ms(back.p99),
+            self.gaps
+        );
+        self.cpu.print(self.back_online.len(), "kill cycle");
+    }
+}
+
+/// SIGKILLs the agent's only app `samples` times (plus warm-up) and measures, at each of
+/// `subscribers` subscribers (one connection each), the time from the kill until the
+/// `exited` event with the killed pid arrives. Before the next kill, every subscriber has
+/// seen the app `online` again and the `list` RPC shows that new pid.
+async fn exit_latency(agent: &Agent, subscribers: usize, samples: usize) -> Latency {
+    let sock = agent.socket();
+    let mut client = connect(&sock).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut readers = Vec::with_capacity(subscribers);
+    for sub in 0..subscribers {
+        let mut c = connect(&sock).await;
+        // Once the call returns, the agent has registered the subscription (live events only).
+        let stream = c
+            .subscribe(pb::SubscribeRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("subscriber {sub}: Subscribe failed: {e}"))
+            .into_inner();
+        readers.push(tokio::spawn(read_events(sub, c, stream, tx.clone())));
+    }
+    drop(tx);
+
+    let mut pid = online_pid(&mut client, 0).await;
+    let mut out = Latency {
+        subscribers,
+        all: Vec::with_capacity(subscribers * samples),
+        fastest: Vec::with_capacity(samples),
+        slowest: Vec::with_capacity(samples),
+        back_online: Vec::with_capacity(samples),
+        gaps: 0,
+        cpu: Cpu {
+            agent: Duration::ZERO,
+            bench: Duration::ZERO,
+            wall: Duration::ZERO,
+        },
+    };
+    let mut cpu_start = (Duration::ZERO, Duration::ZERO, Instant::now());
+    for i in 0..WARMUP_SAMPLES + samples {
+        if i == WARMUP_SAMPLES {
+            cpu_start = (cpu_time(agent.pid()), cpu_time(0), Instant::now());
+        }
+        // Never signal a process that is not an app of this run's home.
+        assert!(
+            of_home(pid, &agent.home),
+            "pid {pid} from `list` is not a live process of the {} home",
+            agent.label
+        );
+        let t0 = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap_or_else(|e| panic!("cannot SIGKILL the app (pid {pid}): {e}"));
+
+        // Every subscriber must see `exited` for this pid, then `online` for its successor.
+        let deadline = tokio::time::Instant::from_std(t0 + EVENT_LIMIT);
+        let mut exited: Vec<Option<Duration>> = vec![None; subscribers];
+        let mut online: Vec<Option<u32>> = vec![None; subscribers];
+        let mut pending = 2 * subscribers;
+        let mut last_online = t0;
+        while pending > 0 {
+            let Ok(seen) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+                let missing = exited.iter().filter(|e| e.is_none()).count();
+                panic!(
+                    "sample {i}: {missing} of {subscribers} subscribers got no `exited` event \
+                     for pid {pid}, and {} no `online` event after it, within {EVENT_LIMIT:?} \
+                     ({} gap events so far); {} agent log:\n{}",
+                    online.iter().filter(|o| o.is_none()).count(),
+                    out.gaps,
+                    agent.label,
+                    agent.log()
+                );
+            };
+            match seen {
+                Some(Seen::Event {
+                    sub,
+                    kind,
+                    pid: p,
+                    lost,
+                    at,
+                }) => match kind {
+                    EventKind::Exited => {
+                        assert_eq!(
+                            p, pid,
+                            "subscriber {sub} got an `exited` event for pid {p}, but we killed \
+                             pid {pid}"
+                        );
+                        assert!(
+                            exited[sub].is_none(),
+                            "subscriber {sub} got two `exited` events for pid {pid}"
+                        );
+                        exited[sub] = Some(at.duration_since(t0));
+                        pending -= 1;
+                    }
+                    EventKind::Online if exited[sub].is_some() && online[sub].is_none() => {
+                        online[sub] = Some(p);
+                        last_online = last_online.max(at);
+                        pending -= 1;
+                    }
+                    EventKind::Online => panic!(
+                        "subscriber {sub} got an unexpected `online` event (pid {p}) while we \
+                         waited for pid {pid} to exit"
+                    ),
+                    _ => {
+                        println!("    (subscriber {sub} got a gap event: {lost} lost)");
+                        out.gaps += 1;
+                    }
+                },
+                Some(Seen::Ended { sub, why }) => {
+                    panic!(
+                        "subscriber {sub}: {why}; {} agent log:\n{}",
+                        agent.label,
+                        agent.log()
+                    )
+                }
+                None => panic!("every subscriber's reader task is gone"),
+            }
+        }
+
+        // The app is back: one new pid, seen by all, and shown online by `list`.
+        let new = online[0].unwrap_or_default();
+        assert!(
+            new != pid && online.iter().all(|o| *o == Some(new)),
+            "after pid {pid} was killed, subscribers saw these new pids online: {online:?}"
+        );
+        let listed = online_pid(&mut client, pid).await;
+        assert_eq!(
+            listed, new,
+            "`list` shows pid {listed} online, but the `online` events said pid {new}"
+        );
+        if i >= WARMUP_SAMPLES {
+            let times: Vec<Duration> = exited.into_iter().flatten().collect();
+            out.fastest.extend(times.iter().min());
+            out.slowest.extend(times.iter().max());
+            out.all.extend(times);
+            out.back_online.push(last_online.duration_since(t0));
+        }
+        pid = new;
+    }
+    out.cpu = Cpu {
+        agent: cpu_time(agent.pid()).saturating_sub(cpu_start.0),
+        bench: cpu_time(0).saturating_sub(cpu_start.1),
+        wall: cpu_start.2.elapsed(),
+    };
+
+    for r in &readers {
+        r.abort();
+    }
+    for r in readers {
+        let _ = r.await;
+    }
+    out
+}
+
+/// Polls the `list` RPC until the agent's only app is online with a pid other than `not`;
+/// returns that pid. Panics after `EVENT_LIMIT`.
+async fn online_pid(client: &mut Client, not: u32) -> u32 {
+    let deadline = Instant::now() + EVENT_LIMIT;
+    loop {
+        let apps = client
+            .list(pb::ListRequest {})
+            .await
+            .unwrap_or_else(|e| panic!("List failed: {e}"))
+            .into_inner()
+            .apps;
+        assert_eq!(apps.len(), 1, "expected one app, `list` shows {apps:?}");
+        let app = &apps[0];
+        if app.status() == pb::Status::Online && app.pid != 0 && app.pid != not {
+            return app.pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the app did not come back online (other than pid {not}) within {EVENT_LIMIT:?}: \
+             {app:?}"
+        );
+        tokio::time::sleep(POLL_PAUSE).await;
+    }
+}
+
+/// What a batch of publishers did.
+struct Published {
+    /// Notifications published (one event each: the target is one app).
+    count: usize,
+    /// The highest sequence number the agent gave them.
+    last_seq: u64,
+    took: Duration,
+}
+
+impl Published {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.took.as_secs_f64()
+    }
+}
+
+/// When publishers stop.
+#[derive(Clone, Copy)]
+enum Stop {
+    /// After this many notifications, all publishers together.
+    After(usize),
+    /// At this instant.
+    At(Instant),
+}
+
+/// `PUBLISHERS` connections, each used by `TASKS_PER_PUBLISHER` tasks, publish `load`
+/// notifications about `web` until `stop`; each task awaits a notification before it sends
+/// the next one.
+async fn publish(sock: &Path, stop: Stop) -> Published {
+    let mut clients = Vec::with_capacity(PUBLISHERS * TASKS_PER_PUBLISHER);
+    for _ in 0..PUBLISHERS {
+        let c = connect(sock).await;
+        clients.extend(std::iter::repeat_n(c, TASKS_PER_PUBLISHER));
+    }
+    let claimed = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            let claimed = claimed.clone();
+            tokio::spawn(async move {
+                let (mut count, mut last_seq) = (0usize, 0u64);
+                loop {
+                    let more = match stop {
+                        Stop::After(n) => claimed.fetch_add(1, Ordering::Relaxed) < n,
+                        Stop::At(end) => Instant::now() < end,
+                    };
+                    if !more {
+                        return (count, last_seq);
+                    }
+                    let events = c
+                        .notify_god(pb::NotifyGodRequest {
+                            target: "web".into(),
+                            action: "load".into(),
+                            message: String::new(),
+                            data: Default::default(),
+                        })
+                        .await
+                        .unwrap_or_else(|e| panic!("NotifyGod failed: {e}"))
+                        .into_inner()
+                        .events;
+                    assert_eq!(events.len(), 1, "one notification should be one event");
+                    count += 1;
+                    last_seq = last_seq.max(events[0].seq);
+                }
+            })
+        })
+        .collect();
+    let mut out = Published {
+        count: 0,
+        last_seq: 0,
+        took: Duration::ZERO,
+    };
+    for t in tasks {
+        let (count, last_seq) = t.await.expect("a publisher task panicked");
+        out.count += count;
+        out.last_seq = out.last_seq.max(last_seq);
+    }
+    out.took = t0.elapsed();
+    out
+}
+
+/// What the replay phase measured.
+struct Replay {
+    published: Published,
+    publish_cpu: Cpu,
+    /// Events each replay received (every kept event).
+    received: usize,
+    /// Subscribe call to the end of the stream, per run.
+    runs: Vec<Duration>,
+    /// CPU used over all the runs.
+    replay_cpu: Cpu,
+}
+
+/// Publishes `REPLAY_EVENTS` notifications, then replays every kept event to one
+/// subscriber `REPLAY_RUNS` times, timing each from the Subscribe call to the stream's end.
+async fn replay_throughput(agent: &Agent) -> Replay {
+    let sock = agent.socket();
+    let (published, publish_cpu) =
+        Cpu::during(agent.pid(), publish(&sock, Stop::After(REPLAY_EVENTS))).await;
+    assert_eq!(
+        published.count, REPLAY_EVENTS,
+        "not every notification went out"
+    );
+    let mut client = connect(&sock).await;
+    let mut received = 0;
+    let mut runs = Vec::with_capacity(REPLAY_RUNS);
+    let cpu_start = (cpu_time(agent.pid()), cpu_time(0), Instant::now());
+    for run in 0..REPLAY_RUNS {
+        let t0 = Instant::now();
+        let mut stream = client
+            .subscribe(pb::SubscribeRequest {
+                from_seq: Some(0),
+                no_follow: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("replay Subscribe failed: {e}"))
+            .into_inner();
+        let (mut n, mut last, mut gaps) = (0usize, 0u64, 0usize);
+        loop {
+            let next = tokio::time::timeout(EVENT_LIMIT, stream.message())
+                .await
+                .unwrap_or_else(|_| panic!("replay run {run}: no event within {EVENT_LIMIT:?}"))
+                .unwrap_or_else(|e| panic!("replay run {run}: the stream failed: {e}"));
+            let Some(e) = next else { break };
+            assert!(e.seq > last, "replay run {run}: seq {} after {last}", e.seq);
+            n += 1;
+            last = e.seq;
+            gaps += usize::from(e.kind() == EventKind::Gap);
+        }
+        runs.push(t0.elapsed());
+        // Nothing may be missing: 100,000 events are kept and the agent started from seq 1.
+        assert!(
+            gaps == 0 && last == published.last_seq && n as u64 == last,
+            "replay run {run}: {n} events up to seq {last} with {gaps} gap(s); expected seq \
+             1..={} without gaps",
+            published.last_seq
+        );
+        received = n;
+    }
+    let replay_cpu = Cpu {
+        agent: cpu_time(agent.pid()).saturating_sub(cpu_start.0),
+        bench: cpu_time(0).saturating_sub(cpu_start.1),
+        wall: cpu_start.2.elapsed(),
+    };
+    Replay {
+        published,
+        publish_cpu,
+        received,
+        runs,
+        replay_cpu,
+    }
+}
+
+/// What the live phase measured.
+struct Live {
+    published: Published,
+    /// Non-gap events the subscriber received, gap events, and what the gaps said was lost.
+    received: u64,
+    gaps: u64,
+    lost: u64,
+    /// From the first publish to the last event received.
+    receiving: Duration,
+    /// From the moment every publisher had returned to the last event received, in ms;
+    /// negative when that event arrived earlier.
+    lag_ms: f64,
+    /// CPU used from the first publish until the subscriber was done.
+    cpu: Cpu,
+}
+
+/// What the live subscriber counted.
+struct Counted {
+    received: u64,
+    gaps: u64,
+    lost: u64,
+    last_at: Instant,
+}
+
+/// One following subscriber while `PUBLISHERS` connections publish for `LIVE_FOR`; the
+/// subscriber is done once it got (or was told it lost) the last published event.
+async fn live_throughput(agent: &Agent) -> Live {
+    let sock = agent.socket();
+    let mut client = connect(&sock).await;
+    let mut stream = client
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .unwrap_or_else(|e| panic!("live Subscribe failed: {e}"))
+        .into_inner();
+    // The last published seq, once the publishers are done (0 until then).
+    let (last_tx, mut last_rx) = watch::channel(0u64);
+    let (done_tx, done_rx) = oneshot::channel();
+    let reader = tokio::spawn(async move {
+        let _connection = client;
+        let mut c = Counted {
+            received: 0,
+            gaps: 0,
+            lost: 0,
+            last_at: Instant::now(),
+        };
+        let mut seen = 0u64;
+        loop {
+            tokio::select! {
+                next = stream.message() => {
+                    let e = match next {
+                        Ok(Some(e)) => e,
+                        Ok(None) => panic!("the live stream ended early"),
+                        Err(e) => panic!("the live stream failed: {e}"),
+                    };
+                    c.last_at = Instant::now();
+                    seen = e.seq;
+                    if e.kind() == EventKind::Gap {
+                        c.gaps += 1;
+                        c.lost += e.lost;
+                    } else {
+                        c.received += 1;
+                    }
+                }
+                changed = last_rx.changed() => {
+                    changed.expect("the live phase is gone");
+                }
+            }
+            let last = *last_rx.borrow();
+            if last != 0 && seen >= last {
+                let _ = done_tx.send(c);
+                return;
+            }
+        }
+    });
+
+    let (agent_cpu, bench_cpu) = (cpu_time(agent.pid()), cpu_time(0));
+    let t0 = Instant::now();
+    let published = publish(&sock, Stop::At(t0 + LIVE_FOR)).await;
+    let publishing_ended = Instant::now();
+    last_tx
+        .send(published.last_seq)
+        .expect("the live subscriber is gone");
+    let counted = tokio::time::timeout(EVENT_LIMIT, done_rx)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the live subscriber did not reach seq {} within {EVENT_LIMIT:?} after the \
+                 publishers stopped",
+                published.last_seq
+            )
+        })
+        .expect("the live subscriber task failed");
+    let _ = reader.await;
+    let cpu = Cpu {
+        agent: cpu_time(agent.pid()).saturating_sub(agent_cpu),
+        bench: cpu_time(0).saturating_sub(bench_cpu),
+        wall: t0.elapsed(),
+    };
+    let lag_ms = if counted.last_at >= publishing_ended {
+        ms(counted.last_at - publishing_ended)
+    } else {
+        -ms(publishing_ended - counted.last_at)
+    };
+    Live {
+        received: counted.received,
+        gaps: counted.gaps,
+        lost: counted.lost,
+        receiving: counted.last_at.duration_since(t0),
+        lag_ms,
+        cpu,
+        published,
+    }
+}
+
+/// A client of the agent on `sock`; panics if it does not answer.
+async fn connect(sock: &Path) -> Client {
+    connect_unix(sock)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", sock.display()))
+}
+
+/// One agent in a fresh temporary home. Dropping it (also while unwinding from a panic) runs
+/// `grpm kill`, reaps the agent, and SIGKILLs whatever process of this home is left.
+struct Agent {
+    /// What the agent is for, in messages.
+    label: &'static str,
+    /// The temporary directory: the home and the agent's output live in it.
+    dir: TempDir,
+    /// `GRPM_HOME` (and `HOME`) of every command.
+    home: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Starts `grpm agent ARGS` in a fresh home and waits until its socket accepts
+    /// connections.
+    fn start(label: &'static str, args: &[&str]) -> Agent {
+        // A short prefix keeps the socket path well under the ~100-byte limit.
+        let dir = tempfile::Builder::new()
+            .prefix("grpm")
+            .tempdir()
+            .expect("cannot create a temporary directory");
+        let home = dir.path().join("h");
+        let log = fs::File::create(dir.path().join("agent.out")).expect("cannot create a log");
+        let mut cmd = Command::new(BIN);
+        known_env(&mut cmd, &home);
+        cmd.arg("agent")
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cannot clone a file handle"))
+            .stderr(log);
+        let child = cmd.spawn().expect("cannot spawn `grpm agent`");
+        let agent = Agent {
+            label,
+            dir,
+            home,
+            child: Some(child),
+        };
+        let sock = agent.socket();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(
+                alive(agent.pid()),
+                "the {label} agent exited before answering; its log:\n{}",
+                agent.log()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the {label} agent did not answer on {} within 20 s",
+                sock.display()
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        agent
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.home.join("agent.sock")
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("agent.out")).unwrap_or_default()
+    }
+
+    /// A `grpm` command for this home, with the known environment.
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        known_env(&mut cmd, &self.home);
+        cmd.current_dir(self.dir.path()).stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `grpm ARGS`; panics, with the command's stderr and the agent's log, unless it
+    /// succeeded while our agent is alive (were it dead, the CLI would have started another
+    /// one in the background). Returns its output.
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self
+            .cmd()
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run grpm {args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "`grpm {}` failed ({}):\n{}\n{} agent log:\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.label,
+            self.log()
+        );
+        assert!(
+            alive(self.pid()),
+            "the {} agent died; its log:\n{}",
+            self.label,
+            self.log()
+        );
+        out
+    }
+
+    /// Stops the agent and every app with `grpm kill`, reaps it, and checks that no process
+    /// of this home is left; panics (after cleaning up) if something is.
+    fn shutdown(mut self) {
+        // Not `ok`: the agent is meant to be gone once `grpm kill` returns.
+        let out = self
+            .cmd()
+            .arg("kill")
+            .output()
+            .expect("cannot run `grpm kill`");
+        assert!(
+            out.status.success(),
+            "`grpm kill` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let leftovers = self.reap_and_sweep();
+        assert!(
+            leftovers.is_empty(),
+            "`grpm kill` ({}) left processes of the {} home alive (killed now): {leftovers:?}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            self.label
+        );
+    }
+
+    /// Waits (up to 20 s) for the agent to exit and reaps it, killing it if it does not exit;
+    /// then waits (up to 10 s) for the processes of this home to go, SIGKILLs those that stay,
+    /// and returns their pids.
+    fn reap_and_sweep(&mut self) -> Vec<u32> {
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut left = processes_of(&self.home);
+        while !left.is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+            left = processes_of(&self.home);
+        }
+        for &pid in &left {
+            // Only processes whose environment carries this run's unique GRPM_HOME: started
+            // by us or by our agent.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        left
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // The way out of a panic: best effort, nothing may panic here.
+            let _ = self
+                .cmd()
+                .arg("kill")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            self.reap_and_sweep();
+        }
+    }
+}
+
+/// The small known environment of every command: PATH, and HOME = GRPM_HOME = the temp home.
+fn known_env(cmd: &mut Command, home: &Path) {
+    cmd.env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+        )
+        .env("HOME", home)
+        .env("GRPM_HOME", home);
+}
+
+/// CPU time (user + system) that process `pid` (0: this process) has used so far, from
+/// /proc/PID/stat; zero if it cannot be read.
+fn cpu_time(pid: u32) -> Duration {
+    let path = match pid {
+        0 => "/proc/self/stat".to_string(),
+        p => format!("/proc/{p}/stat"),
+    };
+    let Ok(stat) = fs::read_to_string(path) else {
+        return Duration::ZERO;
+    };
+    // After the command name: state is field 3; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rfind(')')
+        .map_or(Vec::new(), |i| stat[i + 1..].split_whitespace().collect());
+    let ticks: u64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    // SAFETY: sysconf only reads a configuration value.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_sec = u64::try_from(per_sec)
+        .ok()
+        .filter(|&t| t > 0)
+        .unwrap_or(100);
+    Duration::from_secs_f64(ticks as f64 / per_sec as f64)
+}
+
+/// CPU used by the agent and by this process (its subscribers and publishers) over a span.
+struct Cpu {
+    agent: Duration,
+    bench: Duration,
+    wall: Duration,
+}
+
+impl Cpu {
+    /// Runs `f`, measuring the CPU the agent `agent_pid` and this process use meanwhile.
+    async fn during<T>(agent_pid: u32, f: impl std::future::Future<Output = T>) -> (T, Cpu) {
+        let (a0, b0, t0) = (cpu_time(agent_pid), cpu_time(0), Instant::now());
+        let out = f.await;
+        let cpu = Cpu {
+            agent: cpu_time(agent_pid).saturating_sub(a0),
+            bench: cpu_time(0).saturating_sub(b0),
+            wall: t0.elapsed(),
+        };
+        (out, cpu)
+    }
+
+    /// One line: each side's CPU, in ms and in cores busy, and per `unit` of `n`.
+    fn print(&self, n: usize, unit: &str) {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+        let cores = |d: Duration| d.as_secs_f64() / self.wall.as_secs_f64();
+        println!(
+            "    CPU over {:.0} ms (clock-tick resolution): agent {:.0} ms ({:.2} cores, {:.1} us \
+             per {unit}); bench process {:.0} ms ({:.2} cores, {:.1} us per {unit})",
+            ms(self.wall),
+            ms(self.agent),
+            cores(self.agent),
+            per(self.agent),
+            ms(self.bench),
+            cores(self.bench),
+            per(self.bench)
+        );
+    }
+}
+
+/// True if /proc shows `pid` and it is not a zombie (a dead process nobody reaped yet).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X' | 'x') | None)
+}
+
+/// True if `pid` is a live process whose environment has `GRPM_HOME=home`.
+fn of_home(pid: u32, home: &Path) -> bool {
+    let mut wanted = b"GRPM_HOME=".to_vec();
+    wanted.extend_from_slice(home.as_os_str().as_encoded_bytes());
+    has_var(pid, &wanted) && alive(pid)
+}
+
+/// True if the environment of `pid` has the entry `var` (`NAME=value`).
+fn has_var(pid: u32, var: &[u8]) -> bool {
+    fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == var))
+}
+
+/// Live processes whose environment has `GRPM_HOME=home`: the agent, CLI runs and apps of
+/// that home (the path is a fresh temporary one, so nobody else's processes match).
+fn processes_of(home: &Path) -> Vec<u32> {
+    let mut wanted = b"GRPM_HOME=".to_vec();
+    wanted.extend_from_slice(home.as_os_str().as_encoded_bytes());
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| has_var(pid, &wanted) && alive(pid))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Summary of a sample of durations.
+struct Stats {
+    n: usize,
+    min: Duration,
+    median: Duration,
+    mean: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Stats {
+    fn of(times: &[Duration]) -> Stats {
+        assert!(!times.is_empty(), "no samples");
+        let mut t = times.to_vec();
+        t.sort_unstable();
+        let n = t.len();
+        let median = if n % 2 == 1 {
+            t[n / 2]
+        } else {
+            (t[n / 2 - 1] + t[n / 2]) / 2
+        };
+        // Nearest rank: the smallest sample with at least 99% of samples at or below it.
+        let p99 = t[(n * 99).div_ceil(100) - 1];
+        Stats {
+            n,
+            min: t[0],
+            median,
+            mean: t.iter().sum::<Duration>() / n as u32,
+            p99,
+            max: t[n - 1],
+        }
+    }
+
+    fn print(&self) {
+        println!(
+            "    n {}  min {:.3} ms  median {:.3} ms  mean {:.3} ms  p99 {:.3} ms  max {:.3} ms",
+            self.n,
+            ms(self.min),
+            ms(self.median),
+            ms(self.mean),
+            ms(self.p99),
+            ms(self.max)
+        );
+    }
+}
+
+/// A line of the final table; `target` is an upper bound, if the metric has one.
+struct Row {
+    metric: String,
+    value: f64,
+    /// Decimals to print the value with.
+    decimals: usize,
+    target: Option<f64>,
+    unit: &'static str,
+}
+
+impl Row {
+    fn at_most(metric: impl Into<String>, value: f64, target: f64, unit: &'static str) -> Row {
+        Row {
+            metric: metric.into(),
+            value,
+            decimals: 3,
+            target: Some(target),
+            unit,
+        }
+    }
+
+    /// A duration (or other fractional figure) without a target.
+    fn info(metric: impl Into<String>, value: f64, unit: &'static str) -> Row {
+        Row {
+            metric: metric.into(),
+            value,
+            decimals: 3,
+            target: None,
+            unit,
+        }
+    }
+
+    /// A rate or a count, without a target: printed as a whole number.
+    fn count(metric: impl Into<String>, value: f64, unit: &'static str) -> Row {
+        Row {
+            decimals: 0,
+            ..Row::info(metric, value, unit)
+        }
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "\n{:<40} {:>16} {:>14}  MET",
+        "METRIC", "MEASURED", "TARGET"
+    );
+    for r in rows {
+        let measured = format!("{:.*} {}", r.decimals, r.value, r.unit);
+        let (target, met) = match r.target {
+            Some(t) => (
+                format!("<= {t} {}", r.unit),
+                if r.value <= t { "yes" } else { "NO" },
+            ),
+            None => ("-".to_string(), "-"),
+        };
+        println!(
+            "{:<40} {:>16} {target:>14}  {met}",
+            r.metric,
+            measured.trim_end()
+        );
+    }
+    let missed = rows
+        .iter()
+        .filter(|r| r.target.is_some_and(|t| r.value > t))
+        .count();
+    let total = rows.iter().filter(|r| r.target.is_some()).count();
+    println!("\n{} of {total} targets met", total - missed);
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
