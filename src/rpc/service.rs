@@ -2,8 +2,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf, pin::Pin, sync::Arc};
 
-use tokio::sync::mpsc;
-use tokio_stream::{wrappers::ReceiverStream, Stream};
+use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{transport::server::UdsConnectInfo, Request, Response, Status};
 
@@ -38,8 +37,6 @@ fn origin<T>(req: &Request<T>, method: &str) -> Cause {
     }
 }
 
-/// Events buffered between a subscription and its gRPC stream.
-const STREAM_BUFFER: usize = 16;
 /// Bounds on a notification.
 const MAX_ACTION: usize = 128;
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -164,31 +161,21 @@ impl ProcessManager for Service {
             .sup
             .subscribe(from, filter, !req.no_follow)
             .map_err(|e| Status::resource_exhausted(e.to_string()))?;
-        // A producer task feeds a bounded channel; a failed send means the client left, which
-        // drops the subscription. The hub never waits for this task.
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(async move {
-            for e in replay {
-                if tx.send(Ok(convert::event_to_pb(&e))).await.is_err() {
-                    return;
-                }
-            }
-            let Some(mut sub) = sub else { return };
-            loop {
-                tokio::select! {
-                    next = sub.next() => match next {
-                        Some(e) => {
-                            if tx.send(Ok(convert::event_to_pb(&e))).await.is_err() {
-                                return;
-                            }
-                        }
-                        None => return,
-                    },
-                    () = tx.closed() => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        // The response stream reads the subscription directly, in the connection's own task:
+        // no extra task or channel per subscriber. When the client is slow, HTTP/2 flow
+        // control stops the polling and the subscription's bounded queue takes over (gap
+        // events); when the client leaves, the stream and with it the subscription are dropped.
+        let stream = futures_util::stream::unfold(
+            (replay.into_iter(), sub),
+            |(mut replay, mut sub)| async move {
+                let e = match replay.next() {
+                    Some(e) => e,
+                    None => sub.as_mut()?.next().await?,
+                };
+                Some((Ok(convert::event_to_pb(&e)), (replay, sub)))
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn start(
