@@ -10,7 +10,7 @@ use tokio::{
 };
 
 use super::{
-    launch::{self, Launch},
+    launch::{Launch, Spawned},
     pidfd::PidFd,
     policy::{self, Decision, History},
     procfs::{self, ProcStat},
@@ -213,7 +213,7 @@ impl Actor {
                     break;
                 }
                 Wake::Exited(exit) => self.on_exit(exit).await,
-                Wake::BackoffOver => self.autorestart(),
+                Wake::BackoffOver => self.autorestart().await,
             }
         }
     }
@@ -225,7 +225,7 @@ impl Actor {
         self.history.reset();
         self.backoff = None;
         self.desired = Desired::Online;
-        let spawned = self.spawn_main(cause);
+        let spawned = self.spawn_main(cause).await;
         self.save_and_wait().await?;
         spawned?;
         Ok(self.snapshot())
@@ -253,7 +253,7 @@ impl Actor {
         }
         self.history.reset();
         self.restarts = self.restarts.saturating_add(1);
-        let spawned = self.spawn_main(cause);
+        let spawned = self.spawn_main(cause).await;
         self.save_and_wait().await?;
         spawned?;
         Ok(self.snapshot())
@@ -285,7 +285,14 @@ impl Actor {
         self.status = Status::Stopping { pid: None };
         self.publish();
         let key = self.tree_key(Some(r.pid));
-        if let Err(e) = tree::stop(&key, self.spec.stop_signal, self.spec.kill_timeout).await {
+        if let Err(e) = tree::stop(
+            &self.ctx.scanner,
+            &key,
+            self.spec.stop_signal,
+            self.spec.kill_timeout,
+        )
+        .await
+        {
             tracing::error!(app = %self.spec.name, error = %e, "leftovers of an exited app survive");
         }
         let decision = policy::on_exit(
@@ -300,10 +307,10 @@ impl Actor {
         self.save();
     }
 
-    fn autorestart(&mut self) {
+    async fn autorestart(&mut self) {
         self.backoff = None;
         self.restarts = self.restarts.saturating_add(1);
-        if self.spawn_main(&Cause::Backoff).is_err() {
+        if self.spawn_main(&Cause::Backoff).await.is_err() {
             let decision = policy::on_exit(
                 &self.spec.restart,
                 self.spec.autorestart,
@@ -389,32 +396,34 @@ impl Actor {
             }
         }
         if self.desired == Desired::Online {
-            let _ = self.spawn_main(&Cause::Recovery);
+            let _ = self.spawn_main(&Cause::Recovery).await;
             self.save();
         }
         self.publish();
     }
 
     /// Spawns the main process with the stored spec and environment.
-    fn spawn_main(&mut self, cause: &Cause) -> Result<(), Error> {
+    async fn spawn_main(&mut self, cause: &Cause) -> Result<(), Error> {
         self.status = Status::Starting;
         self.emit(EventKind::Starting, cause, |_| {});
-        let env = effective_env(&self.base_env, &self.spec, &self.ctx.agent_id, self.id);
         let (stdout, stderr) = self.ctx.log_paths(self.id, &self.spec.name);
         let launch = Launch {
-            spec: &self.spec,
-            env: &env,
-            stdout: &stdout,
-            stderr: &stderr,
+            spec: self.spec.clone(),
+            env: effective_env(&self.base_env, &self.spec, &self.ctx.agent_id, self.id),
+            stdout,
+            stderr,
         };
-        match launch::spawn(&self.ctx.reaper, &launch) {
-            Ok((pid, rx)) => {
-                let starttime = procfs::read_stat(pid).ok().map(|s| s.starttime);
+        match self.ctx.spawner.spawn(launch).await {
+            Ok(Spawned {
+                pid,
+                starttime,
+                exit,
+            }) => {
                 self.running = Some(Running {
                     pid,
                     starttime,
                     started: Instant::now(),
-                    exit: ExitWatch::Child(rx),
+                    exit: ExitWatch::Child(exit),
                 });
                 self.status = Status::Online {
                     pid,
@@ -450,7 +459,13 @@ impl Actor {
         }
         self.publish();
         let key = self.tree_key(root);
-        let result = tree::stop(&key, self.spec.stop_signal, self.spec.kill_timeout).await;
+        let result = tree::stop(
+            &self.ctx.scanner,
+            &key,
+            self.spec.stop_signal,
+            self.spec.kill_timeout,
+        )
+        .await;
         if let Some(mut r) = self.running.take() {
             // The main process is dead; the reaper hands over its status as soon as it reaps it.
             let exit = timeout(Duration::from_secs(2), r.wait())

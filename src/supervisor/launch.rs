@@ -6,25 +6,72 @@ use std::{
     os::unix::{fs::PermissionsExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::{mpsc, Arc, Mutex},
 };
 
 use tokio::sync::oneshot;
 
-use super::reaper::Reaper;
+use super::{procfs, reaper::Reaper};
 use crate::model::{AppSpec, Env, Exit};
 
 /// Everything a spawn needs, computed by the app's owner.
-pub struct Launch<'a> {
-    pub spec: &'a AppSpec,
+pub struct Launch {
+    pub spec: Arc<AppSpec>,
     /// The complete environment: nothing else reaches the process.
-    pub env: &'a Env,
-    pub stdout: &'a Path,
-    pub stderr: &'a Path,
+    pub env: Env,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+/// A started main process: its pid, its start time (with the pid, its identity), and where its
+/// exit status will arrive.
+pub struct Spawned {
+    pub pid: u32,
+    pub starttime: Option<u64>,
+    pub exit: oneshot::Receiver<Exit>,
+}
+
+type Job = (Launch, oneshot::Sender<Result<Spawned, String>>);
+
+/// Spawns on dedicated threads. Spawning blocks (file checks, log files, fork/exec); doing it
+/// here keeps the async workers free, so a burst of a thousand starts does not hold up `list`
+/// or any other request. Two threads overlap one spawn's file work with another's fork (which
+/// the reaper serializes).
+pub struct Spawner {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Spawner {
+    /// Starts `threads` spawner threads sharing one queue.
+    pub fn start(reaper: Arc<Reaper>, threads: usize) -> std::io::Result<Spawner> {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let (rx, reaper) = (rx.clone(), reaper.clone());
+            std::thread::Builder::new()
+                .name(format!("grpm-spawner-{i}"))
+                .spawn(move || loop {
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((launch, reply)) = job else { return };
+                    let _ = reply.send(spawn(&reaper, &launch));
+                })?;
+        }
+        Ok(Spawner { jobs })
+    }
+
+    pub async fn spawn(&self, launch: Launch) -> Result<Spawned, String> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send((launch, reply))
+            .map_err(|_| "the spawner thread is gone".to_string())?;
+        rx.await
+            .map_err(|_| "the spawner thread is gone".to_string())?
+    }
 }
 
 /// Spawns the main process; the error says what failed, with the OS error.
-pub fn spawn(reaper: &Reaper, l: &Launch<'_>) -> Result<(u32, oneshot::Receiver<Exit>), String> {
-    let spec = l.spec;
+pub fn spawn(reaper: &Reaper, l: &Launch) -> Result<Spawned, String> {
+    let spec = &l.spec;
     // Specs are validated at the edge, but a hand-edited state.json is not the edge.
     let Some((arg0, args)) = spec.cmd.split_first() else {
         return Err("the command is empty".into());
@@ -46,21 +93,27 @@ pub fn spawn(reaper: &Reaper, l: &Launch<'_>) -> Result<(u32, oneshot::Receiver<
             .open(p)
             .map_err(|e| format!("cannot open log file {}: {e}", p.display()))
     };
-    let out = open(l.stdout)?;
-    let err = open(l.stderr)?;
+    let out = open(&l.stdout)?;
+    let err = open(&l.stderr)?;
     let mut cmd = Command::new(&program);
     cmd.arg0(arg0)
         .args(args)
         .current_dir(&spec.cwd)
         .env_clear()
-        .envs(l.env)
+        .envs(&l.env)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .process_group(0);
-    reaper
+    let (pid, exit) = reaper
         .spawn(&mut cmd)
-        .map_err(|e| format!("cannot start {}: {e}", program.display()))
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let starttime = procfs::read_stat(pid).ok().map(|s| s.starttime);
+    Ok(Spawned {
+        pid,
+        starttime,
+        exit,
+    })
 }
 
 /// Finds the program as `execvp` would, but relative paths are taken from the app's cwd and the

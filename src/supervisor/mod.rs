@@ -11,6 +11,7 @@ mod pidfd;
 pub mod policy;
 pub mod procfs;
 mod reaper;
+mod scan;
 pub mod store;
 pub mod tree;
 mod usage;
@@ -44,7 +45,8 @@ use events::Hub;
 
 /// What every app owner shares.
 pub(crate) struct Ctx {
-    reaper: Arc<Reaper>,
+    spawner: launch::Spawner,
+    scanner: Arc<scan::Scanner>,
     hub: Arc<Hub>,
     store: Arc<Store>,
     agent_id: Arc<str>,
@@ -126,7 +128,8 @@ impl Supervisor {
         let writer = tokio::spawn(store.clone().run_writer(tasks.clone()));
         let agent_id: Arc<str> = Arc::from(loaded.state.agent_id.as_str());
         let ctx = Arc::new(Ctx {
-            reaper,
+            spawner: launch::Spawner::start(reaper, 2)?,
+            scanner: Arc::default(),
             hub,
             store,
             agent_id: agent_id.clone(),
@@ -165,8 +168,10 @@ impl Supervisor {
                 app_id,
                 root: None,
             };
+            let scanner = sup.ctx.scanner.clone();
             tokio::spawn(async move {
                 let _ = tree::stop(
+                    &scanner,
                     &key,
                     crate::model::Signal::TERM,
                     AppSpec::DEFAULT_KILL_TIMEOUT,

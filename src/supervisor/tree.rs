@@ -11,9 +11,12 @@ use std::{
 
 use tokio::time::{timeout_at, Instant};
 
+use std::sync::Arc;
+
 use super::{
     pidfd::PidFd,
     procfs::{self, ProcStat},
+    scan::{Scanner, Snapshot},
 };
 use crate::model::{AppId, Signal};
 
@@ -26,14 +29,9 @@ pub struct TreeKey {
     pub root: Option<u32>,
 }
 
-/// Every live (non-zombie) process of the tree, found in one `/proc` scan. Blocking: call it
-/// through `spawn_blocking`.
-pub fn find(key: &TreeKey) -> Vec<ProcStat> {
-    let me = std::process::id();
-    let procs: Vec<ProcStat> = procfs::scan()
-        .into_iter()
-        .filter(|p| !p.is_dead() && p.pid != me)
-        .collect();
+/// Every process of the tree in `snap`.
+pub fn find(snap: &Snapshot, key: &TreeKey) -> Vec<ProcStat> {
+    let procs = &snap.procs;
     let mut children: HashMap<u32, Vec<usize>> = HashMap::new();
     for (i, p) in procs.iter().enumerate() {
         children.entry(p.ppid).or_default().push(i);
@@ -41,14 +39,11 @@ pub fn find(key: &TreeKey) -> Vec<ProcStat> {
     let mut seeds: Vec<usize> = Vec::new();
     for (i, p) in procs.iter().enumerate() {
         let in_group = key.root.is_some_and(|r| p.pgrp == r || p.pid == r);
-        // Only processes that could have left the tree (orphans, and leaders of their own
-        // session or group) need their environment read; the rest are reached by descent.
-        let may_have_left = p.ppid == 1 || p.ppid == me || p.session == p.pid || p.pgrp == p.pid;
-        if in_group
-            || (may_have_left
-                && procfs::grpm_identity(p.pid)
-                    .is_some_and(|(agent, app)| agent == key.agent_id && app == key.app_id))
-        {
+        let marked = snap
+            .identity
+            .get(&p.pid)
+            .is_some_and(|(agent, app)| *agent == key.agent_id && *app == key.app_id);
+        if in_group || marked {
             seeds.push(i);
         }
     }
@@ -63,13 +58,6 @@ pub fn find(key: &TreeKey) -> Vec<ProcStat> {
     let mut out: Vec<ProcStat> = seen.into_iter().map(|i| procs[i]).collect();
     out.sort_by_key(|p| p.pid);
     out
-}
-
-async fn find_async(key: &TreeKey) -> Vec<ProcStat> {
-    let key = key.clone();
-    tokio::task::spawn_blocking(move || find(&key))
-        .await
-        .unwrap_or_default()
 }
 
 /// Why a tree could not be ended.
@@ -92,12 +80,17 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// Sends `sig` to every process of the tree; after `kill_timeout`, SIGKILL to whatever remains.
 /// Returns when no process of the tree is alive, or with the survivors of SIGKILL.
-pub async fn stop(key: &TreeKey, sig: Signal, kill_timeout: Duration) -> Result<(), Unkillable> {
+pub async fn stop(
+    scanner: &Arc<Scanner>,
+    key: &TreeKey,
+    sig: Signal,
+    kill_timeout: Duration,
+) -> Result<(), Unkillable> {
     let mut sig = sig.number();
     let mut deadline = Instant::now() + kill_timeout;
     let mut killing = false;
     loop {
-        let members = find_async(key).await;
+        let members = find(&*scanner.fresh().await, key);
         if members.is_empty() {
             return Ok(());
         }
@@ -126,7 +119,7 @@ pub async fn stop(key: &TreeKey, sig: Signal, kill_timeout: Duration) -> Result<
             continue;
         }
         if killing {
-            let left = find_async(key).await;
+            let left = find(&*scanner.fresh().await, key);
             return if left.is_empty() {
                 Ok(())
             } else {
@@ -162,4 +155,60 @@ pub fn survivors(agent_id: &str) -> HashMap<AppId, Vec<ProcStat>> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pid: u32, ppid: u32, pgrp: u32, session: u32) -> ProcStat {
+        ProcStat {
+            pid,
+            state: 'S',
+            ppid,
+            pgrp,
+            session,
+            cpu_ticks: 0,
+            starttime: u64::from(pid),
+            rss_pages: 0,
+        }
+    }
+
+    #[test]
+    fn finds_group_descendants_and_marked_escapees() {
+        let agent = 10;
+        let snap = Snapshot {
+            procs: vec![
+                p(100, agent, 100, 1),   // main process
+                p(101, 100, 100, 1),     // child in the group
+                p(102, 100, 102, 102),   // setsid child: found by descent
+                p(103, 102, 102, 102),   // its child
+                p(200, agent, 200, 200), // escaped daemon (parent gone): found by identity
+                p(201, 200, 200, 200),   // its child
+                p(300, agent, 300, 1),   // another app's main process
+                p(301, 300, 100, 1),     // joined app 1's group oddly: still ours by group
+                p(400, 1, 400, 400),     // someone else's daemon
+            ],
+            identity: [
+                (200, ("agent-a".to_string(), 1)),
+                (300, ("agent-a".to_string(), 2)),
+                (400, ("agent-b".to_string(), 1)),
+            ]
+            .into(),
+        };
+        let key = TreeKey {
+            agent_id: "agent-a".into(),
+            app_id: 1,
+            root: Some(100),
+        };
+        let pids: Vec<u32> = find(&snap, &key).iter().map(|p| p.pid).collect();
+        assert_eq!(pids, [100, 101, 102, 103, 200, 201, 301]);
+        let other = TreeKey {
+            agent_id: "agent-a".into(),
+            app_id: 2,
+            root: None,
+        };
+        let pids: Vec<u32> = find(&snap, &other).iter().map(|p| p.pid).collect();
+        assert_eq!(pids, [300, 301]);
+    }
 }

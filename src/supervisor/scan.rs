@@ -1,0 +1,121 @@
+//! Shared `/proc` snapshots. Finding a tree needs a scan of every process; when a thousand apps
+//! stop at once, a thousand scans of a thousand processes each would take half a minute. The
+//! scanner runs one scan at a time and hands each finished snapshot to every request made
+//! before that scan began, so concurrent stops share scans, and no one gets a view older than
+//! their request.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use tokio::{sync::Notify, time::Instant};
+
+use super::procfs::{self, ProcStat};
+use crate::model::AppId;
+
+/// Every live (non-zombie) process but the agent, with the grpm identity of those that may have
+/// left their app's tree.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub procs: Vec<ProcStat>,
+    /// `(GRPM_AGENT_ID, GRPM_APP_ID)` by pid, read only for orphans and session or group
+    /// leaders: the others are reached by descent from them or from an app's main process.
+    pub identity: HashMap<u32, (String, AppId)>,
+}
+
+impl Snapshot {
+    /// Takes a snapshot now. Blocking.
+    pub fn take() -> Snapshot {
+        let me = std::process::id();
+        let procs: Vec<ProcStat> = procfs::scan()
+            .into_iter()
+            .filter(|p| !p.is_dead() && p.pid != me)
+            .collect();
+        let identity = procs
+            .iter()
+            .filter(|p| p.ppid == 1 || p.ppid == me || p.session == p.pid || p.pgrp == p.pid)
+            .filter_map(|p| Some((p.pid, procfs::grpm_identity(p.pid)?)))
+            .collect();
+        Snapshot { procs, identity }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    latest: Option<(Instant, Arc<Snapshot>)>,
+    /// When the scan in progress began.
+    running: Option<Instant>,
+}
+
+#[derive(Default)]
+pub struct Scanner {
+    state: Mutex<State>,
+    done: Notify,
+}
+
+impl Scanner {
+    /// A snapshot taken entirely after `after`.
+    pub async fn after(self: &Arc<Self>, after: Instant) -> Arc<Snapshot> {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            {
+                let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((began, snap)) = &st.latest {
+                    if *began >= after {
+                        return snap.clone();
+                    }
+                }
+                // Register for the end of the current scan before letting go of the lock.
+                notified.as_mut().enable();
+                if st.running.is_none() {
+                    let began = Instant::now();
+                    st.running = Some(began);
+                    // The scan runs in its own task: a caller that gives up cannot leave
+                    // `running` set forever.
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let snap = tokio::task::spawn_blocking(Snapshot::take)
+                            .await
+                            .unwrap_or_default();
+                        let mut st = me.state.lock().unwrap_or_else(|e| e.into_inner());
+                        st.latest = Some((began, Arc::new(snap)));
+                        st.running = None;
+                        drop(st);
+                        me.done.notify_waiters();
+                    });
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// A snapshot taken after this call.
+    pub async fn fresh(self: &Arc<Self>) -> Arc<Snapshot> {
+        self.after(Instant::now()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrent_requests_share_scans_and_never_get_an_older_one() {
+        let scanner = Arc::new(Scanner::default());
+        let asked = Instant::now();
+        let snaps = futures_util::future::join_all((0..50).map(|_| scanner.fresh())).await;
+        // Fifty concurrent requests: at most two scans (one running, one after it).
+        let distinct: std::collections::HashSet<*const Snapshot> =
+            snaps.iter().map(Arc::as_ptr).collect();
+        assert!(distinct.len() <= 2, "{} scans", distinct.len());
+        let me = std::process::id();
+        assert!(snaps[0].procs.iter().all(|p| p.pid != me && !p.is_dead()));
+        // A later request gets a later scan.
+        let later = scanner.fresh().await;
+        assert!(!snaps.iter().any(|s| Arc::ptr_eq(s, &later)));
+        let began = scanner.state.lock().unwrap().latest.as_ref().unwrap().0;
+        assert!(began >= asked);
+    }
+}
