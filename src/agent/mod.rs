@@ -53,10 +53,14 @@ pub fn main(home: &Home, options: &Options) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async {
+        // The pid file is complete before the socket (the readiness signal) is reachable.
+        crate::supervisor::store::write_atomic(
+            &home.pid_file(),
+            format!("{}\n", std::process::id()).as_bytes(),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", home.pid_file().display()))?;
         let listener = socket::bind(home)
             .map_err(|e| format!("cannot listen on {}: {e}", home.socket().display()))?;
-        fs::write(home.pid_file(), format!("{}\n", std::process::id()))
-            .map_err(|e| format!("cannot write {}: {e}", home.pid_file().display()))?;
         let shutdown = CancellationToken::new();
         spawn_signal_handlers(shutdown.clone())?;
         let result = run(home, options, listener, shutdown).await;

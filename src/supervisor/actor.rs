@@ -131,7 +131,7 @@ impl Actor {
         let (view, rx) = watch::channel(AppView {
             id: rec.id,
             spec: Arc::new(rec.spec.clone()),
-            base_env: Arc::new(rec.base_env.clone()),
+            base_env: rec.base_env.clone(),
             agent_id: ctx.agent_id.clone(),
             status: Status::Stopped,
             desired: rec.desired,
@@ -146,7 +146,7 @@ impl Actor {
             ctx,
             id: rec.id,
             spec: Arc::new(rec.spec),
-            base_env: Arc::new(rec.base_env),
+            base_env: rec.base_env,
             desired: rec.desired,
             restarts: rec.restarts,
             created_at_unix_ms: rec.created_at_unix_ms,
@@ -525,7 +525,7 @@ impl Actor {
         AppRecord {
             id: self.id,
             spec: (*self.spec).clone(),
-            base_env: (*self.base_env).clone(),
+            base_env: self.base_env.clone(),
             desired: self.desired,
             created_at_unix_ms: self.created_at_unix_ms,
             restarts: self.restarts,

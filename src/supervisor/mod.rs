@@ -215,6 +215,7 @@ impl Supervisor {
                 return Err(Error::Invalid(format!("app {} is given twice", spec.name)));
             }
         }
+        let base_env = Arc::new(base_env);
         let handles = {
             let mut reg = self.lock();
             if reg.closed {

@@ -1,8 +1,13 @@
 //! Desired state on disk: `state.json`, rewritten atomically (temp file, fsync, rename, fsync the
 //! directory) by one writer task that coalesces bursts of changes into few writes.
+//!
+//! Each distinct captured environment is stored once (`envs`), and apps refer to it by index:
+//! a thousand apps started from one file share one environment, so the file stays small and
+//! cheap to rewrite. Records hold environments behind an `Arc`, and serialization happens
+//! outside the lock, so owners recording a change never wait for a write.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fs,
     io::{self, Write},
     path::{Path, PathBuf},
@@ -18,30 +23,118 @@ use crate::model::{now_unix_ms, AppId, AppSpec, Desired, Env};
 const VERSION: u32 = 1;
 
 /// One app as remembered across agent restarts.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone)]
 pub struct AppRecord {
     pub id: AppId,
     pub spec: AppSpec,
     /// The environment captured when the app was created (or at the last `--update-env`).
-    pub base_env: Env,
+    pub base_env: Arc<Env>,
     pub desired: Desired,
     pub created_at_unix_ms: u64,
-    #[serde(default)]
     pub restarts: u32,
     /// The main process last started, with its start time, so a new agent can adopt it.
-    #[serde(default)]
     pub pid: Option<u32>,
-    #[serde(default)]
     pub pid_starttime: Option<u64>,
 }
 
-#[derive(Serialize, Deserialize)]
+/// What loading gives: the file's content, environments resolved.
 pub struct StateFile {
     pub version: u32,
     /// Random id of this home's agent, stamped on every app's environment as `GRPM_AGENT_ID`.
     pub agent_id: String,
     pub next_id: AppId,
     pub apps: Vec<AppRecord>,
+}
+
+/// One app as written: its environment is an index into `DiskState::envs`.
+#[derive(Serialize, Deserialize)]
+struct DiskApp {
+    id: AppId,
+    spec: AppSpec,
+    base_env: usize,
+    desired: Desired,
+    created_at_unix_ms: u64,
+    #[serde(default)]
+    restarts: u32,
+    #[serde(default)]
+    pid: Option<u32>,
+    #[serde(default)]
+    pid_starttime: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskState {
+    version: u32,
+    agent_id: String,
+    next_id: AppId,
+    /// Each distinct captured environment, once.
+    envs: Vec<Env>,
+    apps: Vec<DiskApp>,
+}
+
+impl DiskState {
+    fn from_records(agent_id: &str, next_id: AppId, apps: &[AppRecord]) -> DiskState {
+        let mut envs: Vec<Env> = Vec::new();
+        let mut index: HashMap<&Env, usize> = HashMap::new();
+        let apps = apps
+            .iter()
+            .map(|r| {
+                let i = *index.entry(&*r.base_env).or_insert_with(|| {
+                    envs.push((*r.base_env).clone());
+                    envs.len() - 1
+                });
+                DiskApp {
+                    id: r.id,
+                    spec: r.spec.clone(),
+                    base_env: i,
+                    desired: r.desired,
+                    created_at_unix_ms: r.created_at_unix_ms,
+                    restarts: r.restarts,
+                    pid: r.pid,
+                    pid_starttime: r.pid_starttime,
+                }
+            })
+            .collect();
+        DiskState {
+            version: VERSION,
+            agent_id: agent_id.to_string(),
+            next_id,
+            envs,
+            apps,
+        }
+    }
+
+    fn into_state(self) -> Result<StateFile, String> {
+        let envs: Vec<Arc<Env>> = self.envs.into_iter().map(Arc::new).collect();
+        let apps = self
+            .apps
+            .into_iter()
+            .map(|a| {
+                let env = envs.get(a.base_env).cloned().ok_or_else(|| {
+                    format!(
+                        "app {} refers to environment {}, which does not exist",
+                        a.id, a.base_env
+                    )
+                })?;
+                Ok(AppRecord {
+                    id: a.id,
+                    spec: a.spec,
+                    base_env: env,
+                    desired: a.desired,
+                    created_at_unix_ms: a.created_at_unix_ms,
+                    restarts: a.restarts,
+                    pid: a.pid,
+                    pid_starttime: a.pid_starttime,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(StateFile {
+            version: self.version,
+            agent_id: self.agent_id,
+            next_id: self.next_id,
+            apps,
+        })
+    }
 }
 
 /// What loading found.
@@ -69,17 +162,28 @@ pub fn load(path: &Path) -> io::Result<Loaded> {
             ))
         }
     };
-    match serde_json::from_str::<StateFile>(&text) {
-        Ok(state) if state.version == VERSION => Ok(Loaded {
+    // The version first: a file from another grpm version is refused, never set aside.
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    let parsed = match serde_json::from_str::<Version>(&text) {
+        Ok(v) if v.version != VERSION => Ok(Err(v.version)),
+        _ => serde_json::from_str::<DiskState>(&text)
+            .map_err(|e| e.to_string())
+            .and_then(DiskState::into_state)
+            .map(Ok),
+    };
+    match parsed {
+        Ok(Ok(state)) => Ok(Loaded {
             state,
             warning: None,
         }),
-        Ok(state) => Err(io::Error::new(
+        Ok(Err(version)) => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "{} has version {}; this grpm reads version {VERSION}",
-                path.display(),
-                state.version
+                "{} has version {version}; this grpm reads version {VERSION}",
+                path.display()
             ),
         )),
         Err(e) => {
@@ -119,7 +223,9 @@ fn random_id() -> String {
 /// Writes `bytes` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp: PathBuf = path.with_extension("json.tmp");
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp: PathBuf = path.with_file_name(name);
     {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -220,22 +326,23 @@ impl Store {
         }
     }
 
+    /// Serializes the current state: records are cloned under the lock (cheap: environments
+    /// are shared), and turned into bytes after it is released.
     fn snapshot(&self) -> Result<(u64, Vec<u8>), (u64, String)> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let gen = inner.generation;
-        if inner.apps.is_empty() && inner.loaded > 0 && inner.deletes == 0 {
-            return Err((
-                gen,
-                "refusing to write an empty app list over a non-empty state.json".into(),
-            ));
-        }
-        let file = StateFile {
-            version: VERSION,
-            agent_id: inner.agent_id.clone(),
-            next_id: inner.next_id,
-            apps: inner.apps.values().cloned().collect(),
+        let (gen, agent_id, next_id, apps) = {
+            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let gen = inner.generation;
+            if inner.apps.is_empty() && inner.loaded > 0 && inner.deletes == 0 {
+                return Err((
+                    gen,
+                    "refusing to write an empty app list over a non-empty state.json".into(),
+                ));
+            }
+            let apps: Vec<AppRecord> = inner.apps.values().cloned().collect();
+            (gen, inner.agent_id.clone(), inner.next_id, apps)
         };
-        serde_json::to_vec_pretty(&file)
+        let disk = DiskState::from_records(&agent_id, next_id, &apps);
+        serde_json::to_vec(&disk)
             .map(|bytes| (gen, bytes))
             .map_err(|e| (gen, e.to_string()))
     }
@@ -307,13 +414,49 @@ mod tests {
                 autorestart: true,
                 restart: RestartPolicy::default(),
             },
-            base_env: Env::new(),
+            base_env: Arc::new(Env::new()),
             desired: Desired::Online,
             created_at_unix_ms: 0,
             restarts: 0,
             pid: None,
             pid_starttime: None,
         }
+    }
+
+    #[test]
+    fn shared_environments_are_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let store = Store::new(path.clone(), &fresh());
+        let env: Env = [("K".to_string(), "v".to_string())].into();
+        for id in 1..=3 {
+            let mut r = record(id);
+            r.base_env = Arc::new(env.clone()); // equal content, distinct allocations
+            store.put(r);
+        }
+        let mut other = record(4);
+        other.base_env = Arc::new(Env::new());
+        store.put(other);
+        store.write_once().unwrap();
+        let raw: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(raw["envs"].as_array().unwrap().len(), 2);
+        let back = load(&path).unwrap().state;
+        assert_eq!(*back.apps[2].base_env, env);
+        assert!(back.apps[3].base_env.is_empty());
+        // A dangling reference is corruption, not a panic.
+        fs::write(
+            &path,
+            fs::read_to_string(&path)
+                .unwrap()
+                .replace("\"base_env\":1", "\"base_env\":7"),
+        )
+        .unwrap();
+        assert!(load(&path)
+            .unwrap()
+            .warning
+            .unwrap()
+            .contains("environment 7"));
     }
 
     #[test]
