@@ -39,8 +39,11 @@ const WARMUP_RUNS: usize = 5;
 /// it broken.
 const MANY_APPS: usize = 1_000;
 const ONLINE_LIMIT: Duration = Duration::from_secs(60);
-/// Pause between two `grpm list --json` polls while waiting for the 1,000 apps.
-const POLL_PAUSE: Duration = Duration::from_millis(5);
+/// Pause between two `grpm list --json` polls while the 1,000 apps start. A poll of 1,000 apps
+/// costs ~30 ms of CPU, so polling much faster would mostly measure the polling; the figure
+/// is `grpm start FILE` itself, which returns once every app is spawned and recorded, and the
+/// polls show that other requests are answered meanwhile.
+const POLL_PAUSE: Duration = Duration::from_millis(100);
 
 /// Targets (2-core machine).
 const TARGET_IDLE_RSS_MIB: f64 = 8.0;
@@ -177,6 +180,12 @@ fn main() {
         let online = agent.wait_all_online(MANY_APPS, t0);
         let (out, start_returned) = starter.join().expect("the start thread panicked");
         agent.check("start FILE", &out);
+        // `start FILE` answers once every app is spawned: the very next listing shows them all.
+        let confirm = agent.wait_all_online(MANY_APPS, Instant::now());
+        assert_eq!(
+            confirm.polls, 1,
+            "`grpm start FILE` returned before every app was online"
+        );
 
         // Every app is a distinct, live process.
         let mut distinct = online.pids.clone();
@@ -206,15 +215,16 @@ fn main() {
 
         println!("\n[4] {MANY_APPS} apps (`sleep 1000`) from one app file:");
         println!(
-            "    all online after {:.1} ms (to the end of the first `list --json` poll that \
-             showed all online: poll {} of polls {POLL_PAUSE:?} apart; slowest poll {:.1} ms)",
-            ms(online.after),
-            online.polls,
-            ms(online.slowest_poll)
+            "    `grpm start FILE` returned after {:.1} ms, every app online (checked by a \
+             `list --json` right after)",
+            ms(start_returned)
         );
         println!(
-            "    `grpm start FILE` itself returned after {:.1} ms",
-            ms(start_returned)
+            "    meanwhile `list --json` was polled every {POLL_PAUSE:?}: {} polls, the first \
+             showing all online ended at {:.1} ms; slowest poll {:.1} ms",
+            online.polls,
+            ms(online.after),
+            ms(online.slowest_poll)
         );
         println!(
             "    agent VmRSS: {} when all were online, {} one second later; VmHWM (peak) {}",
@@ -228,8 +238,8 @@ fn main() {
             ms(ls.p99)
         );
         table.push(Row::at_most(
-            "1,000 apps online (from `start FILE`)",
-            ms(online.after),
+            "1,000 apps online (`start FILE`)",
+            ms(start_returned),
             TARGET_MANY_ONLINE_MS,
             "ms",
         ));
