@@ -23,9 +23,9 @@ fn a_killed_app_comes_back_with_a_new_pid() {
     assert_eq!(d["last_exit"]["signal"], 9);
 }
 
-#[test]
-fn a_crash_loop_ends_errored_and_restart_clears_it() {
-    let agent = Agent::start();
+/// Starts `flaky`, which exits with code 3 until the returned flag file exists, with fast
+/// restarts and `max_restarts`, and waits until it is errored.
+fn errored_flaky(agent: &Agent, max_restarts: &str) -> String {
     let flag = agent.path("healthy");
     let script = agent.script(
         "flaky.sh",
@@ -40,11 +40,18 @@ fn a_crash_loop_ends_errored_and_restart_clears_it() {
         "--restart-delay-max",
         "20ms",
         "--max-restarts",
-        "4",
+        max_restarts,
         "--",
         &script,
     ]);
     agent.wait_status("flaky", "errored");
+    flag
+}
+
+#[test]
+fn a_crash_loop_ends_errored_and_restart_clears_it() {
+    let agent = Agent::start();
+    let flag = errored_flaky(&agent, "4");
     let d = agent.describe("flaky");
     assert_eq!(d["last_exit"]["code"], 3, "{d}");
     let err = d["error"].as_str().unwrap();
@@ -67,25 +74,7 @@ fn a_crash_loop_ends_errored_and_restart_clears_it() {
 #[test]
 fn start_clears_errored_too() {
     let agent = Agent::start();
-    let flag = agent.path("healthy");
-    let script = agent.script(
-        "flaky.sh",
-        &format!("[ -e {flag} ] && exec sleep 1000\nexit 3"),
-    );
-    agent.ok(&[
-        "start",
-        "--name",
-        "flaky",
-        "--restart-delay",
-        "5ms",
-        "--restart-delay-max",
-        "5ms",
-        "--max-restarts",
-        "2",
-        "--",
-        &script,
-    ]);
-    agent.wait_status("flaky", "errored");
+    let flag = errored_flaky(&agent, "2");
     std::fs::write(&flag, "").unwrap();
     agent.ok(&["start", "flaky"]);
     agent.wait_online("flaky", None);

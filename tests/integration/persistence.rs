@@ -18,15 +18,22 @@ fn parent_script(agent: &Agent) -> String {
     )
 }
 
-#[test]
-fn a_new_agent_adopts_apps_that_survived_a_crash() {
-    let mut agent = Agent::start();
-    let script = parent_script(&agent);
+/// Starts `web` (a main process with one child), then crashes the agent. Returns the main
+/// pid, the child's pid and the agent id.
+fn web_then_crash(agent: &mut Agent) -> (u32, u32, String) {
+    let script = parent_script(agent);
     agent.ok(&["start", "--name", "web", "--", &script]);
     let main = agent.wait_online("web", None);
     let kid = read_pids(&agent.path("kids"), 1)[0];
     let agent_id = agent.agent_id();
     agent.crash();
+    (main, kid, agent_id)
+}
+
+#[test]
+fn a_new_agent_adopts_apps_that_survived_a_crash() {
+    let mut agent = Agent::start();
+    let (main, kid, agent_id) = web_then_crash(&mut agent);
     assert!(
         alive(main) && alive(kid),
         "a crashed agent must not take its apps down"
@@ -61,12 +68,7 @@ fn a_new_agent_adopts_apps_that_survived_a_crash() {
 #[test]
 fn leftovers_of_a_dead_app_are_ended_not_duplicated() {
     let mut agent = Agent::start();
-    let script = parent_script(&agent);
-    agent.ok(&["start", "--name", "web", "--", &script]);
-    let main = agent.wait_online("web", None);
-    let kid = read_pids(&agent.path("kids"), 1)[0];
-    let agent_id = agent.agent_id();
-    agent.crash();
+    let (main, kid, agent_id) = web_then_crash(&mut agent);
     // While no agent runs, the main process dies; its child lives on as an orphan.
     kill(Pid::from_raw(main as i32), Signal::SIGKILL).unwrap();
     wait_until("the main process to die", Duration::from_secs(10), || {
