@@ -198,6 +198,12 @@ impl Actor {
                 Wake::Cmd(Cmd::Delete { cause, reply }) => {
                     let r = self.delete(&cause).await;
                     let done = r.is_ok();
+                    if done {
+                        // Closed before the reply: when the caller hears "deleted", the
+                        // registry already sees this app gone (and commands queued behind the
+                        // delete are answered "not found" as their senders drop).
+                        rx.close();
+                    }
                     let _ = reply.send(r);
                     if done {
                         break;
