@@ -21,10 +21,11 @@
 //! targets are reported, never fatal; functional breakage (no `exited` event within 10 s, a
 //! stream that ends early, processes left behind) panics with a clear message.
 
+mod common;
+
 use std::{
     fs,
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    path::Path,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -33,16 +34,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::{ms, of_home, print_table, Agent, Row, Stats, BIN};
 use grpm::{
     client::{connect_unix, Client},
     rpc::pb::{self, EventKind},
 };
-use tempfile::TempDir;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Streaming;
-
-/// The `grpm` binary of this build (cargo builds it for benches, release profile).
-const BIN: &str = env!("CARGO_BIN_EXE_grpm");
 
 /// Timed kill → `exited` samples per subscriber count, after a few untimed warm-up samples.
 const SAMPLES_ONE: usize = 200;
@@ -63,6 +61,11 @@ const PUBLISHERS: usize = 8;
 const TASKS_PER_PUBLISHER: usize = 4;
 /// How long the publishers of the live phase keep publishing.
 const LIVE_FOR: Duration = Duration::from_secs(3);
+
+/// Decimals of the durations (ms) in the summaries and the final table, and the width of
+/// the table's MEASURED column.
+const DECIMALS: usize = 3;
+const MEASURED_WIDTH: usize = 16;
 
 /// Targets (2-core machine), for 100 subscribers.
 const TARGET_MEDIAN_MS: f64 = 1.0;
@@ -106,7 +109,7 @@ fn main() {
             "\n[1a] SIGKILL -> `exited` event, 1 subscriber, {SAMPLES_ONE} samples \
              (after {WARMUP_SAMPLES} warm-up samples):"
         );
-        s.print();
+        s.print(DECIMALS);
         one.print_extra();
         table.push(Row::info(
             "exit -> event median, 1 subscriber",
@@ -128,11 +131,11 @@ fn main() {
              each), {SAMPLES_MANY} samples (after {WARMUP_SAMPLES} warm-up samples):"
         );
         println!("    all subscriber x sample latencies:");
-        s.print();
+        s.print(DECIMALS);
         println!("    per sample, the first subscriber to receive it:");
-        fastest.print();
+        fastest.print(DECIMALS);
         println!("    per sample, the last subscriber to receive it:");
-        slowest.print();
+        slowest.print(DECIMALS);
         many.print_extra();
         table.push(Row::at_most(
             "exit -> event median, 100 subscribers",
@@ -248,7 +251,7 @@ fn main() {
         agent.shutdown();
     }
 
-    print_table(&table);
+    print_table(&table, DECIMALS, MEASURED_WIDTH);
 }
 
 /// What a subscriber's reader task reports.
@@ -790,189 +793,6 @@ async fn connect(sock: &Path) -> Client {
         .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", sock.display()))
 }
 
-/// One agent in a fresh temporary home. Dropping it (also while unwinding from a panic) runs
-/// `grpm kill`, reaps the agent, and SIGKILLs whatever process of this home is left.
-struct Agent {
-    /// What the agent is for, in messages.
-    label: &'static str,
-    /// The temporary directory: the home and the agent's output live in it.
-    dir: TempDir,
-    /// `GRPM_HOME` (and `HOME`) of every command.
-    home: PathBuf,
-    child: Option<Child>,
-}
-
-impl Agent {
-    /// Starts `grpm agent ARGS` in a fresh home and waits until its socket accepts
-    /// connections.
-    fn start(label: &'static str, args: &[&str]) -> Agent {
-        // A short prefix keeps the socket path well under the ~100-byte limit.
-        let dir = tempfile::Builder::new()
-            .prefix("grpm")
-            .tempdir()
-            .expect("cannot create a temporary directory");
-        let home = dir.path().join("h");
-        let log = fs::File::create(dir.path().join("agent.out")).expect("cannot create a log");
-        let mut cmd = Command::new(BIN);
-        known_env(&mut cmd, &home);
-        cmd.arg("agent")
-            .args(args)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("cannot clone a file handle"))
-            .stderr(log);
-        let child = cmd.spawn().expect("cannot spawn `grpm agent`");
-        let agent = Agent {
-            label,
-            dir,
-            home,
-            child: Some(child),
-        };
-        let sock = agent.socket();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(
-                alive(agent.pid()),
-                "the {label} agent exited before answering; its log:\n{}",
-                agent.log()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "the {label} agent did not answer on {} within 20 s",
-                sock.display()
-            );
-            thread::sleep(Duration::from_millis(1));
-        }
-        agent
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.home.join("agent.sock")
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("agent.out")).unwrap_or_default()
-    }
-
-    /// A `grpm` command for this home, with the known environment.
-    fn cmd(&self) -> Command {
-        let mut cmd = Command::new(BIN);
-        known_env(&mut cmd, &self.home);
-        cmd.current_dir(self.dir.path()).stdin(Stdio::null());
-        cmd
-    }
-
-    /// Runs `grpm ARGS`; panics, with the command's stderr and the agent's log, unless it
-    /// succeeded while our agent is alive (were it dead, the CLI would have started another
-    /// one in the background). Returns its output.
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self
-            .cmd()
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run grpm {args:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "`grpm {}` failed ({}):\n{}\n{} agent log:\n{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            self.label,
-            self.log()
-        );
-        assert!(
-            alive(self.pid()),
-            "the {} agent died; its log:\n{}",
-            self.label,
-            self.log()
-        );
-        out
-    }
-
-    /// Stops the agent and every app with `grpm kill`, reaps it, and checks that no process
-    /// of this home is left; panics (after cleaning up) if something is.
-    fn shutdown(mut self) {
-        // Not `ok`: the agent is meant to be gone once `grpm kill` returns.
-        let out = self
-            .cmd()
-            .arg("kill")
-            .output()
-            .expect("cannot run `grpm kill`");
-        assert!(
-            out.status.success(),
-            "`grpm kill` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let leftovers = self.reap_and_sweep();
-        assert!(
-            leftovers.is_empty(),
-            "`grpm kill` ({}) left processes of the {} home alive (killed now): {leftovers:?}",
-            String::from_utf8_lossy(&out.stdout).trim(),
-            self.label
-        );
-    }
-
-    /// Waits (up to 20 s) for the agent to exit and reaps it, killing it if it does not exit;
-    /// then waits (up to 10 s) for the processes of this home to go, SIGKILLs those that stay,
-    /// and returns their pids.
-    fn reap_and_sweep(&mut self) -> Vec<u32> {
-        if let Some(mut child) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(5));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut left = processes_of(&self.home);
-        while !left.is_empty() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(20));
-            left = processes_of(&self.home);
-        }
-        for &pid in &left {
-            // Only processes whose environment carries this run's unique GRPM_HOME: started
-            // by us or by our agent.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        left
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            // The way out of a panic: best effort, nothing may panic here.
-            let _ = self
-                .cmd()
-                .arg("kill")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            self.reap_and_sweep();
-        }
-    }
-}
-
-/// The small known environment of every command: PATH, and HOME = GRPM_HOME = the temp home.
-fn known_env(cmd: &mut Command, home: &Path) {
-    cmd.env_clear()
-        .env(
-            "PATH",
-            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
-        )
-        .env("HOME", home)
-        .env("GRPM_HOME", home);
-}
-
 /// CPU time (user + system) that process `pid` (0: this process) has used so far, from
 /// /proc/PID/stat; zero if it cannot be read.
 fn cpu_time(pid: u32) -> Duration {
@@ -1037,162 +857,12 @@ impl Cpu {
     }
 }
 
-/// True if /proc shows `pid` and it is not a zombie (a dead process nobody reaped yet).
-fn alive(pid: u32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].trim_start().chars().next());
-    !matches!(state, Some('Z' | 'X' | 'x') | None)
-}
-
-/// True if `pid` is a live process whose environment has `GRPM_HOME=home`.
-fn of_home(pid: u32, home: &Path) -> bool {
-    let mut wanted = b"GRPM_HOME=".to_vec();
-    wanted.extend_from_slice(home.as_os_str().as_encoded_bytes());
-    has_var(pid, &wanted) && alive(pid)
-}
-
-/// True if the environment of `pid` has the entry `var` (`NAME=value`).
-fn has_var(pid: u32, var: &[u8]) -> bool {
-    fs::read(format!("/proc/{pid}/environ"))
-        .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == var))
-}
-
-/// Live processes whose environment has `GRPM_HOME=home`: the agent, CLI runs and apps of
-/// that home (the path is a fresh temporary one, so nobody else's processes match).
-fn processes_of(home: &Path) -> Vec<u32> {
-    let mut wanted = b"GRPM_HOME=".to_vec();
-    wanted.extend_from_slice(home.as_os_str().as_encoded_bytes());
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut pids: Vec<u32> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| has_var(pid, &wanted) && alive(pid))
-        .collect();
-    pids.sort_unstable();
-    pids
-}
-
-/// Summary of a sample of durations.
-struct Stats {
-    n: usize,
-    min: Duration,
-    median: Duration,
-    mean: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-impl Stats {
-    fn of(times: &[Duration]) -> Stats {
-        assert!(!times.is_empty(), "no samples");
-        let mut t = times.to_vec();
-        t.sort_unstable();
-        let n = t.len();
-        let median = if n % 2 == 1 {
-            t[n / 2]
-        } else {
-            (t[n / 2 - 1] + t[n / 2]) / 2
-        };
-        // Nearest rank: the smallest sample with at least 99% of samples at or below it.
-        let p99 = t[(n * 99).div_ceil(100) - 1];
-        Stats {
-            n,
-            min: t[0],
-            median,
-            mean: t.iter().sum::<Duration>() / n as u32,
-            p99,
-            max: t[n - 1],
-        }
-    }
-
-    fn print(&self) {
-        println!(
-            "    n {}  min {:.3} ms  median {:.3} ms  mean {:.3} ms  p99 {:.3} ms  max {:.3} ms",
-            self.n,
-            ms(self.min),
-            ms(self.median),
-            ms(self.mean),
-            ms(self.p99),
-            ms(self.max)
-        );
-    }
-}
-
-/// A line of the final table; `target` is an upper bound, if the metric has one.
-struct Row {
-    metric: String,
-    value: f64,
-    /// Decimals to print the value with.
-    decimals: usize,
-    target: Option<f64>,
-    unit: &'static str,
-}
-
 impl Row {
-    fn at_most(metric: impl Into<String>, value: f64, target: f64, unit: &'static str) -> Row {
-        Row {
-            metric: metric.into(),
-            value,
-            decimals: 3,
-            target: Some(target),
-            unit,
-        }
-    }
-
-    /// A duration (or other fractional figure) without a target.
-    fn info(metric: impl Into<String>, value: f64, unit: &'static str) -> Row {
-        Row {
-            metric: metric.into(),
-            value,
-            decimals: 3,
-            target: None,
-            unit,
-        }
-    }
-
     /// A rate or a count, without a target: printed as a whole number.
     fn count(metric: impl Into<String>, value: f64, unit: &'static str) -> Row {
         Row {
-            decimals: 0,
+            decimals: Some(0),
             ..Row::info(metric, value, unit)
         }
     }
-}
-
-fn print_table(rows: &[Row]) {
-    println!(
-        "\n{:<40} {:>16} {:>14}  MET",
-        "METRIC", "MEASURED", "TARGET"
-    );
-    for r in rows {
-        let measured = format!("{:.*} {}", r.decimals, r.value, r.unit);
-        let (target, met) = match r.target {
-            Some(t) => (
-                format!("<= {t} {}", r.unit),
-                if r.value <= t { "yes" } else { "NO" },
-            ),
-            None => ("-".to_string(), "-"),
-        };
-        println!(
-            "{:<40} {:>16} {target:>14}  {met}",
-            r.metric,
-            measured.trim_end()
-        );
-    }
-    let missed = rows
-        .iter()
-        .filter(|r| r.target.is_some_and(|t| r.value > t))
-        .count();
-    let total = rows.iter().filter(|r| r.target.is_some()).count();
-    println!("\n{} of {total} targets met", total - missed);
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }

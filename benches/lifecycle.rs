@@ -15,19 +15,15 @@
 //! targets are reported, never fatal; functional breakage (an app that never comes online, a
 //! restart that keeps the old pid, processes left behind) panics with a clear message.
 
+mod common;
+
 use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    thread,
+    fs, thread,
     time::{Duration, Instant},
 };
 
+use common::{alive, ms, print_table, Agent, Row, Stats, BIN};
 use serde_json::Value;
-use tempfile::TempDir;
-
-/// The `grpm` binary of this build (cargo builds it for benches, release profile).
-const BIN: &str = env!("CARGO_BIN_EXE_grpm");
 
 /// Timed `grpm list` runs (phase 2) and `grpm restart` runs (phase 3), after a few untimed
 /// warm-up runs that get the binary and its libraries into the page cache.
@@ -44,6 +40,11 @@ const ONLINE_LIMIT: Duration = Duration::from_secs(60);
 /// is `grpm start FILE` itself, which returns once every app is spawned and recorded, and the
 /// polls show that other requests are answered meanwhile.
 const POLL_PAUSE: Duration = Duration::from_millis(100);
+
+/// Decimals of the durations (ms) in the summaries and the final table, and the width of
+/// the table's MEASURED column.
+const DECIMALS: usize = 2;
+const MEASURED_WIDTH: usize = 14;
 
 /// Targets (2-core machine).
 const TARGET_IDLE_RSS_MIB: f64 = 8.0;
@@ -62,7 +63,7 @@ fn main() {
 
     // Phase 1 and 2: idle RSS, then `grpm list` with 10 apps.
     {
-        let agent = Agent::start("list");
+        let agent = Agent::start("list", &[]);
         agent.list();
         let idle = agent.rss_kib();
         println!(
@@ -95,7 +96,7 @@ fn main() {
         let times = timed(LIST_RUNS, list);
         let s = Stats::of(&times);
         println!("\n[2] `grpm list` with 10 apps online, {LIST_RUNS} runs (spawn to exit):");
-        s.print();
+        s.print(DECIMALS);
         table.push(Row::at_most(
             "`grpm list` median, 10 apps",
             ms(s.median),
@@ -109,7 +110,7 @@ fn main() {
     // Phase 3: restart latency, on an agent that supervises only the app being restarted (run
     // before the 1,000-app phase, whose agent is a separate one anyway).
     {
-        let agent = Agent::start("restart");
+        let agent = Agent::start("restart", &[]);
         agent.ok(&["start", "--name", "victim", "--", "sleep", "1000"]);
         agent.wait_all_online(1, Instant::now());
         let mut pid = agent.pid_of("victim");
@@ -144,7 +145,7 @@ fn main() {
              1,000-app phase), {RESTART_RUNS} runs (command issued -> returns with a new pid \
              online; pid change verified with `list --json` after each run):"
         );
-        s.print();
+        s.print(DECIMALS);
         table.push(Row::at_most(
             "`grpm restart` median",
             ms(s.median),
@@ -157,7 +158,7 @@ fn main() {
 
     // Phase 4: 1,000 apps from one app file.
     {
-        let agent = Agent::start("many");
+        let agent = Agent::start("many", &[]);
         agent.list();
         let file = agent.dir.path().join("many.toml");
         let mut text = String::new();
@@ -257,110 +258,11 @@ fn main() {
         table.push(Row::info("`grpm kill` with 1,000 apps", ms(kill), "ms"));
     }
 
-    print_table(&table);
+    print_table(&table, DECIMALS, MEASURED_WIDTH);
 }
 
-/// One agent in a fresh temporary home. Dropping it (also while unwinding from a panic) runs
-/// `grpm kill`, reaps the agent, and SIGKILLs whatever process of this home is left.
-struct Agent {
-    /// What the agent is for, in messages.
-    label: &'static str,
-    /// The temporary directory: the home, the agent's output and app files live in it.
-    dir: TempDir,
-    /// `GRPM_HOME` (and `HOME`) of every command.
-    home: PathBuf,
-    child: Option<Child>,
-}
-
+/// What only this benchmark asks of an agent.
 impl Agent {
-    /// Starts `grpm agent` in a fresh home and waits until its socket accepts connections.
-    fn start(label: &'static str) -> Agent {
-        // A short prefix keeps the socket path well under the ~100-byte limit.
-        let dir = tempfile::Builder::new()
-            .prefix("grpm")
-            .tempdir()
-            .expect("cannot create a temporary directory");
-        let home = dir.path().join("h");
-        let log = fs::File::create(dir.path().join("agent.out")).expect("cannot create a log");
-        let mut cmd = Command::new(BIN);
-        known_env(&mut cmd, &home);
-        cmd.arg("agent")
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("cannot clone a file handle"))
-            .stderr(log);
-        let child = cmd.spawn().expect("cannot spawn `grpm agent`");
-        let agent = Agent {
-            label,
-            dir,
-            home,
-            child: Some(child),
-        };
-        let sock = agent.home.join("agent.sock");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(
-                alive(agent.pid()),
-                "the {label} agent exited before answering; its log:\n{}",
-                agent.log()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "the {label} agent did not answer on {} within 20 s",
-                sock.display()
-            );
-            thread::sleep(Duration::from_millis(1));
-        }
-        agent
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("agent.out")).unwrap_or_default()
-    }
-
-    /// A `grpm` command for this home, with the known environment.
-    fn cmd(&self) -> Command {
-        let mut cmd = Command::new(BIN);
-        known_env(&mut cmd, &self.home);
-        cmd.current_dir(self.dir.path()).stdin(Stdio::null());
-        cmd
-    }
-
-    /// Runs `grpm ARGS`; panics unless it succeeded. Returns its output.
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self
-            .cmd()
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run grpm {args:?}: {e}"));
-        self.check(&args.join(" "), &out);
-        out
-    }
-
-    /// Panics, with the command's stderr and the agent's log, unless `out` is a success of a
-    /// command run while our agent is alive (were it dead, the CLI would have started another
-    /// one in the background).
-    fn check(&self, what: &str, out: &Output) {
-        assert!(
-            out.status.success(),
-            "`grpm {what}` failed ({}):\n{}\n{} agent log:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            self.label,
-            self.log()
-        );
-        assert!(
-            alive(self.pid()),
-            "the {} agent died; its log:\n{}",
-            self.label,
-            self.log()
-        );
-    }
-
     /// `grpm list --json`, parsed.
     fn list(&self) -> Vec<Value> {
         let out = self.ok(&["list", "--json"]);
@@ -446,78 +348,6 @@ impl Agent {
     fn rss_kib(&self) -> u64 {
         self.proc_status_kib("VmRSS")
     }
-
-    /// Stops the agent and every app with `grpm kill`, reaps it, and checks that no process
-    /// of this home is left; panics (after cleaning up) if something is. Returns how long
-    /// `grpm kill` took (it returns once every app's tree and the agent are gone).
-    fn shutdown(mut self) -> Duration {
-        // Not `ok`: the agent is meant to be gone once `grpm kill` returns.
-        let t = Instant::now();
-        let out = self
-            .cmd()
-            .arg("kill")
-            .output()
-            .expect("cannot run `grpm kill`");
-        let took = t.elapsed();
-        assert!(
-            out.status.success(),
-            "`grpm kill` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let leftovers = self.reap_and_sweep();
-        assert!(
-            leftovers.is_empty(),
-            "`grpm kill` ({}) left processes of the {} home alive (killed now): {leftovers:?}",
-            String::from_utf8_lossy(&out.stdout).trim(),
-            self.label
-        );
-        took
-    }
-
-    /// Waits (up to 20 s) for the agent to exit and reaps it, killing it if it does not exit;
-    /// then waits (up to 10 s) for the processes of this home to go, SIGKILLs those that stay,
-    /// and returns their pids.
-    fn reap_and_sweep(&mut self) -> Vec<u32> {
-        if let Some(mut child) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(5));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut left = processes_of(&self.home);
-        while !left.is_empty() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(20));
-            left = processes_of(&self.home);
-        }
-        for &pid in &left {
-            // Only processes whose environment carries this run's unique GRPM_HOME: started
-            // by us or by our agent.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        left
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            // The way out of a panic: best effort, nothing may panic here.
-            let _ = self
-                .cmd()
-                .arg("kill")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            self.reap_and_sweep();
-        }
-    }
 }
 
 /// What `Agent::wait_all_online` saw.
@@ -531,49 +361,6 @@ struct Online {
     pids: Vec<u32>,
 }
 
-/// The small known environment of every command: PATH, and HOME = GRPM_HOME = the temp home.
-fn known_env(cmd: &mut Command, home: &Path) {
-    cmd.env_clear()
-        .env(
-            "PATH",
-            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
-        )
-        .env("HOME", home)
-        .env("GRPM_HOME", home);
-}
-
-/// True if /proc shows `pid` and it is not a zombie (a dead process nobody reaped yet).
-fn alive(pid: u32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].trim_start().chars().next());
-    !matches!(state, Some('Z' | 'X' | 'x') | None)
-}
-
-/// Live processes whose environment has `GRPM_HOME=home`: the agent, CLI runs and apps of
-/// that home (the path is a fresh temporary one, so nobody else's processes match).
-fn processes_of(home: &Path) -> Vec<u32> {
-    let mut wanted = b"GRPM_HOME=".to_vec();
-    wanted.extend_from_slice(home.as_os_str().as_encoded_bytes());
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut pids: Vec<u32> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
-            fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == wanted.as_slice()))
-                && alive(pid)
-        })
-        .collect();
-    pids.sort_unstable();
-    pids
-}
-
 /// Runs `f` `n` times and returns the wall time of each run.
 fn timed(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
     (0..n)
@@ -583,108 +370,6 @@ fn timed(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
             t0.elapsed()
         })
         .collect()
-}
-
-/// Summary of a sample of durations.
-struct Stats {
-    n: usize,
-    min: Duration,
-    median: Duration,
-    mean: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-impl Stats {
-    fn of(times: &[Duration]) -> Stats {
-        assert!(!times.is_empty(), "no samples");
-        let mut t = times.to_vec();
-        t.sort_unstable();
-        let n = t.len();
-        let median = if n % 2 == 1 {
-            t[n / 2]
-        } else {
-            (t[n / 2 - 1] + t[n / 2]) / 2
-        };
-        // Nearest rank: the smallest sample with at least 99% of samples at or below it.
-        let p99 = t[(n * 99).div_ceil(100) - 1];
-        Stats {
-            n,
-            min: t[0],
-            median,
-            mean: t.iter().sum::<Duration>() / n as u32,
-            p99,
-            max: t[n - 1],
-        }
-    }
-
-    fn print(&self) {
-        println!(
-            "    n {}  min {:.2} ms  median {:.2} ms  mean {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-            self.n,
-            ms(self.min),
-            ms(self.median),
-            ms(self.mean),
-            ms(self.p99),
-            ms(self.max)
-        );
-    }
-}
-
-/// A line of the final table; `target` is an upper bound, if the metric has one.
-struct Row {
-    metric: &'static str,
-    value: f64,
-    target: Option<f64>,
-    unit: &'static str,
-}
-
-impl Row {
-    fn at_most(metric: &'static str, value: f64, target: f64, unit: &'static str) -> Row {
-        Row {
-            metric,
-            value,
-            target: Some(target),
-            unit,
-        }
-    }
-
-    fn info(metric: &'static str, value: f64, unit: &'static str) -> Row {
-        Row {
-            metric,
-            value,
-            target: None,
-            unit,
-        }
-    }
-}
-
-fn print_table(rows: &[Row]) {
-    println!(
-        "\n{:<40} {:>14} {:>14}  MET",
-        "METRIC", "MEASURED", "TARGET"
-    );
-    for r in rows {
-        let measured = format!("{:.2} {}", r.value, r.unit);
-        let (target, met) = match r.target {
-            Some(t) => (
-                format!("<= {t} {}", r.unit),
-                if r.value <= t { "yes" } else { "NO" },
-            ),
-            None => ("-".to_string(), "-"),
-        };
-        println!("{:<40} {measured:>14} {target:>14}  {met}", r.metric);
-    }
-    let missed = rows
-        .iter()
-        .filter(|r| r.target.is_some_and(|t| r.value > t))
-        .count();
-    let total = rows.iter().filter(|r| r.target.is_some()).count();
-    println!("\n{} of {total} targets met", total - missed);
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 fn mib(kib: u64) -> f64 {
