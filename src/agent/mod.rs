@@ -47,6 +47,13 @@ pub fn main(home: &Home, options: &Options) -> Result<(), String> {
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         tracing::warn!(error = %std::io::Error::last_os_error(), "cannot become a child subreaper");
     }
+    // glibc gives each thread that allocates its own arena, which keeps freed memory around;
+    // a daemon with a handful of threads is better served by two (as MALLOC_ARENA_MAX=2).
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -164,6 +164,20 @@ fn parse_env_pair(s: &str) -> Result<(String, String), String> {
 pub enum Failure {
     Usage(String),
     Failed(String),
+    /// Our stdout was closed by its reader (`grpm events | head -1`): stop quietly.
+    Closed,
+}
+
+/// Writes a line to stdout. A closed pipe ends the command quietly instead of panicking as
+/// `println!` would.
+fn out(line: impl std::fmt::Display) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::Closed),
+        Err(e) => Err(Failure::Failed(format!("cannot write to stdout: {e}"))),
+    }
 }
 
 impl From<tonic::Status> for Failure {
@@ -219,6 +233,7 @@ pub fn main() -> ExitCode {
 
 fn fail(f: Failure) -> ExitCode {
     match f {
+        Failure::Closed => ExitCode::SUCCESS,
         Failure::Usage(m) => {
             eprintln!("grpm: {m}");
             ExitCode::from(2)
@@ -265,9 +280,12 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
                 .into_inner();
             for e in &r.events {
                 if json {
-                    println!("{}", render::json(&render::event_json(e, None)));
+                    out(format_args!(
+                        "{}",
+                        render::json(&render::event_json(e, None))
+                    ))?;
                 } else {
-                    println!("{}", render::event_line(e));
+                    out(format_args!("{}", render::event_line(e)))?;
                 }
             }
             Ok(())
@@ -302,9 +320,9 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
             let mut c = client::connect_local(home, true).await?;
             let r = c.list(pb::ListRequest {}).await?.into_inner();
             if json {
-                println!("{}", render::json(&render::rows(&r.apps)));
+                out(format_args!("{}", render::json(&render::rows(&r.apps))))?;
             } else {
-                print!("{}", render::table(&r.apps));
+                out(render::table(&r.apps).trim_end())?;
             }
             Ok(())
         }
@@ -317,10 +335,10 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
                 .into_inner();
             if json {
                 let all: Vec<serde_json::Value> = r.apps.iter().map(detail_json).collect();
-                println!("{}", render::json(&all));
+                out(format_args!("{}", render::json(&all)))?;
             } else {
                 let texts: Vec<String> = r.apps.iter().map(render::detail).collect();
-                print!("{}", texts.join("\n"));
+                out(texts.join("\n").trim_end())?;
             }
             Ok(())
         }
@@ -356,11 +374,11 @@ fn caller_env() -> pb::Environment {
 
 fn report(apps: &[pb::AppInfo], json: bool, verb: &str) -> Result<(), Failure> {
     if json {
-        println!("{}", render::json(&render::rows(apps)));
+        out(format_args!("{}", render::json(&render::rows(apps))))?;
         return Ok(());
     }
     if apps.is_empty() {
-        println!("no apps");
+        out(format_args!("no apps"))?;
     }
     for a in apps {
         let pid = if a.pid != 0 {
@@ -368,7 +386,7 @@ fn report(apps: &[pb::AppInfo], json: bool, verb: &str) -> Result<(), Failure> {
         } else {
             String::new()
         };
-        println!("{verb} {} (id {}){pid}", a.name, a.id);
+        out(format_args!("{verb} {} (id {}){pid}", a.name, a.id))?;
     }
     Ok(())
 }
@@ -498,10 +516,10 @@ async fn start_file(home: &Home, specs: Vec<pb::AppSpec>, json: bool) -> Result<
     }
     for spec in old {
         if !json {
-            println!(
+            out(format_args!(
                 "{} already exists: started with its stored spec if it was down",
                 spec.name
-            );
+            ))?;
         }
         let r = c
             .start(pb::StartRequest {
@@ -520,9 +538,9 @@ async fn start_file(home: &Home, specs: Vec<pb::AppSpec>, json: bool) -> Result<
         .filter(|a| names.contains(&a.name))
         .collect();
     if json {
-        println!("{}", render::json(&render::rows(&rows)));
+        out(format_args!("{}", render::json(&render::rows(&rows))))?;
     } else {
-        print!("{}", render::table(&rows));
+        out(render::table(&rows).trim_end())?;
     }
     failed.map_or(Ok(()), Err)
 }
@@ -553,9 +571,12 @@ async fn events(home: &Home, args: EventsArgs, json: bool) -> Result<(), Failure
         };
         let Some(e) = next else { return Ok(()) };
         if json {
-            println!("{}", render::json(&render::event_json(&e, None)));
+            out(format_args!(
+                "{}",
+                render::json(&render::event_json(&e, None))
+            ))?;
         } else {
-            println!("{}", render::event_line(&e));
+            out(format_args!("{}", render::event_line(&e)))?;
         }
     }
 }
@@ -565,7 +586,10 @@ async fn kill(home: &Home, json: bool) -> Result<(), Failure> {
         Ok(c) => c,
         Err(ConnectError::NoAgent(_)) => {
             if !json {
-                println!("no agent is running for {}", home.root.display());
+                out(format_args!(
+                    "no agent is running for {}",
+                    home.root.display()
+                ))?;
             }
             return Ok(());
         }
@@ -587,12 +611,12 @@ async fn kill(home: &Home, json: bool) -> Result<(), Failure> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     if json {
-        println!(
+        out(format_args!(
             "{}",
             render::json(&serde_json::json!({ "agent_pid": pid, "stopped": true }))
-        );
+        ))?;
     } else {
-        println!("agent {pid} stopped");
+        out(format_args!("agent {pid} stopped"))?;
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ const BLOCK: u64 = 10_000;
 /// Events waiting for the writer before new ones are dropped (a slow or stuck disk must not
 /// grow memory without bound): a count and approximate bytes.
 const MAX_PENDING: usize = 100_000;
-const MAX_PENDING_BYTES: usize = 8 << 20;
+const MAX_PENDING_BYTES: usize = 4 << 20;
 
 struct State {
     pending: VecDeque<Arc<Event>>,

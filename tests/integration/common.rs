@@ -316,3 +316,34 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap()
 }
+
+/// A child process the test started: killed (by pid) and reaped when dropped, so a failing test
+/// never leaves it behind or hangs on it.
+pub struct ChildGuard(pub Option<std::process::Child>);
+
+impl ChildGuard {
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+
+    /// Waits for the child to exit by itself, up to `limit`; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let child = self.0.as_mut().unwrap();
+        let mut status = None;
+        wait_until("the child to exit", limit, || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        self.0 = None;
+        status.unwrap()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

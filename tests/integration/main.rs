@@ -2,6 +2,7 @@
 
 mod common;
 
+mod agent;
 mod appfile;
 mod autorestart;
 mod concurrency;
