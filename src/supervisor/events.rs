@@ -14,7 +14,7 @@ use std::{
 use tokio::sync::Notify;
 
 use super::eventlog::EventLog;
-use crate::model::{now_unix_ms, Cause, Event, EventKind};
+use crate::model::{Cause, Event, EventKind};
 
 /// Which events a subscriber wants. Empty sets mean "all"; gaps are always delivered.
 #[derive(Debug, Clone, Default)]
@@ -349,7 +349,6 @@ impl Hub {
         e.action = action.to_string();
         e.message = message.to_string();
         e.data = data;
-        e.at_unix_ms = now_unix_ms();
         e
     }
 }

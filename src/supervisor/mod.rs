@@ -186,14 +186,18 @@ impl Supervisor {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn spawn_owner(&self, rec: AppRecord, init: Init) -> Handle {
-        let id = rec.id;
+    /// Starts the owner task of `rec`; the caller registers the handle.
+    fn start_owner(&self, rec: AppRecord, init: Init) -> Handle {
         let (actor, view) = Actor::new(self.ctx.clone(), rec);
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(actor.run(rx, init));
-        let handle = Handle { tx, view };
-        self.lock().apps.insert(id, handle.clone());
-        handle
+        Handle { tx, view }
+    }
+
+    fn spawn_owner(&self, rec: AppRecord, init: Init) {
+        let id = rec.id;
+        let handle = self.start_owner(rec, init);
+        self.lock().apps.insert(id, handle);
     }
 
     /// Creates apps from specs, in order (ids follow it), each with `base_env` as its captured
@@ -252,10 +256,7 @@ impl Supervisor {
                     &rec.spec.name,
                     cause.clone(),
                 ));
-                let (actor, view) = Actor::new(self.ctx.clone(), rec);
-                let (tx, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(actor.run(rx, Init::New));
-                let handle = Handle { tx, view };
+                let handle = self.start_owner(rec, Init::New);
                 reg.apps.insert(id, handle.clone());
                 handles.push(handle);
             }
