@@ -43,6 +43,14 @@ impl Home {
     pub fn pid_file(&self) -> PathBuf {
         self.root.join("agent.pid")
     }
+    /// Remote agents by name, and groups of them (`--host`).
+    pub fn hosts_file(&self) -> PathBuf {
+        self.root.join("hosts.toml")
+    }
+    /// The bound address of the agent's TCP listener, while it has one.
+    pub fn addr_file(&self) -> PathBuf {
+        self.root.join("agent.addr")
+    }
     pub fn log_file(&self) -> PathBuf {
         self.root.join("agent.log")
     }

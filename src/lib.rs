@@ -3,17 +3,23 @@
 //! Module map (dependencies point down this list):
 //!
 //! - [`cli`]: the `grpm` command line (clap), output rendering, app files.
-//! - [`client`]: connects to an agent (unix socket), spawning a local one when none answers.
-//! - [`agent`]: the daemon: home directory, socket security, the gRPC server.
+//! - [`client`]: connects to an agent: the local one (unix socket, spawned when none answers)
+//!   or a remote one (TCP, TLS, token).
+//! - [`agent`]: the daemon: home directory, socket security, the gRPC servers (unix socket;
+//!   TCP with TLS and client authentication).
 //! - [`rpc`]: generated protobuf code, proto ⇄ model conversion, the service, error mapping.
 //! - [`supervisor`]: the process table, one owner task per app, process trees, persistence.
 //! - [`model`]: domain types shared by all of the above; no gRPC, no syscalls.
+//! - [`certs`]: `grpm tls init`, the certificates for mutual TLS.
+//! - [`hosts`]: remote agents by name (`$GRPM_HOME/hosts.toml`) and the `--host` syntax.
 //! - [`home`]: the paths under `GRPM_HOME`.
 
 pub mod agent;
+pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod home;
+pub mod hosts;
 pub mod model;
 pub mod rpc;
 pub mod supervisor;

@@ -1,13 +1,16 @@
 //! The agent daemon: owns the home directory, serves the API on the unix socket, and runs the
 //! supervisor until asked to stop.
 
+pub mod auth;
+pub mod listen;
 mod socket;
 
 use std::{fs, io::Write, os::fd::AsRawFd, path::PathBuf, sync::Arc, time::Duration};
 
-use tokio::net::UnixListener;
+use listen::Listen;
+use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
+use tonic::{service::Routes, transport::Server};
 
 use crate::{
     home::Home,
@@ -21,12 +24,15 @@ use crate::{
 pub struct Options {
     /// Events kept for subscribers to resume from.
     pub events_kept: usize,
+    /// The optional TCP listener and its security.
+    pub listen: listen::ListenSpec,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             events_kept: 10_000,
+            listen: listen::ListenSpec::default(),
         }
     }
 }
@@ -35,10 +41,15 @@ impl Default for Options {
 const MAX_MESSAGE: usize = 8 * 1024 * 1024;
 /// Concurrent HTTP/2 streams per connection.
 const MAX_STREAMS: u32 = 256;
+/// Longest a TCP call may take to answer (a `restart all` of slow-stopping apps included);
+/// a client's own shorter `grpc-timeout` wins.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(600);
 
 /// Runs the agent in the foreground until SIGTERM, SIGINT or a `Shutdown` request. Returns a
 /// message for the user on failure (another agent already running, unusable home...).
 pub fn main(home: &Home, options: &Options) -> Result<(), String> {
+    // An insecure or unreadable TCP setup is refused before anything is touched or bound.
+    let listen = options.listen.load()?;
     home.ensure()
         .map_err(|e| format!("cannot use {}: {e}", home.root.display()))?;
     let _lock = lock(home)?;
@@ -59,22 +70,43 @@ pub fn main(home: &Home, options: &Options) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async {
-        // The pid file is complete before the socket (the readiness signal) is reachable.
+    let result = runtime.block_on(async {
+        // The pid and address files are complete before the socket (the readiness signal) is
+        // reachable.
         crate::supervisor::store::write_atomic(
             &home.pid_file(),
             format!("{}\n", std::process::id()).as_bytes(),
         )
         .map_err(|e| format!("cannot write {}: {e}", home.pid_file().display()))?;
+        let tcp = match listen {
+            Some(l) => Some(bind_tcp(home, l).await?),
+            None => None,
+        };
         let listener = socket::bind(home)
             .map_err(|e| format!("cannot listen on {}: {e}", home.socket().display()))?;
         let shutdown = CancellationToken::new();
         spawn_signal_handlers(shutdown.clone())?;
-        let result = run(home, options, listener, shutdown).await;
-        let _ = fs::remove_file(home.socket());
-        let _ = fs::remove_file(home.pid_file());
-        result
-    })
+        run(home, options, listener, tcp, shutdown).await
+    });
+    let _ = fs::remove_file(home.socket());
+    let _ = fs::remove_file(home.addr_file());
+    let _ = fs::remove_file(home.pid_file());
+    result
+}
+
+/// Binds the TCP listener and records the bound address (port 0 picks a free one) in
+/// `$GRPM_HOME/agent.addr`.
+async fn bind_tcp(home: &Home, l: Listen) -> Result<(TcpListener, Listen), String> {
+    let listener = TcpListener::bind(l.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", l.addr))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {}: {e}", l.addr))?;
+    crate::supervisor::store::write_atomic(&home.addr_file(), format!("{bound}\n").as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", home.addr_file().display()))?;
+    tracing::info!(%bound, tls = l.tls.is_some(), policy = ?l.policy, "listening on TCP");
+    Ok((listener, l))
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then ends every app's tree and
@@ -83,6 +115,7 @@ pub async fn run(
     home: &Home,
     options: &Options,
     listener: UnixListener,
+    tcp: Option<(TcpListener, Listen)>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let (sup, warning) = Supervisor::open(Config {
@@ -103,6 +136,48 @@ pub async fn run(
         .filter(|p| p.is_absolute())
         .unwrap_or_else(|| PathBuf::from("/"));
     let service = Service::new(sup.clone(), agent_env, default_cwd, shutdown.clone());
+    let routes = routes(service).await?;
+    let stop_serving = CancellationToken::new();
+    let unix = Server::builder()
+        .max_concurrent_streams(MAX_STREAMS)
+        .add_routes(routes.clone())
+        .serve_with_incoming_shutdown(
+            socket::incoming(listener),
+            stop_serving.clone().cancelled_owned(),
+        );
+    let mut servers = vec![tokio::spawn(unix)];
+    if let Some((listener, listen)) = tcp {
+        servers.push(tokio::spawn(serve_tcp(
+            listener,
+            listen,
+            routes,
+            stop_serving.clone(),
+        )?));
+    }
+    tracing::info!(home = %home.root.display(), pid = std::process::id(), "agent ready");
+    shutdown.cancelled().await;
+    tracing::info!("stopping every app");
+    sup.shutdown().await;
+    stop_serving.cancel();
+    // In-flight calls (the Shutdown reply among them) get a moment to finish.
+    let all = futures_util::future::join_all(servers);
+    match tokio::time::timeout(Duration::from_secs(3), all).await {
+        Ok(results) => {
+            for r in results {
+                if let Ok(Err(e)) = r {
+                    tracing::error!(error = %e, "server error");
+                }
+            }
+        }
+        Err(_) => tracing::warn!("connections still open after 3s; leaving"),
+    }
+    drop(sup);
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+/// Every service the agent serves, once, for both listeners.
+async fn routes(service: Service) -> Result<Routes, String> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ProcessManagerServer<Service>>()
@@ -117,36 +192,47 @@ pub async fn run(
     let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
         .build_v1alpha()
         .map_err(|e| format!("reflection: {e}"))?;
-    let stop_serving = CancellationToken::new();
-    let server = Server::builder()
-        .max_concurrent_streams(MAX_STREAMS)
-        .add_service(
-            ProcessManagerServer::new(service)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(64 * 1024 * 1024),
-        )
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(
-            socket::incoming(listener),
-            stop_serving.clone().cancelled_owned(),
-        );
-    let server = tokio::spawn(server);
-    tracing::info!(home = %home.root.display(), pid = std::process::id(), "agent ready");
-    shutdown.cancelled().await;
-    tracing::info!("stopping every app");
-    sup.shutdown().await;
-    stop_serving.cancel();
-    // In-flight calls (the Shutdown reply among them) get a moment to finish.
-    match tokio::time::timeout(Duration::from_secs(3), server).await {
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
-        Err(_) => tracing::warn!("connections still open after 3s; leaving"),
-        _ => {}
+    Ok(Routes::new(
+        ProcessManagerServer::new(service)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(64 * 1024 * 1024),
+    )
+    .add_service(health)
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha))
+}
+
+/// The TCP server: TLS when configured, every request authenticated (health and reflection
+/// too), and bounds so that a flood or a vanished client cannot wedge or bloat the agent:
+/// connections ([`listen::MAX_CONNECTIONS`]), streams per connection, header size, HTTP/2
+/// keepalive (a peer that stops answering pings is dropped), and a deadline on every call
+/// (streams are bounded by keepalive instead: the deadline covers the call until its first
+/// response).
+fn serve_tcp(
+    listener: TcpListener,
+    listen: Listen,
+    routes: Routes,
+    stop: CancellationToken,
+) -> Result<impl std::future::Future<Output = Result<(), tonic::transport::Error>>, String> {
+    let mut builder = Server::builder();
+    if let Some(tls) = listen.tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| format!("cannot use the TLS certificate and key: {e}"))?;
     }
-    drop(sup);
-    tracing::info!("agent stopped");
-    Ok(())
+    Ok(builder
+        .max_concurrent_streams(MAX_STREAMS)
+        .http2_max_header_list_size(16 * 1024)
+        .http2_max_pending_accept_reset_streams(Some(64))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .timeout(REQUEST_DEADLINE)
+        .layer(auth::AuthLayer(Arc::new(listen.policy)))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            listen::incoming(listener, listen::MAX_CONNECTIONS),
+            stop.cancelled_owned(),
+        ))
 }
 
 /// The agent's own environment (UTF-8 entries; grpm's per-app identity variables removed).

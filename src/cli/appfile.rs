@@ -73,20 +73,26 @@ enum Scalar {
     Bool(bool),
 }
 
-/// Reads the apps of `path` as specs ready to send; `cwd`s are made absolute against the
-/// file's directory.
-pub fn load(path: &Path) -> Result<Vec<pb::AppSpec>, String> {
+/// Reads the apps of `path` as specs ready to send. For the local agent, `cwd`s are made
+/// absolute against the file's directory; for remote agents (`remote`) this machine's paths
+/// mean nothing, so a `cwd` must be absolute, and without one an app runs in the agent's home.
+pub fn load(path: &Path, remote: bool) -> Result<Vec<pb::AppSpec>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let dir = path
         .canonicalize()
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("."));
-    parse(&text, &path.display().to_string(), &dir)
+    parse(
+        &text,
+        &path.display().to_string(),
+        (!remote).then_some(dir.as_path()),
+    )
 }
 
-/// Parses app-file text; `file` names it in errors, `dir` anchors relative cwds.
-pub fn parse(text: &str, file: &str, dir: &Path) -> Result<Vec<pb::AppSpec>, String> {
+/// Parses app-file text; `file` names it in errors, `dir` anchors relative cwds (`None`: the
+/// apps go to a remote agent, see [`load`]).
+pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<pb::AppSpec>, String> {
     let doc: Doc = toml::from_str(text).map_err(|e| {
         let at = e
             .span()
@@ -127,9 +133,21 @@ pub fn parse(text: &str, file: &str, dir: &Path) -> Result<Vec<pb::AppSpec>, Str
                 if c.get_ref().is_empty() {
                     return Err(err(c.span(), "cwd", "is empty".into()));
                 }
-                dir.join(p).to_string_lossy().into_owned()
+                match dir {
+                    Some(dir) => dir.join(p).to_string_lossy().into_owned(),
+                    None if p.is_absolute() => c.get_ref().clone(),
+                    None => {
+                        return Err(err(
+                            c.span(),
+                            "cwd",
+                            "must be absolute for a remote agent (this machine's directories \
+                             mean nothing there)"
+                                .into(),
+                        ))
+                    }
+                }
             }
-            None => dir.to_string_lossy().into_owned(),
+            None => dir.map_or_else(String::new, |d| d.to_string_lossy().into_owned()),
         };
         let mut env = std::collections::HashMap::new();
         for (k, v) in &e.env {
@@ -209,7 +227,7 @@ mod tests {
     use super::*;
 
     fn p(text: &str) -> Result<Vec<pb::AppSpec>, String> {
-        parse(text, "apps.toml", Path::new("/srv"))
+        parse(text, "apps.toml", Some(Path::new("/srv")))
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! The `grpm` command line: clap definitions, and one function per command.
 
 pub mod appfile;
+mod fleet;
+mod follow;
 pub mod render;
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use tonic::Code;
 
+use fleet::{prefix, Place};
+
 use crate::{
-    client::{self, ConnectError},
+    client::{self, ConnectError, Timeouts},
     home::Home,
     model::{parse_duration, validate_name, EventKind, Signal, Target},
     rpc::pb,
@@ -22,6 +26,20 @@ pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Run on remote agents instead of the local one: NAME (from $GRPM_HOME/hosts.toml),
+    /// HOST:PORT, a comma list, or @group; may be repeated.
+    #[arg(long = "host", global = true, value_name = "HOSTS")]
+    hosts: Vec<String>,
+    /// With --host: act on N hosts at a time, in order, and stop at the first failure (a
+    /// rolling restart).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    serial: Option<u32>,
+    /// With --host: how long connecting to a host may take.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// With --host: how long each request may take.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,6 +51,13 @@ enum Command {
         /// Events kept for subscribers to replay and resume from.
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         events_kept: u32,
+        #[command(flatten)]
+        listen: ListenArgs,
+    },
+    /// Certificates for remote agents.
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
     },
     /// Start a new app (`--name N -- CMD...`), the apps of a TOML file, or a stopped app.
     Start(StartArgs),
@@ -72,6 +97,42 @@ enum Command {
         /// Details, K=V; may be repeated.
         #[arg(long = "data", value_name = "K=V", value_parser = parse_env_pair)]
         data: Vec<(String, String)>,
+    },
+}
+
+/// The agent's TCP listener. Without TLS and client authentication on a non-loopback address,
+/// or without any client authentication on loopback, the agent refuses to start.
+#[derive(Debug, Args)]
+struct ListenArgs {
+    /// Also serve the API on TCP at IP[:PORT] (port 7470 when omitted; port 0 picks a free
+    /// one, written to $GRPM_HOME/agent.addr).
+    #[arg(long, value_name = "ADDR", value_parser = crate::agent::listen::parse_addr)]
+    listen: Option<SocketAddr>,
+    /// The agent's TLS certificate (PEM), e.g. agent.pem from `grpm tls init`.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The agent's TLS private key (PEM, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM), e.g. ca.pem.
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// Require `authorization: Bearer TOKEN` with the token in this file (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum TlsCommand {
+    /// Make a CA, an agent certificate for the --host names/IPs, and a client certificate:
+    /// ca.pem, agent.pem, agent-key.pem, client.pem, client-key.pem (keys 0600).
+    Init {
+        /// Directory to write them to (created 0700).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -166,6 +227,8 @@ pub enum Failure {
     Failed(String),
     /// Our stdout was closed by its reader (`grpm events | head -1`): stop quietly.
     Closed,
+    /// Already reported on stderr (per host): exit with this code.
+    Reported(u8),
 }
 
 /// Writes a line to stdout. A closed pipe ends the command quietly instead of panicking as
@@ -182,11 +245,27 @@ fn out(line: impl std::fmt::Display) -> Result<(), Failure> {
 
 impl From<tonic::Status> for Failure {
     fn from(s: tonic::Status) -> Failure {
-        let msg = if s.message().is_empty() {
+        let mut msg = if s.message().is_empty() {
             format!("{:?}", s.code())
         } else {
             s.message().to_string()
         };
+        // A transport failure's status says "transport error"; the cause (a TLS alert, a
+        // reset connection) is in its sources.
+        if let Some(src) = std::error::Error::source(&s) {
+            let detail = client::chain(src);
+            if !msg.contains(&detail) {
+                msg = format!("{msg}: {detail}");
+            }
+            // Layers repeat each other ("http2 error: http2 error: ..."): say each thing once.
+            let mut parts: Vec<&str> = Vec::new();
+            for p in msg.split(": ") {
+                if parts.last() != Some(&p) {
+                    parts.push(p);
+                }
+            }
+            msg = parts.join(": ");
+        }
         match s.code() {
             Code::InvalidArgument => Failure::Usage(msg),
             Code::Unavailable => Failure::Failed(format!("agent unavailable: {msg}")),
@@ -208,14 +287,39 @@ pub fn main() -> ExitCode {
         Ok(h) => h,
         Err(e) => return fail(Failure::Usage(e)),
     };
-    if let Command::Agent { events_kept } = cli.command {
+    if let Command::Agent {
+        events_kept,
+        listen,
+    } = cli.command
+    {
+        if !cli.hosts.is_empty() {
+            return fail(Failure::Usage(
+                "the agent runs here; --host is for commands sent to remote agents".into(),
+            ));
+        }
         init_tracing();
         let options = crate::agent::Options {
             events_kept: events_kept as usize,
+            listen: crate::agent::listen::ListenSpec {
+                addr: listen.listen,
+                tls_cert: listen.tls_cert,
+                tls_key: listen.tls_key,
+                tls_client_ca: listen.tls_client_ca,
+                token_file: listen.token_file,
+            },
         };
         return match crate::agent::main(&home, &options) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(Failure::Failed(e)),
+        };
+    }
+    if let Command::Tls {
+        command: TlsCommand::Init { out, force },
+    } = &cli.command
+    {
+        return match tls_init(&cli.hosts, out, *force, cli.json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(f) => fail(f),
         };
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -234,6 +338,7 @@ pub fn main() -> ExitCode {
 fn fail(f: Failure) -> ExitCode {
     match f {
         Failure::Closed => ExitCode::SUCCESS,
+        Failure::Reported(code) => ExitCode::from(code),
         Failure::Usage(m) => {
             eprintln!("grpm: {m}");
             ExitCode::from(2)
@@ -257,10 +362,26 @@ fn init_tracing() {
 
 async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
     let json = cli.json;
+    let timeouts = Timeouts {
+        connect: cli.connect_timeout,
+        request: Some(cli.timeout),
+    };
+    let place = Place::new(home, &cli.hosts, cli.serial, timeouts)?;
     match cli.command {
-        Command::Agent { .. } => unreachable!("handled before the runtime starts"),
-        Command::Kill => kill(home, json).await,
-        Command::Events(args) => events(home, args, json).await,
+        Command::Agent { .. } | Command::Tls { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
+        Command::Kill => {
+            if place.is_remote() {
+                return Err(Failure::Usage(
+                    "kill stops the local agent; on a remote host, stop its agent there (its \
+                     service manager, or SIGTERM)"
+                        .into(),
+                ));
+            }
+            kill(home, json).await
+        }
+        Command::Events(args) => events(&place, args, json).await,
         Command::Notify {
             target,
             action,
@@ -268,81 +389,190 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
             data,
         } => {
             check_target(&target)?;
-            let mut c = client::connect_local(home, true).await?;
-            let r = c
-                .notify_god(pb::NotifyGodRequest {
-                    target,
-                    action,
-                    message,
-                    data: data.into_iter().collect(),
+            let req = pb::NotifyGodRequest {
+                target,
+                action,
+                message,
+                data: data.into_iter().collect(),
+            };
+            let outcomes = place
+                .each(|mut c| {
+                    let req = req.clone();
+                    async move { Ok(c.notify_god(req).await?.into_inner().events) }
                 })
-                .await?
-                .into_inner();
-            for e in &r.events {
-                if json {
-                    out(format_args!(
-                        "{}",
-                        render::json(&render::event_json(e, None))
-                    ))?;
-                } else {
-                    out(format_args!("{}", render::event_line(e)))?;
+                .await;
+            let (oks, failed) = fleet::split(outcomes)?;
+            for (host, events) in &oks {
+                for e in events {
+                    if json {
+                        out(render::json(&render::event_json(e, host.as_deref())))?;
+                    } else {
+                        out(format_args!("{}{}", prefix(host), render::event_line(e)))?;
+                    }
                 }
             }
-            Ok(())
+            failed.map_or(Ok(()), Err)
         }
-        Command::Start(args) => start(home, args, json).await,
+        Command::Start(args) => start(&place, args, json).await,
         Command::Stop { target } => {
             check_target(&target)?;
-            let mut c = client::connect_local(home, true).await?;
-            let r = c.stop(pb::StopRequest { target }).await?.into_inner();
-            report(&r.apps, json, "stopped")
+            let outcomes = place
+                .each(|mut c| {
+                    let target = target.clone();
+                    async move { Ok(c.stop(pb::StopRequest { target }).await?.into_inner().apps) }
+                })
+                .await;
+            report(outcomes, json, "stopped")
         }
         Command::Restart { target, update_env } => {
             check_target(&target)?;
-            let mut c = client::connect_local(home, true).await?;
-            let r = c
-                .restart(pb::RestartRequest {
-                    target,
-                    update_env,
-                    client_env: update_env.then(caller_env),
+            if update_env && place.is_remote() {
+                eprintln!(
+                    "grpm: note: --update-env on a remote host takes the remote agent's own \
+                     environment, never this shell's"
+                );
+            }
+            let req = pb::RestartRequest {
+                target,
+                update_env,
+                client_env: (update_env && !place.is_remote()).then(caller_env),
+            };
+            let outcomes = place
+                .each(|mut c| {
+                    let req = req.clone();
+                    async move { Ok(c.restart(req).await?.into_inner().apps) }
                 })
-                .await?
-                .into_inner();
-            report(&r.apps, json, "restarted")
+                .await;
+            report(outcomes, json, "restarted")
         }
         Command::Delete { target } => {
             check_target(&target)?;
-            let mut c = client::connect_local(home, true).await?;
-            let r = c.delete(pb::DeleteRequest { target }).await?.into_inner();
-            report(&r.apps, json, "deleted")
+            let outcomes = place
+                .each(|mut c| {
+                    let target = target.clone();
+                    async move {
+                        Ok(c.delete(pb::DeleteRequest { target })
+                            .await?
+                            .into_inner()
+                            .apps)
+                    }
+                })
+                .await;
+            report(outcomes, json, "deleted")
         }
         Command::List => {
-            let mut c = client::connect_local(home, true).await?;
-            let r = c.list(pb::ListRequest {}).await?.into_inner();
-            if json {
-                out(format_args!("{}", render::json(&render::rows(&r.apps))))?;
-            } else {
-                out(render::table(&r.apps).trim_end())?;
-            }
-            Ok(())
+            let outcomes = place
+                .each(
+                    |mut c| async move { Ok(c.list(pb::ListRequest {}).await?.into_inner().apps) },
+                )
+                .await;
+            let (oks, failed) = fleet::split(outcomes)?;
+            print_apps(&oks, json)?;
+            failed.map_or(Ok(()), Err)
         }
         Command::Describe { target } => {
             check_target(&target)?;
-            let mut c = client::connect_local(home, true).await?;
-            let r = c
-                .describe(pb::DescribeRequest { target })
-                .await?
-                .into_inner();
+            let outcomes = place
+                .each(|mut c| {
+                    let target = target.clone();
+                    async move {
+                        Ok(c.describe(pb::DescribeRequest { target })
+                            .await?
+                            .into_inner()
+                            .apps)
+                    }
+                })
+                .await;
+            let (oks, failed) = fleet::split(outcomes)?;
             if json {
-                let all: Vec<serde_json::Value> = r.apps.iter().map(detail_json).collect();
-                out(format_args!("{}", render::json(&all)))?;
+                let mut all: Vec<serde_json::Value> = Vec::new();
+                for (host, apps) in &oks {
+                    for d in apps {
+                        let mut v = detail_json(d);
+                        if let (Some(h), Some(obj)) = (host, v.as_object_mut()) {
+                            obj.insert("host".into(), h.as_str().into());
+                        }
+                        all.push(v);
+                    }
+                }
+                out(render::json(&all))?;
             } else {
-                let texts: Vec<String> = r.apps.iter().map(render::detail).collect();
+                let mut texts: Vec<String> = Vec::new();
+                for (host, apps) in &oks {
+                    for d in apps {
+                        let text = render::detail(d);
+                        texts.push(match host {
+                            Some(h) => format!("host:           {h}\n{text}"),
+                            None => text,
+                        });
+                    }
+                }
                 out(texts.join("\n").trim_end())?;
             }
-            Ok(())
+            failed.map_or(Ok(()), Err)
         }
     }
+}
+
+/// Prints the apps of one agent (the plain table) or of several (with a HOST column).
+fn print_apps(oks: &[(Option<String>, Vec<pb::AppInfo>)], json: bool) -> Result<(), Failure> {
+    if oks.is_empty() {
+        // Every host failed (and said why on stderr): no table, an empty array for scripts.
+        return if json { out("[]") } else { Ok(()) };
+    }
+    if let [(None, apps)] = oks {
+        if json {
+            out(render::json(&render::rows(apps)))?;
+        } else {
+            out(render::table(apps).trim_end())?;
+        }
+        return Ok(());
+    }
+    let rows: Vec<(&str, &pb::AppInfo)> = oks
+        .iter()
+        .flat_map(|(h, apps)| apps.iter().map(move |a| (h.as_deref().unwrap_or(""), a)))
+        .collect();
+    if json {
+        out(render::json(&render::host_rows(&rows)))?;
+    } else {
+        out(render::host_table(&rows).trim_end())?;
+    }
+    Ok(())
+}
+
+/// `grpm tls init`: the names come from --host (the agent's names and addresses).
+fn tls_init(
+    names: &[String],
+    dir: &std::path::Path,
+    force: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let names: Vec<String> = names
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let bundle = crate::certs::generate(&names).map_err(Failure::Usage)?;
+    let files = crate::certs::write(dir, &bundle, force).map_err(Failure::Failed)?;
+    if json {
+        let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        out(render::json(
+            &serde_json::json!({ "files": paths, "hosts": names }),
+        ))?;
+        return Ok(());
+    }
+    for f in &files {
+        out(format_args!("wrote {}", f.display()))?;
+    }
+    let d = dir.display();
+    out(format_args!(
+        "agent:  grpm agent --listen 0.0.0.0:7470 --tls-cert {d}/agent.pem --tls-key {d}/agent-key.pem --tls-client-ca {d}/ca.pem"
+    ))?;
+    out(format_args!(
+        "client: in $GRPM_HOME/hosts.toml, ca = \"{d}/ca.pem\", cert = \"{d}/client.pem\", key = \"{d}/client-key.pem\""
+    ))?;
+    Ok(())
 }
 
 fn check_target(t: &str) -> Result<(), Failure> {
@@ -372,43 +602,56 @@ fn caller_env() -> pb::Environment {
     pb::Environment { vars }
 }
 
-fn report(apps: &[pb::AppInfo], json: bool, verb: &str) -> Result<(), Failure> {
+/// Prints what an action did, per agent ("box1: restarted api (id 3), pid 4242" on a fleet),
+/// after the failed hosts were named on stderr; fails if any host failed.
+fn report(
+    outcomes: Vec<fleet::Outcome<Vec<pb::AppInfo>>>,
+    json: bool,
+    verb: &str,
+) -> Result<(), Failure> {
+    let (oks, failed) = fleet::split(outcomes)?;
     if json {
-        out(format_args!("{}", render::json(&render::rows(apps))))?;
-        return Ok(());
+        print_apps(&oks, true)?;
+        return failed.map_or(Ok(()), Err);
     }
-    if apps.is_empty() {
-        out(format_args!("no apps"))?;
+    for (host, apps) in &oks {
+        let p = prefix(host);
+        if apps.is_empty() {
+            out(format_args!("{p}no apps"))?;
+        }
+        for a in apps {
+            let pid = if a.pid != 0 {
+                format!(", pid {}", a.pid)
+            } else {
+                String::new()
+            };
+            out(format_args!("{p}{verb} {} (id {}){pid}", a.name, a.id))?;
+        }
     }
-    for a in apps {
-        let pid = if a.pid != 0 {
-            format!(", pid {}", a.pid)
-        } else {
-            String::new()
-        };
-        out(format_args!("{verb} {} (id {}){pid}", a.name, a.id))?;
-    }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
-async fn start(home: &Home, args: StartArgs, json: bool) -> Result<(), Failure> {
+async fn start(place: &Place, args: StartArgs, json: bool) -> Result<(), Failure> {
+    let remote = place.is_remote();
     if !args.cmd.is_empty() {
         if let Some(what) = &args.what {
             return Err(Failure::Usage(format!(
                 "give either a command after -- or {what:?}, not both"
             )));
         }
-        let spec = spec_from_args(args)?;
-        let mut c = client::connect_local(home, true).await?;
-        let r = c
-            .start(pb::StartRequest {
-                app: Some(spec),
-                client_env: Some(caller_env()),
-                ..Default::default()
+        let req = pb::StartRequest {
+            app: Some(spec_from_args(args, remote)?),
+            // A remote agent gives its apps its own environment, never this shell's.
+            client_env: (!remote).then(caller_env),
+            ..Default::default()
+        };
+        let outcomes = place
+            .each(|mut c| {
+                let req = req.clone();
+                async move { Ok(c.start(req).await?.into_inner().apps) }
             })
-            .await?
-            .into_inner();
-        return report(&r.apps, json, "started");
+            .await;
+        return report(outcomes, json, "started");
     }
     let Some(what) = args.what.clone() else {
         return Err(Failure::Usage(
@@ -422,22 +665,31 @@ async fn start(home: &Home, args: StartArgs, json: bool) -> Result<(), Failure> 
         )));
     }
     if is_file {
-        let specs = appfile::load(std::path::Path::new(&what)).map_err(Failure::Usage)?;
-        return start_file(home, specs, json).await;
+        let specs = appfile::load(std::path::Path::new(&what), remote).map_err(Failure::Usage)?;
+        return start_file(place, specs, json).await;
     }
     check_target(&what)?;
-    let mut c = client::connect_local(home, true).await?;
-    let r = c
-        .start(pb::StartRequest {
-            target: what,
-            ..Default::default()
+    let outcomes = place
+        .each(|mut c| {
+            let target = what.clone();
+            async move {
+                Ok(c.start(pb::StartRequest {
+                    target,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .apps)
+            }
         })
-        .await?
-        .into_inner();
-    report(&r.apps, json, "started")
+        .await;
+    report(outcomes, json, "started")
 }
 
-fn spec_from_args(a: StartArgs) -> Result<pb::AppSpec, Failure> {
+/// The spec of `start --name ... -- CMD`. Locally a relative or missing --cwd is taken from
+/// this shell; on a remote agent --cwd must be absolute, and without it the app runs in the
+/// agent's home directory.
+fn spec_from_args(a: StartArgs, remote: bool) -> Result<pb::AppSpec, Failure> {
     let name = match a.name {
         Some(n) => n,
         None => {
@@ -457,6 +709,13 @@ fn spec_from_args(a: StartArgs) -> Result<pb::AppSpec, Failure> {
     validate_name(&name).map_err(Failure::Usage)?;
     let cwd = match a.cwd {
         Some(p) if p.is_absolute() => p,
+        Some(p) if remote => {
+            return Err(Failure::Usage(format!(
+                "--cwd {}: give an absolute path on the remote host",
+                p.display()
+            )))
+        }
+        None if remote => PathBuf::new(),
         Some(p) => std::env::current_dir()
             .map_err(|e| Failure::Failed(format!("cannot read the current directory: {e}")))?
             .join(p),
@@ -479,11 +738,68 @@ fn spec_from_args(a: StartArgs) -> Result<pb::AppSpec, Failure> {
     })
 }
 
+/// What starting an app file did on one agent.
+struct FileStart {
+    /// Said before the table ("web already exists: ...").
+    notes: Vec<String>,
+    /// The file's apps, as the agent lists them afterwards.
+    rows: Vec<pb::AppInfo>,
+    /// Apps that could not be started (they exist, errored).
+    errors: Vec<Failure>,
+}
+
 /// Starts the apps of a file: the new ones in one request (ids follow the file's order; one
 /// bad spec creates none), and existing ones by name, with their stored spec: applying an edited
-/// file is a delete and a start, on purpose. Ends, like PM2, with the table of the file's apps.
-async fn start_file(home: &Home, specs: Vec<pb::AppSpec>, json: bool) -> Result<(), Failure> {
-    let mut c = client::connect_local(home, true).await?;
+/// file is a delete and a start, on purpose. Ends, like PM2, with the table of the file's apps
+/// (of every host's, on a fleet).
+async fn start_file(place: &Place, specs: Vec<pb::AppSpec>, json: bool) -> Result<(), Failure> {
+    let remote = place.is_remote();
+    let outcomes = place
+        .each(|c| start_file_on(c, specs.clone(), remote))
+        .await;
+    let (oks, failed) = fleet::split(outcomes)?;
+    if !json {
+        for (host, r) in &oks {
+            for n in &r.notes {
+                out(format_args!("{}{n}", prefix(host)))?;
+            }
+        }
+    }
+    let tables: Vec<(Option<String>, Vec<pb::AppInfo>)> = oks
+        .iter()
+        .map(|(h, r)| (h.clone(), r.rows.clone()))
+        .collect();
+    print_apps(&tables, json)?;
+    let mut code = match failed {
+        Some(Failure::Reported(c)) => c,
+        _ => 0,
+    };
+    for (host, r) in oks {
+        for e in r.errors {
+            let (msg, c) = match e {
+                Failure::Usage(m) => (m, 2),
+                Failure::Failed(m) => (m, 1),
+                Failure::Reported(c) => (String::new(), c),
+                Failure::Closed => return Err(Failure::Closed),
+            };
+            if !msg.is_empty() {
+                eprintln!("grpm: {}{msg}", prefix(&host));
+            }
+            code = if code == 0 { c } else { code.min(c) };
+        }
+    }
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Failure::Reported(code))
+    }
+}
+
+async fn start_file_on(
+    mut c: client::Client,
+    specs: Vec<pb::AppSpec>,
+    remote: bool,
+) -> Result<FileStart, Failure> {
     let existing: Vec<String> = c
         .list(pb::ListRequest {})
         .await?
@@ -495,12 +811,16 @@ async fn start_file(home: &Home, specs: Vec<pb::AppSpec>, json: bool) -> Result<
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let (old, new): (Vec<pb::AppSpec>, Vec<pb::AppSpec>) =
         specs.into_iter().partition(|s| existing.contains(&s.name));
-    let mut failed = None;
+    let mut result = FileStart {
+        notes: Vec::new(),
+        rows: Vec::new(),
+        errors: Vec::new(),
+    };
     if !new.is_empty() {
         let created = c
             .start(pb::StartRequest {
                 apps: new,
-                client_env: Some(caller_env()),
+                client_env: (!remote).then(caller_env),
                 ..Default::default()
             })
             .await;
@@ -511,16 +831,14 @@ async fn start_file(home: &Home, specs: Vec<pb::AppSpec>, json: bool) -> Result<
                 return Err(s.into())
             }
             // Created, but some failed to start: show the table, then fail.
-            Err(s) => failed = Some(Failure::from(s)),
+            Err(s) => result.errors.push(Failure::from(s)),
         }
     }
     for spec in old {
-        if !json {
-            out(format_args!(
-                "{} already exists: started with its stored spec if it was down",
-                spec.name
-            ))?;
-        }
+        result.notes.push(format!(
+            "{} already exists: started with its stored spec if it was down",
+            spec.name
+        ));
         let r = c
             .start(pb::StartRequest {
                 target: spec.name.clone(),
@@ -528,28 +846,24 @@ async fn start_file(home: &Home, specs: Vec<pb::AppSpec>, json: bool) -> Result<
             })
             .await;
         if let Err(s) = r {
-            eprintln!("grpm: {}", s.message());
-            failed.get_or_insert(Failure::from(s));
+            result.errors.push(Failure::from(s));
         }
     }
-    let all = c.list(pb::ListRequest {}).await?.into_inner().apps;
-    let rows: Vec<pb::AppInfo> = all
+    result.rows = c
+        .list(pb::ListRequest {})
+        .await?
+        .into_inner()
+        .apps
         .into_iter()
         .filter(|a| names.contains(&a.name))
         .collect();
-    if json {
-        out(format_args!("{}", render::json(&render::rows(&rows))))?;
-    } else {
-        out(render::table(&rows).trim_end())?;
-    }
-    failed.map_or(Ok(()), Err)
+    Ok(result)
 }
 
-async fn events(home: &Home, args: EventsArgs, json: bool) -> Result<(), Failure> {
+async fn events(place: &Place, args: EventsArgs, json: bool) -> Result<(), Failure> {
     for app in &args.apps {
         validate_name(app).map_err(Failure::Usage)?;
     }
-    let mut c = client::connect_local(home, true).await?;
     let req = pb::SubscribeRequest {
         from_seq: args.from,
         recent: args.recent,
@@ -561,6 +875,13 @@ async fn events(home: &Home, args: EventsArgs, json: bool) -> Result<(), Failure
             .map(|k| crate::rpc::convert::kind_to_pb(k) as i32)
             .collect(),
     };
+    let home = match place {
+        Place::Local(home) => home,
+        Place::Fleet {
+            hosts, timeouts, ..
+        } => return follow::merged(hosts, *timeouts, req, json).await,
+    };
+    let mut c = client::connect_local(home, true).await?;
     let mut stream = c.subscribe(req).await?.into_inner();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -570,13 +891,18 @@ async fn events(home: &Home, args: EventsArgs, json: bool) -> Result<(), Failure
             _ = &mut ctrl_c => return Ok(()),
         };
         let Some(e) = next else { return Ok(()) };
-        if json {
-            out(format_args!(
-                "{}",
-                render::json(&render::event_json(&e, None))
-            ))?;
-        } else {
-            out(format_args!("{}", render::event_line(&e)))?;
+        print_event(&e, None, json)?;
+    }
+}
+
+/// One event: a JSON line, or a text line ("box1: " first on a fleet).
+fn print_event(e: &pb::Event, host: Option<&str>, json: bool) -> Result<(), Failure> {
+    if json {
+        out(render::json(&render::event_json(e, host)))
+    } else {
+        match host {
+            Some(h) => out(format_args!("{h}: {}", render::event_line(e))),
+            None => out(render::event_line(e)),
         }
     }
 }

@@ -48,13 +48,45 @@ pub fn rows(apps: &[pb::AppInfo]) -> Vec<AppRow> {
 
 /// The `list` table.
 pub fn table(apps: &[pb::AppInfo]) -> String {
-    let header = [
+    let rows: Vec<(Option<&str>, &pb::AppInfo)> = apps.iter().map(|a| (None, a)).collect();
+    grid(&rows, false)
+}
+
+/// The table of several hosts' apps, with a HOST column first.
+pub fn host_table(rows: &[(&str, &pb::AppInfo)]) -> String {
+    let rows: Vec<(Option<&str>, &pb::AppInfo)> =
+        rows.iter().map(|(h, a)| (Some(*h), *a)).collect();
+    grid(&rows, true)
+}
+
+/// `rows` for JSON, each with its `host`.
+pub fn host_rows(rows: &[(&str, &pb::AppInfo)]) -> Vec<serde_json::Value> {
+    rows.iter()
+        .map(|(h, a)| {
+            let mut v = serde_json::to_value(AppRow::from(*a)).unwrap_or_default();
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("host".into(), (*h).into());
+            }
+            v
+        })
+        .collect()
+}
+
+fn grid(apps: &[(Option<&str>, &pb::AppInfo)], with_host: bool) -> String {
+    let mut header = vec![
         "ID", "NAME", "STATUS", "PID", "RESTARTS", "UPTIME", "CPU", "MEM",
     ];
+    if with_host {
+        header.insert(0, "HOST");
+    }
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    for a in apps {
+    for (host, a) in apps {
         let online = a.pid != 0;
-        cells.push(vec![
+        let mut row = Vec::with_capacity(header.len());
+        if with_host {
+            row.push(host.unwrap_or("").to_string());
+        }
+        row.extend([
             a.id.to_string(),
             a.name.clone(),
             status_word(a.status()).to_string(),
@@ -80,6 +112,7 @@ pub fn table(apps: &[pb::AppInfo]) -> String {
                 "-".into()
             },
         ]);
+        cells.push(row);
     }
     let widths: Vec<usize> = (0..header.len())
         .map(|c| {

@@ -13,3 +13,8 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/grpm_descriptor.bin"));
 }
+
+/// How an authenticated TCP caller proved who it is ("client certificate", "token"): put in
+/// the request's extensions by the agent's auth layer, named in the events it causes.
+#[derive(Debug, Clone, Copy)]
+pub struct Principal(pub &'static str);

@@ -6,7 +6,7 @@ use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{transport::server::UdsConnectInfo, Request, Response, Status};
 
-use super::{convert, pb, pb::process_manager_server::ProcessManager};
+use super::{convert, pb, pb::process_manager_server::ProcessManager, Principal};
 use crate::{
     model::{Cause, Env, EventKind},
     supervisor::{AppView, Filter, Replay, Supervisor, Usage},
@@ -22,12 +22,16 @@ fn origin<T>(req: &Request<T>, method: &str) -> Cause {
                 .and_then(|p| u32::try_from(p).ok()),
             "unix".to_string(),
         ),
-        None => (
-            None,
-            None,
-            req.remote_addr()
-                .map_or_else(|| "unknown".into(), |a| a.to_string()),
-        ),
+        None => {
+            let addr = req
+                .remote_addr()
+                .map_or_else(|| "unknown".into(), |a| a.to_string());
+            let peer = match req.extensions().get::<Principal>() {
+                Some(Principal(how)) => format!("tcp {addr} ({how})"),
+                None => format!("tcp {addr}"),
+            };
+            (None, None, peer)
+        }
     };
     Cause::Request {
         method: method.to_string(),
@@ -35,6 +39,18 @@ fn origin<T>(req: &Request<T>, method: &str) -> Cause {
         pid,
         peer,
     }
+}
+
+/// Refuses a caller environment that did not come over the local socket: an app created or
+/// updated remotely gets the agent's environment as its base, never the remote caller's.
+fn check_env_origin<T>(req: &Request<T>, has_env: bool) -> Result<(), Status> {
+    if has_env && req.extensions().get::<UdsConnectInfo>().is_none() {
+        return Err(Status::invalid_argument(
+            "client_env is only accepted over the agent's unix socket; apps created or updated \
+             over TCP get the agent's own environment (plus their declared env)",
+        ));
+    }
+    Ok(())
 }
 
 /// Bounds on a notification.
@@ -183,6 +199,7 @@ impl ProcessManager for Service {
         req: Request<pb::StartRequest>,
     ) -> Result<Response<pb::StartResponse>, Status> {
         let cause = origin(&req, "Start");
+        check_env_origin(&req, req.get_ref().client_env.is_some())?;
         let req = req.into_inner();
         let new_apps = match (req.app, req.apps.is_empty()) {
             (Some(app), true) => vec![app],
@@ -243,6 +260,7 @@ impl ProcessManager for Service {
         req: Request<pb::RestartRequest>,
     ) -> Result<Response<pb::RestartResponse>, Status> {
         let cause = origin(&req, "Restart");
+        check_env_origin(&req, req.get_ref().client_env.is_some())?;
         let req = req.into_inner();
         let target = convert::target(&req.target)?;
         let sent = convert::env_from_pb(req.client_env)?;

@@ -1,5 +1,10 @@
 //! Connecting to an agent: the local one over `$GRPM_HOME/agent.sock`, spawning it in the
-//! background when none answers (as PM2 does). Used by the CLI and by the tests.
+//! background when none answers (as PM2 does), or a remote one over TCP (`remote`). Used by
+//! the CLI, the tests and the benches.
+
+mod remote;
+
+pub use remote::{chain, connect_remote, Timeouts};
 
 use std::{
     io,
@@ -11,12 +16,61 @@ use std::{
 
 use hyper_util::rt::TokioIo;
 use tokio::{net::UnixStream, time::Instant};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::{interceptor::InterceptedService, Interceptor},
+    transport::{Channel, Endpoint, Uri},
+    Request, Status,
+};
 use tower::service_fn;
 
 use crate::{home::Home, rpc::pb::process_manager_client::ProcessManagerClient};
 
-pub type Client = ProcessManagerClient<Channel>;
+pub type Client = ProcessManagerClient<InterceptedService<Channel, Credentials>>;
+
+/// What every request carries: a bearer token for agents that want one.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    bearer: Option<MetadataValue<Ascii>>,
+}
+
+impl Credentials {
+    /// `authorization: Bearer TOKEN`; fails on characters a header cannot carry.
+    pub fn bearer(token: &str) -> Result<Credentials, String> {
+        let value = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| "the token has characters a header cannot carry".to_string())?;
+        Ok(Credentials {
+            bearer: Some(value),
+        })
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Interceptor for Credentials {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(b) = &self.bearer {
+            req.metadata_mut().insert("authorization", b.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// Largest message a client decodes (a `list` of many apps) and encodes.
+const MAX_DECODE: usize = 64 * 1024 * 1024;
+const MAX_ENCODE: usize = 8 * 1024 * 1024;
+
+fn client(channel: Channel, credentials: Credentials) -> Client {
+    ProcessManagerClient::with_interceptor(channel, credentials)
+        .max_decoding_message_size(MAX_DECODE)
+        .max_encoding_message_size(MAX_ENCODE)
+}
 
 /// How long a spawned agent may take to answer.
 const SPAWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -29,6 +83,9 @@ pub enum ConnectError {
     Spawn(String),
     #[error("{0}")]
     Home(String),
+    /// A remote agent could not be reached or its credentials could not be read.
+    #[error("{0}")]
+    Remote(String),
 }
 
 /// Connects to the agent listening on the unix socket `path`.
@@ -41,9 +98,7 @@ pub async fn connect_unix(path: &Path) -> Result<Client, tonic::transport::Error
             async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
         }))
         .await?;
-    Ok(ProcessManagerClient::new(channel)
-        .max_decoding_message_size(64 * 1024 * 1024)
-        .max_encoding_message_size(8 * 1024 * 1024))
+    Ok(client(channel, Credentials::default()))
 }
 
 /// Connects to the local agent of `home`; when none answers and `spawn` is set, starts one in

@@ -1,0 +1,184 @@
+//! `grpm --host ... events`: the event streams of several agents merged into one, each event
+//! tagged with its host. When a host's stream drops (the agent restarted, the network blinked),
+//! it reconnects with backoff and resumes after the last sequence number it printed, so nothing
+//! is lost or printed twice (events the agent no longer keeps arrive as one `gap` event).
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tonic::Code;
+
+use super::{print_event, Failure};
+use crate::{
+    client::{self, Timeouts},
+    hosts::Host,
+    rpc::pb,
+};
+
+/// First and longest pause between reconnection attempts.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+
+enum Msg {
+    Event(String, Box<pb::Event>),
+    /// Said on stderr: lost, reconnected...
+    Note(String, String),
+    /// The host's replay ended (`--no-follow`).
+    Done,
+    /// The host cannot be followed (refused credentials, bad request, unreachable with
+    /// `--no-follow`).
+    Fatal(String, Failure),
+}
+
+/// Follows every host until Ctrl-C (or, with `--no-follow`, until every replay has ended).
+pub async fn merged(
+    hosts: &[Host],
+    timeouts: Timeouts,
+    req: pb::SubscribeRequest,
+    json: bool,
+) -> Result<(), Failure> {
+    let (tx, mut rx) = mpsc::channel::<Msg>(1024);
+    let mut tasks = Vec::with_capacity(hosts.len());
+    for h in hosts {
+        tasks.push(tokio::spawn(follow(
+            h.clone(),
+            timeouts,
+            req.clone(),
+            tx.clone(),
+        )));
+    }
+    drop(tx);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut ended = 0;
+    let mut code = 0u8;
+    let result = loop {
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = &mut ctrl_c => break Ok(()),
+        };
+        let Some(msg) = msg else { break Ok(()) };
+        match msg {
+            Msg::Event(host, e) => {
+                if let Err(f) = print_event(&e, Some(&host), json) {
+                    break Err(f);
+                }
+            }
+            Msg::Note(host, note) => eprintln!("grpm: {host}: {note}"),
+            Msg::Done => ended += 1,
+            Msg::Fatal(host, f) => {
+                ended += 1;
+                let (msg, c) = match f {
+                    Failure::Usage(m) => (m, 2),
+                    Failure::Failed(m) => (m, 1),
+                    Failure::Reported(c) => (String::new(), c),
+                    Failure::Closed => (String::new(), 0),
+                };
+                eprintln!("grpm: {host}: {msg}");
+                code = if code == 0 { c } else { code.min(c) };
+            }
+        }
+        if ended == hosts.len() {
+            break Ok(());
+        }
+    };
+    for t in tasks {
+        t.abort();
+    }
+    result?;
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Failure::Reported(code))
+    }
+}
+
+/// One host's stream, reconnected until the receiver goes away.
+async fn follow(host: Host, t: Timeouts, mut req: pb::SubscribeRequest, tx: mpsc::Sender<Msg>) {
+    let label = host.label.clone();
+    let note = |s: String| Msg::Note(label.clone(), s);
+    let mut pause = FIRST_PAUSE;
+    let mut last: Option<u64> = None;
+    let mut lost = false;
+    loop {
+        if let Some(seq) = last {
+            req.from_seq = Some(seq);
+        }
+        let why = match client::connect_remote(&host, &t).await {
+            Err(e) => Failure::from(e),
+            Ok(mut c) => match c.subscribe(req.clone()).await {
+                Err(s) => {
+                    let permanent = matches!(
+                        s.code(),
+                        Code::InvalidArgument
+                            | Code::Unauthenticated
+                            | Code::PermissionDenied
+                            | Code::Unimplemented
+                    );
+                    if permanent {
+                        let _ = tx.send(Msg::Fatal(label.clone(), s.into())).await;
+                        return;
+                    }
+                    Failure::from(s)
+                }
+                Ok(resp) => {
+                    if lost {
+                        let after = last.map_or_else(String::new, |s| format!(" after seq {s}"));
+                        if tx
+                            .send(note(format!("reconnected; resuming{after}")))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        lost = false;
+                    }
+                    pause = FIRST_PAUSE;
+                    let mut stream = resp.into_inner();
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(e)) => {
+                                last = Some(e.seq);
+                                if tx
+                                    .send(Msg::Event(label.clone(), Box::new(e)))
+                                    .await
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            Ok(None) if req.no_follow => {
+                                let _ = tx.send(Msg::Done).await;
+                                return;
+                            }
+                            Ok(None) => break Failure::Failed("the agent ended the stream".into()),
+                            Err(s) => break Failure::from(s),
+                        }
+                    }
+                }
+            },
+        };
+        if req.no_follow {
+            let _ = tx.send(Msg::Fatal(label.clone(), why)).await;
+            return;
+        }
+        if !lost {
+            let text = match &why {
+                Failure::Usage(m) | Failure::Failed(m) => m.clone(),
+                _ => "stream lost".into(),
+            };
+            if tx
+                .send(note(format!(
+                    "{text}; reconnecting (resuming where it left off)"
+                )))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            lost = true;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}

@@ -1,0 +1,104 @@
+//! Connecting to a remote agent over TCP: TLS with the host's CA (and client certificate), a
+//! bearer token when the host has one, a connect timeout, a per-request deadline, and HTTP/2
+//! keepalive so that a vanished agent is noticed on long streams.
+
+use std::{error::Error as StdError, time::Duration};
+
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+use super::{client, Client, ConnectError, Credentials};
+use crate::hosts::Host;
+
+/// How long connecting and each request may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TCP connect plus TLS handshake.
+    pub connect: Duration,
+    /// Each unary call, until its answer (streams are watched by keepalive instead).
+    pub request: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(3),
+            request: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// Connects to `host`. Errors say which host, where, and why (refused, timed out, a TLS
+/// failure, an unreadable certificate).
+pub async fn connect_remote(host: &Host, t: &Timeouts) -> Result<Client, ConnectError> {
+    let fail = |why: String| ConnectError::Remote(format!("{}: {why}", host.address));
+    let credentials = match &host.token_file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| fail(format!("token_file {}: {e}", p.display())))?;
+            Credentials::bearer(text.trim())
+                .map_err(|e| fail(format!("token_file {}: {e}", p.display())))?
+        }
+        None => Credentials::default(),
+    };
+    let scheme = if host.ca.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", host.address))
+        .map_err(|e| fail(format!("not a usable address: {e}")))?
+        .connect_timeout(t.connect)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true);
+    if let Some(d) = t.request {
+        endpoint = endpoint.timeout(d);
+    }
+    if let Some(ca) = &host.ca {
+        let read = |p: &std::path::Path, what: &str| {
+            std::fs::read(p).map_err(|e| fail(format!("{what} {}: {e}", p.display())))
+        };
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(ca, "ca")?))
+            .domain_name(
+                host.server_name
+                    .clone()
+                    .unwrap_or_else(|| host.host_part().to_string()),
+            )
+            .timeout(t.connect);
+        if let (Some(cert), Some(key)) = (&host.cert, &host.key) {
+            tls = tls.identity(Identity::from_pem(read(cert, "cert")?, read(key, "key")?));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| fail(format!("TLS setup: {}", chain(&e))))?;
+    }
+    // Name resolution is not covered by connect_timeout: bound the whole connection.
+    let channel = match tokio::time::timeout(t.connect + t.connect, endpoint.connect()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(fail(chain(&e))),
+        Err(_) => {
+            return Err(fail(format!(
+                "no connection within {}",
+                crate::model::format_duration(t.connect + t.connect)
+            )))
+        }
+    };
+    Ok(client(channel, credentials))
+}
+
+/// An error with its causes, "a: b: c", without the repetitions tonic's layers add.
+pub fn chain(e: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !text.is_empty() && text != "transport error" && !parts.iter().any(|p| p.contains(&text))
+        {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    if parts.is_empty() {
+        "transport error".into()
+    } else {
+        parts.join(": ")
+    }
+}
