@@ -128,6 +128,20 @@ impl Agent {
         self.child.as_ref().unwrap().id()
     }
 
+    /// Starts another agent process on the same home with other `grpm agent` arguments.
+    pub fn spawn_with(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|s| s.to_string()).collect();
+        self.spawn();
+    }
+
+    /// The address the agent's TCP listener is bound to (`--listen 127.0.0.1:0`).
+    pub fn addr(&self) -> String {
+        fs::read_to_string(self.home.join("agent.addr"))
+            .unwrap_or_else(|e| panic!("no agent.addr: {e}\nagent log:\n{}", self.log()))
+            .trim()
+            .to_string()
+    }
+
     /// SIGKILLs the agent (a crash), and reaps it.
     pub fn crash(&mut self) {
         let mut child = self.child.take().unwrap();

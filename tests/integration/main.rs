@@ -11,5 +11,6 @@ mod events;
 mod grpcurl;
 mod input;
 mod persistence;
+mod remote;
 mod security;
 mod tree;
