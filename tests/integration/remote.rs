@@ -265,14 +265,10 @@ fn fleet_start_list_restart_over_mutual_tls() {
     let out = op.ok(&["--host", "@web", "restart", "api"]);
     assert_eq!(out.lines().count(), 3, "{out}");
     let after = op.list("@web");
-    for i in 0..3 {
+    for (i, old) in before.iter().enumerate() {
         let pid = pid_of(&after, &format!("box{i}"), "api");
-        assert_ne!(pid, before[i], "box{i} was not restarted");
-        assert!(
-            !alive(before[i] as u32),
-            "old pid {} still alive",
-            before[i]
-        );
+        assert_ne!(pid, *old, "box{i} was not restarted");
+        assert!(!alive(*old as u32), "old pid {old} still alive");
         assert!(!environ(pid as u32)
             .iter()
             .any(|v| v.starts_with("OPERATOR_ONLY=")));
