@@ -322,10 +322,20 @@ pub fn main() -> ExitCode {
             Err(f) => fail(f),
         };
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // One thread for the local agent; on a fleet, TLS handshakes and decoding for many hosts
+    // are spread over the cores.
+    let mut builder = if cli.hosts.is_empty() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(4),
+        );
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(Failure::Failed(format!("cannot start the runtime: {e}"))),
     };
