@@ -624,3 +624,78 @@ fn merged_events_survive_an_agent_crash_without_loss_or_duplicates() {
         },
     );
 }
+
+#[test]
+fn a_connection_flood_is_capped_and_never_reaches_the_unix_socket() {
+    let op = Operator::new();
+    let token = op.secret("token", "flood-token-0123456789abcdef");
+    let a = Agent::start_with(&["--listen", "127.0.0.1:0", "--token-file", &token]);
+    op.hosts(&format!(
+        "[hosts.a]\naddress = \"{}\"\ntoken_file = \"{token}\"\n",
+        a.addr()
+    ));
+    op.ok(&["--host", "a", "start", "--name", "w", "--", "sleep", "1000"]);
+    let rss_before = crate::common::rss_kib(a.pid());
+    // Far more idle connections than the agent keeps (256): the extra ones are closed.
+    let flood: Vec<std::net::TcpStream> = (0..400)
+        .map(|_| std::net::TcpStream::connect(a.addr()).unwrap())
+        .collect();
+    wait_until(
+        "the agent to close the connections over its cap",
+        Duration::from_secs(10),
+        || {
+            let open = fs::read_dir(format!("/proc/{}/fd", a.pid()))
+                .map(|d| d.count())
+                .unwrap_or(usize::MAX);
+            open < 256 + 64
+        },
+    );
+    // The local socket is unaffected, and memory stays bounded.
+    assert_eq!(a.app("w")["status"], "online");
+    let grown = crate::common::rss_kib(a.pid()).saturating_sub(rss_before);
+    assert!(grown < 32 * 1024, "RSS grew by {grown} KiB");
+    drop(flood);
+    // Once the flood is gone, remote callers are served again.
+    wait_until(
+        "a remote list to work again",
+        Duration::from_secs(10),
+        || op.run(&["--host", "a", "list"]).status.success(),
+    );
+}
+
+#[test]
+fn app_files_on_a_fleet_need_absolute_cwds_and_show_one_table() {
+    let op = Operator::new();
+    let token = op.secret("token", "files-token-0123456789abcdef");
+    let a = Agent::start_with(&["--listen", "127.0.0.1:0", "--token-file", &token]);
+    let b = Agent::start_with(&["--listen", "127.0.0.1:0", "--token-file", &token]);
+    op.hosts(&format!(
+        "[defaults]\ntoken_file = \"{token}\"\n[hosts.a]\naddress = \"{}\"\n[hosts.b]\naddress = \"{}\"\n\
+         [groups]\nboth = [\"a\", \"b\"]\n",
+        a.addr(),
+        b.addr()
+    ));
+    let file = op.dir.path().join("apps.toml");
+    fs::write(
+        &file,
+        "[[app]]\nname = \"w\"\ncmd = \"sleep 1000\"\ncwd = \"www\"\n",
+    )
+    .unwrap();
+    let (_, err) = op.fails(2, &["--host", "@both", "start", file.to_str().unwrap()]);
+    assert!(err.contains("apps.toml:4: cwd: must be absolute"), "{err}");
+    assert!(a.list().is_empty() && b.list().is_empty());
+    fs::write(
+        &file,
+        "[[app]]\nname = \"w\"\ncmd = \"sleep 1000\"\ncwd = \"/tmp\"\n\n[[app]]\nname = \"v\"\ncmd = \"sleep 1000\"\n",
+    )
+    .unwrap();
+    let out = op.ok(&["--host", "@both", "start", file.to_str().unwrap()]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(
+        lines[0].starts_with("HOST") && lines[1].starts_with("a ") && lines[4].starts_with("b "),
+        "{out}"
+    );
+    let pid = b.app("v")["pid"].as_u64().unwrap();
+    assert_eq!(fs::read_link(format!("/proc/{pid}/cwd")).unwrap(), b.home);
+}
