@@ -28,6 +28,9 @@ const LIST_RUNS: usize = 50;
 const RESTART_RUNS: usize = 10;
 const TARGET_LIST_MS: f64 = 100.0;
 
+/// A measured command: title, runs, arguments, output check, metric name.
+type Case<'a> = (&'a str, usize, &'a [&'a str], &'a dyn Fn(&Output), String);
+
 /// The operator: a home with hosts.toml and no agent.
 struct Operator {
     dir: tempfile::TempDir,
@@ -52,7 +55,7 @@ impl Operator {
         out
     }
 
-    fn timed(&self, runs: usize, args: &[&str], check: impl Fn(&Output)) -> Vec<Duration> {
+    fn timed(&self, runs: usize, args: &[&str], check: &dyn Fn(&Output)) -> Vec<Duration> {
         (0..runs)
             .map(|_| {
                 let t = Instant::now();
@@ -186,8 +189,8 @@ fn main() {
         let lines = String::from_utf8_lossy(&out.stdout).lines().count();
         assert_eq!(lines, rows, "a header and every host's apps");
     };
-    op.timed(WARMUP_RUNS, &["--host", "@all", "list"], check);
-    let times = op.timed(LIST_RUNS, &["--host", "@all", "list"], check);
+    op.timed(WARMUP_RUNS, &["--host", "@all", "list"], &check);
+    let times = op.timed(LIST_RUNS, &["--host", "@all", "list"], &check);
     let s = Stats::of(&times);
     println!("\n[1] grpm --host @all list ({AGENTS} agents, mutual TLS):");
     s.print(1);
@@ -203,55 +206,49 @@ fn main() {
         "ms",
     ));
 
-    // [2] The same over plaintext loopback with a token: what TLS costs.
-    let times = op.timed(LIST_RUNS, &["--host", "@tokens", "list"], check);
-    let s = Stats::of(&times);
-    println!("\n[2] grpm --host @tokens list ({AGENTS} agents, token, no TLS):");
-    s.print(1);
-    table.push(Row::info(
-        format!("list, {AGENTS} agents token, median"),
-        ms(s.median),
-        "ms",
-    ));
-
-    // [3] One host over mTLS, for scale.
-    let times = op.timed(LIST_RUNS, &["--host", "m0", "list"], |_| {});
-    let s = Stats::of(&times);
-    println!("\n[3] grpm --host m0 list (one agent, mutual TLS):");
-    s.print(1);
-    table.push(Row::info("list, 1 agent mTLS, median", ms(s.median), "ms"));
-
-    // [4] Rolling restart across 10, one host at a time; then all 10 at once.
+    // [2] The same over plaintext loopback with a token: what TLS costs. [3] One host over
+    // mTLS, for scale. [4] A rolling restart across 10, one host at a time; [5] all 10 at once.
     let restart_check = |out: &Output| {
         let lines = String::from_utf8_lossy(&out.stdout).lines().count();
         assert_eq!(lines, ROLLING, "a line per host");
     };
-    let rolling = op.timed(
-        RESTART_RUNS,
-        &["--host", "@ten", "--serial", "1", "restart", "app-0"],
-        restart_check,
-    );
-    let s = Stats::of(&rolling);
-    println!("\n[4] grpm --host @ten --serial 1 restart app-0 (rolling, {ROLLING} agents):");
-    s.print(1);
-    table.push(Row::info(
-        format!("rolling restart, {ROLLING} agents, median"),
-        ms(s.median),
-        "ms",
-    ));
-    let parallel = op.timed(
-        RESTART_RUNS,
-        &["--host", "@ten", "restart", "app-0"],
-        restart_check,
-    );
-    let s = Stats::of(&parallel);
-    println!("\n[5] grpm --host @ten restart app-0 (all at once):");
-    s.print(1);
-    table.push(Row::info(
-        format!("parallel restart, {ROLLING} agents, median"),
-        ms(s.median),
-        "ms",
-    ));
+    let rolling = ["--host", "@ten", "--serial", "1", "restart", "app-0"];
+    let cases: [Case; 4] = [
+        (
+            "[2] 50 agents, token, no TLS",
+            LIST_RUNS,
+            &["--host", "@tokens", "list"],
+            &check,
+            format!("list, {AGENTS} agents token, median"),
+        ),
+        (
+            "[3] one agent, mutual TLS",
+            LIST_RUNS,
+            &["--host", "m0", "list"],
+            &|_| {},
+            "list, 1 agent mTLS, median".into(),
+        ),
+        (
+            "[4] rolling, 10 agents",
+            RESTART_RUNS,
+            &rolling,
+            &restart_check,
+            format!("rolling restart, {ROLLING} agents, median"),
+        ),
+        (
+            "[5] all 10 at once",
+            RESTART_RUNS,
+            &["--host", "@ten", "restart", "app-0"],
+            &restart_check,
+            format!("parallel restart, {ROLLING} agents, median"),
+        ),
+    ];
+    for (title, runs, args, check, metric) in cases {
+        let s = Stats::of(&op.timed(runs, args, check));
+        println!("\n{title}: grpm {}", args.join(" "));
+        s.print(1);
+        table.push(Row::info(metric, ms(s.median), "ms"));
+    }
 
     print_table(&table, 1, 10);
     let t = Instant::now();

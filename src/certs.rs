@@ -103,25 +103,11 @@ pub fn generate(hosts: &[String]) -> Result<Bundle, String> {
 /// Valid from a day ago (clock skew) to ten years on.
 fn set_validity(p: &mut CertificateParams) {
     let day_ago = (crate::model::now_unix_ms() / 1000).saturating_sub(86_400);
-    let (y, m, d) = civil(day_ago / 86_400);
-    // civil() only yields real dates, and day 28 exists in every month.
-    p.not_before = rcgen::date_time_ymd(y, m, d.min(28));
-    p.not_after = rcgen::date_time_ymd(y + VALID_YEARS, m, d.min(28));
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
-/// algorithm).
-fn civil(days: u64) -> (i32, u8, u8) {
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
-    (y, m, d)
+    let (y, m, d) = crate::model::civil_from_days((day_ago / 86_400) as i64);
+    // A real date (day 28 exists in every month); the casts hold for years before 2^31.
+    let (y, m, d) = (y as i32, m as u8, d.min(28) as u8);
+    p.not_before = rcgen::date_time_ymd(y, m, d);
+    p.not_after = rcgen::date_time_ymd(y + VALID_YEARS, m, d);
 }
 
 /// Writes the bundle into `dir` (created 0700 when missing): keys 0600, certificates 0644.
@@ -171,13 +157,6 @@ pub fn write(dir: &Path, b: &Bundle, force: bool) -> Result<Vec<PathBuf>, String
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn calendar() {
-        assert_eq!(civil(0), (1970, 1, 1));
-        assert_eq!(civil(11_016), (2000, 2, 29));
-        assert_eq!(civil(20_782), (2026, 11, 25));
-    }
 
     #[test]
     fn bundle_is_written_privately_and_never_over_existing_files() {

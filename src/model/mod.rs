@@ -14,7 +14,7 @@ pub use name::{validate_name, Target};
 pub use signal::Signal;
 pub use spec::{validate_env, AppSpec, Env, RestartPolicy, SpecError, LIMITS};
 pub use status::{Desired, Exit, Status};
-pub use time::rfc3339_ms;
+pub use time::{civil_from_days, rfc3339_ms};
 
 /// Numeric app id: unique within one `GRPM_HOME`, never reused.
 pub type AppId = u64;
