@@ -699,3 +699,37 @@ fn app_files_on_a_fleet_need_absolute_cwds_and_show_one_table() {
     let pid = b.app("v")["pid"].as_u64().unwrap();
     assert_eq!(fs::read_link(format!("/proc/{pid}/cwd")).unwrap(), b.home);
 }
+
+#[test]
+fn tls_init_needs_names_and_never_overwrites() {
+    let op = Operator::new();
+    let out = op.dir.path().join("tls");
+    let (_, err) = op.fails(2, &["tls", "init", "--out", out.to_str().unwrap()]);
+    assert!(err.contains("--host"), "{err}");
+    assert!(!out.exists());
+    op.tls_init("tls");
+    let ca = fs::read(out.join("ca.pem")).unwrap();
+    let (_, err) = op.fails(
+        1,
+        &[
+            "tls",
+            "init",
+            "--out",
+            out.to_str().unwrap(),
+            "--host",
+            "box1",
+        ],
+    );
+    assert!(err.contains("--force") && err.contains("ca.pem"), "{err}");
+    assert_eq!(fs::read(out.join("ca.pem")).unwrap(), ca);
+    op.ok(&[
+        "tls",
+        "init",
+        "--out",
+        out.to_str().unwrap(),
+        "--host",
+        "box1",
+        "--force",
+    ]);
+    assert_ne!(fs::read(out.join("ca.pem")).unwrap(), ca);
+}
