@@ -512,7 +512,7 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
                     for d in apps {
                         let text = render::detail(d);
                         texts.push(match host {
-                            Some(h) => format!("host:           {h}\n{text}"),
+                            Some(h) => format!("{:<14}{h}\n{text}", "host"),
                             None => text,
                         });
                     }
