@@ -1,6 +1,7 @@
 //! The `grpm` command line: clap definitions, and one function per command.
 
 pub mod appfile;
+pub mod logs;
 pub mod render;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -11,7 +12,7 @@ use tonic::Code;
 use crate::{
     client::{self, ConnectError},
     home::Home,
-    model::{parse_duration, validate_name, EventKind, Signal, Target},
+    model::{parse_duration, parse_size, validate_name, EventKind, LogPolicy, Signal, Target},
     rpc::pb,
 };
 
@@ -46,9 +47,22 @@ enum Command {
         #[arg(long)]
         update_env: bool,
     },
-    /// Stop apps and forget them.
+    /// Stop apps and forget them (their log files stay, unless --purge-logs).
     #[command(visible_alias = "del", alias = "rm")]
-    Delete { target: String },
+    Delete {
+        target: String,
+        /// Also remove the apps' log files.
+        #[arg(long)]
+        purge_logs: bool,
+    },
+    /// Show apps' output: the last lines of stdout and stderr, then (--follow) new ones.
+    Logs(LogsArgs),
+    /// Empty apps' log files (default: all apps).
+    Flush {
+        /// A name, an id or "all".
+        #[arg(default_value = "all")]
+        target: String,
+    },
     /// Show every app: id, name, status, pid, restarts, uptime, cpu, memory.
     #[command(visible_alias = "ls")]
     List,
@@ -96,6 +110,24 @@ struct EventsArgs {
 }
 
 #[derive(Debug, Args)]
+struct LogsArgs {
+    /// A name, an id or "all".
+    target: String,
+    /// How many of the last lines of each stream to show first.
+    #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    lines: u32,
+    /// Only stdout.
+    #[arg(long, conflicts_with = "err")]
+    out: bool,
+    /// Only stderr.
+    #[arg(long)]
+    err: bool,
+    /// Keep printing new output (across rotations and restarts) until Ctrl-C.
+    #[arg(long, short = 'f')]
+    follow: bool,
+}
+
+#[derive(Debug, Args)]
 struct StartArgs {
     /// An app file (.toml), or the name, id or "all" of existing apps to start again.
     #[arg(value_name = "FILE|TARGET")]
@@ -130,6 +162,15 @@ struct StartArgs {
     /// The window for --max-restarts (default 60s).
     #[arg(long, value_parser = parse_duration)]
     restart_window: Option<Duration>,
+    /// Prefix each line of output with the time it was read (RFC 3339, UTC, milliseconds).
+    #[arg(long)]
+    log_time: bool,
+    /// Rotate a log file before it grows past this size: bytes, or 512K, 10M, 1G (default 10M).
+    #[arg(long, value_name = "SIZE", value_parser = parse_log_size)]
+    log_max_size: Option<u64>,
+    /// Rotated log files kept per stream (default 5).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=LogPolicy::MAX_KEEP as i64))]
+    log_keep: Option<u32>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, value_name = "CMD")]
     cmd: Vec<String>,
@@ -147,7 +188,19 @@ impl StartArgs {
             || self.restart_delay_max.is_some()
             || self.max_restarts.is_some()
             || self.restart_window.is_some()
+            || self.log_time
+            || self.log_max_size.is_some()
+            || self.log_keep.is_some()
     }
+}
+
+/// A size for --log-max-size, within the agent's bounds.
+fn parse_log_size(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if !(LogPolicy::MIN_MAX_SIZE..=LogPolicy::MAX_MAX_SIZE).contains(&n) {
+        return Err(format!("{s:?} is out of range: between 1K and 1T"));
+    }
+    Ok(n)
 }
 
 fn parse_env_pair(s: &str) -> Result<(String, String), String> {
@@ -170,7 +223,7 @@ pub enum Failure {
 
 /// Writes a line to stdout. A closed pipe ends the command quietly instead of panicking as
 /// `println!` would.
-fn out(line: impl std::fmt::Display) -> Result<(), Failure> {
+pub(crate) fn out(line: impl std::fmt::Display) -> Result<(), Failure> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
@@ -310,11 +363,37 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
                 .into_inner();
             report(&r.apps, json, "restarted")
         }
-        Command::Delete { target } => {
+        Command::Delete { target, purge_logs } => {
             check_target(&target)?;
             let mut c = client::connect_local(home, true).await?;
-            let r = c.delete(pb::DeleteRequest { target }).await?.into_inner();
+            let r = c
+                .delete(pb::DeleteRequest { target, purge_logs })
+                .await?
+                .into_inner();
             report(&r.apps, json, "deleted")
+        }
+        Command::Logs(args) => {
+            check_target(&args.target)?;
+            let stream = match (args.out, args.err) {
+                (true, _) => pb::LogStream::Stdout,
+                (_, true) => pb::LogStream::Stderr,
+                _ => pb::LogStream::Unspecified,
+            };
+            let mut c = client::connect_local(home, true).await?;
+            let req = pb::LogsRequest {
+                target: args.target,
+                stream: stream as i32,
+                lines: Some(args.lines),
+                follow: args.follow,
+                from: Vec::new(),
+            };
+            logs::logs(&mut c, req, json, None).await
+        }
+        Command::Flush { target } => {
+            check_target(&target)?;
+            let mut c = client::connect_local(home, true).await?;
+            let r = c.flush(pb::FlushRequest { target }).await?.into_inner();
+            report(&r.apps, json, "flushed the logs of")
         }
         Command::List => {
             let mut c = client::connect_local(home, true).await?;
@@ -476,6 +555,9 @@ fn spec_from_args(a: StartArgs) -> Result<pb::AppSpec, Failure> {
         restart_delay_max_ms: ms(a.restart_delay_max),
         max_restarts: a.max_restarts.unwrap_or(0),
         restart_window_ms: ms(a.restart_window),
+        log_time: a.log_time,
+        log_max_size: a.log_max_size.unwrap_or(0),
+        log_keep: a.log_keep.unwrap_or(0),
     })
 }
 
@@ -670,6 +752,9 @@ fn detail_json(d: &pb::AppDetail) -> serde_json::Value {
                 d.error.clone().into()
             },
         );
+        obj.insert("log_time".into(), spec.log_time.into());
+        obj.insert("log_max_size".into(), spec.log_max_size.into());
+        obj.insert("log_keep".into(), spec.log_keep.into());
         obj.insert("stdout_path".into(), d.stdout_path.clone().into());
         obj.insert("stderr_path".into(), d.stderr_path.clone().into());
         obj.insert("restart_in_ms".into(), d.restart_in_ms.into());

@@ -1,15 +1,22 @@
 //! The `grpm.v1.ProcessManager` service: thin; it validates, converts and calls the supervisor.
 
-use std::{collections::BTreeMap, path::PathBuf, pin::Pin, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    pin::Pin,
+    sync::Arc,
+};
 
-use tokio_stream::Stream;
+use futures_util::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_stream::{Stream, StreamMap};
 use tokio_util::sync::CancellationToken;
 use tonic::{transport::server::UdsConnectInfo, Request, Response, Status};
 
 use super::{convert, pb, pb::process_manager_server::ProcessManager};
 use crate::{
     model::{Cause, Env, EventKind},
-    supervisor::{AppView, Filter, Replay, Supervisor, Usage},
+    supervisor::{logs, AppView, Filter, Replay, Supervisor, Usage},
 };
 
 /// Who sent a request, for the events it causes (`manual`, with the caller).
@@ -46,6 +53,13 @@ const MAX_DATA_VALUE: usize = 4 * 1024;
 /// Bound on the apps one Start may create.
 const MAX_APPS_PER_REQUEST: usize = 10_000;
 
+/// Lines of each stream a Logs request sends first, unless it asks otherwise; and the most it
+/// may ask for.
+const DEFAULT_LOG_LINES: u32 = 20;
+const MAX_LOG_LINES: u32 = 100_000;
+/// Logs streams open at once, across all connections.
+const MAX_LOG_READERS: usize = 1024;
+
 pub struct Service {
     sup: Arc<Supervisor>,
     /// The agent's own environment: the base for apps whose creator sent none (remote callers,
@@ -55,6 +69,8 @@ pub struct Service {
     default_cwd: PathBuf,
     /// Cancelled by `Shutdown` once every app is stopped.
     shutdown: CancellationToken,
+    /// One permit per open Logs stream.
+    log_readers: Arc<Semaphore>,
 }
 
 impl Service {
@@ -69,6 +85,7 @@ impl Service {
             agent_env,
             default_cwd,
             shutdown,
+            log_readers: Arc::new(Semaphore::new(MAX_LOG_READERS)),
         }
     }
 
@@ -95,10 +112,79 @@ impl Service {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ProcessManager for Service {
     type SubscribeStream = EventStream;
+    type LogsStream = ChunkStream;
+
+    async fn logs(
+        &self,
+        req: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let req = req.into_inner();
+        let target = convert::target(&req.target)?;
+        let streams = convert::log_streams(req.stream)?;
+        let lines = req.lines.unwrap_or(DEFAULT_LOG_LINES);
+        if lines > MAX_LOG_LINES {
+            return Err(Status::invalid_argument(format!(
+                "lines: {lines} asked; at most {MAX_LOG_LINES}"
+            )));
+        }
+        let mut resume = HashMap::new();
+        for p in &req.from {
+            resume.insert((p.app_id, convert::log_stream(p.stream)?), p.offset);
+        }
+        let apps = self.sup.logs(&target)?;
+        let permit = self.log_readers.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{MAX_LOG_READERS} log readers already; close one and retry"
+            ))
+        })?;
+        // Every log is watched here, before any tail is read: nothing written meanwhile is
+        // missed by a follower.
+        let mut parts: Vec<ChunkStream> = Vec::new();
+        for (view, app_logs) in apps {
+            for &s in &streams {
+                let from = resume
+                    .get(&(view.id, s))
+                    .map_or(logs::From::Tail(lines), |&o| logs::From::Offset(o));
+                let (name, id) = (view.name().to_string(), view.id);
+                let pieces = logs::tail::pieces(app_logs.get(s).clone(), from, req.follow);
+                parts.push(Box::pin(pieces.map(move |r| {
+                    r.map(|p| convert::chunk_to_pb(&name, id, s, p))
+                        .map_err(|e| Status::internal(format!("{name}: reading logs: {e}")))
+                })));
+            }
+        }
+        // Without follow: one stream after the other. With it: whichever has output.
+        let merged: ChunkStream = if req.follow {
+            let mut map = StreamMap::new();
+            for (i, p) in parts.into_iter().enumerate() {
+                map.insert(i, p);
+            }
+            Box::pin(map.map(|(_, chunk)| chunk))
+        } else {
+            Box::pin(futures_util::stream::iter(parts).flatten())
+        };
+        // The permit is released when the client leaves (the stream is dropped).
+        Ok(Response::new(Box::pin(merged.map(move |c| {
+            let _held = &permit;
+            c
+        }))))
+    }
+
+    async fn flush(
+        &self,
+        req: Request<pb::FlushRequest>,
+    ) -> Result<Response<pb::FlushResponse>, Status> {
+        let target = convert::target(&req.get_ref().target)?;
+        let views = self.sup.flush(&target).await?;
+        Ok(Response::new(pb::FlushResponse {
+            apps: self.infos(views, false).await,
+        }))
+    }
 
     async fn notify_god(
         &self,
@@ -262,7 +348,11 @@ impl ProcessManager for Service {
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let target = convert::target(&req.get_ref().target)?;
-        let views = self.sup.delete(&target, origin(&req, "Delete")).await?;
+        let purge = req.get_ref().purge_logs;
+        let views = self
+            .sup
+            .delete(&target, purge, origin(&req, "Delete"))
+            .await?;
         Ok(Response::new(pb::DeleteResponse {
             apps: self.infos(views, false).await,
         }))
