@@ -199,9 +199,8 @@ pub fn parse(text: &str, file: &str, dir: &Path) -> Result<Vec<pb::AppSpec>, Str
         let log_max_size = match &e.log_max_size {
             Some(s) => {
                 let n = match s.get_ref() {
-                    Size::Bytes(n) => u64::try_from(*n).map_err(|_| {
-                        err(s.span(), "log_max_size", format!("{n} is not a size"))
-                    })?,
+                    Size::Bytes(n) => u64::try_from(*n)
+                        .map_err(|_| err(s.span(), "log_max_size", format!("{n} is not a size")))?,
                     Size::Text(t) => parse_size(t).map_err(|m| err(s.span(), "log_max_size", m))?,
                 };
                 if !(LogPolicy::MIN_MAX_SIZE..=LogPolicy::MAX_MAX_SIZE).contains(&n) {

@@ -110,7 +110,15 @@ mod tests {
         assert_eq!(parse_size("1G"), Ok(1 << 30));
         assert_eq!(parse_size("2GiB"), Ok(2 << 30));
         assert_eq!(parse_size(" 3 MB "), Ok(3 << 20));
-        for bad in ["", "M", "-1M", "1.5M", "10X", "1e9", "99999999999999999999T"] {
+        for bad in [
+            "",
+            "M",
+            "-1M",
+            "1.5M",
+            "10X",
+            "1e9",
+            "99999999999999999999T",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(parse_size("20000000T").unwrap_err().contains("too large"));

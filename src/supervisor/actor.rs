@@ -468,7 +468,10 @@ impl Actor {
                 stderr,
             }) => {
                 let capture = Capture::start(
-                    vec![(stdout, self.logs.out.clone()), (stderr, self.logs.err.clone())],
+                    vec![
+                        (stdout, self.logs.out.clone()),
+                        (stderr, self.logs.err.clone()),
+                    ],
                     self.ctx.log_pool.clone(),
                 );
                 self.running = Some(Running {

@@ -55,7 +55,10 @@ impl WriterPool {
     }
 
     /// Runs `f` on a writer thread; `None` if the pool is gone.
-    pub async fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+    pub async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Option<R> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
@@ -98,7 +101,9 @@ impl Capture {
     pub async fn finish(mut self, grace: Duration) {
         let all = futures_util::future::join_all(self.tasks.iter_mut());
         if tokio::time::timeout(grace, all).await.is_err() {
-            tracing::warn!("an app's output pipe is still open after its tree ended; no longer reading it");
+            tracing::warn!(
+                "an app's output pipe is still open after its tree ended; no longer reading it"
+            );
             self.stop.cancel();
             for t in self.tasks {
                 let _ = t.await;
@@ -139,7 +144,12 @@ fn fill(rx: &pipe::Receiver, buf: &mut Vec<u8>) -> io::Result<Read> {
     })
 }
 
-async fn pump(rx: pipe::Receiver, log: Arc<StreamLog>, pool: Arc<WriterPool>, stop: CancellationToken) {
+async fn pump(
+    rx: pipe::Receiver,
+    log: Arc<StreamLog>,
+    pool: Arc<WriterPool>,
+    stop: CancellationToken,
+) {
     let mut buf: Vec<u8> = Vec::new();
     let mut pending = false;
     let mut grown = false;
@@ -170,9 +180,7 @@ async fn pump(rx: pipe::Receiver, log: Arc<StreamLog>, pool: Arc<WriterPool>, st
                 unsafe { libc::fcntl(rx.as_raw_fd(), libc::F_SETPIPE_SZ, BIG_PIPE) };
             }
             let (l, batch, now) = (log.clone(), std::mem::take(&mut buf), now_unix_ms());
-            let Some((held, mut batch)) = pool
-                .run(move || (l.feed(&batch, now), batch))
-                .await
+            let Some((held, mut batch)) = pool.run(move || (l.feed(&batch, now), batch)).await
             else {
                 break;
             };

@@ -182,7 +182,10 @@ mod tests {
             run(false, &[("a\nb", 0), ("c\nd\ne", 0), ("f\n", 0)], false),
             ["a\n", "bc\n", "d\n", "ef\n"]
         );
-        assert_eq!(run(false, &[("abc", 0), ("def", 0)], false), [] as [&str; 0]);
+        assert_eq!(
+            run(false, &[("abc", 0), ("def", 0)], false),
+            [] as [&str; 0]
+        );
     }
 
     #[test]

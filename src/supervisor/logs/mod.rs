@@ -93,8 +93,21 @@ mod tests {
             log_path(dir, 7, "web.v2_a-b", LogStream::Out).unwrap(),
             dir.join("7-web.v2_a-b.out.log")
         );
-        for bad in ["..", "../x", "a/b", "/etc/passwd", ".hidden", "", "a\0b", "a b", "x/../../y"] {
-            assert!(log_path(dir, 1, bad, LogStream::Err).is_err(), "{bad:?} was accepted");
+        for bad in [
+            "..",
+            "../x",
+            "a/b",
+            "/etc/passwd",
+            ".hidden",
+            "",
+            "a\0b",
+            "a b",
+            "x/../../y",
+        ] {
+            assert!(
+                log_path(dir, 1, bad, LogStream::Err).is_err(),
+                "{bad:?} was accepted"
+            );
             let p = paths(dir, 1, bad, LogStream::Err);
             assert_eq!(p.parent(), Some(dir), "{bad:?} gave {}", p.display());
             assert_eq!(p, dir.join("1.err.log"));

@@ -104,16 +104,18 @@ mod tests {
     fn finishes_a_started_line_within_the_slack() {
         assert_eq!(cut(9, 10, true, b"abc\nxyz\n"), Cut::At(4));
         let long = vec![b'x'; FINISH_SLACK as usize + 10];
-        assert_eq!(
-            cut(9, 10, true, &long),
-            Cut::At(FINISH_SLACK as usize + 1)
-        );
+        assert_eq!(cut(9, 10, true, &long), Cut::At(FINISH_SLACK as usize + 1));
     }
 
     #[test]
     fn always_makes_progress() {
         // Applying the cuts over and over consumes any input.
-        for data in [&b"a"[..], b"\n\n\n", b"abcdefghijklmnop", b"ab\ncdefghij\nk"] {
+        for data in [
+            &b"a"[..],
+            b"\n\n\n",
+            b"abcdefghijklmnop",
+            b"ab\ncdefghij\nk",
+        ] {
             for max in 1..6u64 {
                 let (mut len, mut mid, mut rest, mut rounds) = (0u64, false, data, 0);
                 loop {

@@ -51,7 +51,7 @@ impl Cursor {
 
     /// The next piece: at most [`CHUNK`] bytes, ending after a newline when there is one in
     /// it. `None` at the end of the log.
-    pub fn next(&mut self) -> io::Result<Option<Piece>> {
+    pub fn read_next(&mut self) -> io::Result<Option<Piece>> {
         let end = self.log.end();
         if self.pos >= end {
             self.pos = end;
@@ -207,7 +207,7 @@ pub fn pieces(
                         Some(From::Offset(o)) => cursor.seek(o),
                         None => Ok(()),
                     };
-                    let r = r.and_then(|()| cursor.next());
+                    let r = r.and_then(|()| cursor.read_next());
                     (cursor, r)
                 })
                 .await;
@@ -259,7 +259,7 @@ mod tests {
 
     fn read_all(c: &mut Cursor) -> (Vec<u8>, u64) {
         let (mut out, mut skipped) = (Vec::new(), 0);
-        while let Some(p) = c.next().unwrap() {
+        while let Some(p) = c.read_next().unwrap() {
             skipped += p.skipped;
             out.extend_from_slice(&p.data);
         }
@@ -285,7 +285,11 @@ mod tests {
         // Asking for more than is kept gives what is kept, contiguous up to the end.
         c.seek_tail(100_000).unwrap();
         let (all, _) = read_all(&mut c);
-        assert!(text.as_bytes().ends_with(&all) && all.len() > 3000, "{}", all.len());
+        assert!(
+            text.as_bytes().ends_with(&all) && all.len() > 3000,
+            "{}",
+            all.len()
+        );
         assert_eq!(end, text.len() as u64);
         // A reader behind the oldest kept byte skips, and says how much.
         let mut c = Cursor::new(log.clone());
@@ -299,7 +303,10 @@ mod tests {
         again.feed(b"after\n", 0);
         let mut c = Cursor::new(again.clone());
         c.seek_tail(10).unwrap();
-        let p = c.next().unwrap().unwrap();
-        assert_eq!((p.offset, &p.data[..]), (text.len() as u64, &b"after\n"[..]));
+        let p = c.read_next().unwrap().unwrap();
+        assert_eq!(
+            (p.offset, &p.data[..]),
+            (text.len() as u64, &b"after\n"[..])
+        );
     }
 }
