@@ -74,7 +74,7 @@ impl Printer<'_> {
         }
         let mut data = &c.data[..];
         let mut at = c.offset;
-        while let Some(i) = data.iter().position(|&b| b == b'\n') {
+        while let Some(i) = memchr::memchr(b'\n', data) {
             match self.carry.remove(&key) {
                 Some(mut carry) => {
                     carry.bytes.extend_from_slice(&data[..i]);

@@ -323,10 +323,11 @@ fn flush_empties_the_files_and_offsets_go_on() {
     ]);
     let out = agent.home.join("logs/1-fl.out.log");
     let rotated = agent.home.join("logs/1-fl.out.log.1");
-    wait_until("rotated files", Duration::from_secs(10), || {
-        rotated.exists()
+    let mut before = Vec::new();
+    wait_until("all 2000 lines, rotated", Duration::from_secs(10), || {
+        before = json_lines(&agent.ok(&["logs", "fl", "--json", "-n", "1"]));
+        rotated.exists() && before.len() == 1 && before[0]["line"] == "before 1999"
     });
-    let before = json_lines(&agent.ok(&["logs", "fl", "--json", "-n", "1"]));
     let end = before[0]["offset"].as_u64().unwrap() + "before 1999\n".len() as u64;
     assert_eq!(
         agent.ok(&["flush"]),

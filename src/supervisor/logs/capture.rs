@@ -3,7 +3,10 @@
 //! few large reads, and hands the batch to a log writer thread; it reads again only when that
 //! batch is on disk. That is the backpressure: while the disk is slow, the pipe fills and the
 //! app blocks on its next write; nothing is dropped, and memory stays at one batch per pipe.
-//! A pipe that is found full is enlarged to 1 MiB, so a fast writer rarely waits.
+//! A pipe that is found full is enlarged to 1 MiB, so a fast writer rarely waits. An app that
+//! writes continuously in small pieces (a `printf` loop, `head`'s 8 KiB writes) would cost a
+//! wakeup, a hand-off and a write per piece; when such a piece comes right after the previous
+//! batch, the task lingers a millisecond first, so that pieces are written together.
 
 use std::{
     io,
@@ -12,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::{net::unix::pipe, sync::oneshot, task::JoinHandle};
+use tokio::{net::unix::pipe, sync::oneshot, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::writer::StreamLog;
@@ -26,6 +29,10 @@ const SMALL: usize = 64 * 1024;
 const BIG_PIPE: libc::c_int = 1024 * 1024;
 /// A partial line is written as it is after the app has been quiet this long.
 const HOLD_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long to let output accumulate when it comes in small pieces back to back.
+const LINGER: Duration = Duration::from_millis(1);
+/// Batches smaller than this, less than `2 * LINGER` apart, mean "small pieces back to back".
+const LINGER_BELOW: usize = BATCH / 4;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -118,7 +125,8 @@ enum Read {
     Empty,
 }
 
-/// Reads what the pipe holds now into `buf`, up to [`BATCH`].
+/// Reads what the pipe holds now into `buf`, up to [`BATCH`]. Returns `Data` also when a
+/// short read emptied the pipe without meeting `WouldBlock`.
 fn fill(rx: &pipe::Receiver, buf: &mut Vec<u8>) -> io::Result<Read> {
     let before = buf.len();
     while buf.len() < BATCH {
@@ -129,8 +137,12 @@ fn fill(rx: &pipe::Receiver, buf: &mut Vec<u8>) -> io::Result<Read> {
                 BATCH - buf.len()
             });
         }
+        let asked = buf.capacity() - buf.len();
         match rx.try_read_buf(buf) {
             Ok(0) => return Ok(Read::Eof),
+            // The pipe is empty now: do not chase a writer that is adding to it piece by
+            // piece (the readiness left set brings us back).
+            Ok(n) if n < asked => break,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -154,6 +166,7 @@ async fn pump(
     let mut pending = false;
     let mut grown = false;
     let mut stopping = false;
+    let mut last: Option<(Instant, bool)> = None;
     loop {
         if !stopping {
             tokio::select! {
@@ -172,6 +185,11 @@ async fn pump(
                 }
             }
         }
+        if let Some((at, true)) = last {
+            if !stopping && at.elapsed() < 2 * LINGER {
+                tokio::time::sleep(LINGER).await;
+            }
+        }
         let read = fill(&rx, &mut buf);
         if !buf.is_empty() {
             if !grown && buf.len() >= SMALL {
@@ -185,7 +203,7 @@ async fn pump(
                 break;
             };
             pending = held;
-            // A big batch means a fast writer: keep the buffer. A quiet app gives it back.
+            last = Some((Instant::now(), batch.len() < LINGER_BELOW));
             let big = batch.len() >= SMALL;
             batch.clear();
             if !big && batch.capacity() > SMALL {

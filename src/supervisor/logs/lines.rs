@@ -7,6 +7,8 @@
 
 use std::io;
 
+use memchr::{memchr, memrchr};
+
 use crate::model::rfc3339_ms;
 
 /// A held-back partial line longer than this is written as it is (and the line is split).
@@ -26,6 +28,8 @@ pub struct Lines {
     mid_line: bool,
     /// Reused for timestamped output.
     scratch: Vec<u8>,
+    /// The last timestamp formatted, and its text: lines read together share it.
+    stamp: (u64, Vec<u8>),
 }
 
 impl Lines {
@@ -50,27 +54,48 @@ impl Lines {
         }
     }
 
-    /// Without timestamps, complete lines go out straight from `data`, without a copy.
+    /// Without timestamps, complete lines go out straight from `data`, without a copy; only a
+    /// short partial last line is copied (held back).
     fn feed_plain(&mut self, mut data: &[u8], emit: Emit<'_>) -> io::Result<()> {
         if !self.pending.is_empty() {
-            match data.iter().position(|&b| b == b'\n') {
+            match memchr(b'\n', data) {
+                // A small batch goes out in one write with the line it finishes.
+                Some(_) if data.len() <= HOLD_MAX => {
+                    let Some(j) = memrchr(b'\n', data) else {
+                        return Ok(());
+                    };
+                    self.pending.extend_from_slice(&data[..=j]);
+                    data = &data[j + 1..];
+                    self.mid_line = false;
+                    let r = emit(&self.pending);
+                    self.pending.clear();
+                    self.shrink();
+                    r?;
+                }
                 Some(i) => {
                     self.pending.extend_from_slice(&data[..=i]);
                     data = &data[i + 1..];
-                    let line = std::mem::take(&mut self.pending);
                     self.mid_line = false;
-                    emit(&line)?;
-                    self.pending = line;
+                    let r = emit(&self.pending);
                     self.pending.clear();
                     self.shrink();
+                    r?;
+                }
+                None if self.pending.len() + data.len() <= HOLD_MAX => {
+                    self.pending.extend_from_slice(data);
+                    return Ok(());
                 }
                 None => {
-                    self.pending.extend_from_slice(data);
-                    return self.release_if_long(emit);
+                    // Too long to hold: the line goes out in pieces.
+                    self.mid_line = true;
+                    let r = emit(&self.pending).and_then(|()| emit(data));
+                    self.pending.clear();
+                    self.shrink();
+                    return r;
                 }
             }
         }
-        let rest = match data.iter().rposition(|&b| b == b'\n') {
+        let rest = match memrchr(b'\n', data) {
             Some(j) => {
                 self.mid_line = false;
                 emit(&data[..=j])?;
@@ -78,21 +103,20 @@ impl Lines {
             }
             None => data,
         };
-        self.pending.extend_from_slice(rest);
-        self.release_if_long(emit)
+        if rest.len() > HOLD_MAX {
+            self.mid_line = true;
+            emit(rest)
+        } else {
+            self.pending.extend_from_slice(rest);
+            Ok(())
+        }
     }
 
     fn feed_timed(&mut self, data: &[u8], now_ms: u64, emit: Emit<'_>) -> io::Result<()> {
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
-        for piece in data.split_inclusive(|&b| b == b'\n') {
-            if piece.last() != Some(&b'\n') {
-                if self.pending.is_empty() {
-                    self.pending_ms = now_ms;
-                }
-                self.pending.extend_from_slice(piece);
-                continue;
-            }
+        let mut rest = data;
+        while let Some(i) = memchr(b'\n', rest) {
             let at = if self.pending.is_empty() {
                 now_ms
             } else {
@@ -100,12 +124,20 @@ impl Lines {
             };
             self.put_prefix(&mut out, at);
             out.extend_from_slice(&self.pending);
-            out.extend_from_slice(piece);
+            out.extend_from_slice(&rest[..=i]);
+            rest = &rest[i + 1..];
             self.pending.clear();
             self.mid_line = false;
         }
+        if !rest.is_empty() {
+            if self.pending.is_empty() {
+                self.pending_ms = now_ms;
+            }
+            self.pending.extend_from_slice(rest);
+        }
         let r = if out.is_empty() { Ok(()) } else { emit(&out) };
-        if out.capacity() > 4 * HOLD_MAX {
+        // A fast writer keeps its buffer; a quiet one gives a big one back.
+        if out.capacity() > 4 * HOLD_MAX && data.len() < HOLD_MAX {
             out = Vec::new();
         }
         self.scratch = out;
@@ -113,9 +145,12 @@ impl Lines {
         self.release_if_long(emit)
     }
 
-    fn put_prefix(&self, out: &mut Vec<u8>, at_ms: u64) {
+    fn put_prefix(&mut self, out: &mut Vec<u8>, at_ms: u64) {
         if self.time && !self.mid_line {
-            out.extend_from_slice(rfc3339_ms(at_ms).as_bytes());
+            if self.stamp.1.is_empty() || self.stamp.0 != at_ms {
+                self.stamp = (at_ms, rfc3339_ms(at_ms).into_bytes());
+            }
+            out.extend_from_slice(&self.stamp.1);
             out.push(b' ');
         }
     }
@@ -180,7 +215,7 @@ mod tests {
     fn holds_back_partial_lines() {
         assert_eq!(
             run(false, &[("a\nb", 0), ("c\nd\ne", 0), ("f\n", 0)], false),
-            ["a\n", "bc\n", "d\n", "ef\n"]
+            ["a\n", "bc\nd\n", "ef\n"]
         );
         assert_eq!(
             run(false, &[("abc", 0), ("def", 0)], false),

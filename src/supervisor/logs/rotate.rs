@@ -34,12 +34,12 @@ pub fn cut(len: u64, max: u64, mid_line: bool, data: &[u8]) -> Cut {
         return Cut::All;
     }
     let room = room as usize; // < data.len()
-    if let Some(i) = data[..room].iter().rposition(|&b| b == b'\n') {
+    if let Some(i) = memchr::memrchr(b'\n', &data[..room]) {
         return Cut::At(i + 1);
     }
     if mid_line {
         let limit = (room as u64 + FINISH_SLACK).min(data.len() as u64) as usize;
-        return match data[..limit].iter().position(|&b| b == b'\n') {
+        return match memchr::memchr(b'\n', &data[..limit]) {
             Some(i) => Cut::At(i + 1),
             None => Cut::At(limit),
         };

@@ -92,7 +92,7 @@ impl Cursor {
         }
         buf.truncate(n);
         if buf.last() != Some(&b'\n') {
-            if let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
+            if let Some(i) = memchr::memrchr(b'\n', &buf) {
                 buf.truncate(i + 1);
             }
         }
@@ -163,12 +163,10 @@ fn scan_back(block: &[u8], skip_last: bool, need: &mut u32) -> Option<usize> {
     } else {
         block.len()
     };
-    for i in (0..upto).rev() {
-        if block[i] == b'\n' {
-            *need -= 1;
-            if *need == 0 {
-                return Some(i + 1);
-            }
+    for i in memchr::memrchr_iter(b'\n', &block[..upto]) {
+        *need -= 1;
+        if *need == 0 {
+            return Some(i + 1);
         }
     }
     None
