@@ -1,28 +1,29 @@
 //! Reading an app's stdout and stderr pipes. One task per pipe on the async runtime (no thread
-//! per app): it waits until the pipe is readable, reads everything there is (up to 1 MiB) in a
-//! few large reads, and hands the batch to a log writer thread; it reads again only when that
-//! batch is on disk. That is the backpressure: while the disk is slow, the pipe fills and the
+//! per app): it waits until the pipe is readable, then a log writer thread reads everything
+//! there is (up to 256 KiB) and writes it; the pipe is watched again only when that batch is
+//! on disk. That is the backpressure: while the disk is slow, the pipe fills and the
 //! app blocks on its next write; nothing is dropped, and memory stays at one batch per pipe.
 //! A pipe that is found full is enlarged to 1 MiB, so a fast writer rarely waits. An app that
 //! writes continuously in small pieces (a `printf` loop, `head`'s 8 KiB writes) would cost a
-//! wakeup, a hand-off and a write per piece; when such a piece comes right after the previous
-//! batch, the task lingers a millisecond first, so that pieces are written together.
+//! wakeup, a hand-off and a write per piece: after a small batch the task lingers a
+//! millisecond before reading again, so that pieces are written together.
 
 use std::{
-    io,
+    fs::File,
+    io::{self, Read as _},
     os::fd::{AsRawFd, OwnedFd},
     sync::{mpsc, Arc, Mutex},
     time::Duration,
 };
 
-use tokio::{net::unix::pipe, sync::oneshot, task::JoinHandle, time::Instant};
+use tokio::{net::unix::pipe, sync::oneshot, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::writer::StreamLog;
 use crate::model::now_unix_ms;
 
 /// Most bytes read before they are written.
-const BATCH: usize = 1024 * 1024;
+const BATCH: usize = 256 * 1024;
 /// What a quiet pipe's buffer shrinks back to.
 const SMALL: usize = 64 * 1024;
 /// Pipe size asked for when a pipe is found full.
@@ -31,7 +32,7 @@ const BIG_PIPE: libc::c_int = 1024 * 1024;
 const HOLD_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long to let output accumulate when it comes in small pieces back to back.
 const LINGER: Duration = Duration::from_millis(1);
-/// Batches smaller than this, less than `2 * LINGER` apart, mean "small pieces back to back".
+/// A batch smaller than this is followed by a linger.
 const LINGER_BELOW: usize = BATCH / 4;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -125,48 +126,55 @@ enum Read {
     Empty,
 }
 
-/// Reads what the pipe holds now into `buf`, up to [`BATCH`]. Returns `Data` also when a
-/// short read emptied the pipe without meeting `WouldBlock`.
-fn fill(rx: &pipe::Receiver, buf: &mut Vec<u8>) -> io::Result<Read> {
-    let before = buf.len();
-    while buf.len() < BATCH {
-        if buf.capacity() == buf.len() {
-            buf.reserve(if buf.capacity() < SMALL {
-                SMALL
-            } else {
-                BATCH - buf.len()
-            });
+/// Reads what the pipe holds now into `buf` (kept initialized: its length is its capacity),
+/// up to [`BATCH`]; returns how many bytes. Stops at a short read: the pipe is empty then,
+/// and chasing a writer that adds to it piece by piece costs more than it gains.
+fn fill(pipe: &File, buf: &mut Vec<u8>) -> (usize, io::Result<Read>) {
+    if buf.is_empty() {
+        *buf = vec![0; SMALL];
+    }
+    let mut n = 0;
+    loop {
+        if n == buf.len() {
+            if n >= BATCH {
+                return (n, Ok(Read::Data));
+            }
+            // A fast writer: a bigger buffer, kept while it stays fast.
+            buf.resize(BATCH, 0);
         }
-        let asked = buf.capacity() - buf.len();
-        match rx.try_read_buf(buf) {
-            Ok(0) => return Ok(Read::Eof),
-            // The pipe is empty now: do not chase a writer that is adding to it piece by
-            // piece (the readiness left set brings us back).
-            Ok(n) if n < asked => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+        match (&*pipe).read(&mut buf[n..]) {
+            Ok(0) => return (n, Ok(Read::Eof)),
+            Ok(k) => {
+                n += k;
+                if n < buf.len() {
+                    return (n, Ok(Read::Data));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return (n, Ok(if n > 0 { Read::Data } else { Read::Empty }))
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return (n, Err(e)),
         }
     }
-    Ok(if buf.len() > before {
-        Read::Data
-    } else {
-        Read::Empty
-    })
 }
 
+/// Reads one pipe into its log until the pipe ends (or `stop`). The task only waits for the
+/// pipe to be readable; reading and writing happen together on a writer thread (the bytes are
+/// copied out of the pipe and into the file by the same core, while they are in its cache),
+/// with the pipe out of the reactor meanwhile: a pipe wakes its epoll waiters at every write
+/// of the app, and we would be woken for nothing thousands of times a second.
 async fn pump(
     rx: pipe::Receiver,
     log: Arc<StreamLog>,
     pool: Arc<WriterPool>,
     stop: CancellationToken,
 ) {
+    let mut rx = rx;
     let mut buf: Vec<u8> = Vec::new();
     let mut pending = false;
     let mut grown = false;
     let mut stopping = false;
-    let mut last: Option<(Instant, bool)> = None;
     loop {
         if !stopping {
             tokio::select! {
@@ -185,32 +193,39 @@ async fn pump(
                 }
             }
         }
-        if let Some((at, true)) = last {
-            if !stopping && at.elapsed() < 2 * LINGER {
-                tokio::time::sleep(LINGER).await;
-            }
-        }
-        let read = fill(&rx, &mut buf);
-        if !buf.is_empty() {
-            if !grown && buf.len() >= SMALL {
-                grown = true;
-                // SAFETY: fcntl on a pipe descriptor we own; failure (limits) is harmless.
-                unsafe { libc::fcntl(rx.as_raw_fd(), libc::F_SETPIPE_SZ, BIG_PIPE) };
-            }
-            let (l, batch, now) = (log.clone(), std::mem::take(&mut buf), now_unix_ms());
-            let Some((held, mut batch)) = pool.run(move || (l.feed(&batch, now), batch)).await
-            else {
+        let fd = match rx.into_nonblocking_fd() {
+            Ok(fd) => File::from(fd),
+            Err(e) => {
+                tracing::error!(path = %log.path().display(), error = %e, "cannot take an app's output pipe out of the reactor");
                 break;
-            };
-            pending = held;
-            last = Some((Instant::now(), batch.len() < LINGER_BELOW));
-            let big = batch.len() >= SMALL;
-            batch.clear();
-            if !big && batch.capacity() > SMALL {
-                batch = Vec::new();
             }
-            buf = batch;
+        };
+        let (l, b, now) = (log.clone(), std::mem::take(&mut buf), now_unix_ms());
+        let Some((fd, mut b, n, read, held)) = pool
+            .run(move || {
+                let mut b = b;
+                let (n, read) = fill(&fd, &mut b);
+                let held = (n > 0).then(|| l.feed(&b[..n], now));
+                (fd, b, n, read, held)
+            })
+            .await
+        else {
+            // The writer threads are gone: the agent is exiting.
+            return;
+        };
+        if let Some(h) = held {
+            pending = h;
         }
+        if !grown && n >= SMALL {
+            grown = true;
+            // SAFETY: fcntl on a pipe descriptor we own; failure (limits) is harmless.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, BIG_PIPE) };
+        }
+        // A fast writer keeps its big buffer; a quiet one gives it back.
+        if n < SMALL && b.len() > SMALL {
+            b = Vec::new();
+        }
+        buf = b;
         match read {
             Ok(Read::Eof) => break,
             Ok(_) if stopping => break,
@@ -220,6 +235,16 @@ async fn pump(
                 break;
             }
         }
+        if n > 0 && n < LINGER_BELOW {
+            tokio::time::sleep(LINGER).await;
+        }
+        rx = match pipe::Receiver::from_owned_fd_unchecked(fd.into()) {
+            Ok(rx) => rx,
+            Err(e) => {
+                tracing::error!(path = %log.path().display(), error = %e, "cannot watch an app's output pipe");
+                break;
+            }
+        };
     }
     let l = log.clone();
     pool.run(move || l.release(true)).await;
