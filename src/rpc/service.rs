@@ -9,13 +9,13 @@ use std::{
 
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
-use tokio_stream::{Stream, StreamMap};
+use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{transport::server::UdsConnectInfo, Request, Response, Status};
 
-use super::{convert, pb, pb::process_manager_server::ProcessManager};
+use super::{convert, logstream, pb, pb::process_manager_server::ProcessManager};
 use crate::{
-    model::{Cause, Env, EventKind},
+    model::{Cause, Env, EventKind, Target},
     supervisor::{logs, AppView, Filter, Replay, Supervisor, Usage},
 };
 
@@ -112,12 +112,11 @@ impl Service {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ProcessManager for Service {
     type SubscribeStream = EventStream;
-    type LogsStream = ChunkStream;
+    type LogsStream = logstream::ChunkStream;
 
     async fn logs(
         &self,
@@ -136,37 +135,44 @@ impl ProcessManager for Service {
         for p in &req.from {
             resume.insert((p.app_id, convert::log_stream(p.stream)?), p.offset);
         }
-        let apps = self.sup.logs(&target)?;
         let permit = self.log_readers.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "{MAX_LOG_READERS} log readers already; close one and retry"
             ))
         })?;
+        // Following all apps: subscribed to `created` before the apps are listed, so an app
+        // created meanwhile is not missed (it may be seen twice; it is followed once).
+        let created = if req.follow && target == Target::All {
+            let filter = Filter {
+                kinds: [EventKind::Created].into(),
+                ..Filter::default()
+            };
+            let (_, sub) = self
+                .sup
+                .subscribe(Replay::Now, filter, true)
+                .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+            sub.map(|sub| (sub, self.sup.clone(), streams.clone()))
+        } else {
+            None
+        };
         // Every log is watched here, before any tail is read: nothing written meanwhile is
         // missed by a follower.
-        let mut parts: Vec<ChunkStream> = Vec::new();
-        for (view, app_logs) in apps {
+        let mut parts = Vec::new();
+        for (view, app_logs) in self.sup.logs(&target)? {
             for &s in &streams {
                 let from = resume
                     .get(&(view.id, s))
                     .map_or(logs::From::Tail(lines), |&o| logs::From::Offset(o));
-                let (name, id) = (view.name().to_string(), view.id);
-                let pieces = logs::tail::pieces(app_logs.get(s).clone(), from, req.follow);
-                parts.push(Box::pin(pieces.map(move |r| {
-                    r.map(|p| convert::chunk_to_pb(&name, id, s, p))
-                        .map_err(|e| Status::internal(format!("{name}: reading logs: {e}")))
-                })));
+                parts.push((
+                    (view.id, s),
+                    logstream::part(&view, &app_logs, s, from, req.follow),
+                ));
             }
         }
-        // Without follow: one stream after the other. With it: whichever has output.
-        let merged: ChunkStream = if req.follow {
-            let mut map = StreamMap::new();
-            for (i, p) in parts.into_iter().enumerate() {
-                map.insert(i, p);
-            }
-            Box::pin(map.map(|(_, chunk)| chunk))
+        let merged = if req.follow {
+            logstream::following(parts, created)
         } else {
-            Box::pin(futures_util::stream::iter(parts).flatten())
+            logstream::in_order(parts.into_iter().map(|(_, p)| p).collect())
         };
         // The permit is released when the client leaves (the stream is dropped).
         Ok(Response::new(Box::pin(merged.map(move |c| {

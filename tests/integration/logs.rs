@@ -548,3 +548,55 @@ fn after_an_agent_crash_a_writing_app_is_restarted_and_captured_again() {
         "{text}"
     );
 }
+
+#[test]
+fn following_all_picks_up_apps_created_later_from_their_first_line() {
+    let agent = Agent::start();
+    agent.ok(&[
+        "start",
+        "--name",
+        "early",
+        "--",
+        "sh",
+        "-c",
+        "echo early; sleep 100",
+    ]);
+    let early = agent.home.join("logs/1-early.out.log");
+    wait_until("early's line", Duration::from_secs(10), || {
+        fs::read_to_string(&early).is_ok_and(|t| t == "early\n")
+    });
+    let (_child, rx) = follower(&agent, &["all", "--lines", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = next_line(&rx, deadline);
+    assert_eq!(
+        (first["app"].as_str(), first["line"].as_str()),
+        (Some("early"), Some("early"))
+    );
+    agent.ok(&[
+        "start",
+        "--name",
+        "late",
+        "--",
+        "sh",
+        "-c",
+        "echo one; echo two >&2; sleep 100",
+    ]);
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let v = next_line(&rx, deadline);
+        got.push((
+            v["app"].as_str().unwrap().to_string(),
+            v["stream"].as_str().unwrap().to_string(),
+            v["line"].as_str().unwrap().to_string(),
+            v["offset"].as_u64().unwrap(),
+        ));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("late".into(), "err".into(), "two".into(), 0),
+            ("late".into(), "out".into(), "one".into(), 0)
+        ]
+    );
+}
