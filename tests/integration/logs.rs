@@ -600,3 +600,45 @@ fn following_all_picks_up_apps_created_later_from_their_first_line() {
         ]
     );
 }
+
+/// Each running app holds two pipes in the agent: with the usual soft limit of 1,024 open
+/// files, about 500 apps would fit. The agent raises its soft limit to the hard one.
+#[test]
+fn more_apps_than_the_inherited_open_files_limit_allows_run_with_their_pipes() {
+    let mut agent = Agent::start();
+    agent.ok(&["kill"]);
+    agent.reap();
+    /// Stops the agent the CLI starts below, also when the test fails.
+    struct Kill<'a>(&'a Agent);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.cmd().arg("kill").output();
+        }
+    }
+    let n = 100;
+    let file = agent.path("apps.toml");
+    let apps: String = (0..n)
+        .map(|i| format!("[[app]]\nname = \"s{i}\"\ncmd = \"sleep 1000\"\n"))
+        .collect();
+    fs::write(&file, apps).unwrap();
+    // The CLI finds no agent and starts one, which inherits the low limit.
+    let mut cmd = std::process::Command::new("sh");
+    base_env(&mut cmd, &agent.home);
+    let out = cmd
+        .current_dir(agent.dir.path())
+        .args(["-c", &format!("ulimit -Sn 128 && exec {BIN} start {file}")])
+        .output()
+        .unwrap();
+    let _kill = Kill(&agent);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let online = agent
+        .list()
+        .iter()
+        .filter(|a| a["status"] == "online")
+        .count();
+    assert_eq!(online, n);
+}
