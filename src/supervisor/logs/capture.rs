@@ -3,14 +3,13 @@
 //! there is (up to 256 KiB) and writes it; the pipe is watched again only when that batch is
 //! on disk. That is the backpressure: while the disk is slow, the pipe fills and the
 //! app blocks on its next write; nothing is dropped, and memory stays at one batch buffer per
-//! writer thread, however many apps there are.
+//! pipe while it is busy, none while it is quiet.
 //! A pipe that is found full is enlarged to 1 MiB, so a fast writer rarely waits. An app that
 //! writes continuously in small pieces (a `printf` loop, `head`'s 8 KiB writes) would cost a
 //! wakeup, a hand-off and a write per piece: after a small batch the task lingers a
 //! millisecond before reading again, so that pieces are written together.
 
 use std::{
-    cell::RefCell,
     fs::File,
     io::{self, Read as _},
     os::fd::{AsRawFd, OwnedFd},
@@ -26,8 +25,10 @@ use crate::model::now_unix_ms;
 
 /// Most bytes read before they are written.
 const BATCH: usize = 256 * 1024;
-/// A batch this big means the pipe may have been full: it is enlarged.
+/// A batch this big means a fast writer: its buffer is kept (and the pipe enlarged).
 const SMALL: usize = 64 * 1024;
+/// The buffer a batch starts with; it grows to [`BATCH`] when a read fills it.
+const FIRST: usize = 16 * 1024;
 /// Pipe size asked for when a pipe is found full.
 const BIG_PIPE: libc::c_int = 1024 * 1024;
 /// A partial line is written as it is after the app has been quiet this long.
@@ -128,47 +129,37 @@ enum Read {
     Empty,
 }
 
-thread_local! {
-    /// Each writer thread's read buffer: batches are read and written by the same thread, so
-    /// memory does not grow with the number of apps (a chatty app holds no buffer of its own).
-    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Reads what the pipe holds now, up to [`BATCH`] bytes, and hands them to `log`. Runs on a
-/// writer thread. Returns how many bytes were read, how reading ended, and whether a partial
-/// line is held back (when anything was read).
-fn read_and_write(pipe: &File, log: &StreamLog) -> (usize, io::Result<Read>, Option<bool>) {
-    BUF.with(|b| {
-        let mut b = b.borrow_mut();
-        if b.len() < BATCH {
-            b.resize(BATCH, 0);
-        }
-        let (n, read) = fill(pipe, &mut b[..BATCH]);
-        let held = (n > 0).then(|| log.feed(&b[..n], now_unix_ms()));
-        (n, read, held)
-    })
-}
-
-/// Reads what the pipe holds now into `buf`; returns how many bytes. Stops at a short read:
-/// the pipe is empty then, and chasing a writer that adds to it piece by piece costs more than
-/// it gains.
-fn fill(pipe: &File, buf: &mut [u8]) -> (usize, io::Result<Read>) {
+/// Reads what the pipe holds now into `buf` (kept initialized: its length is its capacity),
+/// up to [`BATCH`]; returns how many bytes. Stops at a short read: the pipe is empty then,
+/// and chasing a writer that adds to it piece by piece costs more than it gains.
+fn fill(pipe: &File, buf: &mut Vec<u8>) -> (usize, io::Result<Read>) {
+    if buf.is_empty() {
+        *buf = vec![0; FIRST];
+    }
     let mut n = 0;
-    while n < buf.len() {
+    loop {
+        if n == buf.len() {
+            if n >= BATCH {
+                return (n, Ok(Read::Data));
+            }
+            // A fast writer: a bigger buffer, kept while it stays fast.
+            buf.resize(BATCH, 0);
+        }
         match (&*pipe).read(&mut buf[n..]) {
             Ok(0) => return (n, Ok(Read::Eof)),
             Ok(k) => {
                 n += k;
                 if n < buf.len() {
-                    break;
+                    return (n, Ok(Read::Data));
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return (n, Ok(if n > 0 { Read::Data } else { Read::Empty }))
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return (n, Err(e)),
         }
     }
-    (n, Ok(if n > 0 { Read::Data } else { Read::Empty }))
 }
 
 /// Reads one pipe into its log until the pipe ends (or `stop`). The task only waits for the
@@ -183,19 +174,22 @@ async fn pump(
     stop: CancellationToken,
 ) {
     let mut rx = rx;
+    let mut buf: Vec<u8> = Vec::new();
     let mut pending = false;
     let mut grown = false;
     let mut stopping = false;
     loop {
         if !stopping {
             tokio::select! {
+                // A stop wins over more output: a process outside the tree may keep writing.
+                biased;
+                () = stop.cancelled() => stopping = true,
                 r = rx.readable() => {
                     if let Err(e) = r {
                         tracing::error!(path = %log.path().display(), error = %e, "output pipe failed");
                         break;
                     }
                 }
-                () = stop.cancelled() => stopping = true,
                 () = tokio::time::sleep(HOLD_TIMEOUT), if pending => {
                     let l = log.clone();
                     pool.run(move || l.release(false)).await;
@@ -211,11 +205,13 @@ async fn pump(
                 break;
             }
         };
-        let l = log.clone();
-        let Some((fd, n, read, held)) = pool
+        let (l, b, now) = (log.clone(), std::mem::take(&mut buf), now_unix_ms());
+        let Some((fd, mut b, n, read, held)) = pool
             .run(move || {
-                let (n, read, held) = read_and_write(&fd, &l);
-                (fd, n, read, held)
+                let mut b = b;
+                let (n, read) = fill(&fd, &mut b);
+                let held = (n > 0).then(|| l.feed(&b[..n], now));
+                (fd, b, n, read, held)
             })
             .await
         else {
@@ -230,6 +226,12 @@ async fn pump(
             // SAFETY: fcntl on a pipe descriptor we own; failure (limits) is harmless.
             unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, BIG_PIPE) };
         }
+        // A fast writer keeps its buffer; any other gives it back at once, so that a thousand
+        // apps that print now and then hold no buffers between their lines.
+        if n < SMALL {
+            b = Vec::new();
+        }
+        buf = b;
         match read {
             Ok(Read::Eof) => break,
             Ok(_) if stopping => break,
