@@ -642,3 +642,51 @@ fn more_apps_than_the_inherited_open_files_limit_allows_run_with_their_pipes() {
         .count();
     assert_eq!(online, n);
 }
+
+/// A follower that never reads costs the writer nothing: the app's output still reaches the
+/// disk at full speed, and the agent does not buffer it for the follower.
+#[test]
+fn a_follower_that_never_reads_neither_slows_the_writer_nor_grows_the_agent() {
+    let agent = Agent::start();
+    agent.ok(&["start", "--name", "idle", "--", "sleep", "1000"]);
+    // Its stdout is a pipe nobody reads: once that fills, the CLI stops reading the stream.
+    let mut stalled = agent
+        .cmd()
+        .args(["logs", "all", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stalled_out = stalled.stdout.take().unwrap();
+    let _stalled = ChildGuard(Some(stalled));
+    let before = rss_kib(agent.pid());
+    let n = 400_000;
+    agent.ok(&[
+        "start",
+        "--name",
+        "loud",
+        "--no-autorestart",
+        "--log-max-size",
+        "1G",
+        "--",
+        "awk",
+        &format!("BEGIN {{ for (i = 0; i < {n}; i++) printf \"%0100d\\n\", i }}"),
+    ]);
+    agent.wait_status("loud", "stopped");
+    let file = agent.home.join("logs/2-loud.out.log");
+    assert_eq!(fs::metadata(&file).unwrap().len(), n * 101);
+    let grown = rss_kib(agent.pid()).saturating_sub(before);
+    assert!(
+        grown < 16 * 1024,
+        "the agent grew by {grown} KiB for 40 MB of output"
+    );
+    // The follower was there, and got output of the loud app (from its first line, unless it
+    // connected late and started with the last 20).
+    let mut first = String::new();
+    BufReader::new(stalled_out).read_line(&mut first).unwrap();
+    let line = first.strip_prefix("loud out | ").unwrap_or_default();
+    assert!(
+        line.len() == 101 && line.trim_end().bytes().all(|b| b.is_ascii_digit()),
+        "{first:?}"
+    );
+}
