@@ -289,7 +289,8 @@ impl Stats {
     }
 }
 
-/// A line of the final table; `target` is an upper bound, if the metric has one.
+/// A line of the final table; `target` is an upper bound (a lower one with `at_least`), if
+/// the metric has one.
 pub struct Row {
     pub metric: String,
     pub value: f64,
@@ -297,6 +298,8 @@ pub struct Row {
     pub decimals: Option<usize>,
     pub target: Option<f64>,
     pub unit: &'static str,
+    /// The target is a minimum (a throughput), not a maximum.
+    pub at_least: bool,
 }
 
 impl Row {
@@ -307,7 +310,18 @@ impl Row {
             decimals: None,
             target: Some(target),
             unit,
+            at_least: false,
         }
+    }
+
+    fn met(&self) -> Option<bool> {
+        self.target.map(|t| {
+            if self.at_least {
+                self.value >= t
+            } else {
+                self.value <= t
+            }
+        })
     }
 
     /// A duration (or other fractional figure) without a target.
@@ -318,6 +332,7 @@ impl Row {
             decimals: None,
             target: None,
             unit,
+            at_least: false,
         }
     }
 }
@@ -333,8 +348,8 @@ pub fn print_table(rows: &[Row], decimals: usize, measured_width: usize) {
         let measured = format!("{:.*} {}", r.decimals.unwrap_or(decimals), r.value, r.unit);
         let (target, met) = match r.target {
             Some(t) => (
-                format!("<= {t} {}", r.unit),
-                if r.value <= t { "yes" } else { "NO" },
+                format!("{} {t} {}", if r.at_least { ">=" } else { "<=" }, r.unit),
+                if r.met() == Some(true) { "yes" } else { "NO" },
             ),
             None => ("-".to_string(), "-"),
         };
@@ -344,10 +359,7 @@ pub fn print_table(rows: &[Row], decimals: usize, measured_width: usize) {
             measured.trim_end()
         );
     }
-    let missed = rows
-        .iter()
-        .filter(|r| r.target.is_some_and(|t| r.value > t))
-        .count();
+    let missed = rows.iter().filter(|r| r.met() == Some(false)).count();
     let total = rows.iter().filter(|r| r.target.is_some()).count();
     println!("\n{} of {total} targets met", total - missed);
 }

@@ -65,6 +65,7 @@ pub fn main(home: &Home, options: &Options) -> Result<(), String> {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    raise_open_files();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -233,6 +234,29 @@ fn serve_tcp(
             listen::incoming(listener, listen::MAX_CONNECTIONS),
             stop.cancelled_owned(),
         ))
+}
+
+/// Each running app holds two pipes open in the agent (its stdout and stderr), so 1,000 apps
+/// need 2,000 descriptors: raise the soft limit on open files to the hard one (as Go programs
+/// do), at most 2^20. The apps inherit the raised soft limit.
+fn raise_open_files() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct we pass, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        let want = lim.rlim_max.min(1 << 20);
+        if want > lim.rlim_cur {
+            lim.rlim_cur = want;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise the open files limit");
+            }
+        }
+    }
 }
 
 /// The agent's own environment (UTF-8 entries; grpm's per-app identity variables removed).

@@ -9,6 +9,9 @@
 //! kill_timeout = "3s"                               # or an integer number of milliseconds
 //! stop_signal = "SIGINT"
 //! autorestart = true
+//! log_time = true                                   # timestamp each line of output
+//! log_max_size = "10M"                              # or an integer number of bytes
+//! log_keep = 5                                      # rotated files kept per stream
 //! ```
 
 use std::{
@@ -22,7 +25,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    model::{parse_duration, validate_name, Signal},
+    model::{parse_duration, parse_size, validate_name, LogPolicy, Signal},
     rpc::pb,
 };
 
@@ -48,6 +51,16 @@ struct Entry {
     restart_delay_max: Option<Spanned<Dur>>,
     max_restarts: Option<Spanned<i64>>,
     restart_window: Option<Spanned<Dur>>,
+    log_time: Option<bool>,
+    log_max_size: Option<Spanned<Size>>,
+    log_keep: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(i64),
+    Text(String),
 }
 
 #[derive(Deserialize)]
@@ -201,6 +214,37 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<pb::AppSp
             }
             None => 0,
         };
+        let log_max_size = match &e.log_max_size {
+            Some(s) => {
+                let n = match s.get_ref() {
+                    Size::Bytes(n) => u64::try_from(*n)
+                        .map_err(|_| err(s.span(), "log_max_size", format!("{n} is not a size")))?,
+                    Size::Text(t) => parse_size(t).map_err(|m| err(s.span(), "log_max_size", m))?,
+                };
+                if !(LogPolicy::MIN_MAX_SIZE..=LogPolicy::MAX_MAX_SIZE).contains(&n) {
+                    return Err(err(
+                        s.span(),
+                        "log_max_size",
+                        "must be between 1K and 1T".into(),
+                    ));
+                }
+                n
+            }
+            None => 0,
+        };
+        let log_keep = match &e.log_keep {
+            Some(n) if (1..=i64::from(LogPolicy::MAX_KEEP)).contains(n.get_ref()) => {
+                *n.get_ref() as u32
+            }
+            Some(n) => {
+                return Err(err(
+                    n.span(),
+                    "log_keep",
+                    format!("must be between 1 and {}", LogPolicy::MAX_KEEP),
+                ))
+            }
+            None => 0,
+        };
         out.push(pb::AppSpec {
             name,
             cmd,
@@ -213,6 +257,9 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<pb::AppSp
             restart_delay_max_ms: ms(&e.restart_delay_max, "restart_delay_max")?,
             max_restarts,
             restart_window_ms: ms(&e.restart_window, "restart_window")?,
+            log_time: e.log_time.unwrap_or(false),
+            log_max_size,
+            log_keep,
         });
     }
     Ok(out)
@@ -246,6 +293,9 @@ name = "worker"
 cmd = ["sleep", "100"]
 autorestart = false
 kill_timeout = 250
+log_time = true
+log_max_size = "512K"
+log_keep = 3
 "#)
         .unwrap();
         assert_eq!(apps.len(), 2);
@@ -257,6 +307,9 @@ kill_timeout = 250
         assert_eq!(apps[1].cwd, "/srv");
         assert_eq!(apps[1].autorestart, Some(false));
         assert_eq!(apps[1].kill_timeout_ms, 250);
+        assert_eq!(apps[0].log_max_size, 0);
+        assert!(apps[1].log_time);
+        assert_eq!((apps[1].log_max_size, apps[1].log_keep), (512 << 10, 3));
     }
 
     #[test]
@@ -292,6 +345,21 @@ kill_timeout = 250
                 "[[app]]\nname = \"w\"\ncmd = \"x\"\n[[app]]\nname = \"w\"\ncmd = \"y\"\n",
                 "apps.toml:5: name:",
                 "twice",
+            ),
+            (
+                "[[app]]\nname = \"w\"\ncmd = \"x\"\nlog_max_size = \"10X\"\n",
+                "apps.toml:4: log_max_size:",
+                "invalid size",
+            ),
+            (
+                "[[app]]\nname = \"w\"\ncmd = \"x\"\nlog_max_size = 10\n",
+                "apps.toml:4: log_max_size:",
+                "between 1K and 1T",
+            ),
+            (
+                "[[app]]\nname = \"w\"\ncmd = \"x\"\nlog_keep = 0\n",
+                "apps.toml:4: log_keep:",
+                "between 1 and 100",
             ),
             ("name = 1", "apps.toml", "unknown field"),
             ("", "apps.toml", "no [[app]]"),

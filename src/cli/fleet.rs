@@ -73,10 +73,20 @@ impl Place {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
+        self.each_labelled(|c, _| op(c)).await
+    }
+
+    /// As [`Place::each`], telling `op` which host it runs for (`None`: the local agent), for
+    /// output that is printed as it comes.
+    pub async fn each_labelled<T, F, Fut>(&self, op: F) -> Vec<Outcome<T>>
+    where
+        F: Fn(Client, Option<String>) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
         match self {
             Place::Local(home) => {
                 let result = match client::connect_local(home, true).await {
-                    Ok(c) => op(c).await,
+                    Ok(c) => op(c, None).await,
                     Err(e) => Err(e.into()),
                 };
                 vec![Outcome { host: None, result }]
@@ -116,11 +126,11 @@ impl Place {
 
 async fn on_host<T, F, Fut>(h: &Host, t: &Timeouts, op: &F) -> Outcome<T>
 where
-    F: Fn(Client) -> Fut,
+    F: Fn(Client, Option<String>) -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
 {
     let result = match client::connect_remote(h, t).await {
-        Ok(c) => op(c).await,
+        Ok(c) => op(c, Some(h.label.clone())).await,
         Err(e) => Err(e.into()),
     };
     let result = result.map_err(|f| match f {

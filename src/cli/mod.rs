@@ -3,6 +3,7 @@
 pub mod appfile;
 mod fleet;
 mod follow;
+pub mod logs;
 pub mod render;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
@@ -15,7 +16,7 @@ use fleet::{prefix, Place};
 use crate::{
     client::{self, ConnectError, Timeouts},
     home::Home,
-    model::{parse_duration, validate_name, EventKind, Signal, Target},
+    model::{parse_duration, parse_size, validate_name, EventKind, LogPolicy, Signal, Target},
     rpc::pb,
 };
 
@@ -71,9 +72,22 @@ enum Command {
         #[arg(long)]
         update_env: bool,
     },
-    /// Stop apps and forget them.
+    /// Stop apps and forget them (their log files stay, unless --purge-logs).
     #[command(visible_alias = "del", alias = "rm")]
-    Delete { target: String },
+    Delete {
+        target: String,
+        /// Also remove the apps' log files.
+        #[arg(long)]
+        purge_logs: bool,
+    },
+    /// Show apps' output: the last lines of stdout and stderr, then (--follow) new ones.
+    Logs(LogsArgs),
+    /// Empty apps' log files (default: all apps).
+    Flush {
+        /// A name, an id or "all".
+        #[arg(default_value = "all")]
+        target: String,
+    },
     /// Show every app: id, name, status, pid, restarts, uptime, cpu, memory.
     #[command(visible_alias = "ls")]
     List,
@@ -157,6 +171,24 @@ struct EventsArgs {
 }
 
 #[derive(Debug, Args)]
+struct LogsArgs {
+    /// A name, an id or "all".
+    target: String,
+    /// How many of the last lines of each stream to show first.
+    #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    lines: u32,
+    /// Only stdout.
+    #[arg(long, conflicts_with = "err")]
+    out: bool,
+    /// Only stderr.
+    #[arg(long)]
+    err: bool,
+    /// Keep printing new output (across rotations and restarts) until Ctrl-C.
+    #[arg(long, short = 'f')]
+    follow: bool,
+}
+
+#[derive(Debug, Args)]
 struct StartArgs {
     /// An app file (.toml), or the name, id or "all" of existing apps to start again.
     #[arg(value_name = "FILE|TARGET")]
@@ -191,6 +223,15 @@ struct StartArgs {
     /// The window for --max-restarts (default 60s).
     #[arg(long, value_parser = parse_duration)]
     restart_window: Option<Duration>,
+    /// Prefix each line of output with the time it was read (RFC 3339, UTC, milliseconds).
+    #[arg(long)]
+    log_time: bool,
+    /// Rotate a log file before it grows past this size: bytes, or 512K, 10M, 1G (default 10M).
+    #[arg(long, value_name = "SIZE", value_parser = parse_log_size)]
+    log_max_size: Option<u64>,
+    /// Rotated log files kept per stream (default 5).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=LogPolicy::MAX_KEEP as i64))]
+    log_keep: Option<u32>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, value_name = "CMD")]
     cmd: Vec<String>,
@@ -208,7 +249,19 @@ impl StartArgs {
             || self.restart_delay_max.is_some()
             || self.max_restarts.is_some()
             || self.restart_window.is_some()
+            || self.log_time
+            || self.log_max_size.is_some()
+            || self.log_keep.is_some()
     }
+}
+
+/// A size for --log-max-size, within the agent's bounds.
+fn parse_log_size(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if !(LogPolicy::MIN_MAX_SIZE..=LogPolicy::MAX_MAX_SIZE).contains(&n) {
+        return Err(format!("{s:?} is out of range: between 1K and 1T"));
+    }
+    Ok(n)
 }
 
 fn parse_env_pair(s: &str) -> Result<(String, String), String> {
@@ -233,7 +286,7 @@ pub enum Failure {
 
 /// Writes a line to stdout. A closed pipe ends the command quietly instead of panicking as
 /// `println!` would.
-fn out(line: impl std::fmt::Display) -> Result<(), Failure> {
+pub(crate) fn out(line: impl std::fmt::Display) -> Result<(), Failure> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
@@ -455,13 +508,13 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
                 .await;
             report(outcomes, json, "restarted")
         }
-        Command::Delete { target } => {
+        Command::Delete { target, purge_logs } => {
             check_target(&target)?;
             let outcomes = place
                 .each(|mut c| {
                     let target = target.clone();
                     async move {
-                        Ok(c.delete(pb::DeleteRequest { target })
+                        Ok(c.delete(pb::DeleteRequest { target, purge_logs })
                             .await?
                             .into_inner()
                             .apps)
@@ -469,6 +522,45 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
                 })
                 .await;
             report(outcomes, json, "deleted")
+        }
+        Command::Logs(args) => {
+            check_target(&args.target)?;
+            let stream = match (args.out, args.err) {
+                (true, _) => pb::LogStream::Stdout,
+                (_, true) => pb::LogStream::Stderr,
+                _ => pb::LogStream::Unspecified,
+            };
+            let req = pb::LogsRequest {
+                target: args.target,
+                stream: stream as i32,
+                lines: Some(args.lines),
+                follow: args.follow,
+                from: Vec::new(),
+            };
+            // On a fleet, every host's lines as they come, each tagged with its host.
+            let outcomes = place
+                .each_labelled(|mut c, host| {
+                    let req = req.clone();
+                    async move { logs::logs(&mut c, req, json, host.as_deref()).await }
+                })
+                .await;
+            let (_, failed) = fleet::split(outcomes)?;
+            failed.map_or(Ok(()), Err)
+        }
+        Command::Flush { target } => {
+            check_target(&target)?;
+            let outcomes = place
+                .each(|mut c| {
+                    let target = target.clone();
+                    async move {
+                        Ok(c.flush(pb::FlushRequest { target })
+                            .await?
+                            .into_inner()
+                            .apps)
+                    }
+                })
+                .await;
+            report(outcomes, json, "flushed the logs of")
         }
         Command::List => {
             let outcomes = place
@@ -745,6 +837,9 @@ fn spec_from_args(a: StartArgs, remote: bool) -> Result<pb::AppSpec, Failure> {
         restart_delay_max_ms: ms(a.restart_delay_max),
         max_restarts: a.max_restarts.unwrap_or(0),
         restart_window_ms: ms(a.restart_window),
+        log_time: a.log_time,
+        log_max_size: a.log_max_size.unwrap_or(0),
+        log_keep: a.log_keep.unwrap_or(0),
     })
 }
 
@@ -1006,6 +1101,9 @@ fn detail_json(d: &pb::AppDetail) -> serde_json::Value {
                 d.error.clone().into()
             },
         );
+        obj.insert("log_time".into(), spec.log_time.into());
+        obj.insert("log_max_size".into(), spec.log_max_size.into());
+        obj.insert("log_keep".into(), spec.log_keep.into());
         obj.insert("stdout_path".into(), d.stdout_path.clone().into());
         obj.insert("stderr_path".into(), d.stderr_path.clone().into());
         obj.insert("restart_in_ms".into(), d.restart_in_ms.into());

@@ -218,6 +218,15 @@ pub fn detail(d: &pb::AppDetail) -> String {
             spec.restart_window_ms / 1000
         ),
     );
+    line(
+        "logs",
+        format!(
+            "rotated at {}, {} kept{}",
+            bytes(spec.log_max_size),
+            spec.log_keep,
+            if spec.log_time { ", timestamped" } else { "" }
+        ),
+    );
     line("stdout", d.stdout_path.clone());
     line("stderr", d.stderr_path.clone());
     let mut declared: Vec<_> = spec.env.iter().collect();

@@ -2,6 +2,7 @@
 
 mod duration;
 mod event;
+mod logs;
 mod name;
 mod signal;
 mod spec;
@@ -10,6 +11,7 @@ mod time;
 
 pub use duration::{format_duration, parse_duration};
 pub use event::{Cause, Event, EventKind};
+pub use logs::{parse_size, LogPolicy, LogStream};
 pub use name::{validate_name, Target};
 pub use signal::Signal;
 pub use spec::{validate_env, AppSpec, Env, RestartPolicy, SpecError, LIMITS};

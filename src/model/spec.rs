@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::{validate_name, Signal};
+use super::{validate_name, LogPolicy, Signal};
 
 /// An environment: names to values, in a stable order.
 pub type Env = BTreeMap<String, String>;
@@ -81,6 +81,9 @@ pub struct AppSpec {
     pub autorestart: bool,
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// Timestamps and rotation of the app's output.
+    #[serde(default)]
+    pub logs: LogPolicy,
 }
 
 impl AppSpec {
@@ -141,6 +144,9 @@ impl AppSpec {
                 self.name
             ));
         }
+        self.logs
+            .validate()
+            .map_err(|e| format!("app {}: {e}", self.name))?;
         Ok(())
     }
 }
@@ -157,6 +163,7 @@ impl fmt::Debug for AppSpec {
             .field("stop_signal", &self.stop_signal)
             .field("autorestart", &self.autorestart)
             .field("restart", &self.restart)
+            .field("logs", &self.logs)
             .finish()
     }
 }
@@ -233,6 +240,7 @@ mod tests {
             stop_signal: Signal::TERM,
             autorestart: true,
             restart: RestartPolicy::default(),
+            logs: LogPolicy::default(),
         }
     }
 

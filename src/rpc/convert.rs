@@ -7,8 +7,8 @@ use tonic::Status;
 
 use super::pb;
 use crate::{
-    model::{self, AppSpec, Env, RestartPolicy, Signal, Target},
-    supervisor::{AppView, Usage},
+    model::{self, AppSpec, Env, LogPolicy, LogStream, RestartPolicy, Signal, Target},
+    supervisor::{logs::Piece, AppView, Usage},
 };
 
 pub fn target(s: &str) -> Result<Target, Status> {
@@ -47,6 +47,19 @@ pub fn spec_from_pb(p: pb::AppSpec, default_cwd: &Path) -> Result<AppSpec, Statu
             },
             window: ms(p.restart_window_ms, defaults.window),
         },
+        logs: LogPolicy {
+            time: p.log_time,
+            max_size: if p.log_max_size == 0 {
+                LogPolicy::DEFAULT_MAX_SIZE
+            } else {
+                p.log_max_size
+            },
+            keep: if p.log_keep == 0 {
+                LogPolicy::DEFAULT_KEEP
+            } else {
+                p.log_keep
+            },
+        },
     };
     spec.validate().map_err(Status::invalid_argument)?;
     Ok(spec)
@@ -65,6 +78,50 @@ pub fn spec_to_pb(s: &AppSpec) -> pb::AppSpec {
         restart_delay_max_ms: s.restart.delay_max.as_millis() as u64,
         max_restarts: s.restart.max_restarts,
         restart_window_ms: s.restart.window.as_millis() as u64,
+        log_time: s.logs.time,
+        log_max_size: s.logs.max_size,
+        log_keep: s.logs.keep,
+    }
+}
+
+/// The streams a request selects: UNSPECIFIED means both.
+pub fn log_streams(v: i32) -> Result<Vec<LogStream>, Status> {
+    Ok(
+        match pb::LogStream::try_from(v)
+            .map_err(|_| Status::invalid_argument(format!("stream: unknown log stream {v}")))?
+        {
+            pb::LogStream::Unspecified => vec![LogStream::Out, LogStream::Err],
+            pb::LogStream::Stdout => vec![LogStream::Out],
+            pb::LogStream::Stderr => vec![LogStream::Err],
+        },
+    )
+}
+
+/// One stream, as a resume point names it (UNSPECIFIED is refused).
+pub fn log_stream(v: i32) -> Result<LogStream, Status> {
+    match log_streams(v)?.as_slice() {
+        [one] => Ok(*one),
+        _ => Err(Status::invalid_argument(
+            "from: each position names LOG_STREAM_STDOUT or LOG_STREAM_STDERR",
+        )),
+    }
+}
+
+pub fn log_stream_to_pb(s: LogStream) -> pb::LogStream {
+    match s {
+        LogStream::Out => pb::LogStream::Stdout,
+        LogStream::Err => pb::LogStream::Stderr,
+    }
+}
+
+pub fn chunk_to_pb(app: &str, app_id: u64, stream: LogStream, p: Piece) -> pb::LogChunk {
+    pb::LogChunk {
+        app: app.to_string(),
+        app_id,
+        stream: log_stream_to_pb(stream) as i32,
+        data: p.data,
+        offset: p.offset,
+        skipped: p.skipped,
     }
 }
 

@@ -10,7 +10,7 @@ fn code(e: &Error) -> Code {
         Error::AlreadyExists { .. } => Code::AlreadyExists,
         Error::Invalid(_) => Code::InvalidArgument,
         Error::StartFailed { .. } | Error::StopFailed { .. } => Code::FailedPrecondition,
-        Error::Persist { .. } => Code::Internal,
+        Error::Persist { .. } | Error::Logs { .. } => Code::Internal,
         Error::ShuttingDown => Code::Unavailable,
         Error::Several(all) => all.first().map_or(Code::Unknown, code),
     }

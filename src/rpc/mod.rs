@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod logstream;
 pub mod service;
 
 /// Generated from `proto/grpm/v1/grpm.proto`.

@@ -1,15 +1,22 @@
 //! The `grpm.v1.ProcessManager` service: thin; it validates, converts and calls the supervisor.
 
-use std::{collections::BTreeMap, path::PathBuf, pin::Pin, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    pin::Pin,
+    sync::Arc,
+};
 
+use futures_util::StreamExt;
+use tokio::sync::Semaphore;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{transport::server::UdsConnectInfo, Request, Response, Status};
 
-use super::{convert, pb, pb::process_manager_server::ProcessManager, Principal};
+use super::{convert, logstream, pb, pb::process_manager_server::ProcessManager, Principal};
 use crate::{
-    model::{Cause, Env, EventKind},
-    supervisor::{AppView, Filter, Replay, Supervisor, Usage},
+    model::{Cause, Env, EventKind, Target},
+    supervisor::{logs, AppView, Filter, Replay, Supervisor, Usage},
 };
 
 /// Who sent a request, for the events it causes (`manual`, with the caller).
@@ -62,6 +69,13 @@ const MAX_DATA_VALUE: usize = 4 * 1024;
 /// Bound on the apps one Start may create.
 const MAX_APPS_PER_REQUEST: usize = 10_000;
 
+/// Lines of each stream a Logs request sends first, unless it asks otherwise; and the most it
+/// may ask for.
+const DEFAULT_LOG_LINES: u32 = 20;
+const MAX_LOG_LINES: u32 = 100_000;
+/// Logs streams open at once, across all connections.
+const MAX_LOG_READERS: usize = 1024;
+
 pub struct Service {
     sup: Arc<Supervisor>,
     /// The agent's own environment: the base for apps whose creator sent none (remote callers,
@@ -71,6 +85,8 @@ pub struct Service {
     default_cwd: PathBuf,
     /// Cancelled by `Shutdown` once every app is stopped.
     shutdown: CancellationToken,
+    /// One permit per open Logs stream.
+    log_readers: Arc<Semaphore>,
 }
 
 impl Service {
@@ -85,6 +101,7 @@ impl Service {
             agent_env,
             default_cwd,
             shutdown,
+            log_readers: Arc::new(Semaphore::new(MAX_LOG_READERS)),
         }
     }
 
@@ -115,6 +132,81 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>
 #[tonic::async_trait]
 impl ProcessManager for Service {
     type SubscribeStream = EventStream;
+    type LogsStream = logstream::ChunkStream;
+
+    async fn logs(
+        &self,
+        req: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let req = req.into_inner();
+        let target = convert::target(&req.target)?;
+        let streams = convert::log_streams(req.stream)?;
+        let lines = req.lines.unwrap_or(DEFAULT_LOG_LINES);
+        if lines > MAX_LOG_LINES {
+            return Err(Status::invalid_argument(format!(
+                "lines: {lines} asked; at most {MAX_LOG_LINES}"
+            )));
+        }
+        let mut resume = HashMap::new();
+        for p in &req.from {
+            resume.insert((p.app_id, convert::log_stream(p.stream)?), p.offset);
+        }
+        let permit = self.log_readers.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{MAX_LOG_READERS} log readers already; close one and retry"
+            ))
+        })?;
+        // Following all apps: subscribed to `created` before the apps are listed, so an app
+        // created meanwhile is not missed (it may be seen twice; it is followed once).
+        let created = if req.follow && target == Target::All {
+            let filter = Filter {
+                kinds: [EventKind::Created].into(),
+                ..Filter::default()
+            };
+            let (_, sub) = self
+                .sup
+                .subscribe(Replay::Now, filter, true)
+                .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+            sub.map(|sub| (sub, self.sup.clone(), streams.clone()))
+        } else {
+            None
+        };
+        // Every log is watched here, before any tail is read: nothing written meanwhile is
+        // missed by a follower.
+        let mut parts = Vec::new();
+        for (view, app_logs) in self.sup.logs(&target)? {
+            for &s in &streams {
+                let from = resume
+                    .get(&(view.id, s))
+                    .map_or(logs::From::Tail(lines), |&o| logs::From::Offset(o));
+                parts.push((
+                    (view.id, s),
+                    logstream::part(&view, &app_logs, s, from, req.follow),
+                ));
+            }
+        }
+        let merged = if req.follow {
+            logstream::following(parts, created)
+        } else {
+            logstream::in_order(parts.into_iter().map(|(_, p)| p).collect())
+        };
+        // The permit is released when the client leaves (the stream is dropped).
+        Ok(Response::new(Box::pin(merged.map(move |c| {
+            let _held = &permit;
+            c
+        }))))
+    }
+
+    async fn flush(
+        &self,
+        req: Request<pb::FlushRequest>,
+    ) -> Result<Response<pb::FlushResponse>, Status> {
+        let target = convert::target(&req.get_ref().target)?;
+        let views = self.sup.flush(&target).await?;
+        Ok(Response::new(pb::FlushResponse {
+            apps: self.infos(views, false).await,
+        }))
+    }
 
     async fn notify_god(
         &self,
@@ -280,7 +372,11 @@ impl ProcessManager for Service {
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let target = convert::target(&req.get_ref().target)?;
-        let views = self.sup.delete(&target, origin(&req, "Delete")).await?;
+        let purge = req.get_ref().purge_logs;
+        let views = self
+            .sup
+            .delete(&target, purge, origin(&req, "Delete"))
+            .await?;
         Ok(Response::new(pb::DeleteResponse {
             apps: self.infos(views, false).await,
         }))

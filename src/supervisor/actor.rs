@@ -11,6 +11,7 @@ use tokio::{
 
 use super::{
     launch::{Launch, Spawned},
+    logs::{AppLogs, Capture},
     pidfd::PidFd,
     policy::{self, Decision, History},
     procfs::{self, ProcStat},
@@ -41,7 +42,9 @@ pub enum Cmd {
         cause: Cause,
         reply: Reply,
     },
+    /// Stop and forget; with `purge_logs`, remove the log files too.
     Delete {
+        purge_logs: bool,
         cause: Cause,
         reply: Reply,
     },
@@ -76,6 +79,17 @@ struct Running {
     starttime: Option<u64>,
     started: Instant,
     exit: ExitWatch,
+    /// Reading its output; none for an adopted process (its pipes died with the old agent).
+    capture: Option<Capture>,
+}
+
+/// How long the output pipes may stay open after the tree has ended before we stop reading.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+async fn drain(capture: Option<Capture>) {
+    if let Some(c) = capture {
+        c.finish(DRAIN_GRACE).await;
+    }
 }
 
 impl Running {
@@ -116,6 +130,7 @@ pub struct Actor {
     backoff: Option<Instant>,
     history: History,
     view: watch::Sender<AppView>,
+    logs: Arc<AppLogs>,
 }
 
 enum Wake {
@@ -127,7 +142,11 @@ enum Wake {
 
 impl Actor {
     /// Builds the owner and the receiver of its published view.
-    pub fn new(ctx: Arc<Ctx>, rec: AppRecord) -> (Actor, watch::Receiver<AppView>) {
+    pub fn new(
+        ctx: Arc<Ctx>,
+        rec: AppRecord,
+        logs: Arc<AppLogs>,
+    ) -> (Actor, watch::Receiver<AppView>) {
         let (view, rx) = watch::channel(AppView {
             id: rec.id,
             spec: Arc::new(rec.spec.clone()),
@@ -157,6 +176,7 @@ impl Actor {
             backoff: None,
             history: History::default(),
             view,
+            logs,
         };
         actor.publish();
         (actor, rx)
@@ -195,8 +215,12 @@ impl Actor {
                     let r = self.restart(base_env, &cause).await;
                     let _ = reply.send(r);
                 }
-                Wake::Cmd(Cmd::Delete { cause, reply }) => {
-                    let r = self.delete(&cause).await;
+                Wake::Cmd(Cmd::Delete {
+                    purge_logs,
+                    cause,
+                    reply,
+                }) => {
+                    let r = self.delete(purge_logs, &cause).await;
                     let done = r.is_ok();
                     if done {
                         // Closed before the reply: when the caller hears "deleted", the
@@ -214,6 +238,8 @@ impl Actor {
                     if let Err(e) = self.end_tree(&Cause::Shutdown).await {
                         tracing::error!(app = %self.spec.name, error = %e, "tree not stopped at shutdown");
                     }
+                    // Followers end once they have read everything.
+                    self.logs.close();
                     self.save();
                     let _ = reply.send(());
                     break;
@@ -265,9 +291,20 @@ impl Actor {
         Ok(self.snapshot())
     }
 
-    async fn delete(&mut self, cause: &Cause) -> Result<AppView, Error> {
+    async fn delete(&mut self, purge_logs: bool, cause: &Cause) -> Result<AppView, Error> {
         self.backoff = None;
         self.end_tree(cause).await?;
+        if purge_logs {
+            let logs = self.logs.clone();
+            let purged = tokio::task::spawn_blocking(move || logs.purge())
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r);
+            if let Err(e) = purged {
+                tracing::warn!(app = %self.spec.name, error = %e, "cannot remove every log file");
+            }
+        }
+        self.logs.close();
         let gen = self.ctx.store.remove(self.id);
         self.ctx
             .store
@@ -280,7 +317,9 @@ impl Actor {
 
     /// The main process exited on its own: end what it left behind, then restart or give up.
     async fn on_exit(&mut self, exit: Exit) {
-        let Some(r) = self.running.take() else { return };
+        let Some(mut r) = self.running.take() else {
+            return;
+        };
         let uptime = r.started.elapsed();
         tracing::info!(app = %self.spec.name, pid = r.pid, exit = %exit.text(), "main process exited");
         self.last_exit = Some(exit);
@@ -301,6 +340,9 @@ impl Actor {
         {
             tracing::error!(app = %self.spec.name, error = %e, "leftovers of an exited app survive");
         }
+        // Its last words are on disk before anything else happens (a new instance's output
+        // never interleaves with them).
+        drain(r.capture.take()).await;
         let decision = policy::on_exit(
             &self.spec.restart,
             self.spec.autorestart,
@@ -378,6 +420,7 @@ impl Actor {
                             starttime: Some(starttime),
                             started: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
                             exit: ExitWatch::Adopted(fd),
+                            capture: None,
                         });
                         self.status = Status::Online {
                             pid,
@@ -412,24 +455,31 @@ impl Actor {
     async fn spawn_main(&mut self, cause: &Cause) -> Result<(), Error> {
         self.status = Status::Starting;
         self.emit(EventKind::Starting, cause, |_| {});
-        let (stdout, stderr) = self.ctx.log_paths(self.id, &self.spec.name);
         let launch = Launch {
             spec: self.spec.clone(),
             env: effective_env(&self.base_env, &self.spec, &self.ctx.agent_id, self.id),
-            stdout,
-            stderr,
         };
         match self.ctx.spawner.spawn(launch).await {
             Ok(Spawned {
                 pid,
                 starttime,
                 exit,
+                stdout,
+                stderr,
             }) => {
+                let capture = Capture::start(
+                    vec![
+                        (stdout, self.logs.out.clone()),
+                        (stderr, self.logs.err.clone()),
+                    ],
+                    self.ctx.log_pool.clone(),
+                );
                 self.running = Some(Running {
                     pid,
                     starttime,
                     started: Instant::now(),
                     exit: ExitWatch::Child(exit),
+                    capture: Some(capture),
                 });
                 self.status = Status::Online {
                     pid,
@@ -482,6 +532,7 @@ impl Actor {
                 e.pid = Some(r.pid);
                 e.exit = Some(exit);
             });
+            drain(r.capture.take()).await;
         }
         match result {
             Ok(()) => {
@@ -569,7 +620,6 @@ impl Actor {
     }
 
     fn snapshot(&self) -> AppView {
-        let (stdout_path, stderr_path) = self.ctx.log_paths(self.id, &self.spec.name);
         AppView {
             id: self.id,
             spec: self.spec.clone(),
@@ -581,8 +631,8 @@ impl Actor {
             last_exit: self.last_exit,
             error: self.error.clone(),
             created_at_unix_ms: self.created_at_unix_ms,
-            stdout_path,
-            stderr_path,
+            stdout_path: self.logs.out.path().to_path_buf(),
+            stderr_path: self.logs.err.path().to_path_buf(),
         }
     }
 }

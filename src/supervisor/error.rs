@@ -17,6 +17,8 @@ pub enum Error {
     StopFailed { app: String, cause: String },
     #[error("{app}: state not saved: {cause}")]
     Persist { app: String, cause: String },
+    #[error("{app}: logs: {cause}")]
+    Logs { app: String, cause: String },
     #[error("the agent is shutting down")]
     ShuttingDown,
     /// Several apps failed; the others were acted on.

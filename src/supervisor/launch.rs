@@ -1,13 +1,17 @@
-//! Turning a spec into a running main process: resolve the program, open the log files, spawn
-//! in a new process group with exactly the stored environment.
+//! Turning a spec into a running main process: resolve the program, make the output pipes,
+//! spawn in a new process group with exactly the stored environment.
 
 use std::{
-    fs::OpenOptions,
-    os::unix::{fs::PermissionsExt, process::CommandExt},
+    os::{
+        fd::OwnedFd,
+        unix::{fs::PermissionsExt, process::CommandExt},
+    },
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{mpsc, Arc, Mutex},
 };
+
+use nix::{fcntl::OFlag, unistd::pipe2};
 
 use tokio::sync::oneshot;
 
@@ -19,8 +23,6 @@ pub struct Launch {
     pub spec: Arc<AppSpec>,
     /// The complete environment: nothing else reaches the process.
     pub env: Env,
-    pub stdout: PathBuf,
-    pub stderr: PathBuf,
 }
 
 /// A started main process: its pid, its start time (with the pid, its identity), and where its
@@ -29,11 +31,14 @@ pub struct Spawned {
     pub pid: u32,
     pub starttime: Option<u64>,
     pub exit: oneshot::Receiver<Exit>,
+    /// The read ends of the process's stdout and stderr pipes.
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
 }
 
 type Job = (Launch, oneshot::Sender<Result<Spawned, String>>);
 
-/// Spawns on dedicated threads. Spawning blocks (file checks, log files, fork/exec); doing it
+/// Spawns on dedicated threads. Spawning blocks (file checks, fork/exec); doing it
 /// here keeps the async workers free, so a burst of a thousand starts does not hold up `list`
 /// or any other request. Two threads overlap one spawn's file work with another's fork (which
 /// the reaper serializes).
@@ -82,19 +87,12 @@ pub fn spawn(reaper: &Reaper, l: &Launch) -> Result<Spawned, String> {
         Err(e) => return Err(format!("cwd {}: {e}", spec.cwd.display())),
     }
     let program = resolve_program(arg0, &spec.cwd, l.env.get("PATH").map(String::as_str))?;
-    let open = |p: &Path| {
-        if let Some(dir) = p.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create log directory {}: {e}", dir.display()))?;
-        }
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .map_err(|e| format!("cannot open log file {}: {e}", p.display()))
-    };
-    let out = open(&l.stdout)?;
-    let err = open(&l.stderr)?;
+    // Close-on-exec, so that no other child spawned meanwhile keeps a write end open (which
+    // would delay the end of this app's output); the child's own copies (fds 1 and 2) are
+    // made by dup2 and stay open.
+    let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create an output pipe: {e}"));
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
     let mut cmd = Command::new(&program);
     cmd.arg0(arg0)
         .args(args)
@@ -102,17 +100,20 @@ pub fn spawn(reaper: &Reaper, l: &Launch) -> Result<Spawned, String> {
         .env_clear()
         .envs(&l.env)
         .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w))
         .process_group(0);
-    let (pid, exit) = reaper
-        .spawn(&mut cmd)
-        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let spawned = reaper.spawn(&mut cmd);
+    // Our copies of the write ends close here: the pipes end when the app's tree is gone.
+    drop(cmd);
+    let (pid, exit) = spawned.map_err(|e| format!("cannot start {}: {e}", program.display()))?;
     let starttime = procfs::read_stat(pid).ok().map(|s| s.starttime);
     Ok(Spawned {
         pid,
         starttime,
         exit,
+        stdout: out_r,
+        stderr: err_r,
     })
 }
 

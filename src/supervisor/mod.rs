@@ -7,6 +7,7 @@ mod error;
 pub mod eventlog;
 pub mod events;
 mod launch;
+pub mod logs;
 mod pidfd;
 pub mod policy;
 pub mod procfs;
@@ -51,23 +52,15 @@ pub(crate) struct Ctx {
     store: Arc<Store>,
     agent_id: Arc<str>,
     logs_dir: PathBuf,
-}
-
-impl Ctx {
-    /// `logs/<id>-<name>.out.log` and `.err.log`: names are validated, so they cannot steer the
-    /// path out of `logs/`.
-    fn log_paths(&self, id: AppId, name: &str) -> (PathBuf, PathBuf) {
-        (
-            self.logs_dir.join(format!("{id}-{name}.out.log")),
-            self.logs_dir.join(format!("{id}-{name}.err.log")),
-        )
-    }
+    /// The threads that write every app's log files.
+    log_pool: Arc<logs::WriterPool>,
 }
 
 #[derive(Clone)]
 struct Handle {
     tx: mpsc::Sender<Cmd>,
     view: watch::Receiver<AppView>,
+    logs: Arc<logs::AppLogs>,
 }
 
 #[derive(Default)]
@@ -134,6 +127,7 @@ impl Supervisor {
             store,
             agent_id: agent_id.clone(),
             logs_dir,
+            log_pool: Arc::new(logs::WriterPool::start(2)?),
         });
         let id = agent_id.to_string();
         let mut survivors = tokio::task::spawn_blocking(move || tree::survivors(&id))
@@ -188,10 +182,16 @@ impl Supervisor {
 
     /// Starts the owner task of `rec`; the caller registers the handle.
     fn start_owner(&self, rec: AppRecord, init: Init) -> Handle {
-        let (actor, view) = Actor::new(self.ctx.clone(), rec);
+        let logs = Arc::new(logs::AppLogs::new(
+            &self.ctx.logs_dir,
+            rec.id,
+            &rec.spec.name,
+            rec.spec.logs,
+        ));
+        let (actor, view) = Actor::new(self.ctx.clone(), rec, logs.clone());
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(actor.run(rx, init));
-        Handle { tx, view }
+        Handle { tx, view, logs }
     }
 
     fn spawn_owner(&self, rec: AppRecord, init: Init) {
@@ -310,9 +310,16 @@ impl Supervisor {
         .await
     }
 
-    pub async fn delete(&self, target: &Target, cause: Cause) -> Result<Vec<AppView>, Error> {
+    /// Stops apps and forgets them; their log files stay unless `purge_logs`.
+    pub async fn delete(
+        &self,
+        target: &Target,
+        purge_logs: bool,
+        cause: Cause,
+    ) -> Result<Vec<AppView>, Error> {
         let views = self
             .each(target, |reply| Cmd::Delete {
+                purge_logs,
                 cause: cause.clone(),
                 reply,
             })
@@ -329,6 +336,34 @@ impl Supervisor {
             .values()
             .map(|h| h.view.borrow().clone())
             .collect()
+    }
+
+    /// The logs of the apps matching `target`, with the apps as they are now.
+    pub fn logs(&self, target: &Target) -> Result<Vec<(AppView, Arc<logs::AppLogs>)>, Error> {
+        Ok(self
+            .handles(target)?
+            .into_iter()
+            .map(|h| (h.view.borrow().clone(), h.logs))
+            .collect())
+    }
+
+    /// Empties the logs of the apps matching `target` (see [`logs::StreamLog::flush`]).
+    pub async fn flush(&self, target: &Target) -> Result<Vec<AppView>, Error> {
+        let mut views = Vec::new();
+        for (view, logs) in self.logs(target)? {
+            let flushed = tokio::task::spawn_blocking(move || logs.flush())
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r);
+            if let Err(e) = flushed {
+                return Err(Error::Logs {
+                    app: view.name().to_string(),
+                    cause: e.to_string(),
+                });
+            }
+            views.push(view);
+        }
+        Ok(views)
     }
 
     /// Apps matching `target`, as they are now.

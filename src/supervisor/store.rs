@@ -413,6 +413,7 @@ mod tests {
                 stop_signal: Signal::TERM,
                 autorestart: true,
                 restart: RestartPolicy::default(),
+                logs: Default::default(),
             },
             base_env: Arc::new(Env::new()),
             desired: Desired::Online,

@@ -176,3 +176,64 @@ fn subscribe_streams_live_events() {
     assert_eq!(last["app"], "web");
     assert_eq!(last["action"], "ping");
 }
+
+#[test]
+fn logs_and_flush_over_grpcurl() {
+    let agent = Agent::start();
+    agent.ok(&[
+        "start",
+        "--name",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "echo one; echo two; echo oops >&2; sleep 1000",
+    ]);
+    let err = agent.home.join("logs/1-web.err.log");
+    wait_until(
+        "the app's output",
+        std::time::Duration::from_secs(10),
+        || std::fs::read_to_string(&err).is_ok_and(|t| t == "oops\n"),
+    );
+    // A server stream: one JSON object per chunk; bytes are base64.
+    let chunk = ok_json(
+        &agent,
+        Some(r#"{"target":"web","stream":"LOG_STREAM_STDOUT","lines":1}"#),
+        &["grpm.v1.ProcessManager/Logs"],
+    );
+    assert_eq!(chunk["app"], "web");
+    assert_eq!(chunk["stream"], "LOG_STREAM_STDOUT");
+    assert_eq!(chunk["data"], "dHdvCg=="); // "two\n"
+    assert_eq!(chunk["offset"], "4");
+    // Resume from an offset instead of a tail.
+    let chunk = ok_json(
+        &agent,
+        Some(
+            r#"{"target":"web","from":[{"appId":"1","stream":"LOG_STREAM_STDOUT","offset":"0"}],"stream":"LOG_STREAM_STDOUT"}"#,
+        ),
+        &["grpm.v1.ProcessManager/Logs"],
+    );
+    assert_eq!(chunk["data"], "b25lCnR3bwo="); // "one\ntwo\n"
+    let bad = call(
+        &agent,
+        Some(r#"{"target":"web","lines":100001}"#),
+        &["grpm.v1.ProcessManager/Logs"],
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("InvalidArgument"));
+    let bad = call(
+        &agent,
+        Some(r#"{"app":{"name":"x","cmd":["true"],"logKeep":1000}}"#),
+        &["grpm.v1.ProcessManager/Start"],
+    );
+    let msg = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        msg.contains("InvalidArgument") && msg.contains("log_keep"),
+        "{msg}"
+    );
+    ok_json(
+        &agent,
+        Some(r#"{"target":"web"}"#),
+        &["grpm.v1.ProcessManager/Flush"],
+    );
+    assert_eq!(std::fs::read_to_string(&err).unwrap(), "");
+}

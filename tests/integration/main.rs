@@ -10,6 +10,7 @@ mod environment;
 mod events;
 mod grpcurl;
 mod input;
+mod logs;
 mod persistence;
 mod remote;
 mod security;

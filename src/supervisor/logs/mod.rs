@@ -1,0 +1,116 @@
+//! Captured output: each app's stdout and stderr come through pipes the agent reads
+//! ([`capture`]), into files under `logs/` ([`writer`]) that rotate by size at line boundaries
+//! ([`rotate`], [`lines`]), and that readers tail and follow ([`tail`]).
+
+pub mod capture;
+pub mod lines;
+pub mod rotate;
+pub mod tail;
+pub mod writer;
+
+use std::{
+    path::{Component, Path, PathBuf},
+    sync::Arc,
+};
+
+pub use capture::{Capture, WriterPool};
+pub use tail::{From, Piece};
+pub use writer::StreamLog;
+
+use crate::model::{validate_name, AppId, LogPolicy, LogStream};
+
+/// `logs/<id>-<name>.<out|err>.log`, built only from a valid name (which cannot hold `/` or
+/// start with `.`); anything else is refused, so no name can steer a path out of `dir`.
+pub fn log_path(dir: &Path, id: AppId, name: &str, stream: LogStream) -> Result<PathBuf, String> {
+    validate_name(name)?;
+    let file = format!("{id}-{name}.{}.log", stream.word());
+    let mut parts = Path::new(&file).components();
+    match (parts.next(), parts.next()) {
+        (Some(Component::Normal(_)), None) => Ok(dir.join(file)),
+        _ => Err(format!("{name:?} cannot name a log file")),
+    }
+}
+
+/// The log file paths of an app; an invalid stored name (a hand-edited state.json) falls back
+/// to the id alone.
+pub fn paths(dir: &Path, id: AppId, name: &str, stream: LogStream) -> PathBuf {
+    log_path(dir, id, name, stream)
+        .unwrap_or_else(|_| dir.join(format!("{id}.{}.log", stream.word())))
+}
+
+/// Both logs of one app. Lives as long as the app (across restarts of its processes).
+pub struct AppLogs {
+    pub out: Arc<StreamLog>,
+    pub err: Arc<StreamLog>,
+}
+
+impl AppLogs {
+    pub fn new(dir: &Path, id: AppId, name: &str, policy: LogPolicy) -> AppLogs {
+        let one = |s: LogStream| {
+            let path = paths(dir, id, name, s);
+            let offset = path.with_extension("offset");
+            Arc::new(StreamLog::new(path, offset, policy))
+        };
+        AppLogs {
+            out: one(LogStream::Out),
+            err: one(LogStream::Err),
+        }
+    }
+
+    pub fn get(&self, s: LogStream) -> &Arc<StreamLog> {
+        match s {
+            LogStream::Out => &self.out,
+            LogStream::Err => &self.err,
+        }
+    }
+
+    /// Blocking.
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.out.flush()?;
+        self.err.flush()
+    }
+
+    /// Blocking.
+    pub fn purge(&self) -> std::io::Result<()> {
+        self.out.purge()?;
+        self.err.purge()
+    }
+
+    pub fn close(&self) {
+        self.out.close();
+        self.err.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_cannot_leave_the_logs_directory() {
+        let dir = Path::new("/home/u/.grpm/logs");
+        assert_eq!(
+            log_path(dir, 7, "web.v2_a-b", LogStream::Out).unwrap(),
+            dir.join("7-web.v2_a-b.out.log")
+        );
+        for bad in [
+            "..",
+            "../x",
+            "a/b",
+            "/etc/passwd",
+            ".hidden",
+            "",
+            "a\0b",
+            "a b",
+            "x/../../y",
+        ] {
+            assert!(
+                log_path(dir, 1, bad, LogStream::Err).is_err(),
+                "{bad:?} was accepted"
+            );
+            let p = paths(dir, 1, bad, LogStream::Err);
+            assert_eq!(p.parent(), Some(dir), "{bad:?} gave {}", p.display());
+            assert_eq!(p, dir.join("1.err.log"));
+        }
+    }
+}
