@@ -2,10 +2,16 @@
 //! stream (and host, when given). Takes a connected client, so that a caller can run it for
 //! several agents at once.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
+
+use tonic::Code;
 
 use super::{out, Failure};
-use crate::{client::Client, rpc::pb};
+use crate::{
+    client::{self, Client, Timeouts},
+    hosts::Host,
+    rpc::pb,
+};
 
 /// A line longer than this is printed in pieces.
 const LINE_MAX: usize = 64 * 1024;
@@ -18,25 +24,112 @@ pub async fn logs(
     json: bool,
     host: Option<&str>,
 ) -> Result<(), Failure> {
-    let follow = req.follow;
-    let mut stream = client.logs(req).await?.into_inner();
+    let mut printer = Printer::new(json, host, req.follow);
+    match stream_into(client, req, &mut printer).await {
+        Ok(Ended::Interrupted) => Ok(()),
+        Ok(Ended::Done) => printer.finish(),
+        Err((f, _)) => Err(f),
+    }
+}
+
+/// First and longest pause between reconnections of a remote follow.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// `logs --follow` on a remote host: when the connection drops (the agent restarted, the
+/// network blinked), reconnects with backoff and resumes every stream at the offset after the
+/// last byte printed, so no line is lost or printed twice (bytes rotated away meanwhile are
+/// reported as skipped). Ends on Ctrl-C, a closed stdout, or a refusal that retrying cannot
+/// cure (bad request, unknown app, credentials).
+pub async fn follow_remote(
+    host: &Host,
+    t: &Timeouts,
+    req: pb::LogsRequest,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut printer = Printer::new(json, Some(&host.label), true);
+    let mut pause = FIRST_PAUSE;
+    let mut lost = false;
+    loop {
+        let mut req = req.clone();
+        req.from = printer
+            .positions
+            .iter()
+            .map(|(&(app_id, stream), &offset)| pb::LogPosition {
+                app_id,
+                stream,
+                offset,
+            })
+            .collect();
+        let why = match client::connect_remote(host, t).await {
+            Err(e) => Failure::from(e),
+            Ok(mut c) => match stream_into(&mut c, req, &mut printer).await {
+                Ok(Ended::Interrupted) => return Ok(()),
+                Ok(Ended::Done) => Failure::Failed("the agent ended the stream".into()),
+                Err((f, false)) => return Err(f),
+                Err((f, true)) => f,
+            },
+        };
+        if lost && printer.received {
+            pause = FIRST_PAUSE;
+        }
+        if !lost || printer.received {
+            let text = match &why {
+                Failure::Usage(m) | Failure::Failed(m) => m.clone(),
+                _ => "stream lost".into(),
+            };
+            eprintln!(
+                "grpm: {}: {text}; reconnecting (resuming where it left off)",
+                host.label
+            );
+            lost = true;
+        }
+        printer.received = false;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
+enum Ended {
+    /// The agent ended the stream (the tail without follow is complete).
+    Done,
+    /// Ctrl-C.
+    Interrupted,
+}
+
+/// Streams `req` into `printer`. An error comes with whether retrying may help (a dropped
+/// connection) or not (a refused request, a closed stdout).
+async fn stream_into(
+    client: &mut Client,
+    req: pb::LogsRequest,
+    printer: &mut Printer<'_>,
+) -> Result<Ended, (Failure, bool)> {
+    let mut stream = match client.logs(req).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => {
+            let retry = !matches!(
+                s.code(),
+                Code::InvalidArgument
+                    | Code::NotFound
+                    | Code::Unauthenticated
+                    | Code::PermissionDenied
+                    | Code::Unimplemented
+            );
+            return Err((s.into(), retry));
+        }
+    };
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    let mut printer = Printer {
-        json,
-        host,
-        follow,
-        carry: HashMap::new(),
-    };
     loop {
         let next = tokio::select! {
-            n = stream.message() => n?,
-            _ = &mut ctrl_c => return Ok(()),
+            n = stream.message() => n.map_err(|s| (Failure::from(s), true))?,
+            _ = &mut ctrl_c => return Ok(Ended::Interrupted),
         };
         let Some(chunk) = next else {
-            return printer.finish();
+            return Ok(Ended::Done);
         };
-        printer.chunk(&chunk)?;
+        printer.received = true;
+        printer.chunk(&chunk).map_err(|f| (f, false))?;
     }
 }
 
@@ -53,11 +146,27 @@ struct Printer<'a> {
     /// Without follow, streams come one after the other: a new one means the previous ended.
     follow: bool,
     carry: HashMap<(u64, i32), Carry>,
+    /// Where each (app, stream) was received up to: the resume points after a reconnection.
+    positions: HashMap<(u64, i32), u64>,
+    /// Something arrived since the last connection was made.
+    received: bool,
 }
 
-impl Printer<'_> {
+impl<'a> Printer<'a> {
+    fn new(json: bool, host: Option<&'a str>, follow: bool) -> Printer<'a> {
+        Printer {
+            json,
+            host,
+            follow,
+            carry: HashMap::new(),
+            positions: HashMap::new(),
+            received: false,
+        }
+    }
+
     fn chunk(&mut self, c: &pb::LogChunk) -> Result<(), Failure> {
         let key = (c.app_id, c.stream);
+        self.positions.insert(key, c.offset + c.data.len() as u64);
         let stream = stream_word(c.stream);
         if !self.follow && self.carry.keys().any(|k| *k != key) {
             let mine = self.carry.remove(&key);

@@ -537,13 +537,29 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
                 follow: args.follow,
                 from: Vec::new(),
             };
-            // On a fleet, every host's lines as they come, each tagged with its host.
-            let outcomes = place
-                .each_labelled(|mut c, host| {
-                    let req = req.clone();
-                    async move { logs::logs(&mut c, req, json, host.as_deref()).await }
-                })
-                .await;
+            // On a fleet, every host's lines as they come, each tagged with its host; a
+            // followed host that drops is reconnected and resumed.
+            let outcomes = match &place {
+                Place::Fleet {
+                    hosts, timeouts, ..
+                } if req.follow => {
+                    futures_util::future::join_all(hosts.iter().map(|h| async {
+                        fleet::Outcome {
+                            host: Some(h.label.clone()),
+                            result: logs::follow_remote(h, timeouts, req.clone(), json).await,
+                        }
+                    }))
+                    .await
+                }
+                _ => {
+                    place
+                        .each_labelled(|mut c, host| {
+                            let req = req.clone();
+                            async move { logs::logs(&mut c, req, json, host.as_deref()).await }
+                        })
+                        .await
+                }
+            };
             let (_, failed) = fleet::split(outcomes)?;
             failed.map_or(Ok(()), Err)
         }
