@@ -910,3 +910,64 @@ fn fleet_logs_are_tagged_and_a_followed_host_resumes_after_a_network_cut() {
         }
     }
 }
+
+#[test]
+fn an_agent_killed_mid_command_is_named_and_the_others_are_reported() {
+    let op = Operator::new();
+    let token = op.secret("token", "midway-token-0123456789abcdef");
+    let a = Agent::start_with(&["--listen", "127.0.0.1:0", "--token-file", &token]);
+    let mut b = Agent::start_with(&["--listen", "127.0.0.1:0", "--token-file", &token]);
+    op.hosts(&format!(
+        "[defaults]\ntoken_file = \"{token}\"\n[hosts.a]\naddress = \"{}\"\n[hosts.b]\naddress = \"{}\"\n",
+        a.addr(),
+        b.addr()
+    ));
+    // On b the app ignores SIGTERM, so its restart takes the whole 10 s kill timeout: the
+    // command is still in flight on b when b's agent dies.
+    op.ok(&["--host", "a", "start", "--name", "w", "--", "sleep", "1000"]);
+    op.ok(&[
+        "--host",
+        "b",
+        "start",
+        "--name",
+        "w",
+        "--kill-timeout",
+        "10s",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; while :; do sleep 0.1; done",
+    ]);
+    let old_a = a.app("w")["pid"].as_u64().unwrap();
+    let t0 = Instant::now();
+    let child = op
+        .cmd()
+        .args(["--host", "a,b", "restart", "w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut b_pid = 0;
+    wait_until("b to be stopping its app", Duration::from_secs(10), || {
+        let app = b.app("w");
+        b_pid = app["pid"].as_u64().unwrap_or(0);
+        app["status"] == "stopping"
+    });
+    b.crash();
+    // b's app outlives its agent (it ignores SIGTERM): end it here, by its pid.
+    let _ = Command::new("kill")
+        .args(["-KILL", &b_pid.to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let took = t0.elapsed();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout} {stderr}");
+    assert!(stdout.contains("a: restarted w"), "{stdout}");
+    assert!(stderr.contains("grpm: b: "), "{stderr}");
+    // Well before b's 10 s kill timeout would have ended: the dead connection ends the wait.
+    assert!(took < Duration::from_secs(9), "took {took:?}");
+    assert_ne!(a.app("w")["pid"].as_u64().unwrap(), old_a);
+}
