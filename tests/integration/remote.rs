@@ -368,6 +368,8 @@ fn a_dead_or_silent_host_neither_hangs_the_command_nor_hides_the_others() {
         "{out}"
     );
     assert!(err.contains("grpm: b: "), "{err}");
+    // A new agent adopts b's app, so that the end of the test ends it too.
+    b.spawn();
 }
 
 #[test]
