@@ -237,7 +237,7 @@ impl<'a> Printer<'a> {
             out(super::render::json(&v))
         } else {
             match self.host {
-                Some(h) => out(format_args!("{h} {app} {stream} | {text}")),
+                Some(h) => out(format_args!("{h}: {app} {stream} | {text}")),
                 None => out(format_args!("{app} {stream} | {text}")),
             }
         }
@@ -260,7 +260,7 @@ impl<'a> Printer<'a> {
         } else {
             let text = format!("[grpm: {n} bytes skipped: no longer on disk (rotated or flushed)]");
             match self.host {
-                Some(h) => out(format_args!("{h} {app} {stream} | {text}")),
+                Some(h) => out(format_args!("{h}: {app} {stream} | {text}")),
                 None => out(format_args!("{app} {stream} | {text}")),
             }
         }
