@@ -110,6 +110,40 @@ impl Operator {
     }
 }
 
+/// Spawns a streaming command: its JSON lines arrive on the receiver, its stderr collects in
+/// the string; the guard ends it.
+fn json_stream(
+    cmd: &mut Command,
+) -> (
+    ChildGuard,
+    mpsc::Receiver<Value>,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let notes = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let n2 = notes.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            n2.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    (ChildGuard(Some(child)), rx, notes)
+}
+
 /// Receives JSON lines into `seen` until `cond` holds; panics naming `what` after 30 s.
 fn collect_until(
     rx: &mpsc::Receiver<Value>,
@@ -548,32 +582,10 @@ fn merged_events_survive_an_agent_crash_without_loss_or_duplicates() {
         "[defaults]\ntoken_file = \"{token}\"\n[hosts.a]\naddress = \"{}\"\n[hosts.b]\naddress = \"{b_addr}\"\n",
         a.addr()
     ));
-    let mut child = op
-        .cmd()
-        .args(["--host", "a,b", "events", "--json", "--from", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let _guard = ChildGuard(Some(child));
-    let (tx, rx) = mpsc::channel::<Value>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
-                return;
-            }
-        }
-    });
-    let notes = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let n2 = notes.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            n2.lock().unwrap().push_str(&(line + "\n"));
-        }
-    });
+    let (_guard, rx, notes) = json_stream(
+        op.cmd()
+            .args(["--host", "a,b", "events", "--json", "--from", "0"]),
+    );
     let mut seen: Vec<Value> = Vec::new();
     let mut wait_for =
         |what: &str, cond: &dyn Fn(&[Value]) -> bool| collect_until(&rx, &mut seen, what, cond);
@@ -843,33 +855,9 @@ fn fleet_logs_are_tagged_and_a_followed_host_resumes_after_a_network_cut() {
             .all(|h| lines.iter().filter(|l| l["host"] == *h).count() == 3)
     });
 
-    let mut child = op
-        .cmd()
-        .args([
-            "--host", "a,b", "--json", "logs", "tick", "--out", "--follow", "--lines", "0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let _guard = ChildGuard(Some(child));
-    let (tx, rx) = mpsc::channel::<Value>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
-                return;
-            }
-        }
-    });
-    let notes = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let n2 = notes.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            n2.lock().unwrap().push_str(&(line + "\n"));
-        }
-    });
+    let (_guard, rx, notes) = json_stream(op.cmd().args([
+        "--host", "a,b", "--json", "logs", "tick", "--out", "--follow", "--lines", "0",
+    ]));
     let mut seen: Vec<Value> = Vec::new();
     let count = |s: &[Value], h: &str| s.iter().filter(|l| l["host"] == h).count();
     collect_until(&rx, &mut seen, "5 followed lines from each host", &|s| {
