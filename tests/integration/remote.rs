@@ -94,6 +94,16 @@ impl Operator {
         fs::write(self.home.join("hosts.toml"), text).unwrap();
     }
 
+    /// hosts.toml where every host uses the token in `token_file`; `extra` follows (groups).
+    fn token_hosts(&self, token_file: &str, hosts: &[(&str, &str)], extra: &str) {
+        let mut text = format!("[defaults]\ntoken_file = \"{token_file}\"\n");
+        for (name, addr) in hosts {
+            text.push_str(&format!("[hosts.{name}]\naddress = \"{addr}\"\n"));
+        }
+        text.push_str(extra);
+        self.hosts(&text);
+    }
+
     fn secret(&self, name: &str, text: &str) -> String {
         let p = self.dir.path().join(name);
         fs::write(&p, text).unwrap();
@@ -177,6 +187,11 @@ fn mtls(tls: &Path) -> Vec<String> {
         "--tls-client-ca".into(),
         p(tls, "ca.pem"),
     ]
+}
+
+/// An agent on a loopback port the OS picks, asking for the token in `token_file`.
+fn token_agent(token_file: &str) -> Agent {
+    Agent::start_with(&["--listen", "127.0.0.1:0", "--token-file", token_file])
 }
 
 fn start_agent(args: &[String]) -> Agent {
@@ -352,18 +367,18 @@ fn fleet_start_list_restart_over_mutual_tls() {
 fn a_dead_or_silent_host_neither_hangs_the_command_nor_hides_the_others() {
     let op = Operator::new();
     let token = op.secret("token", "fleet-token-0123456789abcdef\n");
-    let args = ["--listen", "127.0.0.1:0", "--token-file", token.as_str()];
-    let a = Agent::start_with(&args);
-    let mut b = Agent::start_with(&args);
+    let (a, mut b) = (token_agent(&token), token_agent(&token));
     // A host that accepts connections and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    op.hosts(&format!(
-        "[defaults]\ntoken_file = \"{token}\"\n[hosts.a]\naddress = \"{}\"\n[hosts.b]\naddress = \"{}\"\n\
-         [hosts.silent]\naddress = \"{}\"\n[groups]\nall = [\"a\", \"b\", \"silent\"]\n",
-        a.addr(),
-        b.addr(),
-        silent.local_addr().unwrap()
-    ));
+    op.token_hosts(
+        &token,
+        &[
+            ("a", &a.addr()),
+            ("b", &b.addr()),
+            ("silent", &silent.local_addr().unwrap().to_string()),
+        ],
+        "[groups]\nall = [\"a\", \"b\", \"silent\"]\n",
+    );
     op.ok(&[
         "--host", "a,b", "start", "--name", "w", "--", "sleep", "1000",
     ]);
@@ -414,7 +429,7 @@ fn wrong_credentials_and_plaintext_are_refused_and_change_nothing() {
     let token = op.secret("token", "right-token-0123456789abcdef");
     let wrong = op.secret("wrong", "wrong-token-0123456789abcdef");
     let cert_agent = start_agent(&mtls(&tls));
-    let token_agent = Agent::start_with(&["--listen", "127.0.0.1:0", "--token-file", &token]);
+    let token_agent = token_agent(&token);
     let (c, t) = (cert_agent.addr(), token_agent.addr());
     let (ca, cert, key) = (
         p(&tls, "ca.pem"),
@@ -542,14 +557,17 @@ address = "{t}"
 fn serial_rolls_through_hosts_and_stops_at_the_first_failure() {
     let op = Operator::new();
     let token = op.secret("token", "serial-token-0123456789abcdef");
-    let agents: Vec<Agent> = (0..3)
-        .map(|_| Agent::start_with(&["--listen", "127.0.0.1:0", "--token-file", &token]))
+    let agents: Vec<Agent> = (0..3).map(|_| token_agent(&token)).collect();
+    let addrs: Vec<(String, String)> = agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("h{i}"), a.addr()))
         .collect();
-    let mut hosts = format!("[defaults]\ntoken_file = \"{token}\"\n");
-    for (i, a) in agents.iter().enumerate() {
-        hosts.push_str(&format!("[hosts.h{i}]\naddress = \"{}\"\n", a.addr()));
-    }
-    op.hosts(&hosts);
+    let hosts: Vec<(&str, &str)> = addrs
+        .iter()
+        .map(|(n, a)| (n.as_str(), a.as_str()))
+        .collect();
+    op.token_hosts(&token, &hosts, "");
     // h1 has no app "api": the roll must stop there and leave h2 alone.
     op.ok(&[
         "--host", "h0,h2", "start", "--name", "api", "--", "sleep", "1000",
@@ -575,13 +593,9 @@ fn serial_rolls_through_hosts_and_stops_at_the_first_failure() {
 fn merged_events_survive_an_agent_crash_without_loss_or_duplicates() {
     let op = Operator::new();
     let token = op.secret("token", "events-token-0123456789abcdef");
-    let a = Agent::start_with(&["--listen", "127.0.0.1:0", "--token-file", &token]);
-    let mut b = Agent::start_with(&["--listen", "127.0.0.1:0", "--token-file", &token]);
+    let (a, mut b) = (token_agent(&token), token_agent(&token));
     let b_addr = b.addr();
-    op.hosts(&format!(
-        "[defaults]\ntoken_file = \"{token}\"\n[hosts.a]\naddress = \"{}\"\n[hosts.b]\naddress = \"{b_addr}\"\n",
-        a.addr()
-    ));
+    op.token_hosts(&token, &[("a", &a.addr()), ("b", &b_addr)], "");
     let (_guard, rx, notes) = json_stream(
         op.cmd()
             .args(["--host", "a,b", "events", "--json", "--from", "0"]),
@@ -652,11 +666,8 @@ fn merged_events_survive_an_agent_crash_without_loss_or_duplicates() {
 fn a_connection_flood_is_capped_and_never_reaches_the_unix_socket() {
     let op = Operator::new();
     let token = op.secret("token", "flood-token-0123456789abcdef");
-    let a = Agent::start_with(&["--listen", "127.0.0.1:0", "--token-file", &token]);
-    op.hosts(&format!(
-        "[hosts.a]\naddress = \"{}\"\ntoken_file = \"{token}\"\n",
-        a.addr()
-    ));
+    let a = token_agent(&token);
+    op.token_hosts(&token, &[("a", &a.addr())], "");
     op.ok(&["--host", "a", "start", "--name", "w", "--", "sleep", "1000"]);
     let rss_before = crate::common::rss_kib(a.pid());
     // Far more idle connections than the agent keeps (256): the extra ones are closed.
@@ -690,14 +701,12 @@ fn a_connection_flood_is_capped_and_never_reaches_the_unix_socket() {
 fn app_files_on_a_fleet_need_absolute_cwds_and_show_one_table() {
     let op = Operator::new();
     let token = op.secret("token", "files-token-0123456789abcdef");
-    let a = Agent::start_with(&["--listen", "127.0.0.1:0", "--token-file", &token]);
-    let b = Agent::start_with(&["--listen", "127.0.0.1:0", "--token-file", &token]);
-    op.hosts(&format!(
-        "[defaults]\ntoken_file = \"{token}\"\n[hosts.a]\naddress = \"{}\"\n[hosts.b]\naddress = \"{}\"\n\
-         [groups]\nboth = [\"a\", \"b\"]\n",
-        a.addr(),
-        b.addr()
-    ));
+    let (a, b) = (token_agent(&token), token_agent(&token));
+    op.token_hosts(
+        &token,
+        &[("a", &a.addr()), ("b", &b.addr())],
+        "[groups]\nboth = [\"a\", \"b\"]\n",
+    );
     let file = op.dir.path().join("apps.toml");
     fs::write(
         &file,
@@ -832,14 +841,13 @@ impl Drop for Relay {
 fn fleet_logs_are_tagged_and_a_followed_host_resumes_after_a_network_cut() {
     let op = Operator::new();
     let token = op.secret("token", "logs-token-0123456789abcdef");
-    let a = Agent::start_with(&["--listen", "127.0.0.1:0", "--token-file", &token]);
-    let b = Agent::start_with(&["--listen", "127.0.0.1:0", "--token-file", &token]);
+    let (a, b) = (token_agent(&token), token_agent(&token));
     let relay = Relay::start(b.addr());
-    op.hosts(&format!(
-        "[defaults]\ntoken_file = \"{token}\"\n[hosts.a]\naddress = \"{}\"\n[hosts.b]\naddress = \"{}\"\n",
-        a.addr(),
-        relay.addr
-    ));
+    op.token_hosts(
+        &token,
+        &[("a", &a.addr()), ("b", &relay.addr.to_string())],
+        "",
+    );
     let tick = "i=0; while true; do i=$((i+1)); echo \"tick $i\"; sleep 0.02; done";
     op.ok(&[
         "--host", "a,b", "start", "--name", "tick", "--", "sh", "-c", tick,
@@ -905,13 +913,8 @@ fn fleet_logs_are_tagged_and_a_followed_host_resumes_after_a_network_cut() {
 fn an_agent_killed_mid_command_is_named_and_the_others_are_reported() {
     let op = Operator::new();
     let token = op.secret("token", "midway-token-0123456789abcdef");
-    let a = Agent::start_with(&["--listen", "127.0.0.1:0", "--token-file", &token]);
-    let mut b = Agent::start_with(&["--listen", "127.0.0.1:0", "--token-file", &token]);
-    op.hosts(&format!(
-        "[defaults]\ntoken_file = \"{token}\"\n[hosts.a]\naddress = \"{}\"\n[hosts.b]\naddress = \"{}\"\n",
-        a.addr(),
-        b.addr()
-    ));
+    let (a, mut b) = (token_agent(&token), token_agent(&token));
+    op.token_hosts(&token, &[("a", &a.addr()), ("b", &b.addr())], "");
     // On b the app ignores SIGTERM, so its restart takes the whole 10 s kill timeout: the
     // command is still in flight on b when b's agent dies.
     op.ok(&["--host", "a", "start", "--name", "w", "--", "sleep", "1000"]);
