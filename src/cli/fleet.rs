@@ -183,32 +183,47 @@ pub fn split<T>(
     outcomes: Vec<Outcome<T>>,
 ) -> Result<(Vec<(Option<String>, T)>, Option<Failure>), Failure> {
     let mut oks = Vec::with_capacity(outcomes.len());
-    let mut code = 0u8;
+    let mut worst = Worst::default();
     for o in outcomes {
         match (o.host, o.result) {
             (host, Ok(v)) => oks.push((host, v)),
             (None, Err(f)) => return Err(f),
-            (Some(_), Err(Failure::Closed)) => return Err(Failure::Closed),
-            (Some(h), Err(f)) => {
-                let (msg, c) = match f {
-                    Failure::Usage(m) => (m, 2),
-                    Failure::Failed(m) => (m, 1),
-                    Failure::Reported(c) => (String::new(), c),
-                    Failure::Closed => unreachable!("handled above"),
-                };
-                if !msg.is_empty() {
-                    eprintln!("grpm: {h}: {msg}");
-                }
-                // Any plain failure makes the command a failure (1), even beside usage errors.
-                code = match (code, c) {
-                    (0, c) => c,
-                    (1, _) | (_, 1) => 1,
-                    (a, _) => a,
-                };
-            }
+            (Some(h), Err(f)) => worst.report(&format!("{h}: "), f)?,
         }
     }
-    Ok((oks, (code != 0).then_some(Failure::Reported(code))))
+    Ok((oks, worst.failure()))
+}
+
+/// The outcome of several failures said one by one: the exit code of the worst. Any plain
+/// failure (1) makes the command a failure, even beside bad usage (2).
+#[derive(Default)]
+pub struct Worst(u8);
+
+impl Worst {
+    /// Says `f` on stderr after `prefix` ("box1: ") and counts it. A closed stdout is not
+    /// counted but returned, to end the command quietly.
+    pub fn report(&mut self, prefix: &str, f: Failure) -> Result<(), Failure> {
+        let (msg, code) = match f {
+            Failure::Usage(m) => (m, 2),
+            Failure::Failed(m) => (m, 1),
+            Failure::Reported(c) => (String::new(), c),
+            Failure::Closed => return Err(Failure::Closed),
+        };
+        if !msg.is_empty() {
+            eprintln!("grpm: {prefix}{msg}");
+        }
+        self.0 = match (self.0, code) {
+            (0, c) => c,
+            (1, _) | (_, 1) => 1,
+            (a, _) => a,
+        };
+        Ok(())
+    }
+
+    /// `None` while nothing failed; else the failure (already said) to end the command with.
+    pub fn failure(&self) -> Option<Failure> {
+        (self.0 != 0).then_some(Failure::Reported(self.0))
+    }
 }
 
 /// "box1: " on a fleet, nothing locally.

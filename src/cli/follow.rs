@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::Code;
 
-use super::{print_event, Failure};
+use super::{fleet::Worst, print_event, Failure};
 use crate::{
     client::{self, Timeouts},
     hosts::Host,
@@ -51,7 +51,7 @@ pub async fn merged(
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut ended = 0;
-    let mut code = 0u8;
+    let mut worst = Worst::default();
     let result = loop {
         let msg = tokio::select! {
             m = rx.recv() => m,
@@ -68,14 +68,9 @@ pub async fn merged(
             Msg::Done => ended += 1,
             Msg::Fatal(host, f) => {
                 ended += 1;
-                let (msg, c) = match f {
-                    Failure::Usage(m) => (m, 2),
-                    Failure::Failed(m) => (m, 1),
-                    Failure::Reported(c) => (String::new(), c),
-                    Failure::Closed => (String::new(), 0),
-                };
-                eprintln!("grpm: {host}: {msg}");
-                code = if code == 0 { c } else { code.min(c) };
+                if let Err(f) = worst.report(&format!("{host}: "), f) {
+                    break Err(f);
+                }
             }
         }
         if ended == hosts.len() {
@@ -86,11 +81,7 @@ pub async fn merged(
         t.abort();
     }
     result?;
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(Failure::Reported(code))
-    }
+    worst.failure().map_or(Ok(()), Err)
 }
 
 /// One host's stream, reconnected until the receiver goes away.

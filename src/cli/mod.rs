@@ -891,29 +891,16 @@ async fn start_file(place: &Place, specs: Vec<pb::AppSpec>, json: bool) -> Resul
         .map(|(h, r)| (h.clone(), r.rows.clone()))
         .collect();
     print_apps(&tables, json)?;
-    let mut code = match failed {
-        Some(Failure::Reported(c)) => c,
-        _ => 0,
-    };
+    let mut worst = fleet::Worst::default();
+    if let Some(f) = failed {
+        worst.report("", f)?;
+    }
     for (host, r) in oks {
         for e in r.errors {
-            let (msg, c) = match e {
-                Failure::Usage(m) => (m, 2),
-                Failure::Failed(m) => (m, 1),
-                Failure::Reported(c) => (String::new(), c),
-                Failure::Closed => return Err(Failure::Closed),
-            };
-            if !msg.is_empty() {
-                eprintln!("grpm: {}{msg}", prefix(&host));
-            }
-            code = if code == 0 { c } else { code.min(c) };
+            worst.report(&prefix(&host), e)?;
         }
     }
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(Failure::Reported(code))
-    }
+    worst.failure().map_or(Ok(()), Err)
 }
 
 async fn start_file_on(
