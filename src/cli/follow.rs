@@ -19,6 +19,59 @@ use crate::{
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 
+/// Reconnecting a followed stream (events here, logs in `logs.rs`): the backoff, and whether
+/// the current outage was already said.
+pub(super) struct Reconnect {
+    pause: Duration,
+    lost: bool,
+}
+
+impl Reconnect {
+    pub fn new() -> Reconnect {
+        Reconnect {
+            pause: FIRST_PAUSE,
+            lost: false,
+        }
+    }
+
+    /// The stream works (again): the next drop starts over at the first pause. True if an
+    /// outage had been said, so that its end can be said too.
+    pub fn connected(&mut self) -> bool {
+        self.pause = FIRST_PAUSE;
+        std::mem::take(&mut self.lost)
+    }
+
+    /// The stream dropped because of `why`: what to say, once per outage.
+    pub fn dropped(&mut self, why: &Failure) -> Option<String> {
+        if std::mem::replace(&mut self.lost, true) {
+            return None;
+        }
+        let text = match why {
+            Failure::Usage(m) | Failure::Failed(m) => m.as_str(),
+            _ => "stream lost",
+        };
+        Some(format!("{text}; reconnecting (resuming where it left off)"))
+    }
+
+    /// Waits before the next attempt; each wait doubles, up to the longest pause.
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(MAX_PAUSE);
+    }
+}
+
+/// Refusals that retrying cannot cure: a bad request, an unknown app, credentials.
+pub(super) fn permanent(code: Code) -> bool {
+    matches!(
+        code,
+        Code::InvalidArgument
+            | Code::NotFound
+            | Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::Unimplemented
+    )
+}
+
 enum Msg {
     Event(String, Box<pb::Event>),
     /// Said on stderr: lost, reconnected...
@@ -88,9 +141,8 @@ pub async fn merged(
 async fn follow(host: Host, t: Timeouts, mut req: pb::SubscribeRequest, tx: mpsc::Sender<Msg>) {
     let label = host.label.clone();
     let note = |s: String| Msg::Note(label.clone(), s);
-    let mut pause = FIRST_PAUSE;
+    let mut reconnect = Reconnect::new();
     let mut last: Option<u64> = None;
-    let mut lost = false;
     loop {
         if let Some(seq) = last {
             req.from_seq = Some(seq);
@@ -98,22 +150,13 @@ async fn follow(host: Host, t: Timeouts, mut req: pb::SubscribeRequest, tx: mpsc
         let why = match client::connect_remote(&host, &t).await {
             Err(e) => Failure::from(e),
             Ok(mut c) => match c.subscribe(req.clone()).await {
-                Err(s) => {
-                    let permanent = matches!(
-                        s.code(),
-                        Code::InvalidArgument
-                            | Code::Unauthenticated
-                            | Code::PermissionDenied
-                            | Code::Unimplemented
-                    );
-                    if permanent {
-                        let _ = tx.send(Msg::Fatal(label.clone(), s.into())).await;
-                        return;
-                    }
-                    Failure::from(s)
+                Err(s) if permanent(s.code()) => {
+                    let _ = tx.send(Msg::Fatal(label.clone(), s.into())).await;
+                    return;
                 }
+                Err(s) => Failure::from(s),
                 Ok(resp) => {
-                    if lost {
+                    if reconnect.connected() {
                         let after = last.map_or_else(String::new, |s| format!(" after seq {s}"));
                         if tx
                             .send(note(format!("reconnected; resuming{after}")))
@@ -122,9 +165,7 @@ async fn follow(host: Host, t: Timeouts, mut req: pb::SubscribeRequest, tx: mpsc
                         {
                             return;
                         }
-                        lost = false;
                     }
-                    pause = FIRST_PAUSE;
                     let mut stream = resp.into_inner();
                     loop {
                         match stream.message().await {
@@ -153,23 +194,11 @@ async fn follow(host: Host, t: Timeouts, mut req: pb::SubscribeRequest, tx: mpsc
             let _ = tx.send(Msg::Fatal(label.clone(), why)).await;
             return;
         }
-        if !lost {
-            let text = match &why {
-                Failure::Usage(m) | Failure::Failed(m) => m.clone(),
-                _ => "stream lost".into(),
-            };
-            if tx
-                .send(note(format!(
-                    "{text}; reconnecting (resuming where it left off)"
-                )))
-                .await
-                .is_err()
-            {
+        if let Some(text) = reconnect.dropped(&why) {
+            if tx.send(note(text)).await.is_err() {
                 return;
             }
-            lost = true;
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(MAX_PAUSE);
+        reconnect.wait().await;
     }
 }

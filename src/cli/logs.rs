@@ -2,11 +2,12 @@
 //! stream (and host, when given). Takes a connected client, so that a caller can run it for
 //! several agents at once.
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
-use tonic::Code;
-
-use super::{out, Failure};
+use super::{
+    follow::{permanent, Reconnect},
+    out, Failure,
+};
 use crate::{
     client::{self, Client, Timeouts},
     hosts::Host,
@@ -32,10 +33,6 @@ pub async fn logs(
     }
 }
 
-/// First and longest pause between reconnections of a remote follow.
-const FIRST_PAUSE: Duration = Duration::from_millis(100);
-const MAX_PAUSE: Duration = Duration::from_secs(5);
-
 /// `logs --follow` on a remote host: when the connection drops (the agent restarted, the
 /// network blinked), reconnects with backoff and resumes every stream at the offset after the
 /// last byte printed, so no line is lost or printed twice (bytes rotated away meanwhile are
@@ -48,8 +45,7 @@ pub async fn follow_remote(
     json: bool,
 ) -> Result<(), Failure> {
     let mut printer = Printer::new(json, Some(&host.label), true);
-    let mut pause = FIRST_PAUSE;
-    let mut lost = false;
+    let mut reconnect = Reconnect::new();
     loop {
         let mut req = req.clone();
         req.from = printer
@@ -70,23 +66,14 @@ pub async fn follow_remote(
                 Err((f, true)) => f,
             },
         };
-        if lost && printer.received {
-            pause = FIRST_PAUSE;
+        // A stream that delivered something worked for a while: a new outage.
+        if std::mem::take(&mut printer.received) {
+            reconnect.connected();
         }
-        if !lost || printer.received {
-            let text = match &why {
-                Failure::Usage(m) | Failure::Failed(m) => m.clone(),
-                _ => "stream lost".into(),
-            };
-            eprintln!(
-                "grpm: {}: {text}; reconnecting (resuming where it left off)",
-                host.label
-            );
-            lost = true;
+        if let Some(text) = reconnect.dropped(&why) {
+            eprintln!("grpm: {}: {text}", host.label);
         }
-        printer.received = false;
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(MAX_PAUSE);
+        reconnect.wait().await;
     }
 }
 
@@ -107,14 +94,7 @@ async fn stream_into(
     let mut stream = match client.logs(req).await {
         Ok(r) => r.into_inner(),
         Err(s) => {
-            let retry = !matches!(
-                s.code(),
-                Code::InvalidArgument
-                    | Code::NotFound
-                    | Code::Unauthenticated
-                    | Code::PermissionDenied
-                    | Code::Unimplemented
-            );
+            let retry = !permanent(s.code());
             return Err((s.into(), retry));
         }
     };
