@@ -1,7 +1,8 @@
 //! `GRPM_HOME` (default `~/.grpm`) and the files in it.
 
 use std::{
-    fs, io,
+    fs,
+    io::{self, Write},
     os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
 };
@@ -93,4 +94,19 @@ impl Home {
 /// True if `p` exists (without following a final symlink).
 pub fn exists(p: &Path) -> bool {
     fs::symlink_metadata(p).is_ok()
+}
+
+/// Writes `bytes` to `path` atomically and durably.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp: PathBuf = path.with_file_name(name);
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()
 }

@@ -74,7 +74,7 @@ pub fn main(home: &Home, options: &Options) -> Result<(), String> {
     let result = runtime.block_on(async {
         // The pid and address files are complete before the socket (the readiness signal) is
         // reachable.
-        crate::supervisor::store::write_atomic(
+        crate::home::write_atomic(
             &home.pid_file(),
             format!("{}\n", std::process::id()).as_bytes(),
         )
@@ -104,7 +104,7 @@ async fn bind_tcp(home: &Home, l: Listen) -> Result<(TcpListener, Listen), Strin
     let bound = listener
         .local_addr()
         .map_err(|e| format!("cannot listen on {}: {e}", l.addr))?;
-    crate::supervisor::store::write_atomic(&home.addr_file(), format!("{bound}\n").as_bytes())
+    crate::home::write_atomic(&home.addr_file(), format!("{bound}\n").as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", home.addr_file().display()))?;
     tracing::info!(%bound, tls = l.tls.is_some(), policy = ?l.policy, "listening on TCP");
     Ok((listener, l))

@@ -1056,7 +1056,7 @@ async fn kill(home: &Home, json: bool) -> Result<(), Failure> {
 }
 
 fn process_alive(pid: u32) -> bool {
-    crate::supervisor::procfs::read_stat(pid).is_ok_and(|s| !s.is_dead())
+    crate::supervisor::alive(pid)
 }
 
 fn detail_json(d: &pb::AppDetail) -> serde_json::Value {

@@ -8,7 +8,7 @@ use tonic::Status;
 use super::pb;
 use crate::{
     model::{self, AppSpec, Env, LogPolicy, LogStream, RestartPolicy, Signal, Target},
-    supervisor::{logs::Piece, AppView, Usage},
+    supervisor::{AppView, Piece, Usage},
 };
 
 pub fn target(s: &str) -> Result<Target, Status> {

@@ -11,7 +11,7 @@ use tonic::Status;
 use super::{convert, pb};
 use crate::{
     model::{AppId, LogStream, Target},
-    supervisor::{logs, AppView, Subscription, Supervisor},
+    supervisor::{AppLogs, AppView, ReadFrom, Subscription, Supervisor},
 };
 
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
@@ -20,13 +20,13 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> +
 /// any of it is read.
 pub fn part(
     view: &AppView,
-    app_logs: &logs::AppLogs,
+    app_logs: &AppLogs,
     s: LogStream,
-    from: logs::From,
+    from: ReadFrom,
     follow: bool,
 ) -> ChunkStream {
     let (name, id) = (view.name().to_string(), view.id);
-    let pieces = logs::tail::pieces(app_logs.get(s).clone(), from, follow);
+    let pieces = app_logs.pieces(s, from, follow);
     Box::pin(pieces.map(move |r| {
         r.map(|p| convert::chunk_to_pb(&name, id, s, p))
             .map_err(|e| Status::internal(format!("{name}: reading logs: {e}")))
@@ -76,7 +76,7 @@ pub fn following(
                         for (view, app_logs) in sup.logs(&Target::All).unwrap_or_default() {
                             if seen.insert(view.id) {
                                 for &s in &streams {
-                                    let p = part(&view, &app_logs, s, logs::From::Offset(0), true);
+                                    let p = part(&view, &app_logs, s, ReadFrom::Offset(0), true);
                                     map.insert((view.id, s), p);
                                 }
                             }

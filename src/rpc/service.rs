@@ -16,7 +16,7 @@ use tonic::{transport::server::UdsConnectInfo, Request, Response, Status};
 use super::{convert, logstream, pb, pb::process_manager_server::ProcessManager, Principal};
 use crate::{
     model::{Cause, Env, EventKind, Target},
-    supervisor::{logs, AppView, Filter, Replay, Supervisor, Usage},
+    supervisor::{AppView, Filter, ReadFrom, Replay, Supervisor, Usage},
 };
 
 /// Who sent a request, for the events it causes (`manual`, with the caller).
@@ -178,7 +178,7 @@ impl ProcessManager for Service {
             for &s in &streams {
                 let from = resume
                     .get(&(view.id, s))
-                    .map_or(logs::From::Tail(lines), |&o| logs::From::Offset(o));
+                    .map_or(ReadFrom::Tail(lines), |&o| ReadFrom::Offset(o));
                 parts.push((
                     (view.id, s),
                     logstream::part(&view, &app_logs, s, from, req.follow),

@@ -2,20 +2,12 @@
 //! commands in order (see `actor`); this module routes requests to them and fans out `all`.
 //! It knows nothing of gRPC.
 
-mod actor;
 mod error;
-pub mod eventlog;
-pub mod events;
-mod launch;
-pub mod logs;
-mod pidfd;
-pub mod policy;
-pub mod procfs;
-mod reaper;
-mod scan;
-pub mod store;
-pub mod tree;
-mod usage;
+mod events;
+mod lifecycle;
+mod logs;
+mod process;
+mod store;
 mod view;
 
 use std::{
@@ -33,16 +25,22 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::Error;
 pub use events::{Filter, Replay, Subscription};
-pub use usage::Usage;
+pub use logs::{AppLogs, Piece, ReadFrom};
+pub use process::usage::Usage;
 pub use view::AppView;
 
-use actor::{Actor, Cmd, Init, Reply};
-use reaper::Reaper;
+use lifecycle::{Actor, Cmd, Init, Reply};
+use process::usage::Sampler;
+use process::{launch, reaper::Reaper, scan, tree};
 use store::{AppRecord, Store};
-use usage::Sampler;
 
 use crate::model::{now_unix_ms, AppId, AppSpec, Cause, Desired, Env, Event, EventKind, Target};
 use events::Hub;
+
+/// True while `pid` names a live process (a zombie counts as dead).
+pub fn alive(pid: u32) -> bool {
+    process::procfs::read_stat(pid).is_ok_and(|s| !s.is_dead())
+}
 
 /// What every app owner shares.
 pub(crate) struct Ctx {
@@ -108,7 +106,7 @@ impl Supervisor {
             .map_err(io::Error::other)??;
         let log = match events_dir {
             Some(dir) => Some(
-                tokio::task::spawn_blocking(move || eventlog::EventLog::open(&dir, events_kept))
+                tokio::task::spawn_blocking(move || events::EventLog::open(&dir, events_kept))
                     .await
                     .map_err(io::Error::other)??,
             ),

@@ -8,8 +8,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    fs,
-    io::{self, Write},
+    fs, io,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
@@ -18,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::home::write_atomic;
 use crate::model::{now_unix_ms, AppId, AppSpec, Desired, Env};
 
 const VERSION: u32 = 1;
@@ -39,7 +39,6 @@ pub struct AppRecord {
 
 /// What loading gives: the file's content, environments resolved.
 pub struct StateFile {
-    pub version: u32,
     /// Random id of this home's agent, stamped on every app's environment as `GRPM_AGENT_ID`.
     pub agent_id: String,
     pub next_id: AppId,
@@ -129,7 +128,6 @@ impl DiskState {
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(StateFile {
-            version: self.version,
             agent_id: self.agent_id,
             next_id: self.next_id,
             apps,
@@ -203,7 +201,6 @@ pub fn load(path: &Path) -> io::Result<Loaded> {
 
 fn fresh() -> StateFile {
     StateFile {
-        version: VERSION,
         agent_id: random_id(),
         next_id: 1,
         apps: Vec::new(),
@@ -218,21 +215,6 @@ fn random_id() -> String {
         buf = (now_unix_ms() ^ (u64::from(std::process::id()) << 32)).to_le_bytes();
     }
     buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Writes `bytes` to `path` atomically and durably.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp: PathBuf = path.with_file_name(name);
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    fs::File::open(dir)?.sync_all()
 }
 
 struct Inner {

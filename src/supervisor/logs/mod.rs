@@ -2,11 +2,11 @@
 //! ([`capture`]), into files under `logs/` ([`writer`]) that rotate by size at line boundaries
 //! ([`rotate`], [`lines`]), and that readers tail and follow ([`tail`]).
 
-pub mod capture;
-pub mod lines;
-pub mod rotate;
-pub mod tail;
-pub mod writer;
+mod capture;
+mod lines;
+mod rotate;
+mod tail;
+mod writer;
 
 use std::{
     path::{Component, Path, PathBuf},
@@ -14,7 +14,7 @@ use std::{
 };
 
 pub use capture::{Capture, WriterPool};
-pub use tail::{From, Piece};
+pub use tail::{Piece, ReadFrom};
 pub use writer::StreamLog;
 
 use crate::model::{validate_name, AppId, LogPolicy, LogStream};
@@ -55,6 +55,17 @@ impl AppLogs {
             out: one(LogStream::Out),
             err: one(LogStream::Err),
         }
+    }
+
+    /// One stream's output as pieces: from `from`, then (when `follow`) as it grows, until the
+    /// log closes. The log is watched before this returns, so nothing written after is missed.
+    pub fn pieces(
+        &self,
+        s: LogStream,
+        from: ReadFrom,
+        follow: bool,
+    ) -> impl futures_util::Stream<Item = std::io::Result<Piece>> + Send {
+        tail::pieces(self.get(s).clone(), from, follow)
     }
 
     pub fn get(&self, s: LogStream) -> &Arc<StreamLog> {

@@ -174,7 +174,7 @@ fn scan_back(block: &[u8], skip_last: bool, need: &mut u32) -> Option<usize> {
 
 /// Where a stream starts.
 #[derive(Debug, Clone, Copy)]
-pub enum From {
+pub enum ReadFrom {
     /// With the last n lines.
     Tail(u32),
     /// At a logical offset (a resume).
@@ -186,7 +186,7 @@ pub enum From {
 /// is missed.
 pub fn pieces(
     log: Arc<StreamLog>,
-    from: From,
+    from: ReadFrom,
     follow: bool,
 ) -> impl futures_util::Stream<Item = io::Result<Piece>> + Send {
     let rx = log.watch();
@@ -201,8 +201,8 @@ pub fn pieces(
                 let at = start.take();
                 let joined = tokio::task::spawn_blocking(move || {
                     let r = match at {
-                        Some(From::Tail(n)) => cursor.seek_tail(n),
-                        Some(From::Offset(o)) => cursor.seek(o),
+                        Some(ReadFrom::Tail(n)) => cursor.seek_tail(n),
+                        Some(ReadFrom::Offset(o)) => cursor.seek(o),
                         None => Ok(()),
                     };
                     let r = r.and_then(|()| cursor.read_next());

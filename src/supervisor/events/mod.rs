@@ -13,7 +13,11 @@ use std::{
 
 use tokio::sync::Notify;
 
-use super::eventlog::EventLog;
+mod journal;
+
+use journal::cost;
+pub(super) use journal::EventLog;
+
 use crate::model::{Cause, Event, EventKind};
 
 /// Which events a subscriber wants. Empty sets mean "all"; gaps are always delivered.
@@ -58,18 +62,6 @@ struct Shared {
 pub struct Bound {
     pub events: usize,
     pub bytes: usize,
-}
-
-/// Roughly what an event costs in memory.
-pub fn cost(e: &Event) -> usize {
-    256 + e.app.len()
-        + e.action.len()
-        + e.message.len()
-        + e.error.as_ref().map_or(0, String::len)
-        + e.data
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 64)
-            .sum::<usize>()
 }
 
 impl Shared {
@@ -204,6 +196,7 @@ impl Hub {
     }
 
     /// For tests: small bounds.
+    #[cfg(test)]
     pub fn with_bounds(mut self, queue_events: usize, max_subscribers: usize) -> Hub {
         self.queue_bound = Bound {
             events: queue_events,

@@ -9,19 +9,21 @@ use tokio::{
     time::{sleep_until, timeout, Instant},
 };
 
-use super::{
-    launch::{Launch, Spawned},
-    logs::{AppLogs, Capture},
-    pidfd::PidFd,
-    policy::{self, Decision, History},
-    procfs::{self, ProcStat},
-    store::AppRecord,
-    tree::{self, TreeKey},
-    view::{effective_env, AppView},
-    Ctx, Error,
-};
+use super::policy::{self, Decision, History};
 use crate::model::{
     now_unix_ms, AppId, AppSpec, Cause, Desired, Env, Event, EventKind, Exit, Status,
+};
+use crate::supervisor::{
+    logs::{AppLogs, Capture},
+    process::{
+        launch::{Launch, Spawned},
+        pidfd::PidFd,
+        procfs::{self, ProcStat},
+        tree::{self, TreeKey},
+    },
+    store::AppRecord,
+    view::{effective_env, AppView},
+    Ctx, Error,
 };
 
 pub type Reply = oneshot::Sender<Result<AppView, Error>>;

@@ -18,7 +18,7 @@ use std::{
     thread::JoinHandle,
 };
 
-use super::store::write_atomic;
+use crate::home::write_atomic;
 use crate::model::{Cause, Event, EventKind};
 
 /// Sequence numbers reserved at a time.
@@ -142,7 +142,7 @@ impl EventLog {
     /// Queues an event for the file.
     pub fn append(&self, e: Arc<Event>) {
         let mut st = self.lock();
-        let size = super::events::cost(&e);
+        let size = cost(&e);
         if st.pending.len() >= MAX_PENDING || st.pending_bytes + size > MAX_PENDING_BYTES {
             if st.dropped.is_none() {
                 tracing::error!("the event log writer is behind; events are not reaching the disk");
@@ -245,6 +245,18 @@ fn read_lines(path: &Path, keep: usize, into: &mut VecDeque<Event>) -> io::Resul
         }
     }
     Ok(())
+}
+
+/// Roughly what an event costs in memory (queue bounds) and on disk (rotation).
+pub fn cost(e: &Event) -> usize {
+    256 + e.app.len()
+        + e.action.len()
+        + e.message.len()
+        + e.error.as_ref().map_or(0, String::len)
+        + e.data
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 64)
+            .sum::<usize>()
 }
 
 #[cfg(test)]

@@ -1,0 +1,10 @@
+//! Processes: spawning a main process, reaping children, pidfds, finding and ending an app's
+//! whole tree, reading `/proc`, sampling usage. The lifecycle decides; this module acts.
+
+pub(super) mod launch;
+pub(super) mod pidfd;
+pub(super) mod procfs;
+pub(super) mod reaper;
+pub(super) mod scan;
+pub(super) mod tree;
+pub(super) mod usage;
