@@ -1,6 +1,9 @@
-//! The supervisor's errors: each variant says which app and what went wrong, and maps to one
-//! gRPC code in `rpc::error`.
+//! The supervisor's errors: each variant says which app and what went wrong, with a typed cause,
+//! and maps to one gRPC code in `rpc::error`.
 
+use std::{fmt, io, path::PathBuf};
+
+use super::process::{launch::SpawnError, tree::Unkillable};
 use crate::model::AppId;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -12,16 +15,58 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     #[error("{app}: {cause}")]
-    StartFailed { app: String, cause: String },
+    StartFailed { app: String, cause: SpawnError },
     #[error("{app}: cannot stop: {cause}")]
-    StopFailed { app: String, cause: String },
+    StopFailed { app: String, cause: Unkillable },
     #[error("{app}: state not saved: {cause}")]
-    Persist { app: String, cause: String },
+    Persist { app: String, cause: StoreError },
     #[error("{app}: logs: {cause}")]
-    Logs { app: String, cause: String },
+    Logs { app: String, cause: OsError },
     #[error("the agent is shutting down")]
     ShuttingDown,
     /// Several apps failed; the others were acted on.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Several(Vec<Error>),
+}
+
+/// Why `state.json` could not be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("the state writer stopped")]
+    WriterStopped,
+    #[error("refusing to write an empty app list over a non-empty state.json")]
+    WouldEmpty,
+    #[error("cannot write {}: {err}", path.display())]
+    Write { path: PathBuf, err: OsError },
+    #[error("cannot encode the state: {0}")]
+    Encode(String),
+}
+
+/// An operating-system error kept as a value: its errno (to decide on) and its text (to show).
+/// Unlike `io::Error`, it can be cloned into every reply and event that reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OsError {
+    pub errno: Option<i32>,
+    text: String,
+}
+
+impl From<io::Error> for OsError {
+    fn from(e: io::Error) -> OsError {
+        OsError {
+            errno: e.raw_os_error(),
+            text: e.to_string(),
+        }
+    }
+}
+
+impl From<nix::Error> for OsError {
+    fn from(e: nix::Error) -> OsError {
+        io::Error::from(e).into()
+    }
+}
+
+impl fmt::Display for OsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
 }

@@ -356,7 +356,7 @@ impl Supervisor {
             if let Err(e) = flushed {
                 return Err(Error::Logs {
                     app: view.name().to_string(),
-                    cause: e.to_string(),
+                    cause: e.into(),
                 });
             }
             views.push(view);

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::error::StoreError;
 use crate::home::write_atomic;
 use crate::model::{now_unix_ms, AppId, AppSpec, Desired, Env};
 
@@ -233,7 +234,7 @@ struct Inner {
 #[derive(Clone, Debug, Default)]
 struct Flushed {
     written: u64,
-    failed: Option<(u64, String)>,
+    failed: Option<(u64, StoreError)>,
 }
 
 pub struct Store {
@@ -291,34 +292,30 @@ impl Store {
     }
 
     /// Waits until generation `gen` is on disk.
-    pub async fn flushed(&self, gen: u64) -> Result<(), String> {
+    pub async fn flushed(&self, gen: u64) -> Result<(), StoreError> {
         let mut rx = self.flushed.subscribe();
         let state = rx
             .wait_for(|f| f.written >= gen || f.failed.as_ref().is_some_and(|(g, _)| *g >= gen))
             .await
-            .map_err(|_| "the state writer stopped".to_string())?;
+            .map_err(|_| StoreError::WriterStopped)?;
         if state.written >= gen {
             Ok(())
         } else {
             Err(state
                 .failed
                 .as_ref()
-                .map(|(_, m)| m.clone())
-                .unwrap_or_default())
+                .map_or(StoreError::WriterStopped, |(_, e)| e.clone()))
         }
     }
 
     /// Serializes the current state: records are cloned under the lock (cheap: environments
     /// are shared), and turned into bytes after it is released.
-    fn snapshot(&self) -> Result<(u64, Vec<u8>), (u64, String)> {
+    fn snapshot(&self) -> Result<(u64, Vec<u8>), (u64, StoreError)> {
         let (gen, agent_id, next_id, apps) = {
             let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             let gen = inner.generation;
             if inner.apps.is_empty() && inner.loaded > 0 && inner.deletes == 0 {
-                return Err((
-                    gen,
-                    "refusing to write an empty app list over a non-empty state.json".into(),
-                ));
+                return Err((gen, StoreError::WouldEmpty));
             }
             let apps: Vec<AppRecord> = inner.apps.values().cloned().collect();
             (gen, inner.agent_id.clone(), inner.next_id, apps)
@@ -326,17 +323,23 @@ impl Store {
         let disk = DiskState::from_records(&agent_id, next_id, &apps);
         serde_json::to_vec(&disk)
             .map(|bytes| (gen, bytes))
-            .map_err(|e| (gen, e.to_string()))
+            .map_err(|e| (gen, StoreError::Encode(e.to_string())))
     }
 
-    fn write_once(&self) -> Result<u64, (u64, String)> {
+    fn write_once(&self) -> Result<u64, (u64, StoreError)> {
         let (gen, bytes) = self.snapshot()?;
-        write_atomic(&self.path, &bytes)
-            .map(|()| gen)
-            .map_err(|e| (gen, format!("cannot write {}: {e}", self.path.display())))
+        write_atomic(&self.path, &bytes).map(|()| gen).map_err(|e| {
+            (
+                gen,
+                StoreError::Write {
+                    path: self.path.clone(),
+                    err: e.into(),
+                },
+            )
+        })
     }
 
-    fn publish(&self, result: Result<u64, (u64, String)>) {
+    fn publish(&self, result: Result<u64, (u64, StoreError)>) {
         self.flushed.send_modify(|f| match result {
             Ok(gen) => f.written = f.written.max(gen),
             Err((gen, msg)) => {
@@ -367,7 +370,7 @@ impl Store {
                 let me = self.clone();
                 let result = tokio::task::spawn_blocking(move || me.write_once())
                     .await
-                    .unwrap_or_else(|e| Err((0, e.to_string())));
+                    .unwrap_or(Err((0, StoreError::WriterStopped)));
                 self.publish(result);
             }
         }
@@ -468,7 +471,7 @@ mod tests {
         // Emptied without a delete (a bug somewhere): refused.
         store.inner.lock().unwrap().apps.clear();
         let err = store.write_once().unwrap_err().1;
-        assert!(err.contains("refusing"), "{err}");
+        assert_eq!(err, StoreError::WouldEmpty);
         assert!(!path.exists());
         // Emptied by deletes: written.
         let store = Store::new(path.clone(), &state);

@@ -1,7 +1,7 @@
 //! An app's life: the pure state machine that decides (`machine`) and the owner task that
 //! feeds it inputs and carries out its effects (`owner`).
 
+mod machine;
 mod owner;
-mod policy;
 
 pub(super) use owner::{Actor, Cmd, Init, Reply};

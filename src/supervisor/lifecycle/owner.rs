@@ -1,19 +1,20 @@
-//! The owner of one app: a task that applies the app's commands in order, watches its main
-//! process, and restarts it after unexpected exits. Nothing else touches the app's processes, so
-//! two commands on one app can never interleave, and two instances can never run at once.
+//! The owner of one app: a task that feeds the app's inputs (its commands, in order; the exit of
+//! its main process; its autorestart timer) to the lifecycle machine and carries out the effects
+//! the machine returns. Nothing else touches the app's processes, so two commands on one app can
+//! never interleave, and two instances can never run at once. All decisions are the machine's;
+//! this file only acts.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use tokio::{
     sync::{mpsc, oneshot, watch},
     time::{sleep_until, timeout, Instant},
 };
 
-use super::policy::{self, Decision, History};
-use crate::model::{
-    now_unix_ms, AppId, AppSpec, Cause, Desired, Env, Event, EventKind, Exit, Status,
-};
+use super::machine::{Effect, Input, Life, Note, Refusal, Rules, State, Survivor};
+use crate::model::{now_unix_ms, AppId, AppSpec, Cause, Env, Event, Exit};
 use crate::supervisor::{
+    error::StoreError,
     logs::{AppLogs, Capture},
     process::{
         launch::{Launch, Spawned},
@@ -68,6 +69,48 @@ pub enum Init {
     },
 }
 
+/// Who waits for the command being carried out.
+enum Pending {
+    App(Reply),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A command taken apart: the machine's input, who waits, and a new base environment.
+struct Request {
+    input: Input,
+    pending: Pending,
+    base_env: Option<Env>,
+}
+
+impl From<Cmd> for Request {
+    fn from(cmd: Cmd) -> Request {
+        let (input, pending, base_env) = match cmd {
+            Cmd::Start { cause, reply } => (Input::Start(cause), Pending::App(reply), None),
+            Cmd::Stop { cause, reply } => (Input::Stop(cause), Pending::App(reply), None),
+            Cmd::Restart {
+                base_env,
+                cause,
+                reply,
+            } => (Input::Restart(cause), Pending::App(reply), base_env),
+            Cmd::Delete {
+                purge_logs,
+                cause,
+                reply,
+            } => (
+                Input::Delete { purge_logs, cause },
+                Pending::App(reply),
+                None,
+            ),
+            Cmd::Shutdown { reply } => (Input::Shutdown, Pending::Shutdown(reply), None),
+        };
+        Request {
+            input,
+            pending,
+            base_env,
+        }
+    }
+}
+
 /// How we learn that the main process ended.
 enum ExitWatch {
     /// Our child: the reaper sends its exit status.
@@ -76,31 +119,17 @@ enum ExitWatch {
     Adopted(PidFd),
 }
 
-struct Running {
+/// The main process, until its exit is seen.
+struct Main {
     pid: u32,
     starttime: Option<u64>,
-    started: Instant,
     exit: ExitWatch,
-    /// Reading its output; none for an adopted process (its pipes died with the old agent).
-    capture: Option<Capture>,
 }
 
-/// How long the output pipes may stay open after the tree has ended before we stop reading.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
-
-async fn drain(capture: Option<Capture>) {
-    if let Some(c) = capture {
-        c.finish(DRAIN_GRACE).await;
-    }
-}
-
-impl Running {
+impl Main {
     async fn wait(&mut self) -> Exit {
         match &mut self.exit {
-            ExitWatch::Child(rx) => match rx.await {
-                Ok(exit) => exit,
-                Err(_) => unknown_exit(),
-            },
+            ExitWatch::Child(rx) => rx.await.unwrap_or_else(|_| unknown_exit()),
             ExitWatch::Adopted(fd) => {
                 fd.exited().await;
                 unknown_exit()
@@ -117,29 +146,38 @@ fn unknown_exit() -> Exit {
     }
 }
 
+enum Wake {
+    Cmd(Cmd),
+    Input(Input),
+}
+
+/// How long the output pipes may stay open after the tree has ended before we stop reading.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// How long the reaper may take to hand over the exit status of a main process that is dead.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
 pub struct Actor {
     ctx: Arc<Ctx>,
     id: AppId,
     spec: Arc<AppSpec>,
     base_env: Arc<Env>,
-    desired: Desired,
-    restarts: u32,
     created_at_unix_ms: u64,
-    status: Status,
-    last_exit: Option<Exit>,
-    error: Option<String>,
-    running: Option<Running>,
+    life: Life,
+    main: Option<Main>,
+    /// Reading the main process's output; none for an adopted process (its pipes died with the
+    /// old agent).
+    capture: Option<Capture>,
+    /// A process found alive at recovery, until the machine adopts it or not.
+    survivor: Option<Main>,
     backoff: Option<Instant>,
-    history: History,
+    pending: Option<Pending>,
+    /// Commands that arrived while an operation was under way.
+    deferred: VecDeque<Request>,
+    /// A failed wait for the state file, reported to the pending command.
+    unsaved: Option<StoreError>,
+    ended: bool,
     view: watch::Sender<AppView>,
     logs: Arc<AppLogs>,
-}
-
-enum Wake {
-    Cmd(Cmd),
-    Closed,
-    Exited(Exit),
-    BackoffOver,
 }
 
 impl Actor {
@@ -149,314 +187,224 @@ impl Actor {
         rec: AppRecord,
         logs: Arc<AppLogs>,
     ) -> (Actor, watch::Receiver<AppView>) {
+        let life = Life::new(rec.desired, rec.restarts);
+        let spec = Arc::new(rec.spec);
         let (view, rx) = watch::channel(AppView {
             id: rec.id,
-            spec: Arc::new(rec.spec.clone()),
+            spec: spec.clone(),
             base_env: rec.base_env.clone(),
             agent_id: ctx.agent_id.clone(),
-            status: Status::Stopped,
-            desired: rec.desired,
-            restarts: rec.restarts,
+            status: life.status(),
+            desired: life.desired,
+            restarts: life.restarts,
             last_exit: None,
             error: None,
             created_at_unix_ms: rec.created_at_unix_ms,
-            stdout_path: Default::default(),
-            stderr_path: Default::default(),
+            stdout_path: logs.out.path().to_path_buf(),
+            stderr_path: logs.err.path().to_path_buf(),
         });
-        let mut actor = Actor {
-            ctx,
+        let actor = Actor {
             id: rec.id,
-            spec: Arc::new(rec.spec),
+            spec,
             base_env: rec.base_env,
-            desired: rec.desired,
-            restarts: rec.restarts,
             created_at_unix_ms: rec.created_at_unix_ms,
-            status: Status::Stopped,
-            last_exit: None,
-            error: None,
-            running: None,
+            life,
+            main: None,
+            capture: None,
+            survivor: None,
             backoff: None,
-            history: History::default(),
+            pending: None,
+            deferred: VecDeque::new(),
+            unsaved: None,
+            ended: false,
             view,
+            ctx,
             logs,
         };
-        actor.publish();
         (actor, rx)
     }
 
-    /// The task body: recover, then apply commands and react to exits until deleted or shut down.
+    /// The task body: recover, then feed commands, exits and timers to the machine until the app
+    /// is deleted or the agent shuts down.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, init: Init) {
         if let Init::Recovered {
             recorded,
             survivors,
         } = init
         {
-            self.recover(recorded, survivors).await;
+            let input = self.recovered(recorded, &survivors);
+            self.feed(input, &mut rx).await;
         }
-        loop {
+        while !self.ended {
+            if !self.life.busy() {
+                if let Some(req) = self.deferred.pop_front() {
+                    self.request(req, &mut rx).await;
+                    continue;
+                }
+            }
+            let backoff = match self.life.state {
+                State::Backoff { .. } => self.backoff,
+                _ => None,
+            };
             let wake = tokio::select! {
-                cmd = rx.recv() => cmd.map_or(Wake::Closed, Wake::Cmd),
-                exit = wait_exit(&mut self.running) => Wake::Exited(exit),
-                () = wait_backoff(self.backoff) => Wake::BackoffOver,
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => Wake::Cmd(cmd),
+                    None => break,
+                },
+                exit = wait_exit(&mut self.main) => Wake::Input(Input::Exited(exit)),
+                () = wait_until(backoff) => Wake::Input(Input::BackoffElapsed),
             };
             match wake {
-                Wake::Closed => break,
-                Wake::Cmd(Cmd::Start { cause, reply }) => {
-                    let r = self.start(&cause).await;
-                    let _ = reply.send(r);
-                }
-                Wake::Cmd(Cmd::Stop { cause, reply }) => {
-                    let r = self.stop(&cause).await;
-                    let _ = reply.send(r);
-                }
-                Wake::Cmd(Cmd::Restart {
-                    base_env,
-                    cause,
-                    reply,
-                }) => {
-                    let r = self.restart(base_env, &cause).await;
-                    let _ = reply.send(r);
-                }
-                Wake::Cmd(Cmd::Delete {
-                    purge_logs,
-                    cause,
-                    reply,
-                }) => {
-                    let r = self.delete(purge_logs, &cause).await;
-                    let done = r.is_ok();
-                    if done {
-                        // Closed before the reply: when the caller hears "deleted", the
-                        // registry already sees this app gone (and commands queued behind the
-                        // delete are answered "not found" as their senders drop).
-                        rx.close();
+                Wake::Cmd(cmd) => self.request(cmd.into(), &mut rx).await,
+                Wake::Input(input) => {
+                    if let Input::Exited(exit) = &input {
+                        let pid = self.main.take().map_or(0, |m| m.pid);
+                        tracing::info!(app = %self.spec.name, pid, exit = %exit.text(), "main process exited");
                     }
-                    let _ = reply.send(r);
-                    if done {
-                        break;
-                    }
-                }
-                Wake::Cmd(Cmd::Shutdown { reply }) => {
                     self.backoff = None;
-                    if let Err(e) = self.end_tree(&Cause::Shutdown).await {
-                        tracing::error!(app = %self.spec.name, error = %e, "tree not stopped at shutdown");
-                    }
-                    // Followers end once they have read everything.
-                    self.logs.close();
-                    self.save();
-                    let _ = reply.send(());
-                    break;
+                    self.feed(input, &mut rx).await;
                 }
-                Wake::Exited(exit) => self.on_exit(exit).await,
-                Wake::BackoffOver => self.autorestart().await,
             }
         }
     }
 
-    async fn start(&mut self, cause: &Cause) -> Result<AppView, Error> {
-        if self.running.is_some() {
-            return Ok(self.snapshot());
+    /// A command: carried out to its answer, or kept for later when the machine defers it.
+    async fn request(&mut self, req: Request, rx: &mut mpsc::Receiver<Cmd>) {
+        let Request {
+            input,
+            pending,
+            base_env,
+        } = req;
+        let effects = self.life.step(input.clone(), &self.rules(), now_unix_ms());
+        if let [Effect::Defer] = effects.as_slice() {
+            self.deferred.push_back(Request {
+                input,
+                pending,
+                base_env,
+            });
+            return;
         }
-        self.history.reset();
-        self.backoff = None;
-        self.desired = Desired::Online;
-        let spawned = self.spawn_main(cause).await;
-        self.save_and_wait().await?;
-        spawned?;
-        Ok(self.snapshot())
-    }
-
-    async fn stop(&mut self, cause: &Cause) -> Result<AppView, Error> {
-        self.desired = Desired::Stopped;
-        self.backoff = None;
-        let ended = self.end_tree(cause).await;
-        self.save_and_wait().await?;
-        ended?;
-        Ok(self.snapshot())
-    }
-
-    async fn restart(&mut self, base_env: Option<Env>, cause: &Cause) -> Result<AppView, Error> {
         if let Some(env) = base_env {
             self.base_env = Arc::new(env);
         }
-        self.desired = Desired::Online;
-        self.backoff = None;
-        self.emit(EventKind::Restarting, cause, |_| {});
-        if let Err(e) = self.end_tree(cause).await {
-            self.save_and_wait().await?;
-            return Err(e);
-        }
-        self.history.reset();
-        self.restarts = self.restarts.saturating_add(1);
-        let spawned = self.spawn_main(cause).await;
-        self.save_and_wait().await?;
-        spawned?;
-        Ok(self.snapshot())
+        self.pending = Some(pending);
+        self.unsaved = None;
+        self.carry_out_all(effects, rx).await;
     }
 
-    async fn delete(&mut self, purge_logs: bool, cause: &Cause) -> Result<AppView, Error> {
-        self.backoff = None;
-        self.end_tree(cause).await?;
-        if purge_logs {
-            let logs = self.logs.clone();
-            let purged = tokio::task::spawn_blocking(move || logs.purge())
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r);
-            if let Err(e) = purged {
-                tracing::warn!(app = %self.spec.name, error = %e, "cannot remove every log file");
+    fn rules(&self) -> Rules {
+        Rules {
+            restart: self.spec.restart,
+            autorestart: self.spec.autorestart,
+        }
+    }
+
+    /// Feeds one fact to the machine and carries out what follows.
+    async fn feed(&mut self, input: Input, rx: &mut mpsc::Receiver<Cmd>) {
+        let effects = self.life.step(input, &self.rules(), now_unix_ms());
+        self.carry_out_all(effects, rx).await;
+    }
+
+    /// Publishes the new state, then carries out `effects` in order, feeding back every input
+    /// they produce (a spawn's outcome, a tree's end), until the machine rests.
+    async fn carry_out_all(&mut self, effects: Vec<Effect>, rx: &mut mpsc::Receiver<Cmd>) {
+        let mut queue = VecDeque::new();
+        let mut effects = effects;
+        loop {
+            self.publish();
+            for effect in effects {
+                self.carry_out(effect, &mut queue, rx).await;
+            }
+            let Some(input) = queue.pop_front() else {
+                return;
+            };
+            effects = self.life.step(input, &self.rules(), now_unix_ms());
+        }
+    }
+
+    async fn carry_out(
+        &mut self,
+        effect: Effect,
+        queue: &mut VecDeque<Input>,
+        rx: &mut mpsc::Receiver<Cmd>,
+    ) {
+        match effect {
+            Effect::Emit(note) => self.emit(note),
+            Effect::Spawn => queue.push_back(self.spawn().await),
+            Effect::Adopt => self.main = self.survivor.take(),
+            Effect::EndTree => {
+                let (exit, ended) = self.end_tree().await;
+                queue.extend(exit.map(Input::Exited));
+                queue.push_back(ended);
+            }
+            Effect::Drain => {
+                if let Some(c) = self.capture.take() {
+                    c.finish(DRAIN_GRACE).await;
+                }
+                queue.push_back(Input::Drained);
+            }
+            Effect::ArmBackoff(delay) => self.backoff = Some(Instant::now() + delay),
+            Effect::PurgeLogs => {
+                let logs = self.logs.clone();
+                let purged = tokio::task::spawn_blocking(move || logs.purge())
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r);
+                if let Err(e) = purged {
+                    tracing::warn!(app = %self.spec.name, error = %e, "cannot remove every log file");
+                }
+            }
+            Effect::CloseLogs => self.logs.close(),
+            Effect::Persist { wait } => {
+                let gen = self.ctx.store.put(self.record());
+                if wait {
+                    self.wait_saved(gen).await;
+                }
+            }
+            Effect::Forget => {
+                let gen = self.ctx.store.remove(self.id);
+                self.wait_saved(gen).await;
+            }
+            Effect::Reply(result) => self.reply(result),
+            // Only ever the sole effect of a command, which `request` keeps for later.
+            Effect::Defer => {}
+            Effect::End => {
+                // Closed before the reply: when the caller hears "deleted", the registry
+                // already sees this app gone (and commands queued behind it are answered "not
+                // found" as their senders drop).
+                rx.close();
+                self.ended = true;
             }
         }
-        self.logs.close();
-        let gen = self.ctx.store.remove(self.id);
-        self.ctx
-            .store
-            .flushed(gen)
-            .await
-            .map_err(|cause| self.persist_error(cause))?;
-        self.emit(EventKind::Deleted, cause, |_| {});
-        Ok(self.snapshot())
     }
 
-    /// The main process exited on its own: end what it left behind, then restart or give up.
-    async fn on_exit(&mut self, exit: Exit) {
-        let Some(mut r) = self.running.take() else {
-            return;
+    async fn wait_saved(&mut self, gen: u64) {
+        if let Err(e) = self.ctx.store.flushed(gen).await {
+            self.unsaved = Some(e);
+        }
+    }
+
+    fn reply(&mut self, result: Result<(), Refusal>) {
+        let app = self.spec.name.to_string();
+        let result = match (self.unsaved.take(), result) {
+            (Some(cause), _) => Err(Error::Persist { app, cause }),
+            (None, Ok(())) => Ok(self.snapshot()),
+            (None, Err(Refusal::Start(cause))) => Err(Error::StartFailed { app, cause }),
+            (None, Err(Refusal::Stop(cause))) => Err(Error::StopFailed { app, cause }),
         };
-        let uptime = r.started.elapsed();
-        tracing::info!(app = %self.spec.name, pid = r.pid, exit = %exit.text(), "main process exited");
-        self.last_exit = Some(exit);
-        self.emit(EventKind::Exited, &Cause::Crash, |e| {
-            e.pid = Some(r.pid);
-            e.exit = Some(exit);
-        });
-        self.status = Status::Stopping { pid: None };
-        self.publish();
-        let key = self.tree_key(Some(r.pid));
-        if let Err(e) = tree::stop(
-            &self.ctx.scanner,
-            &key,
-            self.spec.stop_signal,
-            self.spec.kill_timeout,
-        )
-        .await
-        {
-            tracing::error!(app = %self.spec.name, error = %e, "leftovers of an exited app survive");
-        }
-        // Its last words are on disk before anything else happens (a new instance's output
-        // never interleaves with them).
-        drain(r.capture.take()).await;
-        let decision = policy::on_exit(
-            &self.spec.restart,
-            self.spec.autorestart,
-            &mut self.history,
-            Some(&exit),
-            uptime,
-            now_unix_ms(),
-        );
-        self.apply(decision, &Cause::Crash);
-        self.save();
-    }
-
-    async fn autorestart(&mut self) {
-        self.backoff = None;
-        self.restarts = self.restarts.saturating_add(1);
-        if self.spawn_main(&Cause::Backoff).await.is_err() {
-            let decision = policy::on_exit(
-                &self.spec.restart,
-                self.spec.autorestart,
-                &mut self.history,
-                None,
-                Duration::ZERO,
-                now_unix_ms(),
-            );
-            self.apply(decision, &Cause::Backoff);
-        }
-        self.save();
-    }
-
-    fn apply(&mut self, decision: Decision, why: &Cause) {
-        match decision {
-            Decision::Restart { delay } => {
-                self.backoff = Some(Instant::now() + delay);
-                self.status = Status::Backoff {
-                    until_unix_ms: now_unix_ms() + delay.as_millis() as u64,
-                };
-                self.emit(EventKind::AutorestartScheduled, why, |e| {
-                    e.delay_ms = Some(delay.as_millis() as u64);
-                });
+        match self.pending.take() {
+            Some(Pending::App(reply)) => {
+                let _ = reply.send(result);
             }
-            Decision::GiveUp { cause } => {
-                tracing::warn!(app = %self.spec.name, %cause, "giving up");
-                self.errored(cause, why);
+            Some(Pending::Shutdown(reply)) => {
+                let _ = reply.send(());
             }
-            Decision::LeaveDown { errored } => {
-                self.desired = Desired::Stopped;
-                if errored {
-                    let how = self
-                        .last_exit
-                        .map_or_else(|| "could not start".to_string(), |e| e.text());
-                    self.errored(format!("exited with {how} (autorestart is off)"), why);
-                } else {
-                    self.status = Status::Stopped;
-                    self.emit(EventKind::Stopped, why, |_| {});
-                }
-            }
+            None => {}
         }
-    }
-
-    /// A previous agent's app: adopt its main process if it still runs as recorded, otherwise
-    /// end whatever is left of it, then start it if it should run.
-    async fn recover(&mut self, recorded: Option<(u32, u64)>, survivors: Vec<ProcStat>) {
-        if self.desired == Desired::Online {
-            if let Some((pid, starttime)) = recorded {
-                if survivors
-                    .iter()
-                    .any(|p| p.pid == pid && p.starttime == starttime)
-                {
-                    if let Some(fd) = adoptable(pid, starttime) {
-                        let started_at =
-                            procfs::start_unix_ms(starttime).unwrap_or_else(now_unix_ms);
-                        let age = Duration::from_millis(now_unix_ms().saturating_sub(started_at));
-                        self.running = Some(Running {
-                            pid,
-                            starttime: Some(starttime),
-                            started: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
-                            exit: ExitWatch::Adopted(fd),
-                            capture: None,
-                        });
-                        self.status = Status::Online {
-                            pid,
-                            started_at_unix_ms: started_at,
-                            adopted: true,
-                        };
-                        tracing::info!(app = %self.spec.name, pid, "adopted a running app");
-                        self.emit(EventKind::Online, &Cause::Recovery, |e| {
-                            e.pid = Some(pid);
-                            e.message = "adopted from the previous agent".into();
-                        });
-                        self.publish();
-                        return;
-                    }
-                }
-            }
-        }
-        if !survivors.is_empty() {
-            tracing::info!(app = %self.spec.name, count = survivors.len(), "ending processes left by a previous agent");
-            if let Err(e) = self.end_tree(&Cause::Recovery).await {
-                tracing::error!(app = %self.spec.name, error = %e, "leftovers survive");
-            }
-        }
-        if self.desired == Desired::Online {
-            let _ = self.spawn_main(&Cause::Recovery).await;
-            self.save();
-        }
-        self.publish();
     }
 
     /// Spawns the main process with the stored spec and environment.
-    async fn spawn_main(&mut self, cause: &Cause) -> Result<(), Error> {
-        self.status = Status::Starting;
-        self.emit(EventKind::Starting, cause, |_| {});
+    async fn spawn(&mut self) -> Input {
         let launch = Launch {
             spec: self.spec.clone(),
             env: effective_env(&self.base_env, &self.spec, &self.ctx.agent_id, self.id),
@@ -469,54 +417,36 @@ impl Actor {
                 stdout,
                 stderr,
             }) => {
-                let capture = Capture::start(
+                self.capture = Some(Capture::start(
                     vec![
                         (stdout, self.logs.out.clone()),
                         (stderr, self.logs.err.clone()),
                     ],
                     self.ctx.log_pool.clone(),
-                );
-                self.running = Some(Running {
+                ));
+                self.main = Some(Main {
                     pid,
                     starttime,
-                    started: Instant::now(),
                     exit: ExitWatch::Child(exit),
-                    capture: Some(capture),
                 });
-                self.status = Status::Online {
-                    pid,
-                    started_at_unix_ms: now_unix_ms(),
-                    adopted: false,
-                };
-                self.error = None;
                 tracing::info!(app = %self.spec.name, pid, "started");
-                self.emit(EventKind::Online, cause, |e| e.pid = Some(pid));
-                Ok(())
+                Input::Spawned { pid }
             }
-            Err(failure) => {
-                tracing::warn!(app = %self.spec.name, cause = %failure, "start failed");
-                self.errored(failure.clone(), cause);
-                Err(Error::StartFailed {
-                    app: self.spec.name.to_string(),
-                    cause: failure,
-                })
+            Err(e) => {
+                tracing::warn!(app = %self.spec.name, cause = %e, "start failed");
+                Input::SpawnFailed(e)
             }
         }
     }
 
-    /// Ends the whole tree (main process, group, escaped descendants) and records how the main
-    /// process ended. Leaves the status `stopped`, or `errored` when something survived SIGKILL.
-    async fn end_tree(&mut self, cause: &Cause) -> Result<(), Error> {
-        let root = self.running.as_ref().map(|r| r.pid);
-        // A stop of an app that is already down is no transition: no events, but leftovers are
-        // still looked for.
-        let transition = !matches!(self.status, Status::Stopped);
-        self.status = Status::Stopping { pid: root };
-        if transition {
-            self.emit(EventKind::Stopping, cause, |e| e.pid = root);
-        }
-        self.publish();
-        let key = self.tree_key(root);
+    /// Ends the whole tree (main process, group, escaped descendants). Returns how the main
+    /// process ended (when it was running) and whether anything survived SIGKILL.
+    async fn end_tree(&mut self) -> (Option<Exit>, Input) {
+        let key = TreeKey {
+            agent_id: self.ctx.agent_id.to_string(),
+            app_id: self.id,
+            root: self.main.as_ref().map(|m| m.pid),
+        };
         let result = tree::stop(
             &self.ctx.scanner,
             &key,
@@ -524,60 +454,67 @@ impl Actor {
             self.spec.kill_timeout,
         )
         .await;
-        if let Some(mut r) = self.running.take() {
+        let exit = match self.main.take() {
             // The main process is dead; the reaper hands over its status as soon as it reaps it.
-            let exit = timeout(Duration::from_secs(2), r.wait())
-                .await
-                .unwrap_or_else(|_| unknown_exit());
-            self.last_exit = Some(exit);
-            self.emit(EventKind::Exited, cause, |e| {
-                e.pid = Some(r.pid);
-                e.exit = Some(exit);
-            });
-            drain(r.capture.take()).await;
+            Some(mut m) => Some(
+                timeout(EXIT_GRACE, m.wait())
+                    .await
+                    .unwrap_or_else(|_| unknown_exit()),
+            ),
+            None => None,
+        };
+        let ended = match result {
+            Ok(()) => Input::TreeGone,
+            Err(u) => {
+                tracing::error!(app = %self.spec.name, error = %u, "processes of the app survive");
+                Input::TreeSurvived(u)
+            }
+        };
+        (exit, ended)
+    }
+
+    /// A previous agent's app: its recorded main process, if it still runs as recorded and can
+    /// be watched, and whether any of its processes survive.
+    fn recovered(&mut self, recorded: Option<(u32, u64)>, survivors: &[ProcStat]) -> Input {
+        let survivor = recorded.and_then(|(pid, starttime)| {
+            survivors
+                .iter()
+                .any(|p| p.pid == pid && p.starttime == starttime)
+                .then(|| adoptable(pid, starttime))
+                .flatten()
+                .map(|fd| (pid, starttime, fd))
+        });
+        if !survivors.is_empty() {
+            tracing::info!(app = %self.spec.name, count = survivors.len(), "processes left by a previous agent");
         }
-        match result {
-            Ok(()) => {
-                self.status = Status::Stopped;
-                if transition {
-                    self.emit(EventKind::Stopped, cause, |_| {});
-                }
-                self.publish();
-                Ok(())
+        let survivor = survivor.map(|(pid, starttime, fd)| {
+            self.survivor = Some(Main {
+                pid,
+                starttime: Some(starttime),
+                exit: ExitWatch::Adopted(fd),
+            });
+            Survivor {
+                pid,
+                since_ms: procfs::start_unix_ms(starttime).unwrap_or_else(now_unix_ms),
             }
-            Err(unkillable) => {
-                self.errored(format!("cannot stop: {unkillable}"), cause);
-                self.publish();
-                Err(Error::StopFailed {
-                    app: self.spec.name.to_string(),
-                    cause: unkillable.to_string(),
-                })
-            }
+        });
+        Input::Recovered {
+            survivor,
+            leftovers: !survivors.is_empty(),
         }
     }
 
     /// Publishes an event about this app.
-    fn emit(&self, kind: EventKind, cause: &Cause, fill: impl FnOnce(&mut Event)) {
-        let mut e = Event::new(kind, self.id, &self.spec.name, cause.clone());
-        fill(&mut e);
-        self.ctx.hub.publish(e);
-    }
-
-    fn errored(&mut self, why: String, cause: &Cause) {
-        self.emit(EventKind::Errored, cause, |e| {
-            e.error = Some(why.clone());
-            e.exit = self.last_exit;
-        });
-        self.error = Some(why.clone());
-        self.status = Status::Errored { cause: why };
-    }
-
-    fn tree_key(&self, root: Option<u32>) -> TreeKey {
-        TreeKey {
-            agent_id: self.ctx.agent_id.to_string(),
-            app_id: self.id,
-            root,
+    fn emit(&self, note: Note) {
+        let mut e = Event::new(note.kind, self.id, &self.spec.name, note.cause);
+        e.pid = note.pid;
+        e.exit = note.exit;
+        e.delay_ms = note.delay.map(|d| d.as_millis() as u64);
+        e.error = note.error;
+        if let Some(m) = note.message {
+            e.message = m.into();
         }
+        self.ctx.hub.publish(e);
     }
 
     fn record(&self) -> AppRecord {
@@ -585,40 +522,16 @@ impl Actor {
             id: self.id,
             spec: (*self.spec).clone(),
             base_env: self.base_env.clone(),
-            desired: self.desired,
+            desired: self.life.desired,
             created_at_unix_ms: self.created_at_unix_ms,
-            restarts: self.restarts,
-            pid: self.running.as_ref().map(|r| r.pid),
-            pid_starttime: self.running.as_ref().and_then(|r| r.starttime),
+            restarts: self.life.restarts,
+            pid: self.main.as_ref().map(|m| m.pid),
+            pid_starttime: self.main.as_ref().and_then(|m| m.starttime),
         }
     }
 
-    /// Publishes the view and queues the record for writing.
-    fn save(&mut self) -> u64 {
-        self.publish();
-        self.ctx.store.put(self.record())
-    }
-
-    /// Like `save`, and waits until the record is on disk.
-    async fn save_and_wait(&mut self) -> Result<(), Error> {
-        let gen = self.save();
-        self.ctx
-            .store
-            .flushed(gen)
-            .await
-            .map_err(|cause| self.persist_error(cause))
-    }
-
-    fn persist_error(&self, cause: String) -> Error {
-        Error::Persist {
-            app: self.spec.name.to_string(),
-            cause,
-        }
-    }
-
-    fn publish(&mut self) {
-        let view = self.snapshot();
-        self.view.send_replace(view);
+    fn publish(&self) {
+        self.view.send_replace(self.snapshot());
     }
 
     fn snapshot(&self) -> AppView {
@@ -627,11 +540,11 @@ impl Actor {
             spec: self.spec.clone(),
             base_env: self.base_env.clone(),
             agent_id: self.ctx.agent_id.clone(),
-            status: self.status.clone(),
-            desired: self.desired,
-            restarts: self.restarts,
-            last_exit: self.last_exit,
-            error: self.error.clone(),
+            status: self.life.status(),
+            desired: self.life.desired,
+            restarts: self.life.restarts,
+            last_exit: self.life.last_exit,
+            error: self.life.last_failure.as_ref().map(ToString::to_string),
             created_at_unix_ms: self.created_at_unix_ms,
             stdout_path: self.logs.out.path().to_path_buf(),
             stderr_path: self.logs.err.path().to_path_buf(),
@@ -646,14 +559,14 @@ fn adoptable(pid: u32, starttime: u64) -> Option<PidFd> {
     (st.starttime == starttime && !st.is_dead()).then_some(fd)
 }
 
-async fn wait_exit(running: &mut Option<Running>) -> Exit {
-    match running {
-        Some(r) => r.wait().await,
+async fn wait_exit(main: &mut Option<Main>) -> Exit {
+    match main {
+        Some(m) => m.wait().await,
         None => std::future::pending().await,
     }
 }
 
-async fn wait_backoff(until: Option<Instant>) {
+async fn wait_until(until: Option<Instant>) {
     match until {
         Some(t) => sleep_until(t).await,
         None => std::future::pending().await,

@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use super::{procfs, reaper::Reaper};
 use crate::model::{AppSpec, Env, Exit};
+use crate::supervisor::error::OsError;
 
 /// Everything a spawn needs, computed by the app's owner.
 pub struct Launch {
@@ -36,7 +37,28 @@ pub struct Spawned {
     pub stderr: OwnedFd,
 }
 
-type Job = (Launch, oneshot::Sender<Result<Spawned, String>>);
+/// Why a main process could not be started; the text says what failed, with the OS error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpawnError {
+    #[error("the command is empty")]
+    EmptyCommand,
+    #[error("cwd {} is not a directory", .0.display())]
+    CwdNotDirectory(PathBuf),
+    #[error("cwd {}: {err}", path.display())]
+    Cwd { path: PathBuf, err: OsError },
+    #[error("cannot start {}: not an executable file", .0.display())]
+    NotExecutable(PathBuf),
+    #[error("cannot start {name}: no such command in PATH ({search}) (os error 2)")]
+    NotInPath { name: String, search: String },
+    #[error("cannot create an output pipe: {0}")]
+    Pipe(OsError),
+    #[error("cannot start {}: {err}", program.display())]
+    Exec { program: PathBuf, err: OsError },
+    #[error("the spawner thread is gone")]
+    SpawnerGone,
+}
+
+type Job = (Launch, oneshot::Sender<Result<Spawned, SpawnError>>);
 
 /// Spawns on dedicated threads. Spawning blocks (file checks, fork/exec); doing it
 /// here keeps the async workers free, so a burst of a thousand starts does not hold up `list`
@@ -64,33 +86,37 @@ impl Spawner {
         Ok(Spawner { jobs })
     }
 
-    pub async fn spawn(&self, launch: Launch) -> Result<Spawned, String> {
+    pub async fn spawn(&self, launch: Launch) -> Result<Spawned, SpawnError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
             .send((launch, reply))
-            .map_err(|_| "the spawner thread is gone".to_string())?;
-        rx.await
-            .map_err(|_| "the spawner thread is gone".to_string())?
+            .map_err(|_| SpawnError::SpawnerGone)?;
+        rx.await.map_err(|_| SpawnError::SpawnerGone)?
     }
 }
 
 /// Spawns the main process; the error says what failed, with the OS error.
-pub fn spawn(reaper: &Reaper, l: &Launch) -> Result<Spawned, String> {
+pub fn spawn(reaper: &Reaper, l: &Launch) -> Result<Spawned, SpawnError> {
     let spec = &l.spec;
     // Specs are validated at the edge, but a hand-edited state.json is not the edge.
     let Some((arg0, args)) = spec.cmd.split_first() else {
-        return Err("the command is empty".into());
+        return Err(SpawnError::EmptyCommand);
     };
     match std::fs::metadata(&spec.cwd) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(format!("cwd {} is not a directory", spec.cwd.display())),
-        Err(e) => return Err(format!("cwd {}: {e}", spec.cwd.display())),
+        Ok(_) => return Err(SpawnError::CwdNotDirectory(spec.cwd.clone())),
+        Err(e) => {
+            return Err(SpawnError::Cwd {
+                path: spec.cwd.clone(),
+                err: e.into(),
+            })
+        }
     }
     let program = resolve_program(arg0, &spec.cwd, l.env.get("PATH").map(String::as_str))?;
     // Close-on-exec, so that no other child spawned meanwhile keeps a write end open (which
     // would delay the end of this app's output); the child's own copies (fds 1 and 2) are
     // made by dup2 and stay open.
-    let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create an output pipe: {e}"));
+    let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()));
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let mut cmd = Command::new(&program);
@@ -106,7 +132,10 @@ pub fn spawn(reaper: &Reaper, l: &Launch) -> Result<Spawned, String> {
     let spawned = reaper.spawn(&mut cmd);
     // Our copies of the write ends close here: the pipes end when the app's tree is gone.
     drop(cmd);
-    let (pid, exit) = spawned.map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let (pid, exit) = spawned.map_err(|e| SpawnError::Exec {
+        program: program.clone(),
+        err: e.into(),
+    })?;
     let starttime = procfs::read_stat(pid).ok().map(|s| s.starttime);
     Ok(Spawned {
         pid,
@@ -119,16 +148,16 @@ pub fn spawn(reaper: &Reaper, l: &Launch) -> Result<Spawned, String> {
 
 /// Finds the program as `execvp` would, but relative paths are taken from the app's cwd and the
 /// search uses the app's own PATH, so errors can say exactly what was looked at.
-pub fn resolve_program(arg0: &str, cwd: &Path, path: Option<&str>) -> Result<PathBuf, String> {
+pub fn resolve_program(arg0: &str, cwd: &Path, path: Option<&str>) -> Result<PathBuf, SpawnError> {
     if arg0.contains('/') {
         let p = cwd.join(arg0);
         return match std::fs::metadata(&p) {
             Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(p),
-            Ok(_) => Err(format!(
-                "cannot start {}: not an executable file",
-                p.display()
-            )),
-            Err(e) => Err(format!("cannot start {}: {e}", p.display())),
+            Ok(_) => Err(SpawnError::NotExecutable(p)),
+            Err(e) => Err(SpawnError::Exec {
+                program: p,
+                err: e.into(),
+            }),
         };
     }
     let search = path.unwrap_or("/usr/local/bin:/usr/bin:/bin");
@@ -140,9 +169,10 @@ pub fn resolve_program(arg0: &str, cwd: &Path, path: Option<&str>) -> Result<Pat
             }
         }
     }
-    Err(format!(
-        "cannot start {arg0}: no such command in PATH ({search}) (os error 2)"
-    ))
+    Err(SpawnError::NotInPath {
+        name: arg0.to_string(),
+        search: search.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -153,15 +183,20 @@ mod tests {
     fn resolves_like_execvp() {
         let sh = resolve_program("sh", Path::new("/"), Some("/nonexistent:/bin")).unwrap();
         assert_eq!(sh, Path::new("/bin/sh"));
-        let err = resolve_program("no-such-cmd-grpm", Path::new("/"), Some("/bin")).unwrap_err();
+        let err = resolve_program("no-such-cmd-grpm", Path::new("/"), Some("/bin"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no such command in PATH (/bin)"), "{err}");
-        let err = resolve_program("./nope", Path::new("/tmp"), None).unwrap_err();
+        let err = resolve_program("./nope", Path::new("/tmp"), None)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("/tmp/./nope") && err.contains("os error 2"),
             "{err}"
         );
         assert!(resolve_program("/etc/passwd", Path::new("/"), None)
             .unwrap_err()
+            .to_string()
             .contains("not an executable"));
     }
 }

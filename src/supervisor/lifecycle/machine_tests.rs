@@ -1,0 +1,703 @@
+//! The machine as a table: one row per (state, input) pair, with the next state and the effects
+//! in a short notation, then whole runs (crash loops, backoff, restart ≡ stop + start).
+//! `every_state_meets_every_input` fails when a pair of a base state and an input has no row.
+
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::supervisor::process::procfs::ProcStat;
+
+const NOW: u64 = 1_000_000;
+
+fn rules() -> Rules {
+    Rules {
+        restart: RestartPolicy::default(),
+        autorestart: true,
+    }
+}
+
+fn req() -> Cause {
+    Cause::Request {
+        method: "Test".into(),
+        uid: None,
+        pid: None,
+        peer: "unix".into(),
+    }
+}
+
+fn exit(code: i32) -> Exit {
+    Exit {
+        code: Some(code),
+        signal: None,
+        at_unix_ms: NOW,
+    }
+}
+
+fn unkillable() -> Unkillable {
+    Unkillable(vec![ProcStat {
+        pid: 66,
+        state: 'D',
+        ppid: 1,
+        pgrp: 66,
+        session: 66,
+        cpu_ticks: 0,
+        starttime: 1,
+        rss_pages: 0,
+    }])
+}
+
+fn with(state: State, desired: Desired) -> Life {
+    let mut life = Life::new(desired, 0);
+    life.state = state;
+    life
+}
+
+fn stopping(then: Then, pid: Option<u32>, announce: bool, desired: Desired) -> Life {
+    with(
+        State::Stopping {
+            pid,
+            then,
+            announce,
+        },
+        desired,
+    )
+}
+
+fn draining(then: Then, announce: bool, survived: bool, desired: Desired) -> Life {
+    with(
+        State::Draining {
+            then,
+            announce,
+            survivors: survived.then(unkillable),
+        },
+        desired,
+    )
+}
+
+fn delete(purge_logs: bool) -> Then {
+    Then::Delete {
+        purge_logs,
+        cause: req(),
+    }
+}
+
+/// The states of the table by name. These are the base states every input must meet.
+const BASE_STATES: [&str; 7] = [
+    "stopped", "starting", "online", "stopping", "draining", "backoff", "errored",
+];
+
+fn state(name: &str) -> Life {
+    use Desired::{Online as Up, Stopped as Down};
+    match name {
+        "stopped" => with(State::Stopped, Down),
+        "stopped-up" => with(State::Stopped, Up),
+        "starting" => with(
+            State::Starting {
+                by: Origin::Request(req()),
+            },
+            Up,
+        ),
+        "starting-auto" => with(
+            State::Starting {
+                by: Origin::Autorestart,
+            },
+            Up,
+        ),
+        "starting-recovery" => with(
+            State::Starting {
+                by: Origin::Recovery,
+            },
+            Up,
+        ),
+        "online" => with(
+            State::Online {
+                pid: 10,
+                since_ms: NOW - 5_000,
+                adopted: false,
+            },
+            Up,
+        ),
+        "stopping" => stopping(Then::Stop(req()), Some(10), true, Down),
+        "stopping-crashed" => {
+            let mut life = stopping(Then::Crashed { uptime_ms: 5_000 }, None, false, Up);
+            life.last_exit = Some(exit(1));
+            life
+        }
+        "draining" => draining(Then::Stop(req()), true, false, Down),
+        "draining-survived" => draining(Then::Stop(req()), true, true, Down),
+        "draining-quiet" => draining(Then::Stop(req()), false, false, Down),
+        "draining-restart" => draining(Then::Restart(req()), true, false, Up),
+        "draining-restart-survived" => draining(Then::Restart(req()), true, true, Up),
+        "draining-delete" => draining(delete(false), true, false, Up),
+        "draining-delete-purge" => draining(delete(true), true, false, Up),
+        "draining-delete-survived" => draining(delete(false), true, true, Up),
+        "draining-shutdown" => draining(Then::Shutdown, true, false, Up),
+        "draining-shutdown-survived" => draining(Then::Shutdown, true, true, Up),
+        "draining-crashed" | "draining-crashed-survived" => {
+            let then = Then::Crashed { uptime_ms: 5_000 };
+            let mut life = draining(then, false, name.ends_with("survived"), Up);
+            life.last_exit = Some(exit(1));
+            life
+        }
+        "draining-recover" => draining(Then::Recover, false, false, Up),
+        "draining-recover-survived" => draining(Then::Recover, false, true, Up),
+        "draining-recover-down" => draining(Then::Recover, false, false, Down),
+        "backoff" => with(
+            State::Backoff {
+                until_ms: NOW + 100,
+            },
+            Up,
+        ),
+        "errored" => with(
+            State::Errored {
+                why: Failure::Spawn(SpawnError::SpawnerGone),
+            },
+            Up,
+        ),
+        other => panic!("no state named {other}"),
+    }
+}
+
+/// The inputs of the table by name. These are the base inputs.
+const BASE_INPUTS: [&str; 13] = [
+    "start",
+    "stop",
+    "restart",
+    "delete",
+    "shutdown",
+    "recovered",
+    "spawned",
+    "spawn-failed",
+    "exited",
+    "tree-gone",
+    "tree-survived",
+    "drained",
+    "backoff-elapsed",
+];
+
+fn input(name: &str) -> Input {
+    let survivor = Survivor {
+        pid: 30,
+        since_ms: NOW - 1_000,
+    };
+    match name {
+        "start" => Input::Start(req()),
+        "stop" => Input::Stop(req()),
+        "restart" => Input::Restart(req()),
+        "delete" => Input::Delete {
+            purge_logs: false,
+            cause: req(),
+        },
+        "shutdown" => Input::Shutdown,
+        "recovered" => Input::Recovered {
+            survivor: Some(survivor),
+            leftovers: true,
+        },
+        "recovered-leftovers" => Input::Recovered {
+            survivor: None,
+            leftovers: true,
+        },
+        "recovered-nothing" => Input::Recovered {
+            survivor: None,
+            leftovers: false,
+        },
+        "spawned" => Input::Spawned { pid: 20 },
+        "spawn-failed" => Input::SpawnFailed(SpawnError::SpawnerGone),
+        "exited" => Input::Exited(exit(1)),
+        "tree-gone" => Input::TreeGone,
+        "tree-survived" => Input::TreeSurvived(unkillable()),
+        "drained" => Input::Drained,
+        "backoff-elapsed" => Input::BackoffElapsed,
+        other => panic!("no input named {other}"),
+    }
+}
+
+fn state_code(life: &Life) -> String {
+    let s = match &life.state {
+        State::Stopped => "stopped".to_string(),
+        State::Starting { by } => format!(
+            "starting:{}",
+            match by {
+                Origin::Request(_) => "request",
+                Origin::Autorestart => "autorestart",
+                Origin::Recovery => "recovery",
+            }
+        ),
+        State::Online { pid, adopted, .. } => {
+            format!("online:{pid}{}", if *adopted { ":adopted" } else { "" })
+        }
+        State::Stopping { pid, then, .. } => format!(
+            "stopping:{}:{}",
+            then_code(then),
+            pid.map_or("-".to_string(), |p| p.to_string())
+        ),
+        State::Draining {
+            then, survivors, ..
+        } => format!(
+            "draining:{}{}",
+            then_code(then),
+            if survivors.is_some() { "!" } else { "" }
+        ),
+        State::Backoff { until_ms } => format!("backoff:+{}", until_ms - NOW),
+        State::Errored { why } => format!(
+            "errored:{}",
+            match why {
+                Failure::Spawn(_) => "spawn",
+                Failure::Unkillable(_) => "unkillable",
+                Failure::CrashLoop { .. } => "crash-loop",
+                Failure::ExitedWithoutRestart { .. } => "no-restart",
+            }
+        ),
+    };
+    let desired = match life.desired {
+        Desired::Online => "up",
+        Desired::Stopped => "down",
+    };
+    format!("{s} {desired}")
+}
+
+fn then_code(then: &Then) -> &'static str {
+    match then {
+        Then::Stop(_) => "stop",
+        Then::Restart(_) => "restart",
+        Then::Delete { .. } => "delete",
+        Then::Shutdown => "shutdown",
+        Then::Crashed { .. } => "crashed",
+        Then::Recover => "recover",
+    }
+}
+
+fn effect_code(e: &Effect) -> String {
+    match e {
+        Effect::Emit(n) => format!("emit:{}", n.kind.word()),
+        Effect::Spawn => "spawn".into(),
+        Effect::Adopt => "adopt".into(),
+        Effect::EndTree => "end-tree".into(),
+        Effect::Drain => "drain".into(),
+        Effect::ArmBackoff(d) => format!("arm:{}ms", d.as_millis()),
+        Effect::PurgeLogs => "purge-logs".into(),
+        Effect::CloseLogs => "close-logs".into(),
+        Effect::Persist { wait: true } => "persist+wait".into(),
+        Effect::Persist { wait: false } => "persist".into(),
+        Effect::Forget => "forget".into(),
+        Effect::Reply(Ok(())) => "reply:ok".into(),
+        Effect::Reply(Err(Refusal::Start(_))) => "reply:start-failed".into(),
+        Effect::Reply(Err(Refusal::Stop(_))) => "reply:stop-failed".into(),
+        Effect::Defer => "defer".into(),
+        Effect::End => "end".into(),
+    }
+}
+
+fn codes(effects: &[Effect]) -> String {
+    effects
+        .iter()
+        .map(effect_code)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// (state, input, next state and desired state, effects). "=" as the next state: unchanged.
+#[rustfmt::skip]
+const TABLE: &[(&str, &str, &str, &str)] = &[
+    // Stopped: commands act; facts about processes that do not exist are stale.
+    ("stopped", "start",           "starting:request up",     "emit:starting spawn"),
+    ("stopped", "stop",            "stopping:stop:- down",    "end-tree"),
+    ("stopped", "restart",         "stopping:restart:- up",   "emit:restarting end-tree"),
+    ("stopped", "delete",          "stopping:delete:- down",  "end-tree"),
+    ("stopped", "shutdown",        "stopping:shutdown:- down", "end-tree"),
+    ("stopped", "recovered",       "stopping:recover:- down", "end-tree"),
+    ("stopped", "spawned",         "=",                       ""),
+    ("stopped", "spawn-failed",    "=",                       ""),
+    ("stopped", "exited",          "=",                       ""),
+    ("stopped", "tree-gone",       "=",                       ""),
+    ("stopped", "tree-survived",   "=",                       ""),
+    ("stopped", "drained",        "=",                       ""),
+    ("stopped", "backoff-elapsed", "=",                       ""),
+    // Starting (for a request): commands wait for the outcome.
+    ("starting", "start",           "=",                     "defer"),
+    ("starting", "stop",            "=",                     "defer"),
+    ("starting", "restart",         "=",                     "defer"),
+    ("starting", "delete",          "=",                     "defer"),
+    ("starting", "shutdown",        "=",                     "defer"),
+    ("starting", "recovered",       "=",                     ""),
+    ("starting", "spawned",         "online:20 up",          "emit:online persist+wait reply:ok"),
+    ("starting", "spawn-failed",    "errored:spawn up",      "emit:errored persist+wait reply:start-failed"),
+    ("starting", "exited",          "=",                     ""),
+    ("starting", "tree-gone",       "=",                     ""),
+    ("starting", "tree-survived",   "=",                     ""),
+    ("starting", "drained",        "=",                       ""),
+    ("starting", "backoff-elapsed", "=",                     ""),
+    ("starting-auto", "spawned",          "online:20 up",     "emit:online persist"),
+    ("starting-auto", "spawn-failed",     "backoff:+100 up",  "emit:errored emit:autorestart_scheduled arm:100ms persist"),
+    ("starting-recovery", "spawned",      "online:20 up",     "emit:online persist"),
+    ("starting-recovery", "spawn-failed", "errored:spawn up", "emit:errored persist"),
+    // Online.
+    ("online", "start",           "=",                        "reply:ok"),
+    ("online", "stop",            "stopping:stop:10 down",    "emit:stopping end-tree"),
+    ("online", "restart",         "stopping:restart:10 up",   "emit:restarting emit:stopping end-tree"),
+    ("online", "delete",          "stopping:delete:10 up",    "emit:stopping end-tree"),
+    ("online", "shutdown",        "stopping:shutdown:10 up",  "emit:stopping end-tree"),
+    ("online", "recovered",       "=",                        ""),
+    ("online", "spawned",         "=",                        ""),
+    ("online", "spawn-failed",    "=",                        ""),
+    ("online", "exited",          "stopping:crashed:- up",    "emit:exited end-tree"),
+    ("online", "tree-gone",       "=",                        ""),
+    ("online", "tree-survived",   "=",                        ""),
+    ("online", "drained",        "=",                       ""),
+    ("online", "backoff-elapsed", "=",                        ""),
+    // Stopping (for a stop): commands wait; the exit is recorded; the end decides.
+    ("stopping", "start",           "=",                       "defer"),
+    ("stopping", "stop",            "=",                       "defer"),
+    ("stopping", "restart",         "=",                       "defer"),
+    ("stopping", "delete",          "=",                       "defer"),
+    ("stopping", "shutdown",        "=",                       "defer"),
+    ("stopping", "recovered",       "=",                       ""),
+    ("stopping", "spawned",         "=",                       ""),
+    ("stopping", "spawn-failed",    "=",                       ""),
+    ("stopping", "exited",          "stopping:stop:- down",    "emit:exited"),
+    ("stopping", "tree-gone",       "draining:stop down",      "drain"),
+    ("stopping", "tree-survived",   "draining:stop! down",     "drain"),
+    ("stopping", "drained",         "=",                       ""),
+    ("stopping", "backoff-elapsed", "=",                       ""),
+    ("stopping-crashed", "exited",          "=",                       ""),
+    ("stopping-crashed", "tree-survived",   "draining:crashed! up",    "drain"),
+    // Draining: the tree is gone; its output is read to the end before anything follows.
+    ("draining", "start",           "=",                       "defer"),
+    ("draining", "stop",            "=",                       "defer"),
+    ("draining", "restart",         "=",                       "defer"),
+    ("draining", "delete",          "=",                       "defer"),
+    ("draining", "shutdown",        "=",                       "defer"),
+    ("draining", "recovered",       "=",                       ""),
+    ("draining", "spawned",         "=",                       ""),
+    ("draining", "spawn-failed",    "=",                       ""),
+    ("draining", "exited",          "=",                       ""),
+    ("draining", "tree-gone",       "=",                       ""),
+    ("draining", "tree-survived",   "=",                       ""),
+    ("draining", "drained",         "stopped down",            "emit:stopped persist+wait reply:ok"),
+    ("draining", "backoff-elapsed", "=",                       ""),
+    ("draining-survived", "drained",          "errored:unkillable down", "emit:errored persist+wait reply:stop-failed"),
+    ("draining-quiet", "drained",             "stopped down",            "persist+wait reply:ok"),
+    ("draining-restart", "drained",           "starting:request up",     "emit:stopped emit:starting spawn"),
+    ("draining-restart-survived", "drained",  "errored:unkillable up",   "emit:errored persist+wait reply:stop-failed"),
+    ("draining-delete", "drained",            "stopped up",              "emit:stopped close-logs forget emit:deleted end reply:ok"),
+    ("draining-delete-purge", "drained",      "stopped up",              "emit:stopped purge-logs close-logs forget emit:deleted end reply:ok"),
+    ("draining-delete-survived", "drained",   "errored:unkillable up",   "emit:errored reply:stop-failed"),
+    ("draining-shutdown", "drained",          "stopped up",              "emit:stopped close-logs persist end reply:ok"),
+    ("draining-shutdown-survived", "drained", "errored:unkillable up",   "emit:errored close-logs persist end reply:ok"),
+    ("draining-crashed", "drained",           "backoff:+100 up",         "emit:autorestart_scheduled arm:100ms persist"),
+    ("draining-crashed-survived", "drained",  "backoff:+100 up",         "emit:autorestart_scheduled arm:100ms persist"),
+    ("draining-recover", "drained",           "starting:recovery up",    "emit:starting spawn"),
+    ("draining-recover-survived", "drained",  "starting:recovery up",    "emit:errored emit:starting spawn"),
+    ("draining-recover-down", "drained",      "stopped down",            ""),
+    // Waiting out a backoff: a stop cancels it (the timer is then stale).
+    ("backoff", "start",           "starting:request up",      "emit:starting spawn"),
+    ("backoff", "stop",            "stopping:stop:- down",     "emit:stopping end-tree"),
+    ("backoff", "restart",         "stopping:restart:- up",    "emit:restarting emit:stopping end-tree"),
+    ("backoff", "delete",          "stopping:delete:- up",     "emit:stopping end-tree"),
+    ("backoff", "shutdown",        "stopping:shutdown:- up",   "emit:stopping end-tree"),
+    ("backoff", "recovered",       "=",                        ""),
+    ("backoff", "spawned",         "=",                        ""),
+    ("backoff", "spawn-failed",    "=",                        ""),
+    ("backoff", "exited",          "=",                        ""),
+    ("backoff", "tree-gone",       "=",                        ""),
+    ("backoff", "tree-survived",   "=",                        ""),
+    ("backoff", "drained",        "=",                       ""),
+    ("backoff", "backoff-elapsed", "starting:autorestart up",  "emit:starting spawn"),
+    // Errored: start and restart reset it; its leftovers are still looked for.
+    ("errored", "start",           "starting:request up",      "emit:starting spawn"),
+    ("errored", "stop",            "stopping:stop:- down",     "emit:stopping end-tree"),
+    ("errored", "restart",         "stopping:restart:- up",    "emit:restarting emit:stopping end-tree"),
+    ("errored", "delete",          "stopping:delete:- up",     "emit:stopping end-tree"),
+    ("errored", "shutdown",        "stopping:shutdown:- up",   "emit:stopping end-tree"),
+    ("errored", "recovered",       "=",                        ""),
+    ("errored", "spawned",         "=",                        ""),
+    ("errored", "spawn-failed",    "=",                        ""),
+    ("errored", "exited",          "=",                        ""),
+    ("errored", "tree-gone",       "=",                        ""),
+    ("errored", "tree-survived",   "=",                        ""),
+    ("errored", "drained",        "=",                       ""),
+    ("errored", "backoff-elapsed", "=",                        ""),
+    // Recovery of an app that should run.
+    ("stopped-up", "recovered",           "online:30:adopted up",  "adopt emit:online"),
+    ("stopped-up", "recovered-leftovers", "stopping:recover:- up", "end-tree"),
+    ("stopped-up", "recovered-nothing",   "starting:recovery up",  "emit:starting spawn"),
+    ("stopped", "recovered-nothing",      "=",                     ""),
+];
+
+#[test]
+fn table() {
+    let mut failures = Vec::new();
+    for &(s, i, want_state, want_effects) in TABLE {
+        let before = state(s);
+        let mut life = before.clone();
+        let effects = life.step(input(i), &rules(), NOW);
+        let unchanged = want_state == "=";
+        let want_state = if unchanged {
+            state_code(&before)
+        } else {
+            want_state.to_string()
+        };
+        let (got_state, got_effects) = (state_code(&life), codes(&effects));
+        if got_state != want_state || got_effects != want_effects {
+            failures.push(format!(
+                "({s}, {i}): got {got_state:?} [{got_effects}], want {want_state:?} [{want_effects}]"
+            ));
+        }
+        if unchanged {
+            assert_eq!(life, before, "({s}, {i}) changed what it must not");
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn every_state_meets_every_input() {
+    let rows: BTreeSet<(&str, &str)> = TABLE.iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(rows.len(), TABLE.len(), "a pair has two rows");
+    let missing: Vec<String> = BASE_STATES
+        .iter()
+        .flat_map(|s| BASE_INPUTS.iter().map(move |i| (*s, *i)))
+        .filter(|pair| !rows.contains(pair))
+        .map(|(s, i)| format!("({s}, {i})"))
+        .collect();
+    assert!(missing.is_empty(), "no row for {}", missing.join(", "));
+    assert_eq!(BASE_STATES.len() * BASE_INPUTS.len(), 91);
+}
+
+/// Feeds inputs at the given times; returns every effect in the short notation.
+fn run(life: &mut Life, rules: &Rules, inputs: Vec<(Input, u64)>) -> Vec<String> {
+    let mut all = Vec::new();
+    for (i, now) in inputs {
+        all.extend(life.step(i, rules, now).iter().map(effect_code));
+    }
+    all
+}
+
+/// One crash and its autorestart, as the owner would feed them: `at` is the time of the exit.
+/// Returns the delay the machine chose, or the failure it gave up with.
+fn crash(life: &mut Life, rules: &Rules, code: i32, at: u64) -> Result<u64, Failure> {
+    life.step(Input::Exited(exit(code)), rules, at);
+    life.step(Input::TreeGone, rules, at);
+    life.step(Input::Drained, rules, at);
+    match &life.state {
+        State::Backoff { until_ms } => {
+            let until = *until_ms;
+            life.step(Input::BackoffElapsed, rules, until);
+            life.step(Input::Spawned { pid: 20 }, rules, until);
+            Ok(until - at)
+        }
+        State::Errored { why } => Err(why.clone()),
+        other => panic!("after a crash: {other:?}"),
+    }
+}
+
+fn online() -> Life {
+    state("online")
+}
+
+#[test]
+fn restart_is_stop_then_start() {
+    let mut life = online();
+    let fx = run(
+        &mut life,
+        &rules(),
+        vec![
+            (Input::Restart(req()), NOW),
+            (Input::Exited(exit(0)), NOW),
+            (Input::TreeGone, NOW),
+            (Input::Drained, NOW),
+            (Input::Spawned { pid: 20 }, NOW),
+        ],
+    );
+    assert_eq!(
+        fx.join(" "),
+        "emit:restarting emit:stopping end-tree emit:exited drain emit:stopped \
+         emit:starting spawn emit:online persist+wait reply:ok"
+    );
+    assert_eq!(state_code(&life), "online:20 up");
+    assert_eq!((life.restarts, life.last_exit), (1, Some(exit(0))));
+}
+
+#[test]
+fn backoff_doubles_and_caps() {
+    let p = RestartPolicy::default();
+    let got: Vec<u128> = (0..8).map(|n| backoff(&p, n).as_millis()).collect();
+    assert_eq!(got, [100, 200, 400, 800, 1600, 3000, 3000, 3000]);
+    assert_eq!(backoff(&p, 200), p.delay_max);
+    // And the machine uses it: quick crashes double the delay.
+    let mut life = online();
+    let delays: Vec<u64> = (0..7)
+        .map(|n| crash(&mut life, &rules(), 1, NOW + n * 4_000).unwrap())
+        .collect();
+    assert_eq!(delays, [100, 200, 400, 800, 1600, 3000, 3000]);
+    assert_eq!(life.restarts, 7);
+}
+
+#[test]
+fn a_crash_loop_gives_up_after_max_restarts_in_the_window() {
+    let mut life = online();
+    let mut now = NOW;
+    for i in 0..15 {
+        now += crash(&mut life, &rules(), 1, now).unwrap();
+        assert!(now - NOW < 60_000, "restart {i} fell outside the window");
+    }
+    let why = crash(&mut life, &rules(), 1, now).unwrap_err();
+    assert_eq!(
+        why.to_string(),
+        "restarted 15 times within 60s; last exit: exit code 1"
+    );
+    assert_eq!(life.desired, Desired::Online);
+    assert_eq!(life.last_failure, Some(why));
+}
+
+#[test]
+fn restarts_spread_beyond_the_window_never_give_up() {
+    let mut life = online();
+    for i in 0..100 {
+        crash(&mut life, &rules(), 1, NOW + i * 10_000).unwrap();
+    }
+}
+
+#[test]
+fn a_stable_run_resets_the_backoff() {
+    let mut life = online();
+    let mut now = NOW;
+    for _ in 0..4 {
+        now += crash(&mut life, &rules(), 1, now).unwrap();
+    }
+    // Up for 31 s since its last spawn: the next crash starts over at the first delay.
+    assert_eq!(crash(&mut life, &rules(), 1, now + 31_000), Ok(100));
+}
+
+#[test]
+fn a_start_or_restart_clears_the_crash_loop() {
+    for command in [Input::Start(req()), Input::Restart(req())] {
+        let mut life = online();
+        let mut now = NOW;
+        while let Ok(d) = crash(&mut life, &rules(), 1, now) {
+            now += d;
+        }
+        life.step(command.clone(), &rules(), now);
+        if matches!(command, Input::Restart(_)) {
+            life.step(Input::TreeGone, &rules(), now);
+            life.step(Input::Drained, &rules(), now);
+        }
+        life.step(Input::Spawned { pid: 21 }, &rules(), now);
+        assert_eq!(state_code(&life), "online:21 up");
+        assert_eq!(life.last_failure, None);
+        assert_eq!(crash(&mut life, &rules(), 1, now), Ok(100), "{command:?}");
+    }
+}
+
+#[test]
+fn autorestart_off_leaves_it_down() {
+    let off = Rules {
+        autorestart: false,
+        ..rules()
+    };
+    let mut life = online();
+    let fx = run(
+        &mut life,
+        &off,
+        vec![
+            (Input::Exited(exit(0)), NOW),
+            (Input::TreeGone, NOW),
+            (Input::Drained, NOW),
+        ],
+    );
+    assert_eq!(
+        fx.join(" "),
+        "emit:exited end-tree drain emit:stopped persist"
+    );
+    assert_eq!(state_code(&life), "stopped down");
+
+    let mut life = online();
+    run(
+        &mut life,
+        &off,
+        vec![
+            (Input::Exited(exit(3)), NOW),
+            (Input::TreeGone, NOW),
+            (Input::Drained, NOW),
+        ],
+    );
+    assert_eq!(state_code(&life), "errored:no-restart down");
+    assert_eq!(
+        life.status(),
+        Status::Errored {
+            cause: "exited with exit code 3 (autorestart is off)".into()
+        }
+    );
+}
+
+#[test]
+fn failed_autorestarts_count_as_crashes() {
+    let mut life = state("backoff");
+    let mut now = NOW + 100;
+    for _ in 0..15 {
+        life.step(Input::BackoffElapsed, &rules(), now);
+        life.step(Input::SpawnFailed(SpawnError::SpawnerGone), &rules(), now);
+        match life.state {
+            State::Backoff { until_ms } => now = until_ms,
+            ref other => panic!("{other:?}"),
+        }
+    }
+    life.step(Input::BackoffElapsed, &rules(), now);
+    life.step(Input::SpawnFailed(SpawnError::SpawnerGone), &rules(), now);
+    let State::Errored { why } = &life.state else {
+        panic!("{:?}", life.state)
+    };
+    assert!(why.to_string().contains("it could not be spawned"), "{why}");
+    assert_eq!(life.restarts, 16);
+}
+
+#[test]
+fn stop_while_waiting_out_a_backoff_makes_the_timer_stale() {
+    let mut life = state("backoff");
+    let fx = run(
+        &mut life,
+        &rules(),
+        vec![
+            (Input::Stop(req()), NOW),
+            (Input::TreeGone, NOW),
+            (Input::Drained, NOW),
+            (Input::BackoffElapsed, NOW + 100),
+        ],
+    );
+    assert_eq!(
+        fx.join(" "),
+        "emit:stopping end-tree drain emit:stopped persist+wait reply:ok"
+    );
+    assert_eq!(state_code(&life), "stopped down");
+}
+
+#[test]
+fn events_carry_pids_exits_and_causes() {
+    let mut life = online();
+    let fx = life.step(Input::Stop(req()), &rules(), NOW);
+    let Effect::Emit(stopping) = &fx[0] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!((stopping.pid, &stopping.cause), (Some(10), &req()));
+    let fx = life.step(Input::Exited(exit(143)), &rules(), NOW);
+    assert_eq!(
+        fx,
+        vec![Effect::Emit(Note {
+            exit: Some(exit(143)),
+            ..Note::new(EventKind::Exited, req()).pid(Some(10))
+        })]
+    );
+    let mut life = online();
+    let fx = life.step(Input::Exited(exit(1)), &rules(), NOW);
+    let Effect::Emit(crashed) = &fx[0] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!((crashed.pid, &crashed.cause), (Some(10), &Cause::Crash));
+    life.step(Input::TreeGone, &rules(), NOW);
+    let fx = life.step(Input::Drained, &rules(), NOW);
+    assert!(fx.iter().any(|e| matches!(
+        e,
+        Effect::Emit(Note { kind: EventKind::AutorestartScheduled, delay: Some(d), cause: Cause::Crash, .. })
+            if d.as_millis() == 100
+    )));
+}
