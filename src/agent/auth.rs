@@ -125,9 +125,10 @@ where
                     .get::<TcpConnectInfo>()
                     .and_then(|i| i.remote_addr());
                 tracing::warn!(?peer, path = %req.uri().path(), why, "unauthenticated request refused");
-                futures_util::future::Either::Right(std::future::ready(Ok(
-                    tonic::Status::unauthenticated(why).into_http(),
-                )))
+                futures_util::future::Either::Right(std::future::ready(Ok(tonic::Status::from(
+                    crate::rpc::error::Error::Unauthenticated(why),
+                )
+                .into_http())))
             }
         }
     }

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use tokio_stream::{Stream, StreamMap};
 use tonic::Status;
 
-use super::{convert, pb};
+use super::{convert, error::Error, pb};
 use crate::{
     model::{AppId, LogStream, Target},
     supervisor::{AppLogs, AppView, ReadFrom, Subscription, Supervisor},
@@ -29,7 +29,13 @@ pub fn part(
     let pieces = app_logs.pieces(s, from, follow);
     Box::pin(pieces.map(move |r| {
         r.map(|p| convert::chunk_to_pb(&name, id, s, p))
-            .map_err(|e| Status::internal(format!("{name}: reading logs: {e}")))
+            .map_err(|cause| {
+                Error::LogRead {
+                    app: name.clone(),
+                    cause,
+                }
+                .into()
+            })
     }))
 }
 

@@ -13,7 +13,9 @@ use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{transport::server::UdsConnectInfo, Request, Response, Status};
 
-use super::{convert, logstream, pb, pb::process_manager_server::ProcessManager, Principal};
+use super::{
+    convert, error::Error, logstream, pb, pb::process_manager_server::ProcessManager, Principal,
+};
 use crate::{
     model::{Cause, Env, EventKind, Target},
     supervisor::{AppView, Filter, ReadFrom, Replay, Supervisor, Usage},
@@ -50,12 +52,9 @@ fn origin<T>(req: &Request<T>, method: &str) -> Cause {
 
 /// Refuses a caller environment that did not come over the local socket: an app created or
 /// updated remotely gets the agent's environment as its base, never the remote caller's.
-fn check_env_origin<T>(req: &Request<T>, has_env: bool) -> Result<(), Status> {
+fn check_env_origin<T>(req: &Request<T>, has_env: bool) -> Result<(), Error> {
     if has_env && req.extensions().get::<UdsConnectInfo>().is_none() {
-        return Err(Status::invalid_argument(
-            "client_env is only accepted over the agent's unix socket; apps created or updated \
-             over TCP get the agent's own environment (plus their declared env)",
-        ));
+        return Err(Error::EnvOverTcp);
     }
     Ok(())
 }
@@ -143,19 +142,21 @@ impl ProcessManager for Service {
         let streams = convert::log_streams(req.stream)?;
         let lines = req.lines.unwrap_or(DEFAULT_LOG_LINES);
         if lines > MAX_LOG_LINES {
-            return Err(Status::invalid_argument(format!(
-                "lines: {lines} asked; at most {MAX_LOG_LINES}"
-            )));
+            return Err(Error::TooManyLines {
+                asked: lines,
+                max: MAX_LOG_LINES,
+            }
+            .into());
         }
         let mut resume = HashMap::new();
         for p in &req.from {
             resume.insert((p.app_id, convert::log_stream(p.stream)?), p.offset);
         }
-        let permit = self.log_readers.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "{MAX_LOG_READERS} log readers already; close one and retry"
-            ))
-        })?;
+        let permit = self
+            .log_readers
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::TooManyLogReaders(MAX_LOG_READERS))?;
         // Following all apps: subscribed to `created` before the apps are listed, so an app
         // created meanwhile is not missed (it may be seen twice; it is followed once).
         let created = if req.follow && target == Target::All {
@@ -163,10 +164,7 @@ impl ProcessManager for Service {
                 kinds: [EventKind::Created].into(),
                 ..Filter::default()
             };
-            let (_, sub) = self
-                .sup
-                .subscribe(Replay::Now, filter, true)
-                .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+            let (_, sub) = self.sup.subscribe(Replay::Now, filter, true)?;
             sub.map(|sub| (sub, self.sup.clone(), streams.clone()))
         } else {
             None
@@ -216,15 +214,14 @@ impl ProcessManager for Service {
         let req = req.into_inner();
         let target = convert::target(&req.target)?;
         if req.action.is_empty() || req.action.len() > MAX_ACTION || req.action.contains('\0') {
-            return Err(Status::invalid_argument(format!(
-                "action must be 1 to {MAX_ACTION} bytes without NUL"
-            )));
+            return Err(Error::BadAction { max: MAX_ACTION }.into());
         }
         if req.message.len() > MAX_MESSAGE {
-            return Err(Status::invalid_argument(format!(
-                "message is {} bytes; at most {MAX_MESSAGE} are allowed",
-                req.message.len()
-            )));
+            return Err(Error::MessageTooLong {
+                len: req.message.len(),
+                max: MAX_MESSAGE,
+            }
+            .into());
         }
         if req.data.len() > MAX_DATA_ENTRIES
             || req
@@ -232,9 +229,12 @@ impl ProcessManager for Service {
                 .iter()
                 .any(|(k, v)| k.is_empty() || k.len() > MAX_ACTION || v.len() > MAX_DATA_VALUE)
         {
-            return Err(Status::invalid_argument(format!(
-                "data: at most {MAX_DATA_ENTRIES} entries, keys 1 to {MAX_ACTION} bytes, values at most {MAX_DATA_VALUE} bytes"
-            )));
+            return Err(Error::BadData {
+                entries: MAX_DATA_ENTRIES,
+                key: MAX_ACTION,
+                value: MAX_DATA_VALUE,
+            }
+            .into());
         }
         let data: BTreeMap<String, String> = req.data.into_iter().collect();
         let events = self
@@ -252,8 +252,7 @@ impl ProcessManager for Service {
         let req = req.into_inner();
         let mut filter = Filter::default();
         for app in req.apps {
-            crate::model::validate_name(&app)
-                .map_err(|e| Status::invalid_argument(format!("apps: {e}")))?;
+            crate::model::validate_name(&app).map_err(Error::BadAppFilter)?;
             filter.apps.insert(app);
         }
         for k in req.kinds {
@@ -265,10 +264,7 @@ impl ProcessManager for Service {
             None if req.recent > 0 => Replay::Recent(req.recent as usize),
             None => Replay::Now,
         };
-        let (replay, sub) = self
-            .sup
-            .subscribe(from, filter, !req.no_follow)
-            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        let (replay, sub) = self.sup.subscribe(from, filter, !req.no_follow)?;
         // The response stream reads the subscription directly, in the connection's own task:
         // no extra task or channel per subscriber. When the client is slow, HTTP/2 flow
         // control stops the polling and the subscription's bounded queue takes over (gap
@@ -296,17 +292,16 @@ impl ProcessManager for Service {
         let new_apps = match (req.app, req.apps.is_empty()) {
             (Some(app), true) => vec![app],
             (None, _) => req.apps,
-            (Some(_), false) => {
-                return Err(Status::invalid_argument("set app or apps, not both"));
-            }
+            (Some(_), false) => return Err(Error::AppAndApps.into()),
         };
         let views = match (new_apps.is_empty(), req.target.is_empty()) {
             (false, true) => {
                 if new_apps.len() > MAX_APPS_PER_REQUEST {
-                    return Err(Status::invalid_argument(format!(
-                        "{} apps in one request; at most {MAX_APPS_PER_REQUEST} are allowed",
-                        new_apps.len()
-                    )));
+                    return Err(Error::TooManyApps {
+                        count: new_apps.len(),
+                        max: MAX_APPS_PER_REQUEST,
+                    }
+                    .into());
                 }
                 let specs = new_apps
                     .into_iter()
@@ -320,16 +315,8 @@ impl ProcessManager for Service {
                 let target = convert::target(&req.target)?;
                 self.sup.start(&target, cause).await?
             }
-            (false, false) => {
-                return Err(Status::invalid_argument(
-                    "set either target (existing apps) or app/apps (new apps), not both",
-                ))
-            }
-            (true, true) => {
-                return Err(Status::invalid_argument(
-                    "set target (existing apps) or app/apps (new apps)",
-                ))
-            }
+            (false, false) => return Err(Error::TargetAndApps.into()),
+            (true, true) => return Err(Error::NothingToStart.into()),
         };
         Ok(Response::new(pb::StartResponse {
             apps: self.infos(views, false).await,

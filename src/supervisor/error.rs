@@ -22,6 +22,8 @@ pub enum Error {
     Persist { app: String, cause: StoreError },
     #[error("{app}: logs: {cause}")]
     Logs { app: String, cause: OsError },
+    #[error("too many subscribers ({0}); try again later")]
+    TooManySubscribers(usize),
     #[error("the agent is shutting down")]
     ShuttingDown,
     /// Several apps failed; the others were acted on.

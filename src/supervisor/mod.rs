@@ -405,8 +405,11 @@ impl Supervisor {
         from: Replay,
         filter: Filter,
         follow: bool,
-    ) -> Result<(Vec<Arc<Event>>, Option<Subscription>), events::TooMany> {
-        self.ctx.hub.subscribe(from, filter, follow)
+    ) -> Result<(Vec<Arc<Event>>, Option<Subscription>), Error> {
+        self.ctx
+            .hub
+            .subscribe(from, filter, follow)
+            .map_err(|events::TooMany(max)| Error::TooManySubscribers(max))
     }
 
     /// CPU and memory of each main process (`None` pids get zeros). Blocking: reads /proc.
