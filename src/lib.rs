@@ -8,11 +8,13 @@
 //! - [`agent`]: the daemon: home directory, socket security, the gRPC servers (unix socket;
 //!   TCP with TLS and client authentication).
 //! - [`rpc`]: generated protobuf code, proto ⇄ model conversion, the service, error mapping.
-//! - [`supervisor`]: the process table, one owner task per app, process trees, persistence.
+//! - [`supervisor`]: the process table; each app's life is one pure state machine
+//!   (`lifecycle::machine`) fed by one owner task per app; process trees, persistence, events,
+//!   logs. Its submodules are private behind its API.
 //! - [`model`]: domain types shared by all of the above; no gRPC, no syscalls.
 //! - [`certs`]: `grpm tls init`, the certificates for mutual TLS.
 //! - [`hosts`]: remote agents by name (`$GRPM_HOME/hosts.toml`) and the `--host` syntax.
-//! - [`home`]: the paths under `GRPM_HOME`.
+//! - [`home`]: the paths under `GRPM_HOME`, and `write_atomic` for the files in it.
 
 pub mod agent;
 pub mod certs;
