@@ -345,7 +345,7 @@ impl Supervisor {
             .collect())
     }
 
-    /// Empties the logs of the apps matching `target` (see [`logs::StreamLog::flush`]).
+    /// Empties the logs of the apps matching `target` (see `StreamLog::flush` in `logs`).
     pub async fn flush(&self, target: &Target) -> Result<Vec<AppView>, Error> {
         let mut views = Vec::new();
         for (view, logs) in self.logs(target)? {
