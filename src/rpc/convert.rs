@@ -7,7 +7,7 @@ use tonic::Status;
 
 use super::pb;
 use crate::{
-    model::{self, AppSpec, Env, LogPolicy, LogStream, RestartPolicy, Signal, Target},
+    model::{self, AppDraft, AppSpec, Env, LogStream, Signal, Target},
     supervisor::{logs::Piece, AppView, Usage},
 };
 
@@ -15,54 +15,67 @@ pub fn target(s: &str) -> Result<Target, Status> {
     Target::parse(s).map_err(Status::invalid_argument)
 }
 
-/// Builds a validated spec; zero values take the documented defaults.
+/// Builds a validated spec: zero values take the documented defaults, then the one
+/// `validate` of the model runs (the same the CLI runs on its flags and app files).
 pub fn spec_from_pb(p: pb::AppSpec, default_cwd: &Path) -> Result<AppSpec, Status> {
-    let defaults = RestartPolicy::default();
-    let ms = |v: u64, d: Duration| if v == 0 { d } else { Duration::from_millis(v) };
+    draft_from_pb(p)?
+        .resolve(default_cwd)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// A wire spec as a draft: zero values (and an empty cwd or signal) are left unset.
+pub fn draft_from_pb(p: pb::AppSpec) -> Result<AppDraft, Status> {
+    let ms = |v: u64| (v != 0).then(|| Duration::from_millis(v));
     let stop_signal = if p.stop_signal.is_empty() {
-        Signal::TERM
+        None
     } else {
-        Signal::parse(&p.stop_signal)
-            .map_err(|e| Status::invalid_argument(format!("stop_signal: {e}")))?
+        Some(
+            Signal::parse(&p.stop_signal)
+                .map_err(|e| Status::invalid_argument(format!("stop_signal: {e}")))?,
+        )
     };
-    let spec = AppSpec {
-        cwd: if p.cwd.is_empty() {
-            default_cwd.to_path_buf()
-        } else {
-            p.cwd.into()
-        },
+    Ok(AppDraft {
         name: p.name,
         cmd: p.cmd,
+        cwd: (!p.cwd.is_empty()).then(|| p.cwd.into()),
         env: p.env.into_iter().collect(),
-        kill_timeout: ms(p.kill_timeout_ms, AppSpec::DEFAULT_KILL_TIMEOUT),
+        kill_timeout: ms(p.kill_timeout_ms),
         stop_signal,
-        autorestart: p.autorestart.unwrap_or(true),
-        restart: RestartPolicy {
-            delay: ms(p.restart_delay_ms, defaults.delay),
-            delay_max: ms(p.restart_delay_max_ms, defaults.delay_max),
-            max_restarts: if p.max_restarts == 0 {
-                defaults.max_restarts
-            } else {
-                p.max_restarts
-            },
-            window: ms(p.restart_window_ms, defaults.window),
-        },
-        logs: LogPolicy {
-            time: p.log_time,
-            max_size: if p.log_max_size == 0 {
-                LogPolicy::DEFAULT_MAX_SIZE
-            } else {
-                p.log_max_size
-            },
-            keep: if p.log_keep == 0 {
-                LogPolicy::DEFAULT_KEEP
-            } else {
-                p.log_keep
-            },
-        },
-    };
-    spec.validate().map_err(Status::invalid_argument)?;
-    Ok(spec)
+        autorestart: p.autorestart,
+        restart_delay: ms(p.restart_delay_ms),
+        restart_delay_max: ms(p.restart_delay_max_ms),
+        max_restarts: (p.max_restarts != 0).then_some(p.max_restarts),
+        restart_window: ms(p.restart_window_ms),
+        log_time: p.log_time,
+        log_max_size: (p.log_max_size != 0).then_some(p.log_max_size),
+        log_keep: (p.log_keep != 0).then_some(p.log_keep),
+    })
+}
+
+/// A draft as the wire carries it: unset settings are sent as zero (the default); a set
+/// duration is whole milliseconds, at least one.
+pub fn draft_to_pb(d: &AppDraft) -> pb::AppSpec {
+    let ms = |v: Option<Duration>| v.map_or(0, |d| model::whole_millis(d).as_millis() as u64);
+    pb::AppSpec {
+        name: d.name.clone(),
+        cmd: d.cmd.clone(),
+        cwd: d
+            .cwd
+            .as_ref()
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        env: d.env.clone().into_iter().collect(),
+        kill_timeout_ms: ms(d.kill_timeout),
+        stop_signal: d.stop_signal.map(|s| s.to_string()).unwrap_or_default(),
+        autorestart: d.autorestart,
+        restart_delay_ms: ms(d.restart_delay),
+        restart_delay_max_ms: ms(d.restart_delay_max),
+        max_restarts: d.max_restarts.unwrap_or(0),
+        restart_window_ms: ms(d.restart_window),
+        log_time: d.log_time,
+        log_max_size: d.log_max_size.unwrap_or(0),
+        log_keep: d.log_keep.unwrap_or(0),
+    }
 }
 
 pub fn spec_to_pb(s: &AppSpec) -> pb::AppSpec {
