@@ -202,7 +202,10 @@ mod tests {
         for (d, field, want) in cases {
             let e = d.validate().expect_err(want);
             assert_eq!(e.field, field, "{e}");
-            assert!(e.to_string().starts_with(want) || e.to_string().contains(want), "{e}");
+            assert!(
+                e.to_string().starts_with(want) || e.to_string().contains(want),
+                "{e}"
+            );
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Proto ⇄ model, with validation: every field from the wire is checked here or in
-//! `AppSpec::validate`, and a bad one becomes `INVALID_ARGUMENT` saying what is wrong.
+//! `AppSpec::check`, and a bad one becomes `INVALID_ARGUMENT` saying what is wrong. The agent
+//! uses the model → proto half for its answers and the proto → model half for requests; the
+//! client the other way round (its `*_from_pb` refuse an answer it cannot read, with a message).
 
 use std::{path::Path, time::Duration};
 
@@ -156,18 +158,6 @@ pub fn status_to_pb(s: &model::Status) -> pb::Status {
     }
 }
 
-/// The status word for a wire status, as the CLI prints it.
-pub fn status_word(s: pb::Status) -> &'static str {
-    match s {
-        pb::Status::Unspecified => "unknown",
-        pb::Status::Starting => "starting",
-        pb::Status::Online => "online",
-        pb::Status::Stopping => "stopping",
-        pb::Status::Stopped => "stopped",
-        pb::Status::Errored => "errored",
-    }
-}
-
 pub fn info(v: &AppView, usage: Usage) -> pb::AppInfo {
     let uptime_ms = match v.status {
         model::Status::Online {
@@ -261,11 +251,6 @@ pub fn kind_from_pb(v: i32) -> Result<model::EventKind, Status> {
     })
 }
 
-/// The lowercase word for a wire kind, as the CLI prints it.
-pub fn kind_word(k: pb::EventKind) -> &'static str {
-    kind_from_pb(k as i32).map_or("unknown", model::EventKind::word)
-}
-
 pub fn cause_to_pb(c: &model::Cause) -> pb::Cause {
     use model::Cause as C;
     let simple = |kind: pb::CauseKind| pb::Cause {
@@ -309,5 +294,134 @@ pub fn event_to_pb(e: &model::Event) -> pb::Event {
         message: e.message.clone(),
         data: e.data.clone().into_iter().collect(),
         lost: e.lost,
+    }
+}
+
+// What a client reads from an agent's answers. A value the model has no word for is refused
+// with a message saying which field, so that the client can report a malformed answer.
+
+pub fn status_from_pb(v: i32) -> model::StatusKind {
+    match pb::Status::try_from(v) {
+        Ok(pb::Status::Starting) => model::StatusKind::Starting,
+        Ok(pb::Status::Online) => model::StatusKind::Online,
+        Ok(pb::Status::Stopping) => model::StatusKind::Stopping,
+        Ok(pb::Status::Stopped) => model::StatusKind::Stopped,
+        Ok(pb::Status::Errored) => model::StatusKind::Errored,
+        Ok(pb::Status::Unspecified) | Err(_) => model::StatusKind::Unknown,
+    }
+}
+
+pub fn info_from_pb(a: pb::AppInfo) -> model::AppInfo {
+    model::AppInfo {
+        id: a.id,
+        status: status_from_pb(a.status),
+        name: a.name,
+        pid: (a.pid != 0).then_some(a.pid),
+        restarts: a.restarts,
+        uptime_ms: a.uptime_ms,
+        cpu_percent: a.cpu_percent,
+        memory_bytes: a.memory_bytes,
+    }
+}
+
+pub fn exit_from_pb(e: pb::ExitInfo) -> model::Exit {
+    model::Exit {
+        code: e.code,
+        signal: e.signal,
+        at_unix_ms: e.at_unix_ms,
+    }
+}
+
+pub fn detail_from_pb(d: pb::AppDetail) -> Result<model::AppDetail, String> {
+    let info = d.info.ok_or("an app detail without its info")?;
+    let spec = draft_from_pb(d.spec.ok_or("an app detail without its spec")?)
+        .map_err(|s| format!("an app detail with a bad spec: {}", s.message()))?
+        .fill(Path::new(""));
+    Ok(model::AppDetail {
+        info: info_from_pb(info),
+        spec,
+        env: d.env.into_iter().collect(),
+        desired: if d.desired_online {
+            model::Desired::Online
+        } else {
+            model::Desired::Stopped
+        },
+        last_exit: d.last_exit.map(exit_from_pb),
+        error: (!d.error.is_empty()).then_some(d.error),
+        created_at_unix_ms: d.created_at_unix_ms,
+        stdout_path: d.stdout_path.into(),
+        stderr_path: d.stderr_path.into(),
+        restart_in_ms: d.restart_in_ms,
+    })
+}
+
+pub fn cause_from_pb(c: pb::Cause) -> Result<model::Cause, String> {
+    use model::Cause as C;
+    Ok(match pb::CauseKind::try_from(c.kind) {
+        Ok(pb::CauseKind::Request) => C::Request {
+            method: c.method,
+            uid: c.uid,
+            pid: c.peer_pid,
+            peer: c.peer,
+        },
+        Ok(pb::CauseKind::Crash) => C::Crash,
+        Ok(pb::CauseKind::Backoff) => C::Backoff,
+        Ok(pb::CauseKind::Recovery) => C::Recovery,
+        Ok(pb::CauseKind::Shutdown) => C::Shutdown,
+        Ok(pb::CauseKind::Unspecified) | Err(_) => {
+            return Err(format!("an event with an unknown cause kind {}", c.kind))
+        }
+    })
+}
+
+pub fn event_from_pb(e: pb::Event) -> Result<model::Event, String> {
+    let kind = kind_from_pb(e.kind).map_err(|s| format!("an event with {}", s.message()))?;
+    Ok(model::Event {
+        seq: e.seq,
+        at_unix_ms: e.at_unix_ms,
+        app: e.app,
+        app_id: e.app_id,
+        pid: (e.pid != 0).then_some(e.pid),
+        kind,
+        cause: cause_from_pb(e.cause.ok_or("an event without its cause")?)?,
+        exit: e.exit.map(exit_from_pb),
+        delay_ms: (e.delay_ms != 0).then_some(e.delay_ms),
+        error: (!e.error.is_empty()).then_some(e.error),
+        action: e.action,
+        message: e.message,
+        data: e.data.into_iter().collect(),
+        lost: e.lost,
+    })
+}
+
+pub fn chunk_from_pb(c: pb::LogChunk) -> Result<model::LogChunk, String> {
+    let stream =
+        log_stream(c.stream).map_err(|_| format!("a log chunk of unknown stream {}", c.stream))?;
+    Ok(model::LogChunk {
+        app: c.app,
+        app_id: c.app_id,
+        stream,
+        data: c.data,
+        offset: c.offset,
+        skipped: c.skipped,
+    })
+}
+
+/// The streams a logs request selects: both (`None`), or one.
+pub fn log_streams_to_pb(s: Option<LogStream>) -> pb::LogStream {
+    s.map_or(pb::LogStream::Unspecified, log_stream_to_pb)
+}
+
+pub fn position_to_pb(p: &model::LogPosition) -> pb::LogPosition {
+    pb::LogPosition {
+        app_id: p.app_id,
+        stream: log_stream_to_pb(p.stream) as i32,
+        offset: p.offset,
+    }
+}
+
+pub fn env_to_pb(env: &Env) -> pb::Environment {
+    pb::Environment {
+        vars: env.clone().into_iter().collect(),
     }
 }
