@@ -425,3 +425,89 @@ pub fn env_to_pb(env: &Env) -> pb::Environment {
         vars: env.clone().into_iter().collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drafts_cross_the_wire_unchanged_and_unset_means_zero() {
+        let full = AppDraft {
+            name: "web".into(),
+            cmd: vec!["sleep".into(), "1".into()],
+            cwd: Some("/srv".into()),
+            env: [("K".to_string(), "v".to_string())].into(),
+            kill_timeout: Some(Duration::from_millis(250)),
+            stop_signal: Some(Signal::parse("INT").unwrap()),
+            autorestart: Some(false),
+            restart_delay: Some(Duration::from_millis(5)),
+            restart_delay_max: Some(Duration::from_secs(2)),
+            max_restarts: Some(3),
+            restart_window: Some(Duration::from_secs(9)),
+            log_time: true,
+            log_max_size: Some(4096),
+            log_keep: Some(2),
+        };
+        assert_eq!(draft_from_pb(draft_to_pb(&full)).unwrap(), full);
+        let bare = AppDraft {
+            name: "web".into(),
+            cmd: vec!["true".into()],
+            ..AppDraft::default()
+        };
+        let wire = draft_to_pb(&bare);
+        assert_eq!(
+            (wire.max_restarts, wire.kill_timeout_ms, wire.log_keep),
+            (0, 0, 0)
+        );
+        assert_eq!(draft_from_pb(wire).unwrap(), bare);
+        // A set zero duration still means "set": the shortest, never the default.
+        let zero = AppDraft {
+            kill_timeout: Some(Duration::ZERO),
+            ..bare
+        };
+        assert_eq!(draft_to_pb(&zero).kill_timeout_ms, 1);
+    }
+
+    #[test]
+    fn the_edge_refuses_what_the_model_refuses_with_its_message() {
+        let wire = pb::AppSpec {
+            name: "web".into(),
+            cmd: vec!["true".into()],
+            max_restarts: 100_001,
+            ..Default::default()
+        };
+        let s = spec_from_pb(wire, Path::new("/")).unwrap_err();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            s.message(),
+            "app web: max_restarts 100001 is out of range: between 1 and 100000"
+        );
+    }
+
+    #[test]
+    fn events_read_back_as_they_were_sent() {
+        let mut e = model::Event::new(
+            model::EventKind::Exited,
+            7,
+            "web",
+            model::Cause::Request {
+                method: "Stop".into(),
+                uid: Some(0),
+                pid: None,
+                peer: "unix".into(),
+            },
+        );
+        e.seq = 42;
+        e.pid = Some(99);
+        e.exit = Some(model::Exit {
+            code: None,
+            signal: Some(15),
+            at_unix_ms: 5,
+        });
+        e.data.insert("k".into(), "v".into());
+        assert_eq!(event_from_pb(event_to_pb(&e)).unwrap(), e);
+        let mut bad = event_to_pb(&e);
+        bad.cause = None;
+        assert!(event_from_pb(bad).unwrap_err().contains("cause"));
+    }
+}
