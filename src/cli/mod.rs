@@ -13,8 +13,8 @@ mod failure;
 mod fleet;
 mod follow;
 mod local;
-pub mod logs;
-pub mod render;
+mod logs;
+mod render;
 mod start;
 
 use std::process::ExitCode;
