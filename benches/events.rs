@@ -36,11 +36,10 @@ use std::{
 
 use common::{ms, of_home, print_table, Agent, Row, Stats, BIN};
 use grpm::{
-    client::{connect_unix, Client},
-    rpc::pb::{self, EventKind},
+    client::{connect_unix, Client, EventStream, Subscription},
+    model::{Env, EventKind, StatusKind},
 };
 use tokio::sync::{mpsc, oneshot, watch};
-use tonic::Streaming;
 
 /// Timed kill → `exited` samples per subscriber count, after a few untimed warm-up samples.
 const SAMPLES_ONE: usize = 200;
@@ -273,22 +272,22 @@ enum Seen {
 async fn read_events(
     sub: usize,
     client: Client,
-    mut stream: Streaming<pb::Event>,
+    mut stream: EventStream,
     tx: mpsc::UnboundedSender<Seen>,
 ) {
     let _connection = client;
     loop {
-        let seen = match stream.message().await {
+        let seen = match stream.next().await {
             Ok(Some(e)) => {
                 let at = Instant::now();
-                let kind = e.kind();
+                let kind = e.kind;
                 if !matches!(kind, EventKind::Exited | EventKind::Online | EventKind::Gap) {
                     continue;
                 }
                 Seen::Event {
                     sub,
                     kind,
-                    pid: e.pid,
+                    pid: e.pid.unwrap_or(0),
                     lost: e.lost,
                     at,
                 }
@@ -353,10 +352,9 @@ async fn exit_latency(agent: &Agent, subscribers: usize, samples: usize) -> Late
         let mut c = connect(&sock).await;
         // Once the call returns, the agent has registered the subscription (live events only).
         let stream = c
-            .subscribe(pb::SubscribeRequest::default())
+            .subscribe(&Subscription::default())
             .await
-            .unwrap_or_else(|e| panic!("subscriber {sub}: Subscribe failed: {e}"))
-            .into_inner();
+            .unwrap_or_else(|e| panic!("subscriber {sub}: Subscribe failed: {e}"));
         readers.push(tokio::spawn(read_events(sub, c, stream, tx.clone())));
     }
     drop(tx);
@@ -499,15 +497,15 @@ async fn online_pid(client: &mut Client, not: u32) -> u32 {
     let deadline = Instant::now() + EVENT_LIMIT;
     loop {
         let apps = client
-            .list(pb::ListRequest {})
+            .list()
             .await
-            .unwrap_or_else(|e| panic!("List failed: {e}"))
-            .into_inner()
-            .apps;
+            .unwrap_or_else(|e| panic!("List failed: {e}"));
         assert_eq!(apps.len(), 1, "expected one app, `list` shows {apps:?}");
         let app = &apps[0];
-        if app.status() == pb::Status::Online && app.pid != 0 && app.pid != not {
-            return app.pid;
+        if let (StatusKind::Online, Some(pid)) = (app.status, app.pid) {
+            if pid != not {
+                return pid;
+            }
         }
         assert!(
             Instant::now() < deadline,
@@ -568,16 +566,9 @@ async fn publish(sock: &Path, stop: Stop) -> Published {
                         return (count, last_seq);
                     }
                     let events = c
-                        .notify_god(pb::NotifyGodRequest {
-                            target: "web".into(),
-                            action: "load".into(),
-                            message: String::new(),
-                            data: Default::default(),
-                        })
+                        .notify("web", "load", "", &Env::new())
                         .await
-                        .unwrap_or_else(|e| panic!("NotifyGod failed: {e}"))
-                        .into_inner()
-                        .events;
+                        .unwrap_or_else(|e| panic!("NotifyGod failed: {e}"));
                     assert_eq!(events.len(), 1, "one notification should be one event");
                     count += 1;
                     last_seq = last_seq.max(events[0].seq);
@@ -628,17 +619,16 @@ async fn replay_throughput(agent: &Agent) -> Replay {
     for run in 0..REPLAY_RUNS {
         let t0 = Instant::now();
         let mut stream = client
-            .subscribe(pb::SubscribeRequest {
+            .subscribe(&Subscription {
                 from_seq: Some(0),
                 no_follow: true,
                 ..Default::default()
             })
             .await
-            .unwrap_or_else(|e| panic!("replay Subscribe failed: {e}"))
-            .into_inner();
+            .unwrap_or_else(|e| panic!("replay Subscribe failed: {e}"));
         let (mut n, mut last, mut gaps) = (0usize, 0u64, 0usize);
         loop {
-            let next = tokio::time::timeout(EVENT_LIMIT, stream.message())
+            let next = tokio::time::timeout(EVENT_LIMIT, stream.next())
                 .await
                 .unwrap_or_else(|_| panic!("replay run {run}: no event within {EVENT_LIMIT:?}"))
                 .unwrap_or_else(|e| panic!("replay run {run}: the stream failed: {e}"));
@@ -646,7 +636,7 @@ async fn replay_throughput(agent: &Agent) -> Replay {
             assert!(e.seq > last, "replay run {run}: seq {} after {last}", e.seq);
             n += 1;
             last = e.seq;
-            gaps += usize::from(e.kind() == EventKind::Gap);
+            gaps += usize::from(e.kind == EventKind::Gap);
         }
         runs.push(t0.elapsed());
         // Nothing may be missing: 100,000 events are kept and the agent started from seq 1.
@@ -702,10 +692,9 @@ async fn live_throughput(agent: &Agent) -> Live {
     let sock = agent.socket();
     let mut client = connect(&sock).await;
     let mut stream = client
-        .subscribe(pb::SubscribeRequest::default())
+        .subscribe(&Subscription::default())
         .await
-        .unwrap_or_else(|e| panic!("live Subscribe failed: {e}"))
-        .into_inner();
+        .unwrap_or_else(|e| panic!("live Subscribe failed: {e}"));
     // The last published seq, once the publishers are done (0 until then).
     let (last_tx, mut last_rx) = watch::channel(0u64);
     let (done_tx, done_rx) = oneshot::channel();
@@ -720,7 +709,7 @@ async fn live_throughput(agent: &Agent) -> Live {
         let mut seen = 0u64;
         loop {
             tokio::select! {
-                next = stream.message() => {
+                next = stream.next() => {
                     let e = match next {
                         Ok(Some(e)) => e,
                         Ok(None) => panic!("the live stream ended early"),
@@ -728,7 +717,7 @@ async fn live_throughput(agent: &Agent) -> Live {
                     };
                     c.last_at = Instant::now();
                     seen = e.seq;
-                    if e.kind() == EventKind::Gap {
+                    if e.kind == EventKind::Gap {
                         c.gaps += 1;
                         c.lost += e.lost;
                     } else {

@@ -2,9 +2,10 @@
 //!
 //! Module map (dependencies point down this list):
 //!
-//! - [`cli`]: the `grpm` command line (clap), output rendering, app files.
-//! - [`client`]: connects to an agent: the local one (unix socket, spawned when none answers)
-//!   or a remote one (TCP, TLS, token).
+//! - [`cli`]: the `grpm` command line (clap), output rendering, app files; talks to agents only
+//!   through [`client`], in model types.
+//! - [`client`]: typed calls to an agent in model types, with errors as values; connects to the
+//!   local one (unix socket, spawned when none answers) or a remote one (TCP, TLS, token).
 //! - [`agent`]: the daemon: home directory, socket security, the gRPC servers (unix socket;
 //!   TCP with TLS and client authentication).
 //! - [`rpc`]: generated protobuf code, proto ⇄ model conversion, the service, error mapping.

@@ -1,4 +1,5 @@
-//! App files: TOML with `[[app]]` tables. Errors name the file, the line and the key.
+//! App files: TOML with `[[app]]` tables, read into the same drafts as `grpm start`'s flags
+//! and checked by the same rules (the model's). Errors name the file, the line and the key.
 //!
 //! ```toml
 //! [[app]]
@@ -24,10 +25,7 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{
-    model::{parse_duration, parse_size, validate_name, LogPolicy, Signal},
-    rpc::pb,
-};
+use crate::model::{parse_duration, parse_size, AppDraft, Env, Field, Signal};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,10 +84,10 @@ enum Scalar {
     Bool(bool),
 }
 
-/// Reads the apps of `path` as specs ready to send. For the local agent, `cwd`s are made
+/// Reads the apps of `path` as checked drafts, ready to send. For the local agent, `cwd`s are made
 /// absolute against the file's directory; for remote agents (`remote`) this machine's paths
 /// mean nothing, so a `cwd` must be absolute, and without one an app runs in the agent's home.
-pub fn load(path: &Path, remote: bool) -> Result<Vec<pb::AppSpec>, String> {
+pub fn load(path: &Path, remote: bool) -> Result<Vec<AppDraft>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let dir = path
         .canonicalize()
@@ -105,7 +103,7 @@ pub fn load(path: &Path, remote: bool) -> Result<Vec<pb::AppSpec>, String> {
 
 /// Parses app-file text; `file` names it in errors, `dir` anchors relative cwds (`None`: the
 /// apps go to a remote agent, see [`load`]).
-pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<pb::AppSpec>, String> {
+pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>, String> {
     let doc: Doc = toml::from_str(text).map_err(|e| {
         let at = e
             .span()
@@ -119,12 +117,12 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<pb::AppSp
     let mut names = HashSet::new();
     let mut out = Vec::with_capacity(doc.app.len());
     for entry in doc.app {
+        let entry_span = entry.span();
         let e = entry.into_inner();
         let err = |span: Range<usize>, key: &str, msg: String| {
             format!("{file}:{}: {key}: {msg}", line_of(text, span.start))
         };
         let name = e.name.get_ref().clone();
-        validate_name(&name).map_err(|m| err(e.name.span(), "name", m))?;
         if !names.insert(name.clone()) {
             return Err(err(
                 e.name.span(),
@@ -137,9 +135,6 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<pb::AppSp
             Cmd::Line(s) => shlex::split(s)
                 .ok_or_else(|| err(e.cmd.span(), "cmd", "unbalanced quotes".into()))?,
         };
-        if cmd.first().is_none_or(String::is_empty) {
-            return Err(err(e.cmd.span(), "cmd", "the command is empty".into()));
-        }
         let cwd = match &e.cwd {
             Some(c) => {
                 let p = Path::new(c.get_ref());
@@ -147,8 +142,8 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<pb::AppSp
                     return Err(err(c.span(), "cwd", "is empty".into()));
                 }
                 match dir {
-                    Some(dir) => dir.join(p).to_string_lossy().into_owned(),
-                    None if p.is_absolute() => c.get_ref().clone(),
+                    Some(dir) => Some(dir.join(p)),
+                    None if p.is_absolute() => Some(p.to_path_buf()),
                     None => {
                         return Err(err(
                             c.span(),
@@ -160,27 +155,23 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<pb::AppSp
                     }
                 }
             }
-            None => dir.map_or_else(String::new, |d| d.to_string_lossy().into_owned()),
+            None => dir.map(Path::to_path_buf),
         };
-        let mut env = std::collections::HashMap::new();
-        for (k, v) in &e.env {
-            let value = match v.get_ref() {
-                Scalar::Text(s) => s.clone(),
-                Scalar::Int(i) => i.to_string(),
-                Scalar::Float(f) => f.to_string(),
-                Scalar::Bool(b) => b.to_string(),
-            };
-            if k.is_empty() || k.contains('=') || k.contains('\0') {
-                return Err(err(
-                    v.span(),
-                    &format!("env.{k}"),
-                    "invalid variable name".into(),
-                ));
-            }
-            env.insert(k.clone(), value);
-        }
-        let ms = |d: &Option<Spanned<Dur>>, key: &str| -> Result<u64, String> {
-            let Some(d) = d else { return Ok(0) };
+        let env: Env = e
+            .env
+            .iter()
+            .map(|(k, v)| {
+                let value = match v.get_ref() {
+                    Scalar::Text(s) => s.clone(),
+                    Scalar::Int(i) => i.to_string(),
+                    Scalar::Float(f) => f.to_string(),
+                    Scalar::Bool(b) => b.to_string(),
+                };
+                (k.clone(), value)
+            })
+            .collect();
+        let ms = |d: &Option<Spanned<Dur>>, key: &str| -> Result<Option<Duration>, String> {
+            let Some(d) = d else { return Ok(None) };
             let dur = match d.get_ref() {
                 Dur::Millis(n) if *n > 0 => Duration::from_millis(*n as u64),
                 Dur::Millis(n) => {
@@ -195,72 +186,66 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<pb::AppSp
             if dur.is_zero() {
                 return Err(err(d.span(), key, "must be longer than zero".into()));
             }
-            Ok(dur.as_millis().max(1) as u64)
+            Ok(Some(dur))
         };
         let stop_signal = match &e.stop_signal {
-            Some(s) => Signal::parse(s.get_ref())
-                .map_err(|m| err(s.span(), "stop_signal", m))?
-                .to_string(),
-            None => String::new(),
-        };
-        let max_restarts = match &e.max_restarts {
-            Some(n) if (1..=100_000).contains(n.get_ref()) => *n.get_ref() as u32,
-            Some(n) => {
-                return Err(err(
-                    n.span(),
-                    "max_restarts",
-                    "must be between 1 and 100000".into(),
-                ))
+            Some(s) => {
+                Some(Signal::parse(s.get_ref()).map_err(|m| err(s.span(), "stop_signal", m))?)
             }
-            None => 0,
+            None => None,
+        };
+        // Whole numbers the model bounds: a negative or huge one cannot be what was meant.
+        let count = |n: &Option<Spanned<i64>>, key: &str| -> Result<Option<u32>, String> {
+            let Some(n) = n else { return Ok(None) };
+            u32::try_from(*n.get_ref())
+                .map(Some)
+                .map_err(|_| err(n.span(), key, format!("{} is out of range", n.get_ref())))
         };
         let log_max_size = match &e.log_max_size {
-            Some(s) => {
-                let n = match s.get_ref() {
-                    Size::Bytes(n) => u64::try_from(*n)
-                        .map_err(|_| err(s.span(), "log_max_size", format!("{n} is not a size")))?,
-                    Size::Text(t) => parse_size(t).map_err(|m| err(s.span(), "log_max_size", m))?,
-                };
-                if !(LogPolicy::MIN_MAX_SIZE..=LogPolicy::MAX_MAX_SIZE).contains(&n) {
-                    return Err(err(
-                        s.span(),
-                        "log_max_size",
-                        "must be between 1K and 1T".into(),
-                    ));
-                }
-                n
-            }
-            None => 0,
+            Some(s) => Some(match s.get_ref() {
+                Size::Bytes(n) => u64::try_from(*n)
+                    .map_err(|_| err(s.span(), "log_max_size", format!("{n} is not a size")))?,
+                Size::Text(t) => parse_size(t).map_err(|m| err(s.span(), "log_max_size", m))?,
+            }),
+            None => None,
         };
-        let log_keep = match &e.log_keep {
-            Some(n) if (1..=i64::from(LogPolicy::MAX_KEEP)).contains(n.get_ref()) => {
-                *n.get_ref() as u32
-            }
-            Some(n) => {
-                return Err(err(
-                    n.span(),
-                    "log_keep",
-                    format!("must be between 1 and {}", LogPolicy::MAX_KEEP),
-                ))
-            }
-            None => 0,
-        };
-        out.push(pb::AppSpec {
+        let draft = AppDraft {
             name,
             cmd,
             cwd,
             env,
-            kill_timeout_ms: ms(&e.kill_timeout, "kill_timeout")?,
+            kill_timeout: ms(&e.kill_timeout, "kill_timeout")?,
             stop_signal,
             autorestart: e.autorestart,
-            restart_delay_ms: ms(&e.restart_delay, "restart_delay")?,
-            restart_delay_max_ms: ms(&e.restart_delay_max, "restart_delay_max")?,
-            max_restarts,
-            restart_window_ms: ms(&e.restart_window, "restart_window")?,
+            restart_delay: ms(&e.restart_delay, "restart_delay")?,
+            restart_delay_max: ms(&e.restart_delay_max, "restart_delay_max")?,
+            max_restarts: count(&e.max_restarts, "max_restarts")?,
+            restart_window: ms(&e.restart_window, "restart_window")?,
             log_time: e.log_time.unwrap_or(false),
             log_max_size,
-            log_keep,
-        });
+            log_keep: count(&e.log_keep, "log_keep")?,
+        };
+        // The model's rules, pointed at the key that breaks one (or the entry, for a key
+        // left out).
+        if let Err(bad) = draft.validate() {
+            let span = |s: Option<Range<usize>>| s.unwrap_or_else(|| entry_span.clone());
+            let at = match bad.field {
+                Field::Name => Some(e.name.span()),
+                Field::Cmd => Some(e.cmd.span()),
+                Field::Cwd => e.cwd.as_ref().map(Spanned::span),
+                Field::Env => e.env.values().next().map(Spanned::span),
+                Field::KillTimeout => e.kill_timeout.as_ref().map(Spanned::span),
+                Field::StopSignal => e.stop_signal.as_ref().map(Spanned::span),
+                Field::RestartDelay => e.restart_delay.as_ref().map(Spanned::span),
+                Field::RestartDelayMax => e.restart_delay_max.as_ref().map(Spanned::span),
+                Field::MaxRestarts => e.max_restarts.as_ref().map(Spanned::span),
+                Field::RestartWindow => e.restart_window.as_ref().map(Spanned::span),
+                Field::LogMaxSize => e.log_max_size.as_ref().map(Spanned::span),
+                Field::LogKeep => e.log_keep.as_ref().map(Spanned::span),
+            };
+            return Err(err(span(at), bad.field.key(), bad.problem));
+        }
+        out.push(draft);
     }
     Ok(out)
 }
@@ -273,7 +258,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn p(text: &str) -> Result<Vec<pb::AppSpec>, String> {
+    fn p(text: &str) -> Result<Vec<AppDraft>, String> {
         parse(text, "apps.toml", Some(Path::new("/srv")))
     }
 
@@ -300,16 +285,22 @@ log_keep = 3
         .unwrap();
         assert_eq!(apps.len(), 2);
         assert_eq!(apps[0].cmd, ["python3", "-m", "http.server", "80 80"]);
-        assert_eq!(apps[0].cwd, "/srv/www");
+        assert_eq!(apps[0].cwd, Some("/srv/www".into()));
         assert_eq!(apps[0].env["PORT"], "8080");
-        assert_eq!(apps[0].kill_timeout_ms, 3000);
-        assert_eq!(apps[0].stop_signal, "SIGINT");
-        assert_eq!(apps[1].cwd, "/srv");
+        assert_eq!(apps[0].kill_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(
+            apps[0].stop_signal.map(|s| s.to_string()),
+            Some("SIGINT".into())
+        );
+        assert_eq!(apps[1].cwd, Some("/srv".into()));
         assert_eq!(apps[1].autorestart, Some(false));
-        assert_eq!(apps[1].kill_timeout_ms, 250);
-        assert_eq!(apps[0].log_max_size, 0);
+        assert_eq!(apps[1].kill_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(apps[0].log_max_size, None);
         assert!(apps[1].log_time);
-        assert_eq!((apps[1].log_max_size, apps[1].log_keep), (512 << 10, 3));
+        assert_eq!(
+            (apps[1].log_max_size, apps[1].log_keep),
+            (Some(512 << 10), Some(3))
+        );
     }
 
     #[test]
@@ -360,6 +351,16 @@ log_keep = 3
                 "[[app]]\nname = \"w\"\ncmd = \"x\"\nlog_keep = 0\n",
                 "apps.toml:4: log_keep:",
                 "between 1 and 100",
+            ),
+            (
+                "[[app]]\nname = \"w\"\ncmd = \"x\"\nmax_restarts = 0\n",
+                "apps.toml:4: max_restarts:",
+                "between 1 and 100000",
+            ),
+            (
+                "[[app]]\nname = \"w\"\ncmd = \"x\"\nenv = { \"A=B\" = 1 }\n",
+                "apps.toml:4: env:",
+                "contains '='",
             ),
             ("name = 1", "apps.toml", "unknown field"),
             ("", "apps.toml", "no [[app]]"),

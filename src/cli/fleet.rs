@@ -7,7 +7,7 @@ use std::future::Future;
 
 use futures_util::future::join_all;
 
-use super::Failure;
+use super::failure::Failure;
 use crate::{
     client::{self, Client, Timeouts},
     home::Home,
@@ -134,7 +134,7 @@ where
         Err(e) => Err(e.into()),
     };
     let result = result.map_err(|f| match f {
-        Failure::Failed(m) => Failure::Failed(hint(h, m)),
+        Failure::Agent(e) if e.dropped() => Failure::Failed(hint(h, &Failure::Agent(e).message())),
         f => f,
     });
     Outcome {
@@ -143,22 +143,9 @@ where
     }
 }
 
-/// Adds what a bare transport failure most likely means, from how the host is set up.
-fn hint(h: &Host, msg: String) -> String {
-    let dropped = [
-        "connection closed",
-        "broken pipe",
-        "connection reset",
-        "operation was canceled",
-        "frame with invalid size",
-        "h2 protocol",
-        "fatal alert",
-    ]
-    .iter()
-    .any(|w| msg.contains(w));
-    if !dropped {
-        msg
-    } else if h.ca.is_none() {
+/// Adds what a dropped connection most likely means, from how the host is set up.
+fn hint(h: &Host, msg: &str) -> String {
+    if h.ca.is_none() {
         format!(
             "{msg} (the agent dropped the connection: if it uses TLS, give this host a ca \
              in hosts.toml)"
@@ -203,12 +190,10 @@ impl Worst {
     /// Says `f` on stderr after `prefix` ("box1: ") and counts it. A closed stdout is not
     /// counted but returned, to end the command quietly.
     pub fn report(&mut self, prefix: &str, f: Failure) -> Result<(), Failure> {
-        let (msg, code) = match f {
-            Failure::Usage(m) => (m, 2),
-            Failure::Failed(m) => (m, 1),
-            Failure::Reported(c) => (String::new(), c),
-            Failure::Closed => return Err(Failure::Closed),
-        };
+        if let Failure::Closed = f {
+            return Err(Failure::Closed);
+        }
+        let (msg, code) = (f.message(), f.exit_code());
         if !msg.is_empty() {
             eprintln!("grpm: {prefix}{msg}");
         }

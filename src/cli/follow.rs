@@ -6,13 +6,12 @@
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tonic::Code;
 
-use super::{fleet::Worst, print_event, Failure};
+use super::{events::print_event, failure::Failure, fleet::Worst};
 use crate::{
-    client::{self, Timeouts},
+    client::{self, Code, Subscription, Timeouts},
     hosts::Host,
-    rpc::pb,
+    model::Event,
 };
 
 /// First and longest pause between reconnection attempts.
@@ -47,8 +46,8 @@ impl Reconnect {
             return None;
         }
         let text = match why {
-            Failure::Usage(m) | Failure::Failed(m) => m.as_str(),
-            _ => "stream lost",
+            Failure::Closed | Failure::Reported(_) => "stream lost".to_string(),
+            f => f.message(),
         };
         Some(format!("{text}; reconnecting (resuming where it left off)"))
     }
@@ -73,7 +72,7 @@ pub(super) fn permanent(code: Code) -> bool {
 }
 
 enum Msg {
-    Event(String, Box<pb::Event>),
+    Event(String, Box<Event>),
     /// Said on stderr: lost, reconnected...
     Note(String, String),
     /// The host's replay ended (`--no-follow`).
@@ -87,7 +86,7 @@ enum Msg {
 pub async fn merged(
     hosts: &[Host],
     timeouts: Timeouts,
-    req: pb::SubscribeRequest,
+    req: Subscription,
     json: bool,
 ) -> Result<(), Failure> {
     let (tx, mut rx) = mpsc::channel::<Msg>(1024);
@@ -138,7 +137,7 @@ pub async fn merged(
 }
 
 /// One host's stream, reconnected until the receiver goes away.
-async fn follow(host: Host, t: Timeouts, mut req: pb::SubscribeRequest, tx: mpsc::Sender<Msg>) {
+async fn follow(host: Host, t: Timeouts, mut req: Subscription, tx: mpsc::Sender<Msg>) {
     let label = host.label.clone();
     let note = |s: String| Msg::Note(label.clone(), s);
     let mut reconnect = Reconnect::new();
@@ -149,13 +148,13 @@ async fn follow(host: Host, t: Timeouts, mut req: pb::SubscribeRequest, tx: mpsc
         }
         let why = match client::connect_remote(&host, &t).await {
             Err(e) => Failure::from(e),
-            Ok(mut c) => match c.subscribe(req.clone()).await {
-                Err(s) if permanent(s.code()) => {
-                    let _ = tx.send(Msg::Fatal(label.clone(), s.into())).await;
+            Ok(mut c) => match c.subscribe(&req).await {
+                Err(e) if e.code().is_some_and(permanent) => {
+                    let _ = tx.send(Msg::Fatal(label.clone(), e.into())).await;
                     return;
                 }
-                Err(s) => Failure::from(s),
-                Ok(resp) => {
+                Err(e) => Failure::from(e),
+                Ok(mut stream) => {
                     if reconnect.connected() {
                         let after = last.map_or_else(String::new, |s| format!(" after seq {s}"));
                         if tx
@@ -166,9 +165,8 @@ async fn follow(host: Host, t: Timeouts, mut req: pb::SubscribeRequest, tx: mpsc
                             return;
                         }
                     }
-                    let mut stream = resp.into_inner();
                     loop {
-                        match stream.message().await {
+                        match stream.next().await {
                             Ok(Some(e)) => {
                                 last = Some(e.seq);
                                 if tx
@@ -184,7 +182,7 @@ async fn follow(host: Host, t: Timeouts, mut req: pb::SubscribeRequest, tx: mpsc
                                 return;
                             }
                             Ok(None) => break Failure::Failed("the agent ended the stream".into()),
-                            Err(s) => break Failure::from(s),
+                            Err(e) => break Failure::from(e),
                         }
                     }
                 }

@@ -5,14 +5,57 @@
 use std::collections::HashMap;
 
 use super::{
+    action::check_target,
+    args::LogsArgs,
+    failure::{out, Failure},
+    fleet::{self, Place},
     follow::{permanent, Reconnect},
-    out, Failure,
 };
 use crate::{
-    client::{self, Client, Timeouts},
+    client::{self, Client, LogsQuery, Timeouts},
     hosts::Host,
-    rpc::pb,
+    model::{AppId, LogChunk, LogPosition, LogStream},
 };
+
+/// `grpm logs TARGET`: on a fleet, every host's lines as they come, each tagged with its
+/// host; a followed host that drops is reconnected and resumed.
+pub async fn run(place: &Place, args: LogsArgs, json: bool) -> Result<(), Failure> {
+    check_target(&args.target)?;
+    let query = LogsQuery {
+        target: args.target,
+        stream: match (args.out, args.err) {
+            (true, _) => Some(LogStream::Out),
+            (_, true) => Some(LogStream::Err),
+            _ => None,
+        },
+        lines: Some(args.lines),
+        follow: args.follow,
+        from: Vec::new(),
+    };
+    let outcomes = match place {
+        Place::Fleet {
+            hosts, timeouts, ..
+        } if query.follow => {
+            futures_util::future::join_all(hosts.iter().map(|h| async {
+                fleet::Outcome {
+                    host: Some(h.label.clone()),
+                    result: follow_remote(h, timeouts, query.clone(), json).await,
+                }
+            }))
+            .await
+        }
+        _ => {
+            place
+                .each_labelled(|mut c, host| {
+                    let query = query.clone();
+                    async move { logs(&mut c, query, json, host.as_deref()).await }
+                })
+                .await
+        }
+    };
+    let (_, failed) = fleet::split(outcomes)?;
+    failed.map_or(Ok(()), Err)
+}
 
 /// A line longer than this is printed in pieces.
 const LINE_MAX: usize = 64 * 1024;
@@ -21,7 +64,7 @@ const LINE_MAX: usize = 64 * 1024;
 /// closed stdout). `host`, when set, is added to every line.
 pub async fn logs(
     client: &mut Client,
-    req: pb::LogsRequest,
+    req: LogsQuery,
     json: bool,
     host: Option<&str>,
 ) -> Result<(), Failure> {
@@ -41,7 +84,7 @@ pub async fn logs(
 pub async fn follow_remote(
     host: &Host,
     t: &Timeouts,
-    req: pb::LogsRequest,
+    req: LogsQuery,
     json: bool,
 ) -> Result<(), Failure> {
     let mut printer = Printer::new(json, Some(&host.label), true);
@@ -51,7 +94,7 @@ pub async fn follow_remote(
         req.from = printer
             .positions
             .iter()
-            .map(|(&(app_id, stream), &offset)| pb::LogPosition {
+            .map(|(&(app_id, stream), &offset)| LogPosition {
                 app_id,
                 stream,
                 offset,
@@ -88,21 +131,21 @@ enum Ended {
 /// connection) or not (a refused request, a closed stdout).
 async fn stream_into(
     client: &mut Client,
-    req: pb::LogsRequest,
+    req: LogsQuery,
     printer: &mut Printer<'_>,
 ) -> Result<Ended, (Failure, bool)> {
-    let mut stream = match client.logs(req).await {
-        Ok(r) => r.into_inner(),
-        Err(s) => {
-            let retry = !permanent(s.code());
-            return Err((s.into(), retry));
+    let mut stream = match client.logs(&req).await {
+        Ok(s) => s,
+        Err(e) => {
+            let retry = !e.code().is_some_and(permanent);
+            return Err((e.into(), retry));
         }
     };
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
         let next = tokio::select! {
-            n = stream.message() => n.map_err(|s| (Failure::from(s), true))?,
+            n = stream.next() => n.map_err(|e| (Failure::from(e), true))?,
             _ = &mut ctrl_c => return Ok(Ended::Interrupted),
         };
         let Some(chunk) = next else {
@@ -125,9 +168,9 @@ struct Printer<'a> {
     host: Option<&'a str>,
     /// Without follow, streams come one after the other: a new one means the previous ended.
     follow: bool,
-    carry: HashMap<(u64, i32), Carry>,
+    carry: HashMap<(AppId, LogStream), Carry>,
     /// Where each (app, stream) was received up to: the resume points after a reconnection.
-    positions: HashMap<(u64, i32), u64>,
+    positions: HashMap<(AppId, LogStream), u64>,
     /// Something arrived since the last connection was made.
     received: bool,
 }
@@ -144,10 +187,10 @@ impl<'a> Printer<'a> {
         }
     }
 
-    fn chunk(&mut self, c: &pb::LogChunk) -> Result<(), Failure> {
+    fn chunk(&mut self, c: &LogChunk) -> Result<(), Failure> {
         let key = (c.app_id, c.stream);
         self.positions.insert(key, c.offset + c.data.len() as u64);
-        let stream = stream_word(c.stream);
+        let stream = c.stream.word();
         if !self.follow && self.carry.keys().any(|k| *k != key) {
             let mine = self.carry.remove(&key);
             self.finish()?;
@@ -195,7 +238,7 @@ impl<'a> Printer<'a> {
         let mut left: Vec<_> = self.carry.drain().collect();
         left.sort_by_key(|(k, _)| *k);
         for ((id, s), carry) in left {
-            self.line(&carry.app, id, stream_word(s), carry.offset, &carry.bytes)?;
+            self.line(&carry.app, id, s.word(), carry.offset, &carry.bytes)?;
         }
         Ok(())
     }
@@ -250,13 +293,5 @@ impl<'a> Printer<'a> {
         if let (Some(h), Some(obj)) = (self.host, v.as_object_mut()) {
             obj.insert("host".into(), h.into());
         }
-    }
-}
-
-fn stream_word(s: i32) -> &'static str {
-    match pb::LogStream::try_from(s) {
-        Ok(pb::LogStream::Stdout) => "out",
-        Ok(pb::LogStream::Stderr) => "err",
-        _ => "?",
     }
 }

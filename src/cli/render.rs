@@ -1,13 +1,10 @@
-//! Output: tables for people, JSON for scripts.
+//! Output: tables for people, JSON for scripts, from model types (the words for statuses,
+//! event kinds and causes are the model's).
 
 use serde::Serialize;
 
-use crate::{
-    model::{format_duration, rfc3339_ms},
-    rpc::{
-        convert::{kind_word, status_word},
-        pb,
-    },
+use crate::model::{
+    format_duration, rfc3339_ms, AppDetail, AppInfo, Cause, Desired, Event, EventKind,
 };
 
 /// One app as `--json` prints it.
@@ -23,13 +20,13 @@ pub struct AppRow {
     pub memory_bytes: u64,
 }
 
-impl From<&pb::AppInfo> for AppRow {
-    fn from(a: &pb::AppInfo) -> AppRow {
+impl From<&AppInfo> for AppRow {
+    fn from(a: &AppInfo) -> AppRow {
         AppRow {
             id: a.id,
             name: a.name.clone(),
-            status: status_word(a.status()),
-            pid: (a.pid != 0).then_some(a.pid),
+            status: a.status.word(),
+            pid: a.pid,
             restarts: a.restarts,
             uptime_ms: a.uptime_ms,
             cpu_percent: (a.cpu_percent * 10.0).round() / 10.0,
@@ -42,25 +39,24 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
 }
 
-pub fn rows(apps: &[pb::AppInfo]) -> Vec<AppRow> {
+pub fn rows(apps: &[AppInfo]) -> Vec<AppRow> {
     apps.iter().map(AppRow::from).collect()
 }
 
 /// The `list` table.
-pub fn table(apps: &[pb::AppInfo]) -> String {
-    let rows: Vec<(Option<&str>, &pb::AppInfo)> = apps.iter().map(|a| (None, a)).collect();
+pub fn table(apps: &[AppInfo]) -> String {
+    let rows: Vec<(Option<&str>, &AppInfo)> = apps.iter().map(|a| (None, a)).collect();
     grid(&rows, false)
 }
 
 /// The table of several hosts' apps, with a HOST column first.
-pub fn host_table(rows: &[(&str, &pb::AppInfo)]) -> String {
-    let rows: Vec<(Option<&str>, &pb::AppInfo)> =
-        rows.iter().map(|(h, a)| (Some(*h), *a)).collect();
+pub fn host_table(rows: &[(&str, &AppInfo)]) -> String {
+    let rows: Vec<(Option<&str>, &AppInfo)> = rows.iter().map(|(h, a)| (Some(*h), *a)).collect();
     grid(&rows, true)
 }
 
 /// `rows` for JSON, each with its `host`.
-pub fn host_rows(rows: &[(&str, &pb::AppInfo)]) -> Vec<serde_json::Value> {
+pub fn host_rows(rows: &[(&str, &AppInfo)]) -> Vec<serde_json::Value> {
     rows.iter()
         .map(|(h, a)| {
             let mut v = serde_json::to_value(AppRow::from(*a)).unwrap_or_default();
@@ -72,7 +68,7 @@ pub fn host_rows(rows: &[(&str, &pb::AppInfo)]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn grid(apps: &[(Option<&str>, &pb::AppInfo)], with_host: bool) -> String {
+fn grid(apps: &[(Option<&str>, &AppInfo)], with_host: bool) -> String {
     let mut header = vec![
         "ID", "NAME", "STATUS", "PID", "RESTARTS", "UPTIME", "CPU", "MEM",
     ];
@@ -81,7 +77,7 @@ fn grid(apps: &[(Option<&str>, &pb::AppInfo)], with_host: bool) -> String {
     }
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for (host, a) in apps {
-        let online = a.pid != 0;
+        let online = a.pid.is_some();
         let mut row = Vec::with_capacity(header.len());
         if with_host {
             row.push(host.unwrap_or("").to_string());
@@ -89,12 +85,8 @@ fn grid(apps: &[(Option<&str>, &pb::AppInfo)], with_host: bool) -> String {
         row.extend([
             a.id.to_string(),
             a.name.clone(),
-            status_word(a.status()).to_string(),
-            if online {
-                a.pid.to_string()
-            } else {
-                "-".into()
-            },
+            a.status.word().to_string(),
+            a.pid.map_or_else(|| "-".into(), |p| p.to_string()),
             a.restarts.to_string(),
             if online {
                 format_duration(std::time::Duration::from_millis(a.uptime_ms))
@@ -158,32 +150,21 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// `describe` output for people.
-pub fn detail(d: &pb::AppDetail) -> String {
-    let info = d.info.clone().unwrap_or_default();
-    let spec = d.spec.clone().unwrap_or_default();
+pub fn detail(d: &AppDetail) -> String {
+    let info = &d.info;
+    let spec = &d.spec;
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<14}{v}\n"));
     line("name", info.name.clone());
     line("id", info.id.to_string());
-    line("status", status_word(info.status()).to_string());
+    line("status", info.status.word().to_string());
     line(
         "pid",
-        if info.pid == 0 {
-            "-".into()
-        } else {
-            info.pid.to_string()
-        },
+        info.pid.map_or_else(|| "-".into(), |p| p.to_string()),
     );
-    line(
-        "desired",
-        if d.desired_online {
-            "online".into()
-        } else {
-            "stopped".into()
-        },
-    );
+    line("desired", desired_word(d.desired).into());
     line("restarts", info.restarts.to_string());
-    if info.pid != 0 {
+    if info.pid.is_some() {
         line(
             "uptime",
             format_duration(std::time::Duration::from_millis(info.uptime_ms)),
@@ -195,79 +176,146 @@ pub fn detail(d: &pb::AppDetail) -> String {
         line("restart in", format!("{}ms", d.restart_in_ms));
     }
     if let Some(e) = &d.last_exit {
-        line("last exit", e.text.clone());
+        line("last exit", e.text());
     }
-    if !d.error.is_empty() {
-        line("error", d.error.clone());
+    if let Some(e) = &d.error {
+        line("error", e.clone());
     }
     line(
         "command",
         shlex::try_join(spec.cmd.iter().map(String::as_str)).unwrap_or_else(|_| spec.cmd.join(" ")),
     );
-    line("cwd", spec.cwd.clone());
-    line("stop signal", spec.stop_signal.clone());
-    line("kill timeout", format!("{}ms", spec.kill_timeout_ms));
-    line("autorestart", spec.autorestart.unwrap_or(true).to_string());
+    line("cwd", spec.cwd.to_string_lossy().into_owned());
+    line("stop signal", spec.stop_signal.to_string());
+    line(
+        "kill timeout",
+        format!("{}ms", spec.kill_timeout.as_millis()),
+    );
+    line("autorestart", spec.autorestart.to_string());
+    let r = &spec.restart;
     line(
         "restart delay",
         format!(
             "{}ms doubling up to {}ms; errored after {} restarts in {}s",
-            spec.restart_delay_ms,
-            spec.restart_delay_max_ms,
-            spec.max_restarts,
-            spec.restart_window_ms / 1000
+            r.delay.as_millis(),
+            r.delay_max.as_millis(),
+            r.max_restarts,
+            r.window.as_millis() / 1000
         ),
     );
     line(
         "logs",
         format!(
             "rotated at {}, {} kept{}",
-            bytes(spec.log_max_size),
-            spec.log_keep,
-            if spec.log_time { ", timestamped" } else { "" }
+            bytes(spec.logs.max_size),
+            spec.logs.keep,
+            if spec.logs.time { ", timestamped" } else { "" }
         ),
     );
-    line("stdout", d.stdout_path.clone());
-    line("stderr", d.stderr_path.clone());
-    let mut declared: Vec<_> = spec.env.iter().collect();
-    declared.sort();
+    line("stdout", d.stdout_path.to_string_lossy().into_owned());
+    line("stderr", d.stderr_path.to_string_lossy().into_owned());
     line(
         "env",
-        format!("{} variables ({} declared)", d.env.len(), declared.len()),
+        format!("{} variables ({} declared)", d.env.len(), spec.env.len()),
     );
-    for (k, v) in declared {
+    for (k, v) in &spec.env {
         out.push_str(&format!("  {k}={v}\n"));
     }
     out
 }
 
+fn desired_word(d: Desired) -> &'static str {
+    match d {
+        Desired::Online => "online",
+        Desired::Stopped => "stopped",
+    }
+}
+
+/// `describe --json`: the listing row and everything else, `host` added on a fleet.
+pub fn detail_json(d: &AppDetail, host: Option<&str>) -> serde_json::Value {
+    let spec = &d.spec;
+    let mut row = serde_json::to_value(AppRow::from(&d.info)).unwrap_or_default();
+    if let Some(obj) = row.as_object_mut() {
+        obj.insert("desired".into(), desired_word(d.desired).into());
+        obj.insert("cmd".into(), spec.cmd.clone().into());
+        obj.insert("cwd".into(), spec.cwd.to_string_lossy().into());
+        obj.insert(
+            "declared_env".into(),
+            serde_json::to_value(&spec.env).unwrap_or_default(),
+        );
+        obj.insert(
+            "env".into(),
+            serde_json::to_value(&d.env).unwrap_or_default(),
+        );
+        obj.insert(
+            "kill_timeout_ms".into(),
+            (spec.kill_timeout.as_millis() as u64).into(),
+        );
+        obj.insert("stop_signal".into(), spec.stop_signal.to_string().into());
+        obj.insert("autorestart".into(), spec.autorestart.into());
+        obj.insert(
+            "last_exit".into(),
+            d.last_exit
+                .as_ref()
+                .map(
+                    |e| serde_json::json!({ "code": e.code, "signal": e.signal, "text": e.text() }),
+                )
+                .unwrap_or(serde_json::Value::Null),
+        );
+        obj.insert(
+            "error".into(),
+            d.error
+                .clone()
+                .map_or(serde_json::Value::Null, serde_json::Value::from),
+        );
+        obj.insert("log_time".into(), spec.logs.time.into());
+        obj.insert("log_max_size".into(), spec.logs.max_size.into());
+        obj.insert("log_keep".into(), spec.logs.keep.into());
+        obj.insert("stdout_path".into(), d.stdout_path.to_string_lossy().into());
+        obj.insert("stderr_path".into(), d.stderr_path.to_string_lossy().into());
+        obj.insert("restart_in_ms".into(), d.restart_in_ms.into());
+        if let Some(h) = host {
+            obj.insert("host".into(), h.into());
+        }
+    }
+    row
+}
+
 /// One event as a JSON line.
-pub fn event_json(e: &pb::Event, host: Option<&str>) -> serde_json::Value {
-    let cause = e.cause.clone().unwrap_or_default();
+pub fn event_json(e: &Event, host: Option<&str>) -> serde_json::Value {
+    let (method, uid, pid, peer) = match &e.cause {
+        Cause::Request {
+            method,
+            uid,
+            pid,
+            peer,
+        } => (Some(method), *uid, *pid, Some(peer)),
+        _ => (None, None, None, None),
+    };
     let mut v = serde_json::json!({
         "seq": e.seq,
         "time": rfc3339_ms(e.at_unix_ms),
         "at_unix_ms": e.at_unix_ms,
         "app": e.app,
         "app_id": e.app_id,
-        "kind": kind_word(e.kind()),
-        "manual": e.manual,
-        "pid": (e.pid != 0).then_some(e.pid),
+        "kind": e.kind.word(),
+        "manual": e.manual(),
+        "pid": e.pid,
         "exit_code": e.exit.as_ref().and_then(|x| x.code),
         "signal": e.exit.as_ref().and_then(|x| x.signal),
         "cause": {
-            "kind": cause_word(cause.kind()),
-            "method": (!cause.method.is_empty()).then_some(&cause.method),
-            "uid": cause.uid,
-            "pid": cause.peer_pid,
-            "peer": (!cause.peer.is_empty()).then_some(&cause.peer),
+            "kind": e.cause.word(),
+            "method": method.filter(|m| !m.is_empty()),
+            "uid": uid,
+            "pid": pid,
+            "peer": peer.filter(|p| !p.is_empty()),
         },
-        "delay_ms": (e.delay_ms != 0).then_some(e.delay_ms),
-        "error": (!e.error.is_empty()).then_some(&e.error),
+        "delay_ms": e.delay_ms,
+        "error": e.error,
         "action": (!e.action.is_empty()).then_some(&e.action),
         "message": (!e.message.is_empty()).then_some(&e.message),
         "data": e.data,
-        "lost": (e.kind() == pb::EventKind::Gap).then_some(e.lost),
+        "lost": (e.kind == EventKind::Gap).then_some(e.lost),
     });
     if let (Some(h), Some(obj)) = (host, v.as_object_mut()) {
         obj.insert("host".into(), h.into());
@@ -275,40 +323,28 @@ pub fn event_json(e: &pb::Event, host: Option<&str>) -> serde_json::Value {
     v
 }
 
-fn cause_word(k: pb::CauseKind) -> &'static str {
-    match k {
-        pb::CauseKind::Unspecified => "unknown",
-        pb::CauseKind::Request => "request",
-        pb::CauseKind::Crash => "crash",
-        pb::CauseKind::Backoff => "backoff",
-        pb::CauseKind::Recovery => "recovery",
-        pb::CauseKind::Shutdown => "shutdown",
-    }
-}
-
 /// One event as a line for people.
-pub fn event_line(e: &pb::Event) -> String {
-    let kind = kind_word(e.kind());
+pub fn event_line(e: &Event) -> String {
     let mut line = format!("{}  #{:<6} ", rfc3339_ms(e.at_unix_ms), e.seq);
-    if e.kind() == pb::EventKind::Gap {
+    if e.kind == EventKind::Gap {
         line.push_str(&format!("gap: {} event(s) lost", e.lost));
         if !e.message.is_empty() {
             line.push_str(&format!(" ({})", e.message));
         }
         return line;
     }
-    line.push_str(&format!("{}[{}] {kind}", e.app, e.app_id));
-    if e.pid != 0 {
-        line.push_str(&format!(" pid {}", e.pid));
+    line.push_str(&format!("{}[{}] {}", e.app, e.app_id, e.kind.word()));
+    if let Some(pid) = e.pid {
+        line.push_str(&format!(" pid {pid}"));
     }
     if let Some(x) = &e.exit {
-        line.push_str(&format!(": {}", x.text));
+        line.push_str(&format!(": {}", x.text()));
     }
-    if e.delay_ms != 0 {
-        line.push_str(&format!(" in {}ms", e.delay_ms));
+    if let Some(d) = e.delay_ms {
+        line.push_str(&format!(" in {d}ms"));
     }
-    if !e.error.is_empty() {
-        line.push_str(&format!(": {}", e.error));
+    if let Some(err) = &e.error {
+        line.push_str(&format!(": {err}"));
     }
     if !e.action.is_empty() {
         line.push_str(&format!(" {}", e.action));
@@ -316,25 +352,24 @@ pub fn event_line(e: &pb::Event) -> String {
     if !e.message.is_empty() {
         line.push_str(&format!(": {}", e.message));
     }
-    let mut data: Vec<_> = e.data.iter().collect();
-    data.sort();
-    for (k, v) in data {
+    for (k, v) in &e.data {
         line.push_str(&format!(" {k}={v}"));
     }
-    let cause = e.cause.clone().unwrap_or_default();
-    let why = match cause.kind() {
-        pb::CauseKind::Request => {
-            let mut w = format!("{} via {}", cause.method, cause.peer);
-            if let Some(u) = cause.uid {
+    let why = match &e.cause {
+        Cause::Request {
+            method, uid, peer, ..
+        } => {
+            let mut w = format!("{method} via {peer}");
+            if let Some(u) = uid {
                 w.push_str(&format!(" uid {u}"));
             }
             w
         }
-        other => cause_word(other).to_string(),
+        other => other.word().to_string(),
     };
     line.push_str(&format!(
         "  ({}{why})",
-        if e.manual { "manual: " } else { "" }
+        if e.manual() { "manual: " } else { "" }
     ));
     line
 }

@@ -1,32 +1,34 @@
-//! Connecting to an agent: the local one over `$GRPM_HOME/agent.sock`, spawning it in the
-//! background when none answers (as PM2 does), or a remote one over TCP (`remote`). Used by
-//! the CLI, the tests and the benches.
+//! Talking to an agent in model terms: the local one over `$GRPM_HOME/agent.sock` (spawned
+//! when none answers, see `local`) or a remote one over TCP (`remote`). [`Client`]'s calls take
+//! and return model types and convert to and from the wire (through `rpc::convert`) themselves;
+//! their errors are values ([`Error`]: a gRPC code, a dropped connection, a failed connect).
+//! Used by the CLI, the tests and the benches.
 
+mod error;
+mod local;
 mod remote;
+mod stream;
 
-pub use remote::{chain, connect_remote, Timeouts};
+pub use error::{chain, Code, ConnectError, Error, Transport};
+pub use local::{connect_local, connect_unix, process_alive};
+pub use remote::{connect_remote, Timeouts};
+pub use stream::{ChunkStream, EventStream, LogsQuery, Subscription};
 
-use std::{
-    io,
-    os::unix::process::CommandExt,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::Duration,
-};
-
-use hyper_util::rt::TokioIo;
-use tokio::{net::UnixStream, time::Instant};
 use tonic::{
     metadata::{Ascii, MetadataValue},
     service::{interceptor::InterceptedService, Interceptor},
-    transport::{Channel, Endpoint, Uri},
+    transport::Channel,
     Request, Status,
 };
-use tower::service_fn;
 
-use crate::{home::Home, rpc::pb::process_manager_client::ProcessManagerClient};
+use crate::{
+    model::{AppDetail, AppDraft, AppInfo, Env, Event},
+    rpc::{convert, pb, pb::process_manager_client::ProcessManagerClient},
+};
 
-pub type Client = ProcessManagerClient<InterceptedService<Channel, Credentials>>;
+/// The generated client, for callers that must send what the typed calls cannot express (a
+/// test's hostile field).
+pub type RawClient = ProcessManagerClient<InterceptedService<Channel, Credentials>>;
 
 /// What every request carries: a bearer token for agents that want one.
 #[derive(Clone, Default)]
@@ -66,105 +68,184 @@ impl Interceptor for Credentials {
 const MAX_DECODE: usize = 64 * 1024 * 1024;
 const MAX_ENCODE: usize = 8 * 1024 * 1024;
 
-fn client(channel: Channel, credentials: Credentials) -> Client {
-    ProcessManagerClient::with_interceptor(channel, credentials)
-        .max_decoding_message_size(MAX_DECODE)
-        .max_encoding_message_size(MAX_ENCODE)
+/// A connection to one agent. Cloning is cheap and shares the connection.
+#[derive(Clone)]
+pub struct Client {
+    raw: RawClient,
 }
 
-/// How long a spawned agent may take to answer.
-const SPAWN_DEADLINE: Duration = Duration::from_secs(10);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("no agent answers on {0}")]
-    NoAgent(PathBuf),
-    #[error("cannot start an agent: {0}")]
-    Spawn(String),
-    #[error("{0}")]
-    Home(String),
-    /// A remote agent could not be reached or its credentials could not be read.
-    #[error("{0}")]
-    Remote(String),
+/// How a restart treats the apps' base environment.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum BaseEnv {
+    /// Keep the environment the apps were created with.
+    #[default]
+    Keep,
+    /// Replace it with the agent's own environment.
+    Agent,
+    /// Replace it with this one (the caller's; local agents only).
+    This(Env),
 }
 
-/// Connects to the agent listening on the unix socket `path`.
-pub async fn connect_unix(path: &Path) -> Result<Client, tonic::transport::Error> {
-    let path = path.to_path_buf();
-    let channel = Endpoint::from_static("http://localhost")
-        .connect_timeout(Duration::from_secs(3))
-        .connect_with_connector(service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
-        .await?;
-    Ok(client(channel, Credentials::default()))
-}
-
-/// Connects to the local agent of `home`; when none answers and `spawn` is set, starts one in
-/// the background and waits until it answers. When two callers race, the agents' lock lets one
-/// win, and both callers end up talking to it.
-pub async fn connect_local(home: &Home, spawn: bool) -> Result<Client, ConnectError> {
-    if let Ok(c) = connect_unix(&home.socket()).await {
-        return Ok(c);
-    }
-    if !spawn {
-        return Err(ConnectError::NoAgent(home.socket()));
-    }
-    home.ensure()
-        .map_err(|e| ConnectError::Home(format!("cannot use {}: {e}", home.root.display())))?;
-    let mut child = spawn_agent(home).map_err(|e| ConnectError::Spawn(e.to_string()))?;
-    let deadline = Instant::now() + SPAWN_DEADLINE;
-    let mut pause = Duration::from_millis(2);
-    loop {
-        if let Ok(c) = connect_unix(&home.socket()).await {
-            // Reap our child once it exits (it only does when another agent won the race).
-            std::thread::spawn(move || child.wait());
-            return Ok(c);
+impl std::fmt::Debug for BaseEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BaseEnv::Keep => f.write_str("Keep"),
+            BaseEnv::Agent => f.write_str("Agent"),
+            BaseEnv::This(env) => write!(f, "This({} variables)", env.len()),
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            // The agent we spawned gave up; maybe another one won the race and is still
-            // binding: keep trying until the deadline, then report what the log says.
-            if Instant::now() >= deadline {
-                return Err(ConnectError::Spawn(format!(
-                    "the agent exited ({status}); see {}",
-                    home.log_file().display()
-                )));
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(ConnectError::Spawn(format!(
-                "no answer within {}s; see {}",
-                SPAWN_DEADLINE.as_secs(),
-                home.log_file().display()
-            )));
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
-/// Starts `grpm agent` detached (own session, stdio to agent.log), with this process's
-/// environment minus any grpm app identity (the agent is not part of any app's tree).
-fn spawn_agent(home: &Home) -> io::Result<std::process::Child> {
-    let exe = std::env::current_exe()?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(home.log_file())?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("agent")
-        .env("GRPM_HOME", &home.root)
-        .env_remove("GRPM_APP_ID")
-        .env_remove("GRPM_AGENT_ID")
-        .env_remove("GRPM_APP_NAME")
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(io::Error::from));
+type CallResult<T> = std::result::Result<T, Error>;
+
+fn infos(apps: Vec<pb::AppInfo>) -> Vec<AppInfo> {
+    apps.into_iter().map(convert::info_from_pb).collect()
+}
+
+impl Client {
+    fn new(channel: Channel, credentials: Credentials) -> Client {
+        Client {
+            raw: ProcessManagerClient::with_interceptor(channel, credentials)
+                .max_decoding_message_size(MAX_DECODE)
+                .max_encoding_message_size(MAX_ENCODE),
+        }
     }
-    cmd.spawn()
+
+    /// The generated client on the same connection.
+    pub fn raw(&mut self) -> &mut RawClient {
+        &mut self.raw
+    }
+
+    /// Creates apps from `drafts` (in this order, so ids follow it; one bad draft creates none)
+    /// and starts them. `base_env`: their base environment (`None`: the agent's own).
+    pub async fn start(
+        &mut self,
+        drafts: &[AppDraft],
+        base_env: Option<&Env>,
+    ) -> CallResult<Vec<AppInfo>> {
+        let req = pb::StartRequest {
+            apps: drafts.iter().map(convert::draft_to_pb).collect(),
+            client_env: base_env.map(convert::env_to_pb),
+            ..Default::default()
+        };
+        Ok(infos(self.raw.start(req).await?.into_inner().apps))
+    }
+
+    /// Starts existing apps: a name, an id or "all".
+    pub async fn start_target(&mut self, target: &str) -> CallResult<Vec<AppInfo>> {
+        let req = pb::StartRequest {
+            target: target.to_string(),
+            ..Default::default()
+        };
+        Ok(infos(self.raw.start(req).await?.into_inner().apps))
+    }
+
+    /// Stops apps (their whole trees); returns when no process of them remains.
+    pub async fn stop(&mut self, target: &str) -> CallResult<Vec<AppInfo>> {
+        let req = pb::StopRequest {
+            target: target.to_string(),
+        };
+        Ok(infos(self.raw.stop(req).await?.into_inner().apps))
+    }
+
+    /// Stops, then starts apps again; `base_env` says whether their base environment changes.
+    pub async fn restart(&mut self, target: &str, base_env: BaseEnv) -> CallResult<Vec<AppInfo>> {
+        let (update_env, client_env) = match &base_env {
+            BaseEnv::Keep => (false, None),
+            BaseEnv::Agent => (true, None),
+            BaseEnv::This(env) => (true, Some(convert::env_to_pb(env))),
+        };
+        let req = pb::RestartRequest {
+            target: target.to_string(),
+            update_env,
+            client_env,
+        };
+        Ok(infos(self.raw.restart(req).await?.into_inner().apps))
+    }
+
+    /// Stops apps and forgets them; `purge_logs` also removes their log files.
+    pub async fn delete(&mut self, target: &str, purge_logs: bool) -> CallResult<Vec<AppInfo>> {
+        let req = pb::DeleteRequest {
+            target: target.to_string(),
+            purge_logs,
+        };
+        Ok(infos(self.raw.delete(req).await?.into_inner().apps))
+    }
+
+    /// Empties the log files of apps.
+    pub async fn flush(&mut self, target: &str) -> CallResult<Vec<AppInfo>> {
+        let req = pb::FlushRequest {
+            target: target.to_string(),
+        };
+        Ok(infos(self.raw.flush(req).await?.into_inner().apps))
+    }
+
+    /// Every app, by id.
+    pub async fn list(&mut self) -> CallResult<Vec<AppInfo>> {
+        Ok(infos(
+            self.raw.list(pb::ListRequest {}).await?.into_inner().apps,
+        ))
+    }
+
+    /// Everything the agent knows about apps.
+    pub async fn describe(&mut self, target: &str) -> CallResult<Vec<AppDetail>> {
+        let req = pb::DescribeRequest {
+            target: target.to_string(),
+        };
+        self.raw
+            .describe(req)
+            .await?
+            .into_inner()
+            .apps
+            .into_iter()
+            .map(|d| convert::detail_from_pb(d).map_err(Error::Malformed))
+            .collect()
+    }
+
+    /// Publishes a `notify` event about each target app; returns the events.
+    pub async fn notify(
+        &mut self,
+        target: &str,
+        action: &str,
+        message: &str,
+        data: &Env,
+    ) -> CallResult<Vec<Event>> {
+        let req = pb::NotifyGodRequest {
+            target: target.to_string(),
+            action: action.to_string(),
+            message: message.to_string(),
+            data: data.clone().into_iter().collect(),
+        };
+        self.raw
+            .notify_god(req)
+            .await?
+            .into_inner()
+            .events
+            .into_iter()
+            .map(|e| convert::event_from_pb(e).map_err(Error::Malformed))
+            .collect()
+    }
+
+    /// Events: the kept ones `sub` asks for, then (unless `sub.follow` is off) new ones.
+    pub async fn subscribe(&mut self, sub: &Subscription) -> CallResult<EventStream> {
+        let stream = self.raw.subscribe(sub.to_pb()).await?.into_inner();
+        Ok(EventStream::new(stream))
+    }
+
+    /// Apps' output: the last lines, then (with `query.follow`) new output.
+    pub async fn logs(&mut self, query: &LogsQuery) -> CallResult<ChunkStream> {
+        let stream = self.raw.logs(query.to_pb()).await?.into_inner();
+        Ok(ChunkStream::new(stream))
+    }
+
+    /// Stops every app and ends the agent; returns the agent's pid, to wait for it to be gone
+    /// (see [`process_alive`]).
+    pub async fn shutdown(&mut self) -> CallResult<u32> {
+        Ok(self
+            .raw
+            .shutdown(pb::ShutdownRequest {})
+            .await?
+            .into_inner()
+            .agent_pid)
+    }
 }

@@ -2,11 +2,14 @@
 //! bearer token when the host has one, a connect timeout, a per-request deadline, and HTTP/2
 //! keepalive so that a vanished agent is noticed on long streams.
 
-use std::{error::Error as StdError, time::Duration};
+use std::time::Duration;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use super::{client, Client, ConnectError, Credentials};
+use super::{
+    error::{chain, dropped},
+    Client, ConnectError, Credentials,
+};
 use crate::hosts::Host;
 
 /// How long connecting and each request may take.
@@ -30,7 +33,10 @@ impl Default for Timeouts {
 /// Connects to `host`. Errors say which host, where, and why (refused, timed out, a TLS
 /// failure, an unreadable certificate).
 pub async fn connect_remote(host: &Host, t: &Timeouts) -> Result<Client, ConnectError> {
-    let fail = |why: String| ConnectError::Remote(format!("{}: {why}", host.address));
+    let fail = |why: String| ConnectError::Remote {
+        message: format!("{}: {why}", host.address),
+        dropped: false,
+    };
     let credentials = match &host.token_file {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -73,7 +79,12 @@ pub async fn connect_remote(host: &Host, t: &Timeouts) -> Result<Client, Connect
     // Name resolution is not covered by connect_timeout: bound the whole connection.
     let channel = match tokio::time::timeout(t.connect + t.connect, endpoint.connect()).await {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(fail(chain(&e))),
+        Ok(Err(e)) => {
+            return Err(ConnectError::Remote {
+                message: format!("{}: {}", host.address, chain(&e)),
+                dropped: dropped(&e),
+            })
+        }
         Err(_) => {
             return Err(fail(format!(
                 "no connection within {}",
@@ -81,24 +92,5 @@ pub async fn connect_remote(host: &Host, t: &Timeouts) -> Result<Client, Connect
             )))
         }
     };
-    Ok(client(channel, credentials))
-}
-
-/// An error with its causes, "a: b: c", without the repetitions tonic's layers add.
-pub fn chain(e: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(err) = cur {
-        let text = err.to_string();
-        if !text.is_empty() && text != "transport error" && !parts.iter().any(|p| p.contains(&text))
-        {
-            parts.push(text);
-        }
-        cur = err.source();
-    }
-    if parts.is_empty() {
-        "transport error".into()
-    } else {
-        parts.join(": ")
-    }
+    Ok(Client::new(channel, credentials))
 }

@@ -108,6 +108,17 @@ impl Cause {
         matches!(self, Cause::Request { .. })
     }
 
+    /// The word in JSON lines and event lines: request, crash, backoff, recovery, shutdown.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Cause::Request { .. } => "request",
+            Cause::Crash => "crash",
+            Cause::Backoff => "backoff",
+            Cause::Recovery => "recovery",
+            Cause::Shutdown => "shutdown",
+        }
+    }
+
     pub fn text(&self) -> String {
         match self {
             Cause::Request {

@@ -1,5 +1,8 @@
 //! Domain types: what an app is, what state it is in, how it ended. No gRPC, no syscalls.
 
+mod app;
+mod chunk;
+mod draft;
 mod duration;
 mod event;
 mod logs;
@@ -9,12 +12,15 @@ mod spec;
 mod status;
 mod time;
 
+pub use app::{AppDetail, AppInfo, StatusKind};
+pub use chunk::{LogChunk, LogPosition};
+pub use draft::{whole_millis, AppDraft};
 pub use duration::{format_duration, parse_duration};
 pub use event::{Cause, Event, EventKind};
 pub use logs::{parse_size, LogPolicy, LogStream};
 pub use name::{validate_name, Target};
 pub use signal::Signal;
-pub use spec::{validate_env, AppSpec, Env, RestartPolicy, SpecError, LIMITS};
+pub use spec::{validate_env, AppSpec, Env, Field, InvalidSpec, RestartPolicy, LIMITS};
 pub use status::{Desired, Exit, Status};
 pub use time::{civil_from_days, rfc3339_ms};
 

@@ -27,9 +27,6 @@ pub const LIMITS: Limits = Limits {
     string_bytes: 128 * 1024,
 };
 
-/// The error a spec check gives: a message saying what is wrong.
-pub type SpecError = String;
-
 /// When and how fast an app is restarted after an unexpected exit.
 ///
 /// The delay starts at `delay`, doubles after each autorestart and is capped at `delay_max`; it
@@ -49,6 +46,8 @@ pub struct RestartPolicy {
 impl RestartPolicy {
     /// An app that stayed up this long is healthy again: the backoff starts over.
     pub const STABLE_AFTER: Duration = Duration::from_secs(30);
+    /// The largest `max_restarts`.
+    pub const MAX_RESTARTS: u32 = 100_000;
 }
 
 impl Default for RestartPolicy {
@@ -89,65 +88,157 @@ pub struct AppSpec {
 impl AppSpec {
     pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
-    /// Checks every field; the message names the field and what is wrong with it.
-    pub fn validate(&self) -> Result<(), SpecError> {
-        validate_name(&self.name)?;
+    /// Checks every field: the one set of rules and bounds for a spec, wherever it comes from
+    /// (see [`AppDraft`](super::AppDraft)). The error names the app and the field, so that an
+    /// app file can point at its line and the CLI at its flag.
+    pub fn check(&self) -> Result<(), InvalidSpec> {
+        let bad = |field: Field, problem: String| InvalidSpec {
+            app: self.name.clone(),
+            field,
+            problem,
+        };
+        validate_name(&self.name).map_err(|m| bad(Field::Name, m))?;
         if self.cmd.is_empty() || self.cmd[0].is_empty() {
-            return Err(format!("app {}: the command is empty", self.name));
+            return Err(bad(Field::Cmd, "the command is empty".into()));
         }
         if self.cmd.len() > LIMITS.argv_count {
-            return Err(format!(
-                "app {}: the command has {} arguments; at most {} are allowed",
-                self.name,
-                self.cmd.len(),
-                LIMITS.argv_count
+            return Err(bad(
+                Field::Cmd,
+                format!(
+                    "the command has {} arguments; at most {} are allowed",
+                    self.cmd.len(),
+                    LIMITS.argv_count
+                ),
             ));
         }
         let mut total = 0;
         for (i, arg) in self.cmd.iter().enumerate() {
-            check_string(&format!("argument {i}"), arg)
-                .map_err(|e| format!("app {}: {e}", self.name))?;
+            check_string(&format!("argument {i}"), arg).map_err(|e| bad(Field::Cmd, e))?;
             total += arg.len() + 1;
         }
         if total > LIMITS.argv_bytes {
-            return Err(format!(
-                "app {}: the command is {total} bytes long; at most {} are allowed",
-                self.name, LIMITS.argv_bytes
+            return Err(bad(
+                Field::Cmd,
+                format!(
+                    "the command is {total} bytes long; at most {} are allowed",
+                    LIMITS.argv_bytes
+                ),
             ));
         }
         let cwd = self.cwd.to_string_lossy();
-        check_string("cwd", &cwd).map_err(|e| format!("app {}: {e}", self.name))?;
+        check_string("cwd", &cwd).map_err(|e| bad(Field::Cwd, e))?;
         if !self.cwd.is_absolute() {
-            return Err(format!(
-                "app {}: cwd {cwd:?} is not an absolute path",
-                self.name
+            return Err(bad(
+                Field::Cwd,
+                format!("cwd {cwd:?} is not an absolute path"),
             ));
         }
-        validate_env(&self.env).map_err(|e| format!("app {}: {e}", self.name))?;
+        validate_env(&self.env).map_err(|e| bad(Field::Env, e))?;
         let hour = Duration::from_secs(3600);
         if self.kill_timeout > hour {
-            return Err(format!(
-                "app {}: kill timeout is longer than an hour",
-                self.name
+            return Err(bad(
+                Field::KillTimeout,
+                "kill timeout is longer than an hour".into(),
             ));
         }
         let r = &self.restart;
         if r.delay > r.delay_max {
-            return Err(format!(
-                "app {}: restart delay ({:?}) is longer than its maximum ({:?})",
-                self.name, r.delay, r.delay_max
+            return Err(bad(
+                Field::RestartDelay,
+                format!(
+                    "restart delay ({:?}) is longer than its maximum ({:?})",
+                    r.delay, r.delay_max
+                ),
             ));
         }
-        if r.delay.is_zero() || r.delay_max > hour || r.window > 24 * hour {
-            return Err(format!(
-                "app {}: restart delays must be between 1ms and 1h, the window at most 24h",
-                self.name
+        let delays = "restart delays must be between 1ms and 1h, the window at most 24h";
+        if r.delay.is_zero() {
+            return Err(bad(Field::RestartDelay, delays.into()));
+        }
+        if r.delay_max > hour {
+            return Err(bad(Field::RestartDelayMax, delays.into()));
+        }
+        if r.window > 24 * hour {
+            return Err(bad(Field::RestartWindow, delays.into()));
+        }
+        if !(1..=RestartPolicy::MAX_RESTARTS).contains(&r.max_restarts) {
+            return Err(bad(
+                Field::MaxRestarts,
+                format!(
+                    "max_restarts {} is out of range: between 1 and {}",
+                    r.max_restarts,
+                    RestartPolicy::MAX_RESTARTS
+                ),
             ));
         }
-        self.logs
+        // Size first, with the default keep, so that each message goes with its own field.
+        let size_only = LogPolicy {
+            keep: LogPolicy::DEFAULT_KEEP,
+            ..self.logs
+        };
+        size_only
             .validate()
-            .map_err(|e| format!("app {}: {e}", self.name))?;
+            .map_err(|e| bad(Field::LogMaxSize, e))?;
+        self.logs.validate().map_err(|e| bad(Field::LogKeep, e))?;
         Ok(())
+    }
+}
+
+/// The settings of a spec, as errors name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Name,
+    Cmd,
+    Cwd,
+    Env,
+    KillTimeout,
+    StopSignal,
+    RestartDelay,
+    RestartDelayMax,
+    MaxRestarts,
+    RestartWindow,
+    LogMaxSize,
+    LogKeep,
+}
+
+impl Field {
+    /// The key in app files (and the field in the API).
+    pub fn key(self) -> &'static str {
+        match self {
+            Field::Name => "name",
+            Field::Cmd => "cmd",
+            Field::Cwd => "cwd",
+            Field::Env => "env",
+            Field::KillTimeout => "kill_timeout",
+            Field::StopSignal => "stop_signal",
+            Field::RestartDelay => "restart_delay",
+            Field::RestartDelayMax => "restart_delay_max",
+            Field::MaxRestarts => "max_restarts",
+            Field::RestartWindow => "restart_window",
+            Field::LogMaxSize => "log_max_size",
+            Field::LogKeep => "log_keep",
+        }
+    }
+}
+
+/// A spec that breaks a rule: which app, which field, and what is wrong. Shown as
+/// "app web: max_restarts 0 is out of range: between 1 and 100000" (a bad name is shown alone,
+/// since the name is what is wrong).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.message())]
+pub struct InvalidSpec {
+    pub app: String,
+    pub field: Field,
+    /// What is wrong, without the app.
+    pub problem: String,
+}
+
+impl InvalidSpec {
+    fn message(&self) -> String {
+        match self.field {
+            Field::Name => self.problem.clone(),
+            _ => format!("app {}: {}", self.app, self.problem),
+        }
     }
 }
 
@@ -246,7 +337,7 @@ mod tests {
 
     #[test]
     fn accepts_a_plain_spec() {
-        assert_eq!(spec().validate(), Ok(()));
+        assert_eq!(spec().check(), Ok(()));
     }
 
     #[test]
@@ -285,7 +376,7 @@ mod tests {
         for (mutate, want) in cases {
             let mut s = spec();
             mutate(&mut s);
-            let err = s.validate().expect_err(want);
+            let err = s.check().expect_err(want).to_string();
             assert!(err.contains(want), "{err:?} does not mention {want:?}");
         }
     }

@@ -36,13 +36,7 @@ pub enum Status {
 impl Status {
     /// The status word users see: starting, online, stopping, stopped, errored.
     pub fn word(&self) -> &'static str {
-        match self {
-            Status::Starting | Status::Backoff { .. } => "starting",
-            Status::Online { .. } => "online",
-            Status::Stopping { .. } => "stopping",
-            Status::Stopped => "stopped",
-            Status::Errored { .. } => "errored",
-        }
+        super::StatusKind::from(self).word()
     }
 
     pub fn pid(&self) -> Option<u32> {

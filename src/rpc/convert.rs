@@ -1,5 +1,7 @@
 //! Proto ⇄ model, with validation: every field from the wire is checked here or in
-//! `AppSpec::validate`, and a bad one becomes `INVALID_ARGUMENT` saying what is wrong.
+//! `AppSpec::check`, and a bad one becomes `INVALID_ARGUMENT` saying what is wrong. The agent
+//! uses the model → proto half for its answers and the proto → model half for requests; the
+//! client the other way round (its `*_from_pb` refuse an answer it cannot read, with a message).
 
 use std::{path::Path, time::Duration};
 
@@ -7,7 +9,7 @@ use tonic::Status;
 
 use super::pb;
 use crate::{
-    model::{self, AppSpec, Env, LogPolicy, LogStream, RestartPolicy, Signal, Target},
+    model::{self, AppDraft, AppSpec, Env, LogStream, Signal, Target},
     supervisor::{AppView, Piece, Usage},
 };
 
@@ -15,54 +17,67 @@ pub fn target(s: &str) -> Result<Target, Status> {
     Target::parse(s).map_err(Status::invalid_argument)
 }
 
-/// Builds a validated spec; zero values take the documented defaults.
+/// Builds a validated spec: zero values take the documented defaults, then the one
+/// `validate` of the model runs (the same the CLI runs on its flags and app files).
 pub fn spec_from_pb(p: pb::AppSpec, default_cwd: &Path) -> Result<AppSpec, Status> {
-    let defaults = RestartPolicy::default();
-    let ms = |v: u64, d: Duration| if v == 0 { d } else { Duration::from_millis(v) };
+    draft_from_pb(p)?
+        .resolve(default_cwd)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// A wire spec as a draft: zero values (and an empty cwd or signal) are left unset.
+pub fn draft_from_pb(p: pb::AppSpec) -> Result<AppDraft, Status> {
+    let ms = |v: u64| (v != 0).then(|| Duration::from_millis(v));
     let stop_signal = if p.stop_signal.is_empty() {
-        Signal::TERM
+        None
     } else {
-        Signal::parse(&p.stop_signal)
-            .map_err(|e| Status::invalid_argument(format!("stop_signal: {e}")))?
+        Some(
+            Signal::parse(&p.stop_signal)
+                .map_err(|e| Status::invalid_argument(format!("stop_signal: {e}")))?,
+        )
     };
-    let spec = AppSpec {
-        cwd: if p.cwd.is_empty() {
-            default_cwd.to_path_buf()
-        } else {
-            p.cwd.into()
-        },
+    Ok(AppDraft {
         name: p.name,
         cmd: p.cmd,
+        cwd: (!p.cwd.is_empty()).then(|| p.cwd.into()),
         env: p.env.into_iter().collect(),
-        kill_timeout: ms(p.kill_timeout_ms, AppSpec::DEFAULT_KILL_TIMEOUT),
+        kill_timeout: ms(p.kill_timeout_ms),
         stop_signal,
-        autorestart: p.autorestart.unwrap_or(true),
-        restart: RestartPolicy {
-            delay: ms(p.restart_delay_ms, defaults.delay),
-            delay_max: ms(p.restart_delay_max_ms, defaults.delay_max),
-            max_restarts: if p.max_restarts == 0 {
-                defaults.max_restarts
-            } else {
-                p.max_restarts
-            },
-            window: ms(p.restart_window_ms, defaults.window),
-        },
-        logs: LogPolicy {
-            time: p.log_time,
-            max_size: if p.log_max_size == 0 {
-                LogPolicy::DEFAULT_MAX_SIZE
-            } else {
-                p.log_max_size
-            },
-            keep: if p.log_keep == 0 {
-                LogPolicy::DEFAULT_KEEP
-            } else {
-                p.log_keep
-            },
-        },
-    };
-    spec.validate().map_err(Status::invalid_argument)?;
-    Ok(spec)
+        autorestart: p.autorestart,
+        restart_delay: ms(p.restart_delay_ms),
+        restart_delay_max: ms(p.restart_delay_max_ms),
+        max_restarts: (p.max_restarts != 0).then_some(p.max_restarts),
+        restart_window: ms(p.restart_window_ms),
+        log_time: p.log_time,
+        log_max_size: (p.log_max_size != 0).then_some(p.log_max_size),
+        log_keep: (p.log_keep != 0).then_some(p.log_keep),
+    })
+}
+
+/// A draft as the wire carries it: unset settings are sent as zero (the default); a set
+/// duration is whole milliseconds, at least one.
+pub fn draft_to_pb(d: &AppDraft) -> pb::AppSpec {
+    let ms = |v: Option<Duration>| v.map_or(0, |d| model::whole_millis(d).as_millis() as u64);
+    pb::AppSpec {
+        name: d.name.clone(),
+        cmd: d.cmd.clone(),
+        cwd: d
+            .cwd
+            .as_ref()
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        env: d.env.clone().into_iter().collect(),
+        kill_timeout_ms: ms(d.kill_timeout),
+        stop_signal: d.stop_signal.map(|s| s.to_string()).unwrap_or_default(),
+        autorestart: d.autorestart,
+        restart_delay_ms: ms(d.restart_delay),
+        restart_delay_max_ms: ms(d.restart_delay_max),
+        max_restarts: d.max_restarts.unwrap_or(0),
+        restart_window_ms: ms(d.restart_window),
+        log_time: d.log_time,
+        log_max_size: d.log_max_size.unwrap_or(0),
+        log_keep: d.log_keep.unwrap_or(0),
+    }
 }
 
 pub fn spec_to_pb(s: &AppSpec) -> pb::AppSpec {
@@ -140,18 +155,6 @@ pub fn status_to_pb(s: &model::Status) -> pb::Status {
         model::Status::Stopping { .. } => pb::Status::Stopping,
         model::Status::Stopped => pb::Status::Stopped,
         model::Status::Errored { .. } => pb::Status::Errored,
-    }
-}
-
-/// The status word for a wire status, as the CLI prints it.
-pub fn status_word(s: pb::Status) -> &'static str {
-    match s {
-        pb::Status::Unspecified => "unknown",
-        pb::Status::Starting => "starting",
-        pb::Status::Online => "online",
-        pb::Status::Stopping => "stopping",
-        pb::Status::Stopped => "stopped",
-        pb::Status::Errored => "errored",
     }
 }
 
@@ -248,11 +251,6 @@ pub fn kind_from_pb(v: i32) -> Result<model::EventKind, Status> {
     })
 }
 
-/// The lowercase word for a wire kind, as the CLI prints it.
-pub fn kind_word(k: pb::EventKind) -> &'static str {
-    kind_from_pb(k as i32).map_or("unknown", model::EventKind::word)
-}
-
 pub fn cause_to_pb(c: &model::Cause) -> pb::Cause {
     use model::Cause as C;
     let simple = |kind: pb::CauseKind| pb::Cause {
@@ -296,5 +294,220 @@ pub fn event_to_pb(e: &model::Event) -> pb::Event {
         message: e.message.clone(),
         data: e.data.clone().into_iter().collect(),
         lost: e.lost,
+    }
+}
+
+// What a client reads from an agent's answers. A value the model has no word for is refused
+// with a message saying which field, so that the client can report a malformed answer.
+
+pub fn status_from_pb(v: i32) -> model::StatusKind {
+    match pb::Status::try_from(v) {
+        Ok(pb::Status::Starting) => model::StatusKind::Starting,
+        Ok(pb::Status::Online) => model::StatusKind::Online,
+        Ok(pb::Status::Stopping) => model::StatusKind::Stopping,
+        Ok(pb::Status::Stopped) => model::StatusKind::Stopped,
+        Ok(pb::Status::Errored) => model::StatusKind::Errored,
+        Ok(pb::Status::Unspecified) | Err(_) => model::StatusKind::Unknown,
+    }
+}
+
+pub fn info_from_pb(a: pb::AppInfo) -> model::AppInfo {
+    model::AppInfo {
+        id: a.id,
+        status: status_from_pb(a.status),
+        name: a.name,
+        pid: (a.pid != 0).then_some(a.pid),
+        restarts: a.restarts,
+        uptime_ms: a.uptime_ms,
+        cpu_percent: a.cpu_percent,
+        memory_bytes: a.memory_bytes,
+    }
+}
+
+pub fn exit_from_pb(e: pb::ExitInfo) -> model::Exit {
+    model::Exit {
+        code: e.code,
+        signal: e.signal,
+        at_unix_ms: e.at_unix_ms,
+    }
+}
+
+pub fn detail_from_pb(d: pb::AppDetail) -> Result<model::AppDetail, String> {
+    let info = d.info.ok_or("an app detail without its info")?;
+    let spec = draft_from_pb(d.spec.ok_or("an app detail without its spec")?)
+        .map_err(|s| format!("an app detail with a bad spec: {}", s.message()))?
+        .fill(Path::new(""));
+    Ok(model::AppDetail {
+        info: info_from_pb(info),
+        spec,
+        env: d.env.into_iter().collect(),
+        desired: if d.desired_online {
+            model::Desired::Online
+        } else {
+            model::Desired::Stopped
+        },
+        last_exit: d.last_exit.map(exit_from_pb),
+        error: (!d.error.is_empty()).then_some(d.error),
+        created_at_unix_ms: d.created_at_unix_ms,
+        stdout_path: d.stdout_path.into(),
+        stderr_path: d.stderr_path.into(),
+        restart_in_ms: d.restart_in_ms,
+    })
+}
+
+pub fn cause_from_pb(c: pb::Cause) -> Result<model::Cause, String> {
+    use model::Cause as C;
+    Ok(match pb::CauseKind::try_from(c.kind) {
+        Ok(pb::CauseKind::Request) => C::Request {
+            method: c.method,
+            uid: c.uid,
+            pid: c.peer_pid,
+            peer: c.peer,
+        },
+        Ok(pb::CauseKind::Crash) => C::Crash,
+        Ok(pb::CauseKind::Backoff) => C::Backoff,
+        Ok(pb::CauseKind::Recovery) => C::Recovery,
+        Ok(pb::CauseKind::Shutdown) => C::Shutdown,
+        Ok(pb::CauseKind::Unspecified) | Err(_) => {
+            return Err(format!("an event with an unknown cause kind {}", c.kind))
+        }
+    })
+}
+
+pub fn event_from_pb(e: pb::Event) -> Result<model::Event, String> {
+    let kind = kind_from_pb(e.kind).map_err(|s| format!("an event with {}", s.message()))?;
+    Ok(model::Event {
+        seq: e.seq,
+        at_unix_ms: e.at_unix_ms,
+        app: e.app,
+        app_id: e.app_id,
+        pid: (e.pid != 0).then_some(e.pid),
+        kind,
+        cause: cause_from_pb(e.cause.ok_or("an event without its cause")?)?,
+        exit: e.exit.map(exit_from_pb),
+        delay_ms: (e.delay_ms != 0).then_some(e.delay_ms),
+        error: (!e.error.is_empty()).then_some(e.error),
+        action: e.action,
+        message: e.message,
+        data: e.data.into_iter().collect(),
+        lost: e.lost,
+    })
+}
+
+pub fn chunk_from_pb(c: pb::LogChunk) -> Result<model::LogChunk, String> {
+    let stream =
+        log_stream(c.stream).map_err(|_| format!("a log chunk of unknown stream {}", c.stream))?;
+    Ok(model::LogChunk {
+        app: c.app,
+        app_id: c.app_id,
+        stream,
+        data: c.data,
+        offset: c.offset,
+        skipped: c.skipped,
+    })
+}
+
+/// The streams a logs request selects: both (`None`), or one.
+pub fn log_streams_to_pb(s: Option<LogStream>) -> pb::LogStream {
+    s.map_or(pb::LogStream::Unspecified, log_stream_to_pb)
+}
+
+pub fn position_to_pb(p: &model::LogPosition) -> pb::LogPosition {
+    pb::LogPosition {
+        app_id: p.app_id,
+        stream: log_stream_to_pb(p.stream) as i32,
+        offset: p.offset,
+    }
+}
+
+pub fn env_to_pb(env: &Env) -> pb::Environment {
+    pb::Environment {
+        vars: env.clone().into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drafts_cross_the_wire_unchanged_and_unset_means_zero() {
+        let full = AppDraft {
+            name: "web".into(),
+            cmd: vec!["sleep".into(), "1".into()],
+            cwd: Some("/srv".into()),
+            env: [("K".to_string(), "v".to_string())].into(),
+            kill_timeout: Some(Duration::from_millis(250)),
+            stop_signal: Some(Signal::parse("INT").unwrap()),
+            autorestart: Some(false),
+            restart_delay: Some(Duration::from_millis(5)),
+            restart_delay_max: Some(Duration::from_secs(2)),
+            max_restarts: Some(3),
+            restart_window: Some(Duration::from_secs(9)),
+            log_time: true,
+            log_max_size: Some(4096),
+            log_keep: Some(2),
+        };
+        assert_eq!(draft_from_pb(draft_to_pb(&full)).unwrap(), full);
+        let bare = AppDraft {
+            name: "web".into(),
+            cmd: vec!["true".into()],
+            ..AppDraft::default()
+        };
+        let wire = draft_to_pb(&bare);
+        assert_eq!(
+            (wire.max_restarts, wire.kill_timeout_ms, wire.log_keep),
+            (0, 0, 0)
+        );
+        assert_eq!(draft_from_pb(wire).unwrap(), bare);
+        // A set zero duration still means "set": the shortest, never the default.
+        let zero = AppDraft {
+            kill_timeout: Some(Duration::ZERO),
+            ..bare
+        };
+        assert_eq!(draft_to_pb(&zero).kill_timeout_ms, 1);
+    }
+
+    #[test]
+    fn the_edge_refuses_what_the_model_refuses_with_its_message() {
+        let wire = pb::AppSpec {
+            name: "web".into(),
+            cmd: vec!["true".into()],
+            max_restarts: 100_001,
+            ..Default::default()
+        };
+        let s = spec_from_pb(wire, Path::new("/")).unwrap_err();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            s.message(),
+            "app web: max_restarts 100001 is out of range: between 1 and 100000"
+        );
+    }
+
+    #[test]
+    fn events_read_back_as_they_were_sent() {
+        let mut e = model::Event::new(
+            model::EventKind::Exited,
+            7,
+            "web",
+            model::Cause::Request {
+                method: "Stop".into(),
+                uid: Some(0),
+                pid: None,
+                peer: "unix".into(),
+            },
+        );
+        e.seq = 42;
+        e.pid = Some(99);
+        e.exit = Some(model::Exit {
+            code: None,
+            signal: Some(15),
+            at_unix_ms: 5,
+        });
+        e.data.insert("k".into(), "v".into());
+        assert_eq!(event_from_pb(event_to_pb(&e)).unwrap(), e);
+        let mut bad = event_to_pb(&e);
+        bad.cause = None;
+        assert!(event_from_pb(bad).unwrap_err().contains("cause"));
     }
 }

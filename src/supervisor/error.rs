@@ -4,7 +4,7 @@
 use std::{fmt, io, path::PathBuf};
 
 use super::process::{launch::SpawnError, tree::Unkillable};
-use crate::model::AppId;
+use crate::model::{AppId, InvalidSpec};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -12,8 +12,12 @@ pub enum Error {
     NotFound(String),
     #[error("an app named {name} already exists (id {id})")]
     AlreadyExists { name: String, id: AppId },
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    InvalidSpec(#[from] InvalidSpec),
+    #[error("{what}: {problem}")]
+    InvalidEnv { what: &'static str, problem: String },
+    #[error("app {0} is given twice")]
+    GivenTwice(String),
     #[error("{app}: {cause}")]
     StartFailed { app: String, cause: SpawnError },
     #[error("{app}: cannot stop: {cause}")]

@@ -37,11 +37,6 @@ use store::{AppRecord, Store};
 use crate::model::{now_unix_ms, AppId, AppSpec, Cause, Desired, Env, Event, EventKind, Target};
 use events::Hub;
 
-/// True while `pid` names a live process (a zombie counts as dead).
-pub fn alive(pid: u32) -> bool {
-    process::procfs::read_stat(pid).is_ok_and(|s| !s.is_dead())
-}
-
 /// What every app owner shares.
 pub(crate) struct Ctx {
     spawner: launch::Spawner,
@@ -208,13 +203,15 @@ impl Supervisor {
         base_env: Env,
         cause: Cause,
     ) -> Result<Vec<AppView>, Error> {
-        crate::model::validate_env(&base_env)
-            .map_err(|e| Error::Invalid(format!("base environment: {e}")))?;
+        crate::model::validate_env(&base_env).map_err(|problem| Error::InvalidEnv {
+            what: "base environment",
+            problem,
+        })?;
         let mut names = std::collections::HashSet::new();
         for spec in &specs {
-            spec.validate().map_err(Error::Invalid)?;
+            spec.check()?;
             if !names.insert(spec.name.as_str()) {
-                return Err(Error::Invalid(format!("app {} is given twice", spec.name)));
+                return Err(Error::GivenTwice(spec.name.clone()));
             }
         }
         let base_env = Arc::new(base_env);
@@ -297,8 +294,10 @@ impl Supervisor {
         cause: Cause,
     ) -> Result<Vec<AppView>, Error> {
         if let Some(env) = &base_env {
-            crate::model::validate_env(env)
-                .map_err(|e| Error::Invalid(format!("environment: {e}")))?;
+            crate::model::validate_env(env).map_err(|problem| Error::InvalidEnv {
+                what: "environment",
+                problem,
+            })?;
         }
         self.each(target, |reply| Cmd::Restart {
             base_env: base_env.clone(),

@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use grpm::rpc::pb;
+use grpm::{
+    client::{BaseEnv, Subscription},
+    model::{Env, EventKind},
+};
 use nix::{
     sys::signal::{kill, Signal},
     unistd::Pid,
@@ -262,10 +265,9 @@ fn a_subscriber_that_never_reads_blocks_nothing_and_stays_bounded() {
         let sock = agent.home.join("agent.sock");
         let mut stalled_client = grpm::client::connect_unix(&sock).await.unwrap();
         let mut stalled = stalled_client
-            .subscribe(pb::SubscribeRequest::default())
+            .subscribe(&Subscription::default())
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         let mut c = grpm::client::connect_unix(&sock).await.unwrap();
         let rss_before = rss_kib(agent.pid());
         // 4,000 notifications of 32 KiB: 125 MiB if the agent buffered them for the stalled
@@ -273,23 +275,13 @@ fn a_subscriber_that_never_reads_blocks_nothing_and_stays_bounded() {
         // allocator slack stay far below the threshold.
         let big = "x".repeat(32 * 1024);
         for i in 0..4000 {
-            c.notify_god(pb::NotifyGodRequest {
-                target: "web".into(),
-                action: "load".into(),
-                message: format!("{i} {big}"),
-                data: Default::default(),
-            })
-            .await
-            .unwrap();
+            c.notify("web", "load", &format!("{i} {big}"), &Env::new())
+                .await
+                .unwrap();
         }
         // The supervisor is not held up: a restart goes through at once.
         let t = Instant::now();
-        c.restart(pb::RestartRequest {
-            target: "web".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        c.restart("web", BaseEnv::Keep).await.unwrap();
         assert!(
             t.elapsed() < Duration::from_secs(5),
             "restart took {:?}",
@@ -303,16 +295,16 @@ fn a_subscriber_that_never_reads_blocks_nothing_and_stays_bounded() {
         // Reading at last: the first events, then one gap where the rest were lost, then on.
         let mut got = Vec::new();
         let mut saw_gap = false;
-        while let Some(e) = tokio::time::timeout(Duration::from_secs(10), stalled.message())
+        while let Some(e) = tokio::time::timeout(Duration::from_secs(10), stalled.next())
             .await
             .expect("the stalled stream to deliver")
             .unwrap()
         {
-            if e.kind() == pb::EventKind::Gap {
+            if e.kind == EventKind::Gap {
                 saw_gap = true;
                 assert!(e.lost > 0);
             }
-            let done = e.kind() == pb::EventKind::Online;
+            let done = e.kind == EventKind::Online;
             got.push(e);
             if done {
                 break;
@@ -320,7 +312,7 @@ fn a_subscriber_that_never_reads_blocks_nothing_and_stays_bounded() {
         }
         assert!(saw_gap, "no gap event after an overflow");
         for w in got.windows(2) {
-            let lost = if w[1].kind() == pb::EventKind::Gap {
+            let lost = if w[1].kind == EventKind::Gap {
                 w[1].lost
             } else {
                 1

@@ -237,3 +237,41 @@ fn logs_and_flush_over_grpcurl() {
     );
     assert_eq!(std::fs::read_to_string(&err).unwrap(), "");
 }
+
+#[test]
+fn grpcurl_is_refused_what_the_cli_refuses_with_the_same_message() {
+    let agent = Agent::start();
+    // The bound lives in the model: the CLI checks it before sending, the agent's edge on
+    // what arrives, so a client that skips the CLI gets the same refusal.
+    let out = call(
+        &agent,
+        Some(r#"{"app":{"name":"web","cmd":["true"],"maxRestarts":100001}}"#),
+        &["grpm.v1.ProcessManager/Start"],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Code: InvalidArgument"), "{stderr}");
+    let message = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Message: "))
+        .unwrap_or_else(|| panic!("no message in {stderr}"));
+    assert_eq!(
+        message,
+        "app web: max_restarts 100001 is out of range: between 1 and 100000"
+    );
+    // The CLI says the same, after the flag the value came from.
+    let cli = agent.fails(
+        2,
+        &[
+            "start",
+            "--name",
+            "web",
+            "--max-restarts",
+            "100001",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(cli.trim_end(), format!("grpm: --max-restarts: {message}"));
+    assert!(agent.list().is_empty());
+}

@@ -1,7 +1,10 @@
 //! Semantics 6 and 7: bad input gets a clear message and the right exit code or gRPC code, and
 //! changes nothing.
 
-use grpm::rpc::pb;
+use grpm::{
+    model::{AppDraft, Env},
+    rpc::pb,
+};
 use tonic::Code;
 
 use crate::common::*;
@@ -178,82 +181,91 @@ fn rpc_validation_returns_proper_codes() {
         let mut c = grpm::client::connect_unix(&agent.home.join("agent.sock"))
             .await
             .unwrap();
-        let spec = |name: &str, cmd: Vec<String>| pb::AppSpec {
+        let spec = |name: &str, cmd: Vec<String>| AppDraft {
             name: name.into(),
             cmd,
             ..Default::default()
         };
-        let start = |app: pb::AppSpec| pb::StartRequest {
-            app: Some(app),
-            ..Default::default()
-        };
-        let cases: Vec<(pb::StartRequest, &str)> = vec![
+        let bad_env: Env = [("A=B".to_string(), "1".to_string())].into();
+        // The typed client sends drafts as they are; the agent's edge checks them.
+        let cases: Vec<(Vec<AppDraft>, Option<&Env>, &str)> = vec![
             (
-                start(spec("nul", vec!["sleep".into(), "1\0".into()])),
+                vec![spec("nul", vec!["sleep".into(), "1\0".into()])],
+                None,
                 "NUL",
             ),
-            (start(spec("huge", vec!["x".repeat(200_000)])), "bytes long"),
-            (start(spec("many", vec!["x".into(); 5000])), "arguments"),
-            (start(spec("", vec!["sleep".into()])), "empty"),
-            (start(spec("../etc", vec!["sleep".into()])), "must start"),
-            (start(spec("empty", vec![])), "command is empty"),
             (
-                pb::StartRequest {
-                    client_env: Some(pb::Environment {
-                        vars: [("A=B".to_string(), "1".to_string())].into(),
-                    }),
-                    ..start(spec("badenv", vec!["sleep".into()]))
-                },
+                vec![spec("huge", vec!["x".repeat(200_000)])],
+                None,
+                "bytes long",
+            ),
+            (
+                vec![spec("many", vec!["x".into(); 5000])],
+                None,
+                "arguments",
+            ),
+            (vec![spec("", vec!["sleep".into()])], None, "empty"),
+            (
+                vec![spec("../etc", vec!["sleep".into()])],
+                None,
+                "must start",
+            ),
+            (vec![spec("empty", vec![])], None, "command is empty"),
+            (
+                vec![spec("badenv", vec!["sleep".into()])],
+                Some(&bad_env),
                 "contains '='",
             ),
             (
-                start(pb::AppSpec {
-                    stop_signal: "SIGNOPE".into(),
-                    ..spec("sig", vec!["sleep".into()])
-                }),
-                "unknown signal",
-            ),
-            (
-                start(pb::AppSpec {
-                    cwd: "relative".into(),
+                vec![AppDraft {
+                    cwd: Some("relative".into()),
                     ..spec("rel", vec!["sleep".into()])
-                }),
+                }],
+                None,
                 "absolute",
             ),
-            (pb::StartRequest::default(), "set target"),
+            (vec![], None, "set target"),
         ];
-        for (req, want) in cases {
-            let s = c.start(req).await.expect_err(want);
-            assert_eq!(s.code(), Code::InvalidArgument, "{want}: {s:?}");
-            assert!(s.message().contains(want), "{want}: {}", s.message());
+        for (drafts, env, want) in cases {
+            let s = c.start(&drafts, env).await.expect_err(want);
+            assert_eq!(s.code(), Some(Code::InvalidArgument), "{want}: {s:?}");
+            assert!(s.to_string().contains(want), "{want}: {s}");
         }
+        // A signal name the model cannot hold: only the raw wire can send it.
         let s = c
-            .stop(pb::StopRequest {
-                target: "nosuch".into(),
+            .raw()
+            .start(pb::StartRequest {
+                app: Some(pb::AppSpec {
+                    name: "sig".into(),
+                    cmd: vec!["sleep".into()],
+                    stop_signal: "SIGNOPE".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
             })
             .await
-            .unwrap_err();
-        assert_eq!(s.code(), Code::NotFound);
-        let s = c
-            .stop(pb::StopRequest { target: "".into() })
-            .await
-            .unwrap_err();
-        assert_eq!(s.code(), Code::InvalidArgument);
-        c.start(start(spec("dup", vec!["sleep".into(), "1000".into()])))
+            .expect_err("unknown signal");
+        assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+        assert!(s.message().contains("unknown signal"), "{}", s.message());
+        let s = c.stop("nosuch").await.unwrap_err();
+        assert_eq!(s.code(), Some(Code::NotFound));
+        let s = c.stop("").await.unwrap_err();
+        assert_eq!(s.code(), Some(Code::InvalidArgument));
+        c.start(&[spec("dup", vec!["sleep".into(), "1000".into()])], None)
             .await
             .unwrap();
         let s = c
-            .start(start(spec("dup", vec!["sleep".into()])))
+            .start(&[spec("dup", vec!["sleep".into()])], None)
             .await
             .unwrap_err();
-        assert_eq!(s.code(), Code::AlreadyExists);
+        assert_eq!(s.code(), Some(Code::AlreadyExists));
         let s = c
-            .start(start(spec("gone", vec!["/nonexistent".into()])))
+            .start(&[spec("gone", vec!["/nonexistent".into()])], None)
             .await
             .unwrap_err();
-        assert_eq!(s.code(), Code::FailedPrecondition);
-        let list = c.list(pb::ListRequest {}).await.unwrap().into_inner();
-        let names: Vec<&str> = list.apps.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(s.code(), Some(Code::FailedPrecondition));
+        let list = c.list().await.unwrap();
+        let names: Vec<&str> = list.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["dup", "gone"], "only the valid creates happened");
     });
 }

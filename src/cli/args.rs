@@ -1,0 +1,272 @@
+//! The command line's arguments: clap derive, doc comments as help. Only syntax is checked
+//! here (a number, a duration, a signal, K=V); the bounds of an app's settings are the model's
+//! (`AppDraft::validate`), so the CLI refuses what the agent would, with its message.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::model::{parse_duration, parse_size, EventKind, Signal};
+
+#[derive(Debug, Parser)]
+#[command(name = "grpm", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Run on remote agents instead of the local one: NAME (from $GRPM_HOME/hosts.toml),
+    /// HOST:PORT, a comma list, or @group; may be repeated.
+    #[arg(long = "host", global = true, value_name = "HOSTS")]
+    pub hosts: Vec<String>,
+    /// With --host: act on N hosts at a time, in order, and stop at the first failure (a
+    /// rolling restart).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub serial: Option<u32>,
+    /// With --host: how long connecting to a host may take.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// With --host: how long each request may take.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent in the foreground (other commands start one in the background).
+    Agent {
+        /// Events kept for subscribers to replay and resume from.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        events_kept: u32,
+        #[command(flatten)]
+        listen: ListenArgs,
+    },
+    /// Certificates for remote agents.
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
+    /// Start a new app (`--name N -- CMD...`), the apps of a TOML file, or a stopped app.
+    Start(StartArgs),
+    /// Stop apps: their whole process trees. TARGET is a name, an id or "all".
+    Stop { target: String },
+    /// Restart apps: exactly stop + start, with the same spec and environment.
+    Restart {
+        target: String,
+        /// Replace the apps' captured environment with this shell's (declared --env entries
+        /// still win). Without it, the caller's environment never reaches an app.
+        #[arg(long)]
+        update_env: bool,
+    },
+    /// Stop apps and forget them (their log files stay, unless --purge-logs).
+    #[command(visible_alias = "del", alias = "rm")]
+    Delete {
+        target: String,
+        /// Also remove the apps' log files.
+        #[arg(long)]
+        purge_logs: bool,
+    },
+    /// Show apps' output: the last lines of stdout and stderr, then (--follow) new ones.
+    Logs(LogsArgs),
+    /// Empty apps' log files (default: all apps).
+    Flush {
+        /// A name, an id or "all".
+        #[arg(default_value = "all")]
+        target: String,
+    },
+    /// Show every app: id, name, status, pid, restarts, uptime, cpu, memory.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show everything about apps.
+    #[command(visible_alias = "show")]
+    Describe { target: String },
+    /// Stop every app and the local agent (apps that should run come back with the next agent).
+    Kill,
+    /// Show events: the recent ones, then new ones as they happen (Ctrl-C ends).
+    Events(EventsArgs),
+    /// Publish a `notify` event about apps onto the event stream ("deployed v1.2").
+    Notify {
+        /// A name, an id or "all".
+        target: String,
+        /// What happened, in a word: deploy, migrate, alert...
+        #[arg(long)]
+        action: String,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        message: String,
+        /// Details, K=V; may be repeated.
+        #[arg(long = "data", value_name = "K=V", value_parser = parse_env_pair)]
+        data: Vec<(String, String)>,
+    },
+}
+
+/// The agent's TCP listener. Without TLS and client authentication on a non-loopback address,
+/// or without any client authentication on loopback, the agent refuses to start.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Also serve the API on TCP at IP[:PORT] (port 7470 when omitted; port 0 picks a free
+    /// one, written to $GRPM_HOME/agent.addr).
+    #[arg(long, value_name = "ADDR", value_parser = crate::agent::listen::parse_addr)]
+    pub listen: Option<SocketAddr>,
+    /// The agent's TLS certificate (PEM), e.g. agent.pem from `grpm tls init`.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The agent's TLS private key (PEM, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM), e.g. ca.pem.
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Require `authorization: Bearer TOKEN` with the token in this file (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Make a CA, an agent certificate for the --host names/IPs, and a client certificate:
+    /// ca.pem, agent.pem, agent-key.pem, client.pem, client-key.pem (keys 0600).
+    Init {
+        /// Directory to write them to (created 0700).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events about this app; may be repeated.
+    #[arg(long = "app", value_name = "NAME")]
+    pub apps: Vec<String>,
+    /// Only these kinds, comma-separated (created, starting, online, exited, stopping, stopped,
+    /// restarting, autorestart_scheduled, errored, deleted, notify).
+    #[arg(long = "kind", value_delimiter = ',', value_parser = EventKind::parse)]
+    pub kinds: Vec<EventKind>,
+    /// Replay every kept event after this sequence number (resume without loss).
+    #[arg(long, value_name = "SEQ")]
+    pub from: Option<u64>,
+    /// Without --from: how many recent events to show first.
+    #[arg(long, default_value_t = 20)]
+    pub recent: u32,
+    /// End after the replay instead of following.
+    #[arg(long)]
+    pub no_follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// A name, an id or "all".
+    pub target: String,
+    /// How many of the last lines of each stream to show first.
+    #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub lines: u32,
+    /// Only stdout.
+    #[arg(long, conflicts_with = "err")]
+    pub out: bool,
+    /// Only stderr.
+    #[arg(long)]
+    pub err: bool,
+    /// Keep printing new output (across rotations and restarts) until Ctrl-C.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// An app file (.toml), or the name, id or "all" of existing apps to start again.
+    #[arg(value_name = "FILE|TARGET")]
+    pub what: Option<String>,
+    /// Name of the new app (default: the command's file name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Working directory (default: the current one).
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Declared environment variable, K=V; may be repeated. Declared variables always win.
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env_pair)]
+    pub env: Vec<(String, String)>,
+    /// Time between the stop signal and SIGKILL (e.g. 500ms, 3s).
+    #[arg(long, value_parser = parse_duration)]
+    pub kill_timeout: Option<Duration>,
+    /// Signal that asks the app to stop (default SIGTERM).
+    #[arg(long, value_parser = Signal::parse)]
+    pub stop_signal: Option<Signal>,
+    /// Do not restart the app when it exits.
+    #[arg(long)]
+    pub no_autorestart: bool,
+    /// First autorestart delay; it doubles after each restart (default 100ms).
+    #[arg(long, value_parser = parse_duration)]
+    pub restart_delay: Option<Duration>,
+    /// Cap on the autorestart delay (default 3s).
+    #[arg(long, value_parser = parse_duration)]
+    pub restart_delay_max: Option<Duration>,
+    /// More restarts than this within --restart-window mark the app errored (default 15).
+    #[arg(long)]
+    pub max_restarts: Option<u32>,
+    /// The window for --max-restarts (default 60s).
+    #[arg(long, value_parser = parse_duration)]
+    pub restart_window: Option<Duration>,
+    /// Prefix each line of output with the time it was read (RFC 3339, UTC, milliseconds).
+    #[arg(long)]
+    pub log_time: bool,
+    /// Rotate a log file before it grows past this size: bytes, or 512K, 10M, 1G (default 10M).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub log_max_size: Option<u64>,
+    /// Rotated log files kept per stream (default 5).
+    #[arg(long, value_name = "N")]
+    pub log_keep: Option<u32>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    pub cmd: Vec<String>,
+}
+
+impl StartArgs {
+    pub fn has_spec_flags(&self) -> bool {
+        self.name.is_some()
+            || self.cwd.is_some()
+            || !self.env.is_empty()
+            || self.kill_timeout.is_some()
+            || self.stop_signal.is_some()
+            || self.no_autorestart
+            || self.restart_delay.is_some()
+            || self.restart_delay_max.is_some()
+            || self.max_restarts.is_some()
+            || self.restart_window.is_some()
+            || self.log_time
+            || self.log_max_size.is_some()
+            || self.log_keep.is_some()
+    }
+}
+
+/// `--env K=V` and `--data K=V`: a non-empty name, no NUL.
+pub fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => {
+            Ok((k.to_string(), v.to_string()))
+        }
+        _ => Err(format!("{s:?} is not K=V with a non-empty name K")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn env_pairs() {
+        assert_eq!(parse_env_pair("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert_eq!(parse_env_pair("A="), Ok(("A".into(), "".into())));
+        assert!(parse_env_pair("=x").is_err());
+        assert!(parse_env_pair("novalue").is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! `grpm events` on the local agent (a fleet's streams are merged in `follow`) and
+//! `grpm notify`, and how one event is printed.
+
+use super::{
+    action::check_target,
+    args::EventsArgs,
+    failure::{out, Failure},
+    fleet::{self, prefix, Place},
+    follow, render,
+};
+use crate::{
+    client::{self, Subscription},
+    model::{validate_name, Env, Event},
+};
+
+pub async fn events(place: &Place, args: EventsArgs, json: bool) -> Result<(), Failure> {
+    for app in &args.apps {
+        validate_name(app).map_err(Failure::Usage)?;
+    }
+    let sub = Subscription {
+        from_seq: args.from,
+        recent: args.recent,
+        no_follow: args.no_follow,
+        apps: args.apps,
+        kinds: args.kinds,
+    };
+    let home = match place {
+        Place::Local(home) => home,
+        Place::Fleet {
+            hosts, timeouts, ..
+        } => return follow::merged(hosts, *timeouts, sub, json).await,
+    };
+    let mut c = client::connect_local(home, true).await?;
+    let mut stream = c.subscribe(&sub).await?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let next = tokio::select! {
+            n = stream.next() => n?,
+            _ = &mut ctrl_c => return Ok(()),
+        };
+        let Some(e) = next else { return Ok(()) };
+        print_event(&e, None, json)?;
+    }
+}
+
+/// One event: a JSON line, or a text line ("box1: " first on a fleet).
+pub fn print_event(e: &Event, host: Option<&str>, json: bool) -> Result<(), Failure> {
+    if json {
+        out(render::json(&render::event_json(e, host)))
+    } else {
+        match host {
+            Some(h) => out(format_args!("{h}: {}", render::event_line(e))),
+            None => out(render::event_line(e)),
+        }
+    }
+}
+
+/// `grpm notify TARGET --action A [--message M] [--data K=V]...`
+pub async fn notify(
+    place: &Place,
+    target: String,
+    action: String,
+    message: String,
+    data: Env,
+    json: bool,
+) -> Result<(), Failure> {
+    check_target(&target)?;
+    let outcomes = place
+        .each(|mut c| {
+            let (target, action, message, data) = (
+                target.clone(),
+                action.clone(),
+                message.clone(),
+                data.clone(),
+            );
+            async move { Ok(c.notify(&target, &action, &message, &data).await?) }
+        })
+        .await;
+    let (oks, failed) = fleet::split(outcomes)?;
+    for (host, events) in &oks {
+        for e in events {
+            if json {
+                out(render::json(&render::event_json(e, host.as_deref())))?;
+            } else {
+                out(format_args!("{}{}", prefix(host), render::event_line(e)))?;
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}

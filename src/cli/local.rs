@@ -1,0 +1,112 @@
+//! The commands about this machine's agent rather than apps: `grpm agent` (run it in the
+//! foreground), `grpm kill` (stop it and wait until its process is gone), and `grpm tls init`
+//! (the certificates a remote agent and its clients use).
+
+use std::{path::Path, time::Duration};
+
+use super::{
+    args::ListenArgs,
+    failure::{out, Failure},
+    render,
+};
+use crate::{
+    client::{self, ConnectError},
+    home::Home,
+};
+
+/// `grpm agent`: runs until a signal or a Shutdown call.
+pub fn agent(home: &Home, events_kept: u32, listen: ListenArgs) -> Result<(), Failure> {
+    init_tracing();
+    let options = crate::agent::Options {
+        events_kept: events_kept as usize,
+        listen: crate::agent::listen::ListenSpec {
+            addr: listen.listen,
+            tls_cert: listen.tls_cert,
+            tls_key: listen.tls_key,
+            tls_client_ca: listen.tls_client_ca,
+            token_file: listen.token_file,
+        },
+    };
+    crate::agent::main(home, &options).map_err(Failure::Failed)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GRPM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// How long `grpm kill` waits for the agent's process to be gone.
+const KILL_WAIT: Duration = Duration::from_secs(15);
+
+/// `grpm kill`: stops every app and the local agent, and returns once the agent's process is
+/// gone, so that `grpm kill && grpm ...` is safe.
+pub async fn kill(home: &Home, json: bool) -> Result<(), Failure> {
+    let mut c = match client::connect_local(home, false).await {
+        Ok(c) => c,
+        Err(ConnectError::NoAgent(_)) => {
+            if !json {
+                out(format_args!(
+                    "no agent is running for {}",
+                    home.root.display()
+                ))?;
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let pid = c.shutdown().await?;
+    let deadline = tokio::time::Instant::now() + KILL_WAIT;
+    while client::process_alive(pid) {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Failure::Failed(format!(
+                "agent pid {pid} is still alive after {}s",
+                KILL_WAIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if json {
+        out(format_args!(
+            "{}",
+            render::json(&serde_json::json!({ "agent_pid": pid, "stopped": true }))
+        ))?;
+    } else {
+        out(format_args!("agent {pid} stopped"))?;
+    }
+    Ok(())
+}
+
+/// `grpm tls init`: the names come from --host (the agent's names and addresses).
+pub fn tls_init(names: &[String], dir: &Path, force: bool, json: bool) -> Result<(), Failure> {
+    let names: Vec<String> = names
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let bundle = crate::certs::generate(&names).map_err(Failure::Usage)?;
+    let files = crate::certs::write(dir, &bundle, force).map_err(Failure::Failed)?;
+    if json {
+        let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        out(render::json(
+            &serde_json::json!({ "files": paths, "hosts": names }),
+        ))?;
+        return Ok(());
+    }
+    for f in &files {
+        out(format_args!("wrote {}", f.display()))?;
+    }
+    let d = dir.display();
+    out(format_args!(
+        "agent:  grpm agent --listen 0.0.0.0:7470 --tls-cert {d}/agent.pem --tls-key {d}/agent-key.pem --tls-client-ca {d}/ca.pem"
+    ))?;
+    out(format_args!(
+        "client: in $GRPM_HOME/hosts.toml, ca = \"{d}/ca.pem\", cert = \"{d}/client.pem\", key = \"{d}/client-key.pem\""
+    ))?;
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! What the agent reports about an app: a row of a listing ([`AppInfo`]) and everything it
+//! knows ([`AppDetail`]). These are what clients receive (`List`, `Describe`, and the answers
+//! of start, stop, restart, delete and flush), in model terms, for the CLI to render.
+
+use std::{fmt, path::PathBuf};
+
+use super::{AppId, AppSpec, Desired, Env, Exit, Status};
+
+/// The status as a listing shows it: a word per state, without the state's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatusKind {
+    /// Being spawned, or waiting out an autorestart delay.
+    Starting,
+    Online,
+    Stopping,
+    Stopped,
+    Errored,
+    /// An agent sent a status this client does not know.
+    Unknown,
+}
+
+impl StatusKind {
+    /// The word users see: starting, online, stopping, stopped, errored (or unknown).
+    pub fn word(self) -> &'static str {
+        match self {
+            StatusKind::Starting => "starting",
+            StatusKind::Online => "online",
+            StatusKind::Stopping => "stopping",
+            StatusKind::Stopped => "stopped",
+            StatusKind::Errored => "errored",
+            StatusKind::Unknown => "unknown",
+        }
+    }
+}
+
+impl From<&Status> for StatusKind {
+    fn from(s: &Status) -> StatusKind {
+        match s {
+            Status::Starting | Status::Backoff { .. } => StatusKind::Starting,
+            Status::Online { .. } => StatusKind::Online,
+            Status::Stopping { .. } => StatusKind::Stopping,
+            Status::Stopped => StatusKind::Stopped,
+            Status::Errored { .. } => StatusKind::Errored,
+        }
+    }
+}
+
+/// One app in a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppInfo {
+    pub id: AppId,
+    pub name: String,
+    pub status: StatusKind,
+    /// The main process, when one runs.
+    pub pid: Option<u32>,
+    /// Manual restarts and autorestarts.
+    pub restarts: u32,
+    /// Since the main process started; 0 when none runs.
+    pub uptime_ms: u64,
+    /// Of one core, since the previous listing.
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+}
+
+/// Everything the agent knows about one app.
+#[derive(Clone, PartialEq)]
+pub struct AppDetail {
+    pub info: AppInfo,
+    /// The spec as stored, defaults filled in.
+    pub spec: AppSpec,
+    /// The environment the app starts with (base, declared, and grpm's own variables).
+    pub env: Env,
+    pub desired: Desired,
+    pub last_exit: Option<Exit>,
+    /// Why the app is errored, or why its last start failed.
+    pub error: Option<String>,
+    pub created_at_unix_ms: u64,
+    pub stdout_path: PathBuf,
+    pub stderr_path: PathBuf,
+    /// Until a pending autorestart; 0 when none is pending.
+    pub restart_in_ms: u64,
+}
+
+/// Hand-written so that env values (which often hold secrets) never reach a log.
+impl fmt::Debug for AppDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppDetail")
+            .field("info", &self.info)
+            .field("spec", &self.spec)
+            .field("env_keys", &self.env.keys().collect::<Vec<_>>())
+            .field("desired", &self.desired)
+            .field("last_exit", &self.last_exit)
+            .field("error", &self.error)
+            .field("created_at_unix_ms", &self.created_at_unix_ms)
+            .field("stdout_path", &self.stdout_path)
+            .field("stderr_path", &self.stderr_path)
+            .field("restart_in_ms", &self.restart_in_ms)
+            .finish()
+    }
+}
