@@ -233,12 +233,12 @@ impl Actor {
         } = init
         {
             let input = self.recovered(recorded, &survivors);
-            self.feed(input, &mut rx).await;
+            Box::pin(self.feed(input, &mut rx)).await;
         }
         while !self.ended {
             if !self.life.busy() {
                 if let Some(req) = self.deferred.pop_front() {
-                    self.request(req, &mut rx).await;
+                        Box::pin(self.request(req, &mut rx)).await;
                     continue;
                 }
             }
@@ -254,15 +254,17 @@ impl Actor {
                 exit = wait_exit(&mut self.main) => Wake::Input(Input::Exited(exit)),
                 () = wait_until(backoff) => Wake::Input(Input::BackoffElapsed),
             };
+            // Boxed: what a command or a fact sets in motion (a spawn, a tree's end) lives on
+            // the heap while it runs, so a resting owner (a thousand of them) stays small.
             match wake {
-                Wake::Cmd(cmd) => self.request(cmd.into(), &mut rx).await,
+                Wake::Cmd(cmd) => Box::pin(self.request(cmd.into(), &mut rx)).await,
                 Wake::Input(input) => {
                     if let Input::Exited(exit) = &input {
                         let pid = self.main.take().map_or(0, |m| m.pid);
                         tracing::info!(app = %self.spec.name, pid, exit = %exit.text(), "main process exited");
                     }
                     self.backoff = None;
-                    self.feed(input, &mut rx).await;
+                    Box::pin(self.feed(input, &mut rx)).await;
                 }
             }
         }
