@@ -16,7 +16,7 @@ use crate::{
 #[derive(Debug, Clone)]
 pub enum Action {
     Stop,
-    Restart(BaseEnv),
+    Restart { env: BaseEnv, no_wait: bool },
     Delete { purge_logs: bool },
     Flush,
 }
@@ -26,7 +26,7 @@ impl Action {
     fn verb(&self) -> &'static str {
         match self {
             Action::Stop => "stopped",
-            Action::Restart(_) => "restarted",
+            Action::Restart { .. } => "restarted",
             Action::Delete { .. } => "deleted",
             Action::Flush => "flushed the logs of",
         }
@@ -47,7 +47,10 @@ pub async fn act(place: &Place, target: String, action: Action, json: bool) -> R
             async move {
                 Ok(match action {
                     Action::Stop => c.stop(&target).await?,
-                    Action::Restart(env) => c.restart(&target, env).await?,
+                    Action::Restart { env, no_wait } => {
+                        c.set_no_wait(no_wait);
+                        c.restart(&target, env).await?
+                    }
                     Action::Delete { purge_logs } => c.delete(&target, purge_logs).await?,
                     Action::Flush => c.flush(&target).await?,
                 })

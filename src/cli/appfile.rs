@@ -25,6 +25,7 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::checks::{self, AliveTable, DepValue, ReadyTable};
 use crate::model::{parse_duration, parse_size, AppDraft, Env, Field, Signal};
 
 #[derive(Deserialize)]
@@ -52,6 +53,10 @@ struct Entry {
     log_time: Option<bool>,
     log_max_size: Option<Spanned<Size>>,
     log_keep: Option<Spanned<i64>>,
+    ready: Option<Spanned<ReadyTable>>,
+    alive: Option<Spanned<AliveTable>>,
+    #[serde(default)]
+    depends_on: Option<Spanned<Vec<DepValue>>>,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +126,10 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>
         let e = entry.into_inner();
         let err = |span: Range<usize>, key: &str, msg: String| {
             format!("{file}:{}: {key}: {msg}", line_of(text, span.start))
+        };
+        // The message already starts with its key ("ready.period: ...").
+        let bad_key = |span: Range<usize>, msg: String| {
+            format!("{file}:{}: {msg}", line_of(text, span.start))
         };
         let name = e.name.get_ref().clone();
         if !names.insert(name.clone()) {
@@ -209,6 +218,28 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>
             }),
             None => None,
         };
+        let ready = match e.ready {
+            Some(r) => {
+                let span = r.span();
+                Some(r.into_inner().into_model().map_err(|m| bad_key(span, m))?)
+            }
+            None => None,
+        };
+        let alive = match e.alive {
+            Some(a) => {
+                let span = a.span();
+                Some(a.into_inner().into_model().map_err(|m| bad_key(span, m))?)
+            }
+            None => None,
+        };
+        let deps_span = e.depends_on.as_ref().map(Spanned::span);
+        let depends_on = match e.depends_on {
+            Some(d) => {
+                let span = d.span();
+                checks::dependencies(d.into_inner()).map_err(|m| bad_key(span, m))?
+            }
+            None => Vec::new(),
+        };
         let draft = AppDraft {
             name,
             cmd,
@@ -224,6 +255,9 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>
             log_time: e.log_time.unwrap_or(false),
             log_max_size,
             log_keep: count(&e.log_keep, "log_keep")?,
+            ready,
+            alive,
+            depends_on,
         };
         // The model's rules, pointed at the key that breaks one (or the entry, for a key
         // left out).
@@ -242,6 +276,8 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>
                 Field::RestartWindow => e.restart_window.as_ref().map(Spanned::span),
                 Field::LogMaxSize => e.log_max_size.as_ref().map(Spanned::span),
                 Field::LogKeep => e.log_keep.as_ref().map(Spanned::span),
+                Field::Ready | Field::Alive => None,
+                Field::DependsOn => deps_span,
             };
             return Err(err(span(at), bad.field.key(), bad.problem));
         }

@@ -58,6 +58,9 @@ pub enum Command {
         /// still win). Without it, the caller's environment never reaches an app.
         #[arg(long)]
         update_env: bool,
+        /// Return once the apps are spawned, without waiting for their readiness checks.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Stop apps and forget them (their log files stay, unless --purge-logs).
     #[command(visible_alias = "del", alias = "rm")]
@@ -219,9 +222,54 @@ pub struct StartArgs {
     /// Rotated log files kept per stream (default 5).
     #[arg(long, value_name = "N")]
     pub log_keep: Option<u32>,
+    #[command(flatten)]
+    pub checks: CheckArgs,
+    /// Return once the apps are spawned, without waiting for their readiness checks.
+    #[arg(long)]
+    pub no_wait: bool,
     /// The command and its arguments, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,
+}
+
+/// Readiness, liveness and dependencies of a new app (see `checks.rs`).
+#[derive(Debug, Args)]
+#[group(id = "ready", multiple = false)]
+pub struct CheckArgs {
+    /// Ready when a GET to this http:// URL answers 2xx or 3xx.
+    #[arg(long, value_name = "URL", group = "ready")]
+    pub ready_http: Option<String>,
+    /// Ready when a TCP connect to HOST:PORT succeeds.
+    #[arg(long, value_name = "HOST:PORT", group = "ready")]
+    pub ready_tcp: Option<String>,
+    /// Ready when this command (split like a shell; the app's env and cwd) exits 0.
+    #[arg(long, value_name = "CMD", group = "ready")]
+    pub ready_exec: Option<String>,
+    /// Ready when a line of output matches this regular expression.
+    #[arg(long, value_name = "REGEX", group = "ready")]
+    pub ready_log: Option<String>,
+    /// Ready when the app sends READY=1 on NOTIFY_SOCKET (sd_notify).
+    #[arg(long, group = "ready")]
+    pub ready_notify: bool,
+    /// How long the app may take to become ready (default 60s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub start_timeout: Option<Duration>,
+    /// Healthy while a GET to this http:// URL answers 2xx or 3xx (every 10s, 3 failures).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["alive_tcp", "alive_exec", "watchdog"])]
+    pub alive_http: Option<String>,
+    /// Healthy while a TCP connect to HOST:PORT succeeds.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["alive_exec", "watchdog"])]
+    pub alive_tcp: Option<String>,
+    /// Healthy while this command exits 0.
+    #[arg(long, value_name = "CMD", conflicts_with = "watchdog")]
+    pub alive_exec: Option<String>,
+    /// Healthy while the app sends WATCHDOG=1 at least this often (sd_notify, WATCHDOG_USEC).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub watchdog: Option<Duration>,
+    /// Start NAME first and wait for it (NAME:started, NAME:ready (default), NAME:completed);
+    /// may be repeated.
+    #[arg(long, value_name = "NAME[:CONDITION]")]
+    pub depends_on: Vec<String>,
 }
 
 impl StartArgs {
@@ -236,6 +284,7 @@ impl StartArgs {
             || self.restart_delay_max.is_some()
             || self.max_restarts.is_some()
             || self.restart_window.is_some()
+            || self.checks.has_any()
             || self.log_time
             || self.log_max_size.is_some()
             || self.log_keep.is_some()

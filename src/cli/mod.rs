@@ -1,5 +1,6 @@
 //! The `grpm` command line, one file per job: `args` (clap), `failure` (exit codes and
-//! messages), `start` and `appfile` (new apps from flags and files), `action` (stop, restart,
+//! messages), `start` and `appfile` (new apps from flags and files), `checks` (their readiness,
+//! liveness and dependencies), `action` (stop, restart,
 //! delete, flush, list, describe), `events`, `follow` (a fleet's merged events), `logs`,
 //! `local` (the agent itself, kill, tls init), `fleet` (one local agent or many remote ones)
 //! and `render` (tables and JSON). It talks to agents only through [`crate::client`], in model
@@ -8,6 +9,7 @@
 mod action;
 pub mod appfile;
 mod args;
+mod checks;
 mod events;
 mod failure;
 mod fleet;
@@ -128,7 +130,11 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
         }
         Command::Start(args) => start::start(&place, args, json).await,
         Command::Stop { target } => action::act(&place, target, Action::Stop, json).await,
-        Command::Restart { target, update_env } => {
+        Command::Restart {
+            target,
+            update_env,
+            no_wait,
+        } => {
             action::check_target(&target)?;
             let env = match (update_env, place.is_remote()) {
                 (false, _) => BaseEnv::Keep,
@@ -141,7 +147,7 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
                 }
                 (true, false) => BaseEnv::This(start::caller_env()),
             };
-            action::act(&place, target, Action::Restart(env), json).await
+            action::act(&place, target, Action::Restart { env, no_wait }, json).await
         }
         Command::Delete { target, purge_logs } => {
             action::act(&place, target, Action::Delete { purge_logs }, json).await

@@ -18,6 +18,7 @@ use crate::{
 
 pub async fn start(place: &Place, args: StartArgs, json: bool) -> Result<(), Failure> {
     let remote = place.is_remote();
+    let no_wait = args.no_wait;
     if !args.cmd.is_empty() {
         if let Some(what) = &args.what {
             return Err(Failure::Usage(format!(
@@ -30,7 +31,10 @@ pub async fn start(place: &Place, args: StartArgs, json: bool) -> Result<(), Fai
         let outcomes = place
             .each(|mut c| {
                 let (draft, base_env) = (draft.clone(), base_env.clone());
-                async move { Ok(c.start(&[draft], base_env.as_ref()).await?) }
+                async move {
+                    c.set_no_wait(no_wait);
+                    Ok(c.start(&[draft], base_env.as_ref()).await?)
+                }
             })
             .await;
         return report(outcomes, json, "started");
@@ -48,13 +52,16 @@ pub async fn start(place: &Place, args: StartArgs, json: bool) -> Result<(), Fai
     }
     if is_file {
         let drafts = appfile::load(Path::new(&what), remote).map_err(Failure::Usage)?;
-        return start_file(place, drafts, json).await;
+        return start_file(place, drafts, no_wait, json).await;
     }
     check_target(&what)?;
     let outcomes = place
         .each(|mut c| {
             let target = what.clone();
-            async move { Ok(c.start_target(&target).await?) }
+            async move {
+                c.set_no_wait(no_wait);
+                Ok(c.start_target(&target).await?)
+            }
         })
         .await;
     report(outcomes, json, "started")
@@ -75,6 +82,9 @@ fn flag(field: Field) -> Option<&'static str> {
         Field::RestartWindow => "--restart-window",
         Field::LogMaxSize => "--log-max-size",
         Field::LogKeep => "--log-keep",
+        Field::Ready => "--ready-*",
+        Field::Alive => "--alive-*",
+        Field::DependsOn => "--depends-on",
     })
 }
 
@@ -115,6 +125,7 @@ fn draft_from_args(a: StartArgs, remote: bool) -> Result<AppDraft, Failure> {
         Some(p) => Some(here()?.join(p)),
         None => Some(here()?),
     };
+    let (ready, alive, depends_on) = a.checks.into_model().map_err(Failure::Usage)?;
     let draft = AppDraft {
         name,
         cmd: a.cmd,
@@ -130,6 +141,9 @@ fn draft_from_args(a: StartArgs, remote: bool) -> Result<AppDraft, Failure> {
         log_time: a.log_time,
         log_max_size: a.log_max_size,
         log_keep: a.log_keep,
+        ready,
+        alive,
+        depends_on,
     };
     // The model's message as the agent would give it, after the flag it came from.
     draft.validate().map_err(|e| {
@@ -178,10 +192,18 @@ struct FileStart {
 /// bad spec creates none), and existing ones by name, with their stored spec: applying an edited
 /// file is a delete and a start, on purpose. Ends, like PM2, with the table of the file's apps
 /// (of every host's, on a fleet).
-async fn start_file(place: &Place, drafts: Vec<AppDraft>, json: bool) -> Result<(), Failure> {
+async fn start_file(
+    place: &Place,
+    drafts: Vec<AppDraft>,
+    no_wait: bool,
+    json: bool,
+) -> Result<(), Failure> {
     let remote = place.is_remote();
     let outcomes = place
-        .each(|c| start_file_on(c, drafts.clone(), remote))
+        .each(|mut c| {
+            c.set_no_wait(no_wait);
+            start_file_on(c, drafts.clone(), remote)
+        })
         .await;
     let (oks, failed) = fleet::split(outcomes)?;
     if !json {

@@ -72,6 +72,8 @@ const MAX_ENCODE: usize = 8 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Client {
     raw: RawClient,
+    /// Start and restart answer once the apps are spawned, not once they are ready.
+    no_wait: bool,
 }
 
 /// How a restart treats the apps' base environment.
@@ -108,7 +110,14 @@ impl Client {
             raw: ProcessManagerClient::with_interceptor(channel, credentials)
                 .max_decoding_message_size(MAX_DECODE)
                 .max_encoding_message_size(MAX_ENCODE),
+            no_wait: false,
         }
+    }
+
+    /// From now on, `start`, `start_target` and `restart` answer once the apps are spawned,
+    /// without waiting for their readiness checks (`--no-wait`).
+    pub fn set_no_wait(&mut self, no_wait: bool) {
+        self.no_wait = no_wait;
     }
 
     /// The generated client on the same connection.
@@ -126,6 +135,7 @@ impl Client {
         let req = pb::StartRequest {
             apps: drafts.iter().map(convert::draft_to_pb).collect(),
             client_env: base_env.map(convert::env_to_pb),
+            no_wait: self.no_wait,
             ..Default::default()
         };
         Ok(infos(self.raw.start(req).await?.into_inner().apps))
@@ -135,6 +145,7 @@ impl Client {
     pub async fn start_target(&mut self, target: &str) -> CallResult<Vec<AppInfo>> {
         let req = pb::StartRequest {
             target: target.to_string(),
+            no_wait: self.no_wait,
             ..Default::default()
         };
         Ok(infos(self.raw.start(req).await?.into_inner().apps))
@@ -159,6 +170,7 @@ impl Client {
             target: target.to_string(),
             update_env,
             client_env,
+            no_wait: self.no_wait,
         };
         Ok(infos(self.raw.restart(req).await?.into_inner().apps))
     }

@@ -6,7 +6,9 @@
 
 use std::{fmt, path::PathBuf, time::Duration};
 
-use super::{AppSpec, Env, InvalidSpec, LogPolicy, RestartPolicy, Signal};
+use super::{
+    AppSpec, Dependency, Env, InvalidSpec, Liveness, LogPolicy, Readiness, RestartPolicy, Signal,
+};
 
 /// What a user declared about a new app; `None` means "the default".
 #[derive(Clone, Default, PartialEq)]
@@ -28,6 +30,10 @@ pub struct AppDraft {
     pub log_time: bool,
     pub log_max_size: Option<u64>,
     pub log_keep: Option<u32>,
+    /// Checks and dependencies are declared whole (their own timings default inside them).
+    pub ready: Option<Readiness>,
+    pub alive: Option<Liveness>,
+    pub depends_on: Vec<Dependency>,
 }
 
 /// A duration as the API carries it: whole milliseconds, at least one (zero means "default").
@@ -63,6 +69,9 @@ impl AppDraft {
                 max_size: self.log_max_size.unwrap_or(LogPolicy::DEFAULT_MAX_SIZE),
                 keep: self.log_keep.unwrap_or(LogPolicy::DEFAULT_KEEP),
             },
+            ready: self.ready.clone(),
+            alive: self.alive.clone(),
+            depends_on: self.depends_on.clone(),
         }
     }
 
@@ -99,6 +108,9 @@ impl fmt::Debug for AppDraft {
             .field("log_time", &self.log_time)
             .field("log_max_size", &self.log_max_size)
             .field("log_keep", &self.log_keep)
+            .field("ready", &self.ready)
+            .field("alive", &self.alive)
+            .field("depends_on", &self.depends_on)
             .finish()
     }
 }

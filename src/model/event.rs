@@ -28,10 +28,14 @@ pub enum EventKind {
     Notify,
     /// Events were lost to this subscriber (`lost` says how many); not a transition.
     Gap,
+    /// The readiness check passed (`delay_ms`: from spawn to ready).
+    Ready,
+    /// The liveness check failed too often, or the app was not ready in time (`error`).
+    Unhealthy,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::Created,
         EventKind::Starting,
         EventKind::Online,
@@ -44,6 +48,8 @@ impl EventKind {
         EventKind::Deleted,
         EventKind::Notify,
         EventKind::Gap,
+        EventKind::Ready,
+        EventKind::Unhealthy,
     ];
 
     /// The lowercase word used in JSON lines and on the command line.
@@ -61,6 +67,8 @@ impl EventKind {
             EventKind::Deleted => "deleted",
             EventKind::Notify => "notify",
             EventKind::Gap => "gap",
+            EventKind::Ready => "ready",
+            EventKind::Unhealthy => "unhealthy",
         }
     }
 
@@ -100,6 +108,8 @@ pub enum Cause {
     Recovery,
     /// The agent is shutting down.
     Shutdown,
+    /// A liveness check failed, or a readiness check did not pass in time.
+    Unhealthy,
 }
 
 impl Cause {
@@ -116,6 +126,7 @@ impl Cause {
             Cause::Backoff => "backoff",
             Cause::Recovery => "recovery",
             Cause::Shutdown => "shutdown",
+            Cause::Unhealthy => "unhealthy",
         }
     }
 
@@ -140,6 +151,7 @@ impl Cause {
             Cause::Backoff => "backoff".into(),
             Cause::Recovery => "agent recovery".into(),
             Cause::Shutdown => "agent shutdown".into(),
+            Cause::Unhealthy => "unhealthy".into(),
         }
     }
 }

@@ -7,6 +7,7 @@ mod duration;
 mod event;
 mod logs;
 mod name;
+mod probe;
 mod signal;
 mod spec;
 mod status;
@@ -19,6 +20,9 @@ pub use duration::{format_duration, parse_duration};
 pub use event::{Cause, Event, EventKind};
 pub use logs::{parse_size, LogPolicy, LogStream};
 pub use name::{validate_name, Target};
+pub use probe::{
+    split_host_port, AliveCheck, Condition, Dependency, HttpUrl, Liveness, Readiness, ReadyCheck,
+};
 pub use signal::Signal;
 pub use spec::{validate_env, AppSpec, Env, Field, InvalidSpec, RestartPolicy, LIMITS};
 pub use status::{Desired, Exit, Status};

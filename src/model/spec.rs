@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::{validate_name, LogPolicy, Signal};
+use super::{
+    probe::{check_dependencies, AliveCheck, Dependency, Liveness, Readiness, ReadyCheck},
+    validate_name, LogPolicy, Signal,
+};
 
 /// An environment: names to values, in a stable order.
 pub type Env = BTreeMap<String, String>;
@@ -83,6 +86,15 @@ pub struct AppSpec {
     /// Timestamps and rotation of the app's output.
     #[serde(default)]
     pub logs: LogPolicy,
+    /// When the app counts as ready; `None`: online as soon as it is spawned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<Readiness>,
+    /// How to tell that a ready app is still healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alive: Option<Liveness>,
+    /// Apps started before this one (and stopped after it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Dependency>,
 }
 
 impl AppSpec {
@@ -180,7 +192,25 @@ impl AppSpec {
             .validate()
             .map_err(|e| bad(Field::LogMaxSize, e))?;
         self.logs.validate().map_err(|e| bad(Field::LogKeep, e))?;
+        if let Some(r) = &self.ready {
+            r.check().map_err(|e| bad(Field::Ready, e))?;
+        }
+        if let Some(l) = &self.alive {
+            l.check().map_err(|e| bad(Field::Alive, e))?;
+        }
+        check_dependencies(&self.name, &self.depends_on).map_err(|e| bad(Field::DependsOn, e))?;
         Ok(())
+    }
+
+    /// Whether the app gets a `NOTIFY_SOCKET`: it reports readiness or a watchdog over it.
+    pub fn uses_notify(&self) -> bool {
+        matches!(
+            self.ready.as_ref().map(|r| &r.check),
+            Some(ReadyCheck::Notify)
+        ) || matches!(
+            self.alive.as_ref().map(|l| &l.check),
+            Some(AliveCheck::Watchdog(_))
+        )
     }
 }
 
@@ -199,6 +229,9 @@ pub enum Field {
     RestartWindow,
     LogMaxSize,
     LogKeep,
+    Ready,
+    Alive,
+    DependsOn,
 }
 
 impl Field {
@@ -217,6 +250,9 @@ impl Field {
             Field::RestartWindow => "restart_window",
             Field::LogMaxSize => "log_max_size",
             Field::LogKeep => "log_keep",
+            Field::Ready => "ready",
+            Field::Alive => "alive",
+            Field::DependsOn => "depends_on",
         }
     }
 }
@@ -255,6 +291,9 @@ impl fmt::Debug for AppSpec {
             .field("autorestart", &self.autorestart)
             .field("restart", &self.restart)
             .field("logs", &self.logs)
+            .field("ready", &self.ready)
+            .field("alive", &self.alive)
+            .field("depends_on", &self.depends_on)
             .finish()
     }
 }
@@ -303,7 +342,7 @@ pub fn validate_env(env: &Env) -> Result<(), String> {
     Ok(())
 }
 
-mod millis {
+pub(super) mod millis {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -332,6 +371,9 @@ mod tests {
             autorestart: true,
             restart: RestartPolicy::default(),
             logs: LogPolicy::default(),
+            ready: None,
+            alive: None,
+            depends_on: Vec::new(),
         }
     }
 

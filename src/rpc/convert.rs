@@ -9,7 +9,10 @@ use tonic::Status;
 
 use super::pb;
 use crate::{
-    model::{self, AppDraft, AppSpec, Env, LogStream, Signal, Target},
+    model::{
+        self, AliveCheck, AppDraft, AppSpec, Condition, Dependency, Env, Liveness, LogStream,
+        Readiness, ReadyCheck, Signal, Target,
+    },
     supervisor::{AppView, Piece, Usage},
 };
 
@@ -51,7 +54,137 @@ pub fn draft_from_pb(p: pb::AppSpec) -> Result<AppDraft, Status> {
         log_time: p.log_time,
         log_max_size: (p.log_max_size != 0).then_some(p.log_max_size),
         log_keep: (p.log_keep != 0).then_some(p.log_keep),
+        ready: p.ready.map(ready_from_pb).transpose()?,
+        alive: p.alive.map(alive_from_pb).transpose()?,
+        depends_on: p
+            .depends_on
+            .into_iter()
+            .map(dependency_from_pb)
+            .collect::<Result<_, _>>()?,
     })
+}
+
+fn url(field: &str, s: &str) -> Result<model::HttpUrl, Status> {
+    model::HttpUrl::parse(s).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+/// A readiness check from the wire: exactly one check; zero timings take the defaults.
+pub fn ready_from_pb(p: pb::ReadyCheck) -> Result<Readiness, Status> {
+    use pb::ready_check::Check;
+    let check = match p.check {
+        Some(Check::Http(u)) => ReadyCheck::Http(url("ready.http", &u)?),
+        Some(Check::Tcp(t)) => ReadyCheck::Tcp(t),
+        Some(Check::Exec(a)) => ReadyCheck::Exec(a.args),
+        Some(Check::Log(re)) => ReadyCheck::Log(re),
+        Some(Check::Notify(true)) => ReadyCheck::Notify,
+        Some(Check::Notify(false)) => {
+            return Err(Status::invalid_argument(
+                "ready.notify: must be true when set",
+            ))
+        }
+        None => {
+            return Err(Status::invalid_argument(
+                "ready: set one of http, tcp, exec, log, notify",
+            ))
+        }
+    };
+    let ms = |v: u64, d: Duration| if v == 0 { d } else { Duration::from_millis(v) };
+    Ok(Readiness {
+        check,
+        initial_delay: Duration::from_millis(p.initial_delay_ms),
+        period: ms(p.period_ms, Readiness::DEFAULT_PERIOD),
+        timeout: ms(p.timeout_ms, Readiness::DEFAULT_TIMEOUT),
+        start_timeout: ms(p.start_timeout_ms, Readiness::DEFAULT_START_TIMEOUT),
+    })
+}
+
+pub fn ready_to_pb(r: &Readiness) -> pb::ReadyCheck {
+    use pb::ready_check::Check;
+    pb::ReadyCheck {
+        check: Some(match &r.check {
+            ReadyCheck::Http(u) => Check::Http(u.to_string()),
+            ReadyCheck::Tcp(t) => Check::Tcp(t.clone()),
+            ReadyCheck::Exec(a) => Check::Exec(pb::Argv { args: a.clone() }),
+            ReadyCheck::Log(re) => Check::Log(re.clone()),
+            ReadyCheck::Notify => Check::Notify(true),
+        }),
+        initial_delay_ms: r.initial_delay.as_millis() as u64,
+        period_ms: r.period.as_millis() as u64,
+        timeout_ms: r.timeout.as_millis() as u64,
+        start_timeout_ms: r.start_timeout.as_millis() as u64,
+    }
+}
+
+/// A liveness check from the wire: exactly one check; zero values take the defaults.
+pub fn alive_from_pb(p: pb::AliveCheck) -> Result<Liveness, Status> {
+    use pb::alive_check::Check;
+    let check = match p.check {
+        Some(Check::Http(u)) => AliveCheck::Http(url("alive.http", &u)?),
+        Some(Check::Tcp(t)) => AliveCheck::Tcp(t),
+        Some(Check::Exec(a)) => AliveCheck::Exec(a.args),
+        Some(Check::WatchdogMs(ms)) => AliveCheck::Watchdog(Duration::from_millis(ms)),
+        None => {
+            return Err(Status::invalid_argument(
+                "alive: set one of http, tcp, exec, watchdog_ms",
+            ))
+        }
+    };
+    let ms = |v: u64, d: Duration| if v == 0 { d } else { Duration::from_millis(v) };
+    Ok(Liveness {
+        check,
+        period: ms(p.period_ms, Liveness::DEFAULT_PERIOD),
+        timeout: ms(p.timeout_ms, Liveness::DEFAULT_TIMEOUT),
+        failure_threshold: if p.failure_threshold == 0 {
+            Liveness::DEFAULT_FAILURE_THRESHOLD
+        } else {
+            p.failure_threshold
+        },
+    })
+}
+
+pub fn alive_to_pb(l: &Liveness) -> pb::AliveCheck {
+    use pb::alive_check::Check;
+    pb::AliveCheck {
+        check: Some(match &l.check {
+            AliveCheck::Http(u) => Check::Http(u.to_string()),
+            AliveCheck::Tcp(t) => Check::Tcp(t.clone()),
+            AliveCheck::Exec(a) => Check::Exec(pb::Argv { args: a.clone() }),
+            AliveCheck::Watchdog(d) => Check::WatchdogMs(d.as_millis() as u64),
+        }),
+        period_ms: l.period.as_millis() as u64,
+        timeout_ms: l.timeout.as_millis() as u64,
+        failure_threshold: l.failure_threshold,
+    }
+}
+
+pub fn dependency_from_pb(d: pb::Dependency) -> Result<Dependency, Status> {
+    let condition = match pb::Condition::try_from(d.condition) {
+        Ok(pb::Condition::Unspecified | pb::Condition::Ready) => Condition::Ready,
+        Ok(pb::Condition::Started) => Condition::Started,
+        Ok(pb::Condition::Completed) => Condition::Completed,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "depends_on: unknown condition {}",
+                d.condition
+            )))
+        }
+    };
+    Ok(Dependency {
+        app: d.app,
+        condition,
+    })
+}
+
+pub fn dependency_to_pb(d: &Dependency) -> pb::Dependency {
+    let condition = match d.condition {
+        Condition::Started => pb::Condition::Started,
+        Condition::Ready => pb::Condition::Ready,
+        Condition::Completed => pb::Condition::Completed,
+    };
+    pb::Dependency {
+        app: d.app.clone(),
+        condition: condition as i32,
+    }
 }
 
 /// A draft as the wire carries it: unset settings are sent as zero (the default); a set
@@ -77,6 +210,9 @@ pub fn draft_to_pb(d: &AppDraft) -> pb::AppSpec {
         log_time: d.log_time,
         log_max_size: d.log_max_size.unwrap_or(0),
         log_keep: d.log_keep.unwrap_or(0),
+        ready: d.ready.as_ref().map(ready_to_pb),
+        alive: d.alive.as_ref().map(alive_to_pb),
+        depends_on: d.depends_on.iter().map(dependency_to_pb).collect(),
     }
 }
 
@@ -96,6 +232,9 @@ pub fn spec_to_pb(s: &AppSpec) -> pb::AppSpec {
         log_time: s.logs.time,
         log_max_size: s.logs.max_size,
         log_keep: s.logs.keep,
+        ready: s.ready.as_ref().map(ready_to_pb),
+        alive: s.alive.as_ref().map(alive_to_pb),
+        depends_on: s.depends_on.iter().map(dependency_to_pb).collect(),
     }
 }
 
@@ -204,6 +343,7 @@ pub fn detail(v: &AppView, usage: Usage) -> pb::AppDetail {
         stdout_path: v.stdout_path.to_string_lossy().into_owned(),
         stderr_path: v.stderr_path.to_string_lossy().into_owned(),
         restart_in_ms,
+        probe: None,
     }
 }
 
@@ -222,6 +362,8 @@ pub fn kind_to_pb(k: model::EventKind) -> pb::EventKind {
         K::Deleted => pb::EventKind::Deleted,
         K::Notify => pb::EventKind::Notify,
         K::Gap => pb::EventKind::Gap,
+        K::Ready => pb::EventKind::Ready,
+        K::Unhealthy => pb::EventKind::Unhealthy,
     }
 }
 
@@ -248,6 +390,8 @@ pub fn kind_from_pb(v: i32) -> Result<model::EventKind, Status> {
         pb::EventKind::Deleted => K::Deleted,
         pb::EventKind::Notify => K::Notify,
         pb::EventKind::Gap => K::Gap,
+        pb::EventKind::Ready => K::Ready,
+        pb::EventKind::Unhealthy => K::Unhealthy,
     })
 }
 
@@ -273,6 +417,7 @@ pub fn cause_to_pb(c: &model::Cause) -> pb::Cause {
         C::Crash => simple(pb::CauseKind::Crash),
         C::Backoff => simple(pb::CauseKind::Backoff),
         C::Recovery => simple(pb::CauseKind::Recovery),
+        C::Unhealthy => simple(pb::CauseKind::Unhealthy),
         C::Shutdown => simple(pb::CauseKind::Shutdown),
     }
 }
@@ -368,6 +513,7 @@ pub fn cause_from_pb(c: pb::Cause) -> Result<model::Cause, String> {
         Ok(pb::CauseKind::Backoff) => C::Backoff,
         Ok(pb::CauseKind::Recovery) => C::Recovery,
         Ok(pb::CauseKind::Shutdown) => C::Shutdown,
+        Ok(pb::CauseKind::Unhealthy) => C::Unhealthy,
         Ok(pb::CauseKind::Unspecified) | Err(_) => {
             return Err(format!("an event with an unknown cause kind {}", c.kind))
         }
@@ -447,8 +593,37 @@ mod tests {
             log_time: true,
             log_max_size: Some(4096),
             log_keep: Some(2),
+            ready: Some(Readiness {
+                initial_delay: Duration::from_millis(7),
+                ..Readiness::new(ReadyCheck::Http(
+                    model::HttpUrl::parse("http://127.0.0.1:8080/health").unwrap(),
+                ))
+            }),
+            alive: Some(Liveness::new(AliveCheck::Exec(vec!["true".into()]))),
+            depends_on: vec![
+                Dependency {
+                    app: "db".into(),
+                    condition: Condition::Ready,
+                },
+                Dependency {
+                    app: "migrate".into(),
+                    condition: Condition::Completed,
+                },
+            ],
         };
         assert_eq!(draft_from_pb(draft_to_pb(&full)).unwrap(), full);
+        for check in [
+            ReadyCheck::Tcp("localhost:1".into()),
+            ReadyCheck::Log("^up$".into()),
+            ReadyCheck::Notify,
+        ] {
+            let r = Readiness::new(check);
+            assert_eq!(ready_from_pb(ready_to_pb(&r)).unwrap(), r);
+        }
+        let w = Liveness::new(AliveCheck::Watchdog(Duration::from_secs(3)));
+        assert_eq!(alive_from_pb(alive_to_pb(&w)).unwrap(), w);
+        assert!(ready_from_pb(pb::ReadyCheck::default()).is_err());
+        assert!(alive_from_pb(pb::AliveCheck::default()).is_err());
         let bare = AppDraft {
             name: "web".into(),
             cmd: vec!["true".into()],
