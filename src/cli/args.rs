@@ -48,7 +48,7 @@ pub enum Command {
         command: TlsCommand,
     },
     /// Start a new app (`--name N -- CMD...`), the apps of a TOML file, or a stopped app.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Stop apps: their whole process trees. TARGET is a name, an id or "all".
     Stop { target: String },
     /// Restart apps: exactly stop + start, with the same spec and environment.

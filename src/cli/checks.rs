@@ -225,6 +225,13 @@ fn dependency_flag(s: &str) -> Result<Dependency, String> {
     })
 }
 
+/// What the check flags declare.
+pub struct Declared {
+    pub ready: Option<Readiness>,
+    pub alive: Option<Liveness>,
+    pub depends_on: Vec<Dependency>,
+}
+
 impl CheckArgs {
     pub fn has_any(&self) -> bool {
         self.ready_http.is_some()
@@ -241,9 +248,7 @@ impl CheckArgs {
     }
 
     /// The checks and dependencies these flags declare. Errors name the flag.
-    pub fn into_model(
-        self,
-    ) -> Result<(Option<Readiness>, Option<Liveness>, Vec<Dependency>), String> {
+    pub fn into_model(self) -> Result<Declared, String> {
         let line = |flag: &str, s: &str| {
             shlex::split(s)
                 .filter(|v| !v.is_empty())
@@ -294,7 +299,11 @@ impl CheckArgs {
             .iter()
             .map(|d| dependency_flag(d).map_err(|e| format!("--depends-on: {e}")))
             .collect::<Result<_, _>>()?;
-        Ok((ready, alive, deps))
+        Ok(Declared {
+            ready,
+            alive,
+            depends_on: deps,
+        })
     }
 }
 

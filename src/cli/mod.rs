@@ -128,7 +128,7 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
             )
             .await
         }
-        Command::Start(args) => start::start(&place, args, json).await,
+        Command::Start(args) => start::start(&place, *args, json).await,
         Command::Stop { target } => action::act(&place, target, Action::Stop, json).await,
         Command::Restart {
             target,

@@ -8,6 +8,7 @@ use super::{
     action::{check_target, print_apps, report},
     appfile,
     args::StartArgs,
+    checks,
     failure::{out, Failure},
     fleet::{self, prefix, Place},
 };
@@ -125,7 +126,11 @@ fn draft_from_args(a: StartArgs, remote: bool) -> Result<AppDraft, Failure> {
         Some(p) => Some(here()?.join(p)),
         None => Some(here()?),
     };
-    let (ready, alive, depends_on) = a.checks.into_model().map_err(Failure::Usage)?;
+    let checks::Declared {
+        ready,
+        alive,
+        depends_on,
+    } = a.checks.into_model().map_err(Failure::Usage)?;
     let draft = AppDraft {
         name,
         cmd: a.cmd,
