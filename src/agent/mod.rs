@@ -122,6 +122,7 @@ pub async fn run(
     let (sup, warning) = Supervisor::open(Config {
         state_path: home.state_file(),
         logs_dir: home.logs_dir(),
+        notify_dir: home.root.join("notify"),
         events_dir: Some(home.root.clone()),
         events_kept: options.events_kept,
     })

@@ -36,7 +36,7 @@ impl StatusKind {
 impl From<&Status> for StatusKind {
     fn from(s: &Status) -> StatusKind {
         match s {
-            Status::Starting | Status::Backoff { .. } => StatusKind::Starting,
+            Status::Starting { .. } | Status::Backoff { .. } => StatusKind::Starting,
             Status::Online { .. } => StatusKind::Online,
             Status::Stopping { .. } => StatusKind::Stopping,
             Status::Stopped => StatusKind::Stopped,

@@ -21,7 +21,8 @@ pub use event::{Cause, Event, EventKind};
 pub use logs::{parse_size, LogPolicy, LogStream};
 pub use name::{validate_name, Target};
 pub use probe::{
-    split_host_port, AliveCheck, Condition, Dependency, HttpUrl, Liveness, Readiness, ReadyCheck,
+    split_host_port, AliveCheck, Condition, Dependency, HttpUrl, Liveness, ProbeReport, Readiness,
+    ReadyCheck,
 };
 pub use signal::Signal;
 pub use spec::{validate_env, AppSpec, Env, Field, InvalidSpec, RestartPolicy, LIMITS};

@@ -313,6 +313,23 @@ impl Liveness {
     }
 }
 
+/// What the app's current check (readiness until it is ready, then liveness) last found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// "ready" or "alive".
+    pub check: String,
+    /// The latest attempt passed.
+    pub ok: bool,
+    /// The latest failure, when the latest attempt failed.
+    pub error: Option<String>,
+    /// When the latest attempt ended (ms since the epoch); 0: none yet.
+    pub at_unix_ms: u64,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// For the current instance: from spawn to ready, once ready.
+    pub ready_after_ms: Option<u64>,
+}
+
 /// Checks an app's own list of dependencies (names, no repeats, not itself); whether the names
 /// exist and form no cycle is the supervisor's to check, against the other apps.
 pub fn check_dependencies(app: &str, deps: &[Dependency]) -> Result<(), String> {

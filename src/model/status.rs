@@ -15,8 +15,8 @@ pub enum Desired {
 /// The live state of an app.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Status {
-    /// Being spawned.
-    Starting,
+    /// Being spawned, or spawned (`pid`) and not yet ready.
+    Starting { pid: Option<u32> },
     /// Waiting out an autorestart delay; shown as `starting`.
     Backoff { until_unix_ms: u64 },
     /// The main process runs. `adopted`: it survived a previous agent and is not our child.
@@ -42,6 +42,7 @@ impl Status {
     pub fn pid(&self) -> Option<u32> {
         match self {
             Status::Online { pid, .. } => Some(*pid),
+            Status::Starting { pid } => *pid,
             Status::Stopping { pid } => *pid,
             _ => None,
         }

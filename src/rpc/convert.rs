@@ -289,7 +289,7 @@ pub fn env_from_pb(e: Option<pb::Environment>) -> Result<Option<Env>, Status> {
 
 pub fn status_to_pb(s: &model::Status) -> pb::Status {
     match s {
-        model::Status::Starting | model::Status::Backoff { .. } => pb::Status::Starting,
+        model::Status::Starting { .. } | model::Status::Backoff { .. } => pb::Status::Starting,
         model::Status::Online { .. } => pb::Status::Online,
         model::Status::Stopping { .. } => pb::Status::Stopping,
         model::Status::Stopped => pb::Status::Stopped,

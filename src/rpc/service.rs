@@ -309,11 +309,11 @@ impl ProcessManager for Service {
                     .collect::<Result<Vec<_>, _>>()?;
                 let base =
                     convert::env_from_pb(req.client_env)?.unwrap_or_else(|| self.agent_env.clone());
-                self.sup.create(specs, base, cause).await?
+                self.sup.create(specs, base, cause, !req.no_wait).await?
             }
             (true, false) => {
                 let target = convert::target(&req.target)?;
-                self.sup.start(&target, cause).await?
+                self.sup.start(&target, cause, !req.no_wait).await?
             }
             (false, false) => return Err(Error::TargetAndApps.into()),
             (true, true) => return Err(Error::NothingToStart.into()),
@@ -348,7 +348,7 @@ impl ProcessManager for Service {
         } else {
             None
         };
-        let views = self.sup.restart(&target, base, cause).await?;
+        let views = self.sup.restart(&target, base, cause, !req.no_wait).await?;
         Ok(Response::new(pb::RestartResponse {
             apps: self.infos(views, false).await,
         }))

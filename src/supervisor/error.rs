@@ -20,6 +20,8 @@ pub enum Error {
     GivenTwice(String),
     #[error("{app}: {cause}")]
     StartFailed { app: String, cause: SpawnError },
+    #[error("{app}: {cause}")]
+    NotReady { app: String, cause: String },
     #[error("{app}: cannot stop: {cause}")]
     StopFailed { app: String, cause: Unkillable },
     #[error("{app}: state not saved: {cause}")]

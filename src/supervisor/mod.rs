@@ -6,6 +6,7 @@ mod error;
 mod events;
 mod lifecycle;
 mod logs;
+mod probes;
 mod process;
 mod store;
 mod view;
@@ -45,6 +46,10 @@ pub(crate) struct Ctx {
     store: Arc<Store>,
     agent_id: Arc<str>,
     logs_dir: PathBuf,
+    /// Where apps' notify sockets live (`<id>.sock`).
+    notify_dir: PathBuf,
+    /// Reaps our children; exec checks are spawned through it.
+    reaper: Arc<Reaper>,
     /// The threads that write every app's log files.
     log_pool: Arc<logs::WriterPool>,
 }
@@ -75,6 +80,8 @@ pub struct Supervisor {
 pub struct Config {
     pub state_path: PathBuf,
     pub logs_dir: PathBuf,
+    /// Where apps' sd_notify sockets are made (`notify/` in the home).
+    pub notify_dir: PathBuf,
     /// Where `events.jsonl` lives; `None` keeps events in memory only.
     pub events_dir: Option<PathBuf>,
     pub events_kept: usize,
@@ -91,6 +98,7 @@ impl Supervisor {
         let Config {
             state_path,
             logs_dir,
+            notify_dir,
             events_dir,
             events_kept,
         } = config;
@@ -114,7 +122,9 @@ impl Supervisor {
         let writer = tokio::spawn(store.clone().run_writer(tasks.clone()));
         let agent_id: Arc<str> = Arc::from(loaded.state.agent_id.as_str());
         let ctx = Arc::new(Ctx {
-            spawner: launch::Spawner::start(reaper, 2)?,
+            spawner: launch::Spawner::start(reaper.clone(), 2)?,
+            notify_dir,
+            reaper,
             scanner: Arc::default(),
             hub,
             store,
@@ -136,6 +146,13 @@ impl Supervisor {
             tasks,
             writer: Mutex::new(Some(writer)),
         });
+        let wanted: Vec<AppId> = loaded
+            .state
+            .apps
+            .iter()
+            .filter(|r| r.desired == Desired::Online)
+            .map(|r| r.id)
+            .collect();
         for rec in loaded.state.apps {
             let init = Init::Recovered {
                 recorded: rec.pid.zip(rec.pid_starttime),
@@ -166,7 +183,28 @@ impl Supervisor {
                 .await;
             });
         }
+        sup.resume(wanted);
         Ok((sup, loaded.warning))
+    }
+
+    /// Starts again the apps a previous agent ran (each is `starting` until its turn), as a
+    /// background task: adopted ones are left as they are.
+    fn resume(self: &Arc<Self>, ids: Vec<AppId>) {
+        if ids.is_empty() {
+            return;
+        }
+        let sup = self.clone();
+        tokio::spawn(async move {
+            let starts = ids.into_iter().map(|id| {
+                let sup = sup.clone();
+                async move {
+                    if let Err(e) = sup.start(&Target::Id(id), Cause::Recovery, true).await {
+                        tracing::warn!(app_id = id, error = %e, "not brought back");
+                    }
+                }
+            });
+            futures_util::future::join_all(starts).await;
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -202,6 +240,7 @@ impl Supervisor {
         specs: Vec<AppSpec>,
         base_env: Env,
         cause: Cause,
+        wait: bool,
     ) -> Result<Vec<AppView>, Error> {
         crate::model::validate_env(&base_env).map_err(|problem| Error::InvalidEnv {
             what: "base environment",
@@ -262,6 +301,7 @@ impl Supervisor {
             handles,
             |reply| Cmd::Start {
                 cause: cause.clone(),
+                wait,
                 reply,
             },
             "new app",
@@ -269,10 +309,17 @@ impl Supervisor {
         .await
     }
 
-    /// Starts stopped or errored apps; online ones are left as they are.
-    pub async fn start(&self, target: &Target, cause: Cause) -> Result<Vec<AppView>, Error> {
+    /// Starts stopped or errored apps; online ones are left as they are. With `wait`, answers
+    /// once each is ready.
+    pub async fn start(
+        &self,
+        target: &Target,
+        cause: Cause,
+        wait: bool,
+    ) -> Result<Vec<AppView>, Error> {
         self.each(target, |reply| Cmd::Start {
             cause: cause.clone(),
+            wait,
             reply,
         })
         .await
@@ -292,6 +339,7 @@ impl Supervisor {
         target: &Target,
         base_env: Option<Env>,
         cause: Cause,
+        wait: bool,
     ) -> Result<Vec<AppView>, Error> {
         if let Some(env) = &base_env {
             crate::model::validate_env(env).map_err(|problem| Error::InvalidEnv {
@@ -302,6 +350,7 @@ impl Supervisor {
         self.each(target, |reply| Cmd::Restart {
             base_env: base_env.clone(),
             cause: cause.clone(),
+            wait,
             reply,
         })
         .await

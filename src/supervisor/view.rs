@@ -3,7 +3,7 @@
 
 use std::{fmt, path::PathBuf, sync::Arc};
 
-use crate::model::{AppId, AppSpec, Desired, Env, Exit, Status};
+use crate::model::{AppId, AppSpec, Desired, Env, Exit, ProbeReport, Status};
 
 #[derive(Clone)]
 pub struct AppView {
@@ -21,6 +21,8 @@ pub struct AppView {
     pub created_at_unix_ms: u64,
     pub stdout_path: PathBuf,
     pub stderr_path: PathBuf,
+    /// What the app's checks last found, when it has any.
+    pub probe: Option<ProbeReport>,
 }
 
 impl AppView {

@@ -1,278 +1,25 @@
 //! The life of one app as a pure state machine: the app's state and an input give the next state
 //! and the effects to carry out. No clocks, no processes, no I/O: time comes in as an argument,
 //! and the owner task (`owner`) feeds the inputs and carries out the effects. Every rule of an
-//! app's life is here, the restart policy included, and the tests are a table of (state, input,
-//! next state, effects) with one row per pair.
+//! app's life is here, the restart policy and readiness included, and the tests are a table of
+//! (state, input, next state, effects) with one row per pair. The states, inputs and effects
+//! are in `state`.
 //!
 //! Operations that take time (spawning, ending a tree, reading its output to the end) are effects
 //! whose outcome comes back as an input (`Spawned`/`SpawnFailed`; `Exited` then
 //! `TreeGone`/`TreeSurvived`; `Drained`). While one is under way the app is `Starting`,
 //! `Stopping` or `Draining`, and a command arriving then waits (`Defer`), so the commands on one
-//! app apply one after the other.
+//! app apply one after the other. Probes run beside the app (`Probe`) and come back as verdicts
+//! (`Ready`, `NotReady`, `Unhealthy`); while an app is `Unready` commands are taken at once, so
+//! a stop need not wait out a start timeout.
 
-use std::{collections::VecDeque, fmt, time::Duration};
+use std::{collections::VecDeque, time::Duration};
 
+pub use super::state::{
+    Effect, Failure, Input, Note, Origin, Probe, Refusal, State, Survivor, Then,
+};
 use crate::model::{Cause, Desired, EventKind, Exit, RestartPolicy, Status};
-use crate::supervisor::process::{launch::SpawnError, tree::Unkillable};
-
-/// Where an app is. Each state carries only what is true in it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum State {
-    /// Nothing runs, as asked (or never started).
-    Stopped,
-    /// The main process is being spawned, for `by`.
-    Starting { by: Origin },
-    /// The main process runs. `adopted`: it survived a previous agent and is not our child.
-    Online {
-        pid: u32,
-        since_ms: u64,
-        adopted: bool,
-    },
-    /// The whole tree is being ended, then `then` follows. `pid`: the main process, until its
-    /// exit is seen. `announce`: whether `stopped` is published once the tree is gone (not when
-    /// it was stopped already, or after a crash, whose outcome the restart policy publishes).
-    Stopping {
-        pid: Option<u32>,
-        then: Then,
-        announce: bool,
-    },
-    /// The tree is gone (`survivors`: or these outlived SIGKILL); its output is being read to
-    /// the end before `then` follows, so the last bytes are on disk before anything else happens.
-    Draining {
-        then: Then,
-        announce: bool,
-        survivors: Option<Unkillable>,
-    },
-    /// Waiting out an autorestart delay, until this time (ms since the epoch).
-    Backoff { until_ms: u64 },
-    /// Could not start, could not stop, or restarted too often.
-    Errored { why: Failure },
-}
-
-/// Who asked for a spawn; it says what follows it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Origin {
-    /// `start` or `restart`: the request is answered once the outcome is on disk.
-    Request(Cause),
-    /// The autorestart delay ran out: a failed spawn counts as a crash.
-    Autorestart,
-    /// A new agent brings back an app that should run.
-    Recovery,
-}
-
-impl Origin {
-    fn cause(&self) -> Cause {
-        match self {
-            Origin::Request(c) => c.clone(),
-            Origin::Autorestart => Cause::Backoff,
-            Origin::Recovery => Cause::Recovery,
-        }
-    }
-}
-
-/// Why a tree is being ended, and what follows once it is gone.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Then {
-    /// `stop`: stopped, saved, answered.
-    Stop(Cause),
-    /// `restart`: started again (exactly stop + start).
-    Restart(Cause),
-    /// `delete`: forgotten, with its log files when `purge_logs`.
-    Delete { purge_logs: bool, cause: Cause },
-    /// The agent exits: the tree ends, the desired state is kept.
-    Shutdown,
-    /// The main process exited on its own after running `uptime_ms`: restart it or give up.
-    Crashed { uptime_ms: u64 },
-    /// Leftovers of a previous agent: then start the app if it should run.
-    Recover,
-}
-
-impl Then {
-    fn cause(&self) -> Cause {
-        match self {
-            Then::Stop(c) | Then::Restart(c) | Then::Delete { cause: c, .. } => c.clone(),
-            Then::Shutdown => Cause::Shutdown,
-            Then::Crashed { .. } => Cause::Crash,
-            Then::Recover => Cause::Recovery,
-        }
-    }
-}
-
-/// Why an app is errored.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Failure {
-    Spawn(SpawnError),
-    Unkillable(Unkillable),
-    /// More than `max_restarts` autorestarts within the window.
-    CrashLoop {
-        restarts: usize,
-        window: Duration,
-        last: Option<Exit>,
-    },
-    /// It exited unsuccessfully and autorestart is off.
-    ExitedWithoutRestart {
-        last: Option<Exit>,
-    },
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Spawn(e) => write!(f, "{e}"),
-            Failure::Unkillable(u) => write!(f, "cannot stop: {u}"),
-            Failure::CrashLoop {
-                restarts,
-                window,
-                last,
-            } => {
-                let last = last.map_or_else(|| "it could not be spawned".into(), |e| e.text());
-                write!(
-                    f,
-                    "restarted {restarts} times within {}s; last exit: {last}",
-                    window.as_secs()
-                )
-            }
-            Failure::ExitedWithoutRestart { last } => {
-                let how = last.map_or_else(|| "could not start".into(), |e| e.text());
-                write!(f, "exited with {how} (autorestart is off)")
-            }
-        }
-    }
-}
-
-/// What happens to an app: a command, a fact about its processes, or a timer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Input {
-    Start(Cause),
-    Stop(Cause),
-    Restart(Cause),
-    Delete {
-        purge_logs: bool,
-        cause: Cause,
-    },
-    /// The agent exits.
-    Shutdown,
-    /// A new agent loaded the app: `survivor` is its recorded main process if that still runs
-    /// as recorded; `leftovers`: some processes of the app survive (the survivor among them).
-    Recovered {
-        survivor: Option<Survivor>,
-        leftovers: bool,
-    },
-    Spawned {
-        pid: u32,
-    },
-    SpawnFailed(SpawnError),
-    /// The main process ended.
-    Exited(Exit),
-    /// No process of the tree is left.
-    TreeGone,
-    /// These processes survived SIGKILL.
-    TreeSurvived(Unkillable),
-    /// The output pipes were read to their end.
-    Drained,
-    /// The autorestart delay ran out.
-    BackoffElapsed,
-}
-
-impl Input {
-    /// Commands are answered; the other inputs are facts.
-    pub fn is_command(&self) -> bool {
-        matches!(
-            self,
-            Input::Start(_)
-                | Input::Stop(_)
-                | Input::Restart(_)
-                | Input::Delete { .. }
-                | Input::Shutdown
-        )
-    }
-}
-
-/// A main process that outlived the previous agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Survivor {
-    pub pid: u32,
-    pub since_ms: u64,
-}
-
-/// What the owner carries out, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
-    /// Publish an event about the app.
-    Emit(Note),
-    /// Spawn the main process; the outcome comes back as `Spawned` or `SpawnFailed`.
-    Spawn,
-    /// Watch the survivor that `Recovered` named as the main process.
-    Adopt,
-    /// End the whole tree; then `Exited` (when the main process was running) and `TreeGone` or
-    /// `TreeSurvived` come back.
-    EndTree,
-    /// Read the output pipes to their end; then `Drained` comes back.
-    Drain,
-    /// Come back with `BackoffElapsed` after this delay.
-    ArmBackoff(Duration),
-    PurgeLogs,
-    /// No more output will come: followers end once they have read everything.
-    CloseLogs,
-    /// Queue the app's record for writing; with `wait`, until it is on disk (a failure then
-    /// answers the pending request).
-    Persist {
-        wait: bool,
-    },
-    /// Remove the app's record and wait until that is on disk.
-    Forget,
-    /// Answer the pending command.
-    Reply(Result<(), Refusal>),
-    /// Not now: the command waits until the current operation is over.
-    Defer,
-    /// The owner ends (the app was deleted, or the agent exits).
-    End,
-}
-
-/// Why a command failed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Refusal {
-    Start(SpawnError),
-    Stop(Unkillable),
-}
-
-/// An event to publish, without the app's identity (the owner adds it).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Note {
-    pub kind: EventKind,
-    pub cause: Cause,
-    pub pid: Option<u32>,
-    pub exit: Option<Exit>,
-    pub delay: Option<Duration>,
-    pub error: Option<String>,
-    pub message: Option<&'static str>,
-}
-
-impl Note {
-    fn new(kind: EventKind, cause: Cause) -> Note {
-        Note {
-            kind,
-            cause,
-            pid: None,
-            exit: None,
-            delay: None,
-            error: None,
-            message: None,
-        }
-    }
-
-    fn pid(mut self, pid: Option<u32>) -> Note {
-        self.pid = pid;
-        self
-    }
-}
-
-/// The rules an app is supervised by, from its spec.
-#[derive(Debug, Clone, Copy)]
-pub struct Rules {
-    pub restart: RestartPolicy,
-    pub autorestart: bool,
-}
+use crate::supervisor::process::tree::Unkillable;
 
 /// Recent autorestarts: what the crash-loop rule and the backoff look at.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -281,6 +28,17 @@ struct History {
     restarts: VecDeque<u64>,
     /// Autorestarts since the app last stayed up for `STABLE_AFTER`; drives the backoff.
     consecutive: u32,
+}
+
+/// The rules an app is supervised by, from its spec.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    pub restart: RestartPolicy,
+    pub autorestart: bool,
+    /// It has a readiness check: spawned is not yet online.
+    pub ready_check: bool,
+    /// It has a liveness check, run once it is online.
+    pub alive_check: bool,
 }
 
 /// Everything the machine knows of one app.
@@ -322,7 +80,8 @@ impl Life {
     pub fn status(&self) -> Status {
         match &self.state {
             State::Stopped => Status::Stopped,
-            State::Starting { .. } => Status::Starting,
+            State::Queued | State::Starting { .. } => Status::Starting { pid: None },
+            State::Unready { pid, .. } => Status::Starting { pid: Some(*pid) },
             State::Online {
                 pid,
                 since_ms,
@@ -345,7 +104,7 @@ impl Life {
 
     /// Applies `input` at time `now_ms` (ms since the epoch): the state moves on, and the effects
     /// to carry out, in order, are returned. An input that makes no sense in the current state (a
-    /// stale timer, say) changes nothing.
+    /// stale timer or probe verdict, say) changes nothing.
     pub fn step(&mut self, input: Input, rules: &Rules, now_ms: u64) -> Vec<Effect> {
         use Effect as E;
         let mut fx = Vec::new();
@@ -353,23 +112,25 @@ impl Life {
             return vec![E::Defer];
         }
         match input {
-            Input::Start(cause) => {
-                if matches!(self.state, State::Online { .. }) {
-                    fx.push(E::Reply(Ok(())));
-                } else {
+            Input::Start { cause, wait } => match &self.state {
+                State::Online { .. } => fx.push(E::Reply(Ok(()))),
+                // Already on its way: answered with the instance's readiness.
+                State::Unready { .. } if wait => fx.push(E::Hold),
+                State::Unready { .. } => fx.push(E::Reply(Ok(()))),
+                _ => {
                     self.history = History::default();
                     self.desired = Desired::Online;
-                    self.spawn(Origin::Request(cause), &mut fx);
+                    self.spawn(Origin::Request { cause, wait }, &mut fx);
                 }
-            }
+            },
             Input::Stop(cause) => {
                 self.desired = Desired::Stopped;
                 self.end_tree(Then::Stop(cause), &mut fx);
             }
-            Input::Restart(cause) => {
+            Input::Restart { cause, wait } => {
                 self.desired = Desired::Online;
                 fx.push(E::Emit(Note::new(EventKind::Restarting, cause.clone())));
-                self.end_tree(Then::Restart(cause), &mut fx);
+                self.end_tree(Then::Restart { cause, wait }, &mut fx);
             }
             Input::Delete { purge_logs, cause } => {
                 self.end_tree(Then::Delete { purge_logs, cause }, &mut fx);
@@ -380,29 +141,33 @@ impl Life {
                 leftovers,
             } => {
                 if self.state == State::Stopped {
-                    self.recover(survivor, leftovers, &mut fx);
+                    self.recover(survivor, leftovers, rules, &mut fx);
                 }
             }
             Input::Spawned { pid } => {
                 if let State::Starting { by } = &self.state {
                     let by = by.clone();
-                    self.state = State::Online {
-                        pid,
-                        since_ms: now_ms,
-                        adopted: false,
-                    };
                     self.last_failure = None;
-                    fx.push(E::Emit(
-                        Note::new(EventKind::Online, by.cause()).pid(Some(pid)),
-                    ));
+                    if rules.ready_check {
+                        self.state = State::Unready {
+                            pid,
+                            since_ms: now_ms,
+                            by: by.clone(),
+                        };
+                        fx.push(E::Probe(Probe::Ready));
+                    } else {
+                        self.online(pid, now_ms, by.cause(), rules, &mut fx);
+                    }
                     match by {
-                        Origin::Request(_) => {
+                        Origin::Request { wait, .. } => {
                             fx.push(E::Persist { wait: true });
-                            fx.push(E::Reply(Ok(())));
+                            fx.push(if wait && rules.ready_check {
+                                E::Hold
+                            } else {
+                                E::Reply(Ok(()))
+                            });
                         }
-                        Origin::Autorestart | Origin::Recovery => {
-                            fx.push(E::Persist { wait: false })
-                        }
+                        Origin::Autorestart => fx.push(E::Persist { wait: false }),
                     }
                 }
             }
@@ -411,7 +176,7 @@ impl Life {
                     let by = by.clone();
                     self.errored(Failure::Spawn(error.clone()), by.cause(), &mut fx);
                     match by {
-                        Origin::Request(_) => {
+                        Origin::Request { .. } => {
                             fx.push(E::Persist { wait: true });
                             fx.push(E::Reply(Err(Refusal::Start(error))));
                         }
@@ -419,18 +184,52 @@ impl Life {
                             self.decide(None, 0, Cause::Backoff, rules, now_ms, &mut fx);
                             fx.push(E::Persist { wait: false });
                         }
-                        Origin::Recovery => fx.push(E::Persist { wait: false }),
                     }
                 }
             }
+            Input::Ready => {
+                if let State::Unready { pid, since_ms, by } = &self.state {
+                    let (pid, since_ms, by) = (*pid, *since_ms, by.clone());
+                    let mut ready = Note::new(EventKind::Ready, by.cause()).pid(Some(pid));
+                    ready.delay = Some(Duration::from_millis(now_ms.saturating_sub(since_ms)));
+                    fx.push(E::Emit(ready));
+                    self.online(pid, since_ms, by.cause(), rules, &mut fx);
+                    if by.waits() {
+                        fx.push(E::Release(Ok(())));
+                    }
+                }
+            }
+            Input::NotReady(why) => {
+                if let State::Unready { since_ms, by, .. } = &self.state {
+                    let uptime_ms = now_ms.saturating_sub(*since_ms);
+                    let waiting = by.waits().then(|| why.clone());
+                    self.unhealthy(why, uptime_ms, waiting, &mut fx);
+                }
+            }
+            Input::Unhealthy(why) => {
+                if let State::Online { since_ms, .. } = &self.state {
+                    let uptime_ms = now_ms.saturating_sub(*since_ms);
+                    self.unhealthy(why, uptime_ms, None, &mut fx);
+                }
+            }
             Input::Exited(exit) => match &mut self.state {
-                State::Online { pid, since_ms, .. } => {
+                State::Online { pid, since_ms, .. } | State::Unready { pid, since_ms, .. } => {
                     let (pid, uptime_ms) = (*pid, now_ms.saturating_sub(*since_ms));
+                    let waiting = match &self.state {
+                        State::Unready { by, .. } if by.waits() => {
+                            Some(format!("exited before it was ready: {}", exit.text()))
+                        }
+                        _ => None,
+                    };
                     self.last_exit = Some(exit);
                     fx.push(E::Emit(exited(Cause::Crash, pid, exit)));
                     self.state = State::Stopping {
                         pid: None,
-                        then: Then::Crashed { uptime_ms },
+                        then: Then::Crashed {
+                            uptime_ms,
+                            why: Cause::Crash,
+                            waiting,
+                        },
                         announce: false,
                     };
                     fx.push(E::EndTree);
@@ -465,12 +264,69 @@ impl Life {
         fx.push(Effect::Spawn);
     }
 
+    /// The main process runs and is ready: online, and watched by its liveness check.
+    fn online(
+        &mut self,
+        pid: u32,
+        since_ms: u64,
+        cause: Cause,
+        rules: &Rules,
+        fx: &mut Vec<Effect>,
+    ) {
+        self.state = State::Online {
+            pid,
+            since_ms,
+            adopted: false,
+        };
+        fx.push(Effect::Emit(
+            Note::new(EventKind::Online, cause).pid(Some(pid)),
+        ));
+        if rules.alive_check {
+            fx.push(Effect::Probe(Probe::Alive));
+        }
+    }
+
+    /// A check failed (`why`): the tree ends and the restart policy decides, as after a crash.
+    fn unhealthy(
+        &mut self,
+        why: String,
+        uptime_ms: u64,
+        waiting: Option<String>,
+        fx: &mut Vec<Effect>,
+    ) {
+        let pid = match self.state {
+            State::Online { pid, .. } | State::Unready { pid, .. } => Some(pid),
+            _ => None,
+        };
+        let mut note = Note::new(EventKind::Unhealthy, Cause::Unhealthy).pid(pid);
+        note.error = Some(why);
+        fx.push(Effect::Emit(note));
+        self.state = State::Stopping {
+            pid,
+            then: Then::Crashed {
+                uptime_ms,
+                why: Cause::Unhealthy,
+                waiting,
+            },
+            announce: false,
+        };
+        fx.push(Effect::EndTree);
+    }
+
     /// Ends the tree, then `then`. An app that is stopped already gets no events, but its
-    /// leftovers are still looked for.
+    /// leftovers are still looked for. A request waiting for the app's readiness is answered
+    /// first: the instance it waited for is going away.
     fn end_tree(&mut self, then: Then, fx: &mut Vec<Effect>) {
         let announce = self.state != State::Stopped;
-        let pid = match self.state {
-            State::Online { pid, .. } => Some(pid),
+        let pid = match &self.state {
+            State::Online { pid, .. } => Some(*pid),
+            State::Unready { pid, by, .. } => {
+                if by.waits() {
+                    let why = format!("stopped before it was ready ({})", then.cause().text());
+                    fx.push(Effect::Release(Err(Refusal::NotReady(why))));
+                }
+                Some(*pid)
+            }
             _ => None,
         };
         if announce {
@@ -486,7 +342,15 @@ impl Life {
         fx.push(Effect::EndTree);
     }
 
-    fn recover(&mut self, survivor: Option<Survivor>, leftovers: bool, fx: &mut Vec<Effect>) {
+    /// A previous agent's app: adopted if its main process survived, its leftovers ended
+    /// otherwise; then, if it should run, queued for a start (in dependency order).
+    fn recover(
+        &mut self,
+        survivor: Option<Survivor>,
+        leftovers: bool,
+        rules: &Rules,
+        fx: &mut Vec<Effect>,
+    ) {
         let wanted = self.desired == Desired::Online;
         match survivor {
             Some(s) if wanted => {
@@ -499,9 +363,12 @@ impl Life {
                 let mut note = Note::new(EventKind::Online, Cause::Recovery).pid(Some(s.pid));
                 note.message = Some("adopted from the previous agent");
                 fx.push(Effect::Emit(note));
+                if rules.alive_check {
+                    fx.push(Effect::Probe(Probe::Alive));
+                }
             }
             _ if leftovers => self.end_tree(Then::Recover, fx),
-            _ if wanted => self.spawn(Origin::Recovery, fx),
+            _ if wanted => self.state = State::Queued,
             _ => {}
         }
     }
@@ -552,7 +419,7 @@ impl Life {
                 fx.push(E::Persist { wait: true });
                 fx.push(E::Reply(refused.map_or(Ok(()), Err)));
             }
-            Then::Restart(cause) => match refused {
+            Then::Restart { cause, wait } => match refused {
                 Some(r) => {
                     fx.push(E::Persist { wait: true });
                     fx.push(E::Reply(Err(r)));
@@ -560,7 +427,7 @@ impl Life {
                 None => {
                     self.history = History::default();
                     self.restarts = self.restarts.saturating_add(1);
-                    self.spawn(Origin::Request(cause), fx);
+                    self.spawn(Origin::Request { cause, wait }, fx);
                 }
             },
             Then::Delete { purge_logs, cause } => match refused {
@@ -582,14 +449,22 @@ impl Life {
                 fx.push(E::End);
                 fx.push(E::Reply(Ok(())));
             }
-            Then::Crashed { uptime_ms } => {
-                let exit = self.last_exit;
-                self.decide(exit, uptime_ms, Cause::Crash, rules, now_ms, fx);
+            Then::Crashed {
+                uptime_ms,
+                why,
+                waiting,
+            } => {
+                if let Some(text) = waiting {
+                    fx.push(E::Release(Err(Refusal::NotReady(text))));
+                }
+                // Ended for its checks, it did not exit on its own: the exit is not the app's.
+                let exit = (why == Cause::Crash).then_some(self.last_exit).flatten();
+                self.decide(exit, uptime_ms, why, rules, now_ms, fx);
                 fx.push(E::Persist { wait: false });
             }
             Then::Recover => {
                 if self.desired == Desired::Online {
-                    self.spawn(Origin::Recovery, fx);
+                    self.state = State::Queued;
                 }
             }
         }
@@ -636,6 +511,7 @@ impl Life {
                 restarts: h.restarts.len(),
                 window: policy.window,
                 last: exit,
+                unhealthy: why == Cause::Unhealthy,
             };
             self.errored(failure, why, fx);
             return;

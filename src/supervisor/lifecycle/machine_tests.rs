@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::*;
+use crate::supervisor::process::launch::SpawnError;
 use crate::supervisor::process::procfs::ProcStat;
 
 const NOW: u64 = 1_000_000;
@@ -13,7 +14,22 @@ fn rules() -> Rules {
     Rules {
         restart: RestartPolicy::default(),
         autorestart: true,
+        ready_check: false,
+        alive_check: false,
     }
+}
+
+/// An app with a readiness and a liveness check.
+fn checked() -> Rules {
+    Rules {
+        ready_check: true,
+        alive_check: true,
+        ..rules()
+    }
+}
+
+fn request(wait: bool) -> Origin {
+    Origin::Request { cause: req(), wait }
 }
 
 fn req() -> Cause {
@@ -74,6 +90,21 @@ fn draining(then: Then, announce: bool, survived: bool, desired: Desired) -> Lif
     )
 }
 
+fn restart() -> Then {
+    Then::Restart {
+        cause: req(),
+        wait: true,
+    }
+}
+
+fn crashed(waiting: Option<&str>) -> Then {
+    Then::Crashed {
+        uptime_ms: 5_000,
+        why: Cause::Crash,
+        waiting: waiting.map(String::from),
+    }
+}
+
 fn delete(purge_logs: bool) -> Then {
     Then::Delete {
         purge_logs,
@@ -82,8 +113,9 @@ fn delete(purge_logs: bool) -> Then {
 }
 
 /// The states of the table by name. These are the base states every input must meet.
-const BASE_STATES: [&str; 7] = [
-    "stopped", "starting", "online", "stopping", "draining", "backoff", "errored",
+const BASE_STATES: [&str; 9] = [
+    "stopped", "queued", "starting", "unready", "online", "stopping", "draining", "backoff",
+    "errored",
 ];
 
 fn state(name: &str) -> Life {
@@ -91,21 +123,20 @@ fn state(name: &str) -> Life {
     match name {
         "stopped" => with(State::Stopped, Down),
         "stopped-up" => with(State::Stopped, Up),
-        "starting" => with(
-            State::Starting {
-                by: Origin::Request(req()),
-            },
-            Up,
-        ),
+        "queued" => with(State::Queued, Up),
+        "starting" => with(State::Starting { by: request(true) }, Up),
+        "starting-nowait" => with(State::Starting { by: request(false) }, Up),
         "starting-auto" => with(
             State::Starting {
                 by: Origin::Autorestart,
             },
             Up,
         ),
-        "starting-recovery" => with(
-            State::Starting {
-                by: Origin::Recovery,
+        "unready" | "unready-nowait" => with(
+            State::Unready {
+                pid: 10,
+                since_ms: NOW - 5_000,
+                by: request(name == "unready"),
             },
             Up,
         ),
@@ -119,24 +150,43 @@ fn state(name: &str) -> Life {
         ),
         "stopping" => stopping(Then::Stop(req()), Some(10), true, Down),
         "stopping-crashed" => {
-            let mut life = stopping(Then::Crashed { uptime_ms: 5_000 }, None, false, Up);
+            let mut life = stopping(crashed(None), None, false, Up);
             life.last_exit = Some(exit(1));
             life
         }
         "draining" => draining(Then::Stop(req()), true, false, Down),
         "draining-survived" => draining(Then::Stop(req()), true, true, Down),
         "draining-quiet" => draining(Then::Stop(req()), false, false, Down),
-        "draining-restart" => draining(Then::Restart(req()), true, false, Up),
-        "draining-restart-survived" => draining(Then::Restart(req()), true, true, Up),
+        "draining-restart" => draining(restart(), true, false, Up),
+        "draining-restart-survived" => draining(restart(), true, true, Up),
         "draining-delete" => draining(delete(false), true, false, Up),
         "draining-delete-purge" => draining(delete(true), true, false, Up),
         "draining-delete-survived" => draining(delete(false), true, true, Up),
         "draining-shutdown" => draining(Then::Shutdown, true, false, Up),
         "draining-shutdown-survived" => draining(Then::Shutdown, true, true, Up),
         "draining-crashed" | "draining-crashed-survived" => {
-            let then = Then::Crashed { uptime_ms: 5_000 };
-            let mut life = draining(then, false, name.ends_with("survived"), Up);
+            let mut life = draining(crashed(None), false, name.ends_with("survived"), Up);
             life.last_exit = Some(exit(1));
+            life
+        }
+        "draining-crashed-waiting" => {
+            let mut life = draining(
+                crashed(Some("exited before it was ready")),
+                false,
+                false,
+                Up,
+            );
+            life.last_exit = Some(exit(1));
+            life
+        }
+        "draining-unhealthy" => {
+            let then = Then::Crashed {
+                uptime_ms: 5_000,
+                why: Cause::Unhealthy,
+                waiting: None,
+            };
+            let mut life = draining(then, false, false, Up);
+            life.last_exit = Some(exit(143));
             life
         }
         "draining-recover" => draining(Then::Recover, false, false, Up),
@@ -159,7 +209,7 @@ fn state(name: &str) -> Life {
 }
 
 /// The inputs of the table by name. These are the base inputs.
-const BASE_INPUTS: [&str; 13] = [
+const BASE_INPUTS: [&str; 16] = [
     "start",
     "stop",
     "restart",
@@ -173,6 +223,9 @@ const BASE_INPUTS: [&str; 13] = [
     "tree-survived",
     "drained",
     "backoff-elapsed",
+    "ready",
+    "not-ready",
+    "unhealthy",
 ];
 
 fn input(name: &str) -> Input {
@@ -181,9 +234,19 @@ fn input(name: &str) -> Input {
         since_ms: NOW - 1_000,
     };
     match name {
-        "start" => Input::Start(req()),
+        "start" => Input::Start {
+            cause: req(),
+            wait: true,
+        },
+        "start-nowait" => Input::Start {
+            cause: req(),
+            wait: false,
+        },
         "stop" => Input::Stop(req()),
-        "restart" => Input::Restart(req()),
+        "restart" => Input::Restart {
+            cause: req(),
+            wait: true,
+        },
         "delete" => Input::Delete {
             purge_logs: false,
             cause: req(),
@@ -208,6 +271,9 @@ fn input(name: &str) -> Input {
         "tree-survived" => Input::TreeSurvived(unkillable()),
         "drained" => Input::Drained,
         "backoff-elapsed" => Input::BackoffElapsed,
+        "ready" => Input::Ready,
+        "not-ready" => Input::NotReady("not ready after 60s: x: connection refused".into()),
+        "unhealthy" => Input::Unhealthy("3 failed checks in a row; last: x".into()),
         other => panic!("no input named {other}"),
     }
 }
@@ -215,14 +281,15 @@ fn input(name: &str) -> Input {
 fn state_code(life: &Life) -> String {
     let s = match &life.state {
         State::Stopped => "stopped".to_string(),
+        State::Queued => "queued".to_string(),
         State::Starting { by } => format!(
             "starting:{}",
             match by {
-                Origin::Request(_) => "request",
+                Origin::Request { .. } => "request",
                 Origin::Autorestart => "autorestart",
-                Origin::Recovery => "recovery",
             }
         ),
+        State::Unready { pid, .. } => format!("unready:{pid}"),
         State::Online { pid, adopted, .. } => {
             format!("online:{pid}{}", if *adopted { ":adopted" } else { "" })
         }
@@ -259,7 +326,7 @@ fn state_code(life: &Life) -> String {
 fn then_code(then: &Then) -> &'static str {
     match then {
         Then::Stop(_) => "stop",
-        Then::Restart(_) => "restart",
+        Then::Restart { .. } => "restart",
         Then::Delete { .. } => "delete",
         Then::Shutdown => "shutdown",
         Then::Crashed { .. } => "crashed",
@@ -283,6 +350,13 @@ fn effect_code(e: &Effect) -> String {
         Effect::Reply(Ok(())) => "reply:ok".into(),
         Effect::Reply(Err(Refusal::Start(_))) => "reply:start-failed".into(),
         Effect::Reply(Err(Refusal::Stop(_))) => "reply:stop-failed".into(),
+        Effect::Reply(Err(Refusal::NotReady(_))) => "reply:not-ready".into(),
+        Effect::Probe(Probe::Ready) => "probe:ready".into(),
+        Effect::Probe(Probe::Alive) => "probe:alive".into(),
+        Effect::Hold => "hold".into(),
+        Effect::Release(Ok(())) => "release:ok".into(),
+        Effect::Release(Err(Refusal::NotReady(_))) => "release:not-ready".into(),
+        Effect::Release(Err(_)) => "release:failed".into(),
         Effect::Defer => "defer".into(),
         Effect::End => "end".into(),
     }
@@ -313,6 +387,9 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("stopped", "tree-survived",   "=",                       ""),
     ("stopped", "drained",        "=",                       ""),
     ("stopped", "backoff-elapsed", "=",                       ""),
+    ("stopped", "ready", "=", ""),
+    ("stopped", "not-ready", "=", ""),
+    ("stopped", "unhealthy", "=", ""),
     // Starting (for a request): commands wait for the outcome.
     ("starting", "start",           "=",                     "defer"),
     ("starting", "stop",            "=",                     "defer"),
@@ -327,10 +404,11 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("starting", "tree-survived",   "=",                     ""),
     ("starting", "drained",        "=",                       ""),
     ("starting", "backoff-elapsed", "=",                     ""),
+    ("starting", "ready", "=", ""),
+    ("starting", "not-ready", "=", ""),
+    ("starting", "unhealthy", "=", ""),
     ("starting-auto", "spawned",          "online:20 up",     "emit:online persist"),
     ("starting-auto", "spawn-failed",     "backoff:+100 up",  "emit:errored emit:autorestart_scheduled arm:100ms persist"),
-    ("starting-recovery", "spawned",      "online:20 up",     "emit:online persist"),
-    ("starting-recovery", "spawn-failed", "errored:spawn up", "emit:errored persist"),
     // Online.
     ("online", "start",           "=",                        "reply:ok"),
     ("online", "stop",            "stopping:stop:10 down",    "emit:stopping end-tree"),
@@ -345,6 +423,9 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("online", "tree-survived",   "=",                        ""),
     ("online", "drained",        "=",                       ""),
     ("online", "backoff-elapsed", "=",                        ""),
+    ("online", "ready", "=", ""),
+    ("online", "not-ready", "=", ""),
+    ("online", "unhealthy", "stopping:crashed:10 up", "emit:unhealthy end-tree"),
     // Stopping (for a stop): commands wait; the exit is recorded; the end decides.
     ("stopping", "start",           "=",                       "defer"),
     ("stopping", "stop",            "=",                       "defer"),
@@ -359,6 +440,9 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("stopping", "tree-survived",   "draining:stop! down",     "drain"),
     ("stopping", "drained",         "=",                       ""),
     ("stopping", "backoff-elapsed", "=",                       ""),
+    ("stopping", "ready", "=", ""),
+    ("stopping", "not-ready", "=", ""),
+    ("stopping", "unhealthy", "=", ""),
     ("stopping-crashed", "exited",          "=",                       ""),
     ("stopping-crashed", "tree-survived",   "draining:crashed! up",    "drain"),
     // Draining: the tree is gone; its output is read to the end before anything follows.
@@ -375,6 +459,9 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("draining", "tree-survived",   "=",                       ""),
     ("draining", "drained",         "stopped down",            "emit:stopped persist+wait reply:ok"),
     ("draining", "backoff-elapsed", "=",                       ""),
+    ("draining", "ready", "=", ""),
+    ("draining", "not-ready", "=", ""),
+    ("draining", "unhealthy", "=", ""),
     ("draining-survived", "drained",          "errored:unkillable down", "emit:errored persist+wait reply:stop-failed"),
     ("draining-quiet", "drained",             "stopped down",            "persist+wait reply:ok"),
     ("draining-restart", "drained",           "starting:request up",     "emit:stopped emit:starting spawn"),
@@ -386,8 +473,8 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("draining-shutdown-survived", "drained", "errored:unkillable up",   "emit:errored close-logs persist end reply:ok"),
     ("draining-crashed", "drained",           "backoff:+100 up",         "emit:autorestart_scheduled arm:100ms persist"),
     ("draining-crashed-survived", "drained",  "backoff:+100 up",         "emit:autorestart_scheduled arm:100ms persist"),
-    ("draining-recover", "drained",           "starting:recovery up",    "emit:starting spawn"),
-    ("draining-recover-survived", "drained",  "starting:recovery up",    "emit:errored emit:starting spawn"),
+    ("draining-recover", "drained",           "queued up",               ""),
+    ("draining-recover-survived", "drained",  "queued up",               "emit:errored"),
     ("draining-recover-down", "drained",      "stopped down",            ""),
     // Waiting out a backoff: a stop cancels it (the timer is then stale).
     ("backoff", "start",           "starting:request up",      "emit:starting spawn"),
@@ -403,6 +490,9 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("backoff", "tree-survived",   "=",                        ""),
     ("backoff", "drained",        "=",                       ""),
     ("backoff", "backoff-elapsed", "starting:autorestart up",  "emit:starting spawn"),
+    ("backoff", "ready", "=", ""),
+    ("backoff", "not-ready", "=", ""),
+    ("backoff", "unhealthy", "=", ""),
     // Errored: start and restart reset it; its leftovers are still looked for.
     ("errored", "start",           "starting:request up",      "emit:starting spawn"),
     ("errored", "stop",            "stopping:stop:- down",     "emit:stopping end-tree"),
@@ -417,20 +507,84 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("errored", "tree-survived",   "=",                        ""),
     ("errored", "drained",        "=",                       ""),
     ("errored", "backoff-elapsed", "=",                        ""),
+    ("errored", "ready", "=", ""),
+    ("errored", "not-ready", "=", ""),
+    ("errored", "unhealthy", "=", ""),
     // Recovery of an app that should run.
     ("stopped-up", "recovered",           "online:30:adopted up",  "adopt emit:online"),
     ("stopped-up", "recovered-leftovers", "stopping:recover:- up", "end-tree"),
-    ("stopped-up", "recovered-nothing",   "starting:recovery up",  "emit:starting spawn"),
+    ("stopped-up", "recovered-nothing",   "queued up",             ""),
     ("stopped", "recovered-nothing",      "=",                     ""),
+    // Queued after a new agent started: its turn comes with a start.
+    ("queued", "start",           "starting:request up",      "emit:starting spawn"),
+    ("queued", "stop",            "stopping:stop:- down",     "emit:stopping end-tree"),
+    ("queued", "restart",         "stopping:restart:- up",    "emit:restarting emit:stopping end-tree"),
+    ("queued", "delete",          "stopping:delete:- up",     "emit:stopping end-tree"),
+    ("queued", "shutdown",        "stopping:shutdown:- up",   "emit:stopping end-tree"),
+    ("queued", "recovered",       "=", ""),
+    ("queued", "spawned",         "=", ""),
+    ("queued", "spawn-failed",    "=", ""),
+    ("queued", "exited",          "=", ""),
+    ("queued", "tree-gone",       "=", ""),
+    ("queued", "tree-survived",   "=", ""),
+    ("queued", "drained",         "=", ""),
+    ("queued", "backoff-elapsed", "=", ""),
+    ("queued", "ready",           "=", ""),
+    ("queued", "not-ready",       "=", ""),
+    ("queued", "unhealthy",       "=", ""),
+    // Spawned, not yet ready: commands are taken at once; a request waiting for readiness is
+    // answered when the instance it waited for goes away.
+    ("unready", "start",           "=",                       "hold"),
+    ("unready", "start-nowait",    "=",                       "reply:ok"),
+    ("unready", "stop",            "stopping:stop:10 down",   "release:not-ready emit:stopping end-tree"),
+    ("unready-nowait", "stop",     "stopping:stop:10 down",   "emit:stopping end-tree"),
+    ("unready", "restart",         "stopping:restart:10 up",  "emit:restarting release:not-ready emit:stopping end-tree"),
+    ("unready", "delete",          "stopping:delete:10 up",   "release:not-ready emit:stopping end-tree"),
+    ("unready", "shutdown",        "stopping:shutdown:10 up", "release:not-ready emit:stopping end-tree"),
+    ("unready", "recovered",       "=", ""),
+    ("unready", "spawned",         "=", ""),
+    ("unready", "spawn-failed",    "=", ""),
+    ("unready", "exited",          "stopping:crashed:- up",   "emit:exited end-tree"),
+    ("unready", "tree-gone",       "=", ""),
+    ("unready", "tree-survived",   "=", ""),
+    ("unready", "drained",         "=", ""),
+    ("unready", "backoff-elapsed", "=", ""),
+    ("unready", "ready",           "online:10 up",            "emit:ready emit:online release:ok"),
+    ("unready-nowait", "ready",    "online:10 up",            "emit:ready emit:online"),
+    ("unready", "not-ready",       "stopping:crashed:10 up",  "emit:unhealthy end-tree"),
+    ("unready", "unhealthy",       "=", ""),
+    ("draining-crashed-waiting", "drained", "backoff:+100 up", "release:not-ready emit:autorestart_scheduled arm:100ms persist"),
+    ("draining-unhealthy", "drained",       "backoff:+100 up", "emit:autorestart_scheduled arm:100ms persist"),
 ];
 
 #[test]
 fn table() {
+    check_rows(TABLE, &rules());
+}
+
+/// With a readiness and a liveness check (the rules of `checked()`).
+#[rustfmt::skip]
+const CHECKED: &[(&str, &str, &str, &str)] = &[
+    ("starting", "spawned",        "unready:20 up",          "probe:ready persist+wait hold"),
+    ("starting-nowait", "spawned", "unready:20 up",          "probe:ready persist+wait reply:ok"),
+    ("starting-auto", "spawned",   "unready:20 up",          "probe:ready persist"),
+    ("unready", "ready",           "online:10 up",           "emit:ready emit:online probe:alive release:ok"),
+    ("online", "unhealthy",        "stopping:crashed:10 up", "emit:unhealthy end-tree"),
+    ("stopped-up", "recovered",    "online:30:adopted up",   "adopt emit:online probe:alive"),
+    ("draining-unhealthy", "drained", "backoff:+100 up",     "emit:autorestart_scheduled arm:100ms persist"),
+];
+
+#[test]
+fn with_checks() {
+    check_rows(CHECKED, &checked());
+}
+
+fn check_rows(table: &[(&str, &str, &str, &str)], rules: &Rules) {
     let mut failures = Vec::new();
-    for &(s, i, want_state, want_effects) in TABLE {
+    for &(s, i, want_state, want_effects) in table {
         let before = state(s);
         let mut life = before.clone();
-        let effects = life.step(input(i), &rules(), NOW);
+        let effects = life.step(input(i), rules, NOW);
         let unchanged = want_state == "=";
         let want_state = if unchanged {
             state_code(&before)
@@ -461,7 +615,7 @@ fn every_state_meets_every_input() {
         .map(|(s, i)| format!("({s}, {i})"))
         .collect();
     assert!(missing.is_empty(), "no row for {}", missing.join(", "));
-    assert_eq!(BASE_STATES.len() * BASE_INPUTS.len(), 91);
+    assert_eq!(BASE_STATES.len() * BASE_INPUTS.len(), 144);
 }
 
 /// Feeds inputs at the given times; returns every effect in the short notation.
@@ -502,7 +656,13 @@ fn restart_is_stop_then_start() {
         &mut life,
         &rules(),
         vec![
-            (Input::Restart(req()), NOW),
+            (
+                Input::Restart {
+                    cause: req(),
+                    wait: true,
+                },
+                NOW,
+            ),
             (Input::Exited(exit(0)), NOW),
             (Input::TreeGone, NOW),
             (Input::Drained, NOW),
@@ -571,14 +731,23 @@ fn a_stable_run_resets_the_backoff() {
 
 #[test]
 fn a_start_or_restart_clears_the_crash_loop() {
-    for command in [Input::Start(req()), Input::Restart(req())] {
+    for command in [
+        Input::Start {
+            cause: req(),
+            wait: true,
+        },
+        Input::Restart {
+            cause: req(),
+            wait: true,
+        },
+    ] {
         let mut life = online();
         let mut now = NOW;
         while let Ok(d) = crash(&mut life, &rules(), 1, now) {
             now += d;
         }
         life.step(command.clone(), &rules(), now);
-        if matches!(command, Input::Restart(_)) {
+        if matches!(command, Input::Restart { .. }) {
             life.step(Input::TreeGone, &rules(), now);
             life.step(Input::Drained, &rules(), now);
         }

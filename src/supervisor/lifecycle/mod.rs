@@ -3,5 +3,7 @@
 
 mod machine;
 mod owner;
+mod probing;
+mod state;
 
 pub(super) use owner::{Actor, Cmd, Init, Reply};

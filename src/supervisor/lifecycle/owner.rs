@@ -11,7 +11,10 @@ use tokio::{
     time::{sleep_until, timeout, Instant},
 };
 
-use super::machine::{Effect, Input, Life, Note, Refusal, Rules, State, Survivor};
+use super::{
+    machine::{Effect, Input, Life, Note, Refusal, Rules, State, Survivor},
+    probing::Probing,
+};
 use crate::model::{now_unix_ms, AppId, AppSpec, Cause, Env, Event, Exit};
 use crate::supervisor::{
     error::StoreError,
@@ -31,8 +34,10 @@ pub type Reply = oneshot::Sender<Result<AppView, Error>>;
 
 /// What the supervisor asks of an app's owner.
 pub enum Cmd {
+    /// With `wait`, answered once the app is ready.
     Start {
         cause: Cause,
+        wait: bool,
         reply: Reply,
     },
     Stop {
@@ -43,6 +48,7 @@ pub enum Cmd {
     Restart {
         base_env: Option<Env>,
         cause: Cause,
+        wait: bool,
         reply: Reply,
     },
     /// Stop and forget; with `purge_logs`, remove the log files too.
@@ -85,13 +91,20 @@ struct Request {
 impl From<Cmd> for Request {
     fn from(cmd: Cmd) -> Request {
         let (input, pending, base_env) = match cmd {
-            Cmd::Start { cause, reply } => (Input::Start(cause), Pending::App(reply), None),
+            Cmd::Start { cause, wait, reply } => {
+                (Input::Start { cause, wait }, Pending::App(reply), None)
+            }
             Cmd::Stop { cause, reply } => (Input::Stop(cause), Pending::App(reply), None),
             Cmd::Restart {
                 base_env,
                 cause,
+                wait,
                 reply,
-            } => (Input::Restart(cause), Pending::App(reply), base_env),
+            } => (
+                Input::Restart { cause, wait },
+                Pending::App(reply),
+                base_env,
+            ),
             Cmd::Delete {
                 purge_logs,
                 cause,
@@ -171,6 +184,10 @@ pub struct Actor {
     survivor: Option<Main>,
     backoff: Option<Instant>,
     pending: Option<Pending>,
+    /// Commands waiting for the app's readiness, each with the state-file failure it met.
+    held: Vec<(Pending, Option<StoreError>)>,
+    /// The app's checks: its notify socket and the probe of the current instance.
+    probing: Probing,
     /// Commands that arrived while an operation was under way.
     deferred: VecDeque<Request>,
     /// A failed wait for the state file, reported to the pending command.
@@ -189,6 +206,7 @@ impl Actor {
     ) -> (Actor, watch::Receiver<AppView>) {
         let life = Life::new(rec.desired, rec.restarts);
         let spec = Arc::new(rec.spec);
+        let probing = Probing::new(&spec, &ctx.notify_dir, rec.id);
         let (view, rx) = watch::channel(AppView {
             id: rec.id,
             spec: spec.clone(),
@@ -202,6 +220,7 @@ impl Actor {
             created_at_unix_ms: rec.created_at_unix_ms,
             stdout_path: logs.out.path().to_path_buf(),
             stderr_path: logs.err.path().to_path_buf(),
+            probe: None,
         });
         let actor = Actor {
             id: rec.id,
@@ -214,6 +233,8 @@ impl Actor {
             survivor: None,
             backoff: None,
             pending: None,
+            held: Vec::new(),
+            probing,
             deferred: VecDeque::new(),
             unsaved: None,
             ended: false,
@@ -253,6 +274,7 @@ impl Actor {
                 },
                 exit = wait_exit(&mut self.main) => Wake::Input(Input::Exited(exit)),
                 () = wait_until(backoff) => Wake::Input(Input::BackoffElapsed),
+                verdict = self.probing.verdict() => Wake::Input(verdict),
             };
             // Boxed: what a command or a fact sets in motion (a spawn, a tree's end) lives on
             // the heap while it runs, so a resting owner (a thousand of them) stays small.
@@ -298,6 +320,8 @@ impl Actor {
         Rules {
             restart: self.spec.restart,
             autorestart: self.spec.autorestart,
+            ready_check: self.spec.ready.is_some(),
+            alive_check: self.spec.alive.is_some(),
         }
     }
 
@@ -334,7 +358,18 @@ impl Actor {
             Effect::Emit(note) => self.emit(note),
             Effect::Spawn => queue.push_back(self.spawn().await),
             Effect::Adopt => self.main = self.survivor.take(),
+            Effect::Probe(which) => {
+                let env = self.env();
+                self.probing.start(
+                    which,
+                    &self.spec,
+                    env,
+                    self.logs.clone(),
+                    self.ctx.reaper.clone(),
+                );
+            }
             Effect::EndTree => {
+                self.probing.stop();
                 let (exit, ended) = self.end_tree().await;
                 queue.extend(exit.map(Input::Exited));
                 queue.push_back(ended);
@@ -368,6 +403,17 @@ impl Actor {
                 self.wait_saved(gen).await;
             }
             Effect::Reply(result) => self.reply(result),
+            Effect::Hold => {
+                if let Some(p) = self.pending.take() {
+                    self.held.push((p, self.unsaved.take()));
+                }
+            }
+            Effect::Release(result) => {
+                for (pending, unsaved) in std::mem::take(&mut self.held) {
+                    let r = self.result(unsaved, result.clone());
+                    answer(pending, r);
+                }
+            }
             // Only ever the sole effect of a command, which `request` keeps for later.
             Effect::Defer => {}
             Effect::End => {
@@ -387,29 +433,41 @@ impl Actor {
     }
 
     fn reply(&mut self, result: Result<(), Refusal>) {
+        let unsaved = self.unsaved.take();
+        let result = self.result(unsaved, result);
+        if let Some(p) = self.pending.take() {
+            answer(p, result);
+        }
+    }
+
+    /// A command's answer: a state-file failure first, then the machine's verdict.
+    fn result(
+        &self,
+        unsaved: Option<StoreError>,
+        result: Result<(), Refusal>,
+    ) -> Result<AppView, Error> {
         let app = self.spec.name.to_string();
-        let result = match (self.unsaved.take(), result) {
+        match (unsaved, result) {
             (Some(cause), _) => Err(Error::Persist { app, cause }),
             (None, Ok(())) => Ok(self.snapshot()),
             (None, Err(Refusal::Start(cause))) => Err(Error::StartFailed { app, cause }),
             (None, Err(Refusal::Stop(cause))) => Err(Error::StopFailed { app, cause }),
-        };
-        match self.pending.take() {
-            Some(Pending::App(reply)) => {
-                let _ = reply.send(result);
-            }
-            Some(Pending::Shutdown(reply)) => {
-                let _ = reply.send(());
-            }
-            None => {}
+            (None, Err(Refusal::NotReady(cause))) => Err(Error::NotReady { app, cause }),
         }
+    }
+
+    /// The environment the app's processes (and its exec checks) get.
+    fn env(&self) -> Env {
+        effective_env(&self.base_env, &self.spec, &self.ctx.agent_id, self.id)
     }
 
     /// Spawns the main process with the stored spec and environment.
     async fn spawn(&mut self) -> Input {
+        let mut env = self.env();
+        self.probing.before_spawn(&self.spec, &self.logs, &mut env);
         let launch = Launch {
             spec: self.spec.clone(),
-            env: effective_env(&self.base_env, &self.spec, &self.ctx.agent_id, self.id),
+            env,
         };
         match self.ctx.spawner.spawn(launch).await {
             Ok(Spawned {
@@ -550,6 +608,18 @@ impl Actor {
             created_at_unix_ms: self.created_at_unix_ms,
             stdout_path: self.logs.out.path().to_path_buf(),
             stderr_path: self.logs.err.path().to_path_buf(),
+            probe: self.probing.report(),
+        }
+    }
+}
+
+fn answer(pending: Pending, result: Result<AppView, Error>) {
+    match pending {
+        Pending::App(reply) => {
+            let _ = reply.send(result);
+        }
+        Pending::Shutdown(reply) => {
+            let _ = reply.send(());
         }
     }
 }

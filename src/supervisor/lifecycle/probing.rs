@@ -1,0 +1,151 @@
+//! The owner's side of an app's checks: its notify socket (made once, kept for the app's life),
+//! the probe task of the current instance, and the verdicts it sends back as machine inputs.
+//! A verdict from a probe that was replaced or stopped meanwhile is dropped (each probe has a
+//! generation).
+
+use std::{path::Path, sync::Arc};
+
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+
+use super::machine::{Input, Probe};
+use crate::model::{AppSpec, Env, LogStream, ProbeReport};
+use crate::supervisor::{
+    logs::AppLogs,
+    probes::{self, notify::NotifySocket, notify::NotifyState, Target, Verdict},
+    process::reaper::Reaper,
+};
+
+pub struct Probing {
+    notify: Option<NotifySocket>,
+    task: Option<JoinHandle<()>>,
+    generation: u64,
+    tx: mpsc::Sender<(u64, Verdict)>,
+    rx: mpsc::Receiver<(u64, Verdict)>,
+    report: watch::Sender<ProbeReport>,
+    /// Where this instance's output starts, and what the app had notified before it.
+    log_from: [u64; 2],
+    notified: NotifyState,
+}
+
+impl Probing {
+    /// For an app with this spec: binds its notify socket (in `notify_dir`) when it uses one.
+    /// A socket that cannot be made is logged; a notify check then fails with that cause.
+    pub fn new(spec: &AppSpec, notify_dir: &Path, id: u64) -> Probing {
+        let notify = spec.uses_notify().then(|| {
+            NotifySocket::bind(&notify_dir.join(format!("{id}.sock")))
+                .inspect_err(|e| {
+                    tracing::error!(app = %spec.name, error = %e, "cannot make the notify socket");
+                })
+                .ok()
+        });
+        let (tx, rx) = mpsc::channel(4);
+        Probing {
+            notify: notify.flatten(),
+            task: None,
+            generation: 0,
+            tx,
+            rx,
+            report: watch::Sender::new(ProbeReport::default()),
+            log_from: [0, 0],
+            notified: NotifyState::default(),
+        }
+    }
+
+    /// Before a spawn: where the instance's output will start, what was notified so far, and
+    /// the variables that tell the app where to notify.
+    pub fn before_spawn(&mut self, spec: &AppSpec, logs: &AppLogs, env: &mut Env) {
+        self.log_from = [
+            logs.get(LogStream::Out).end(),
+            logs.get(LogStream::Err).end(),
+        ];
+        if let Some(n) = &self.notify {
+            self.notified = n.state().borrow().clone();
+            env.insert(
+                "NOTIFY_SOCKET".into(),
+                n.path().to_string_lossy().into_owned(),
+            );
+        }
+        if let Some(crate::model::AliveCheck::Watchdog(d)) = spec.alive.as_ref().map(|l| &l.check) {
+            env.insert("WATCHDOG_USEC".into(), d.as_micros().to_string());
+        }
+    }
+
+    /// Starts `which` check of the current instance; any other probe stops.
+    pub fn start(
+        &mut self,
+        which: Probe,
+        spec: &AppSpec,
+        env: Env,
+        logs: Arc<AppLogs>,
+        reaper: Arc<Reaper>,
+    ) {
+        self.stop();
+        let target = Target {
+            env,
+            cwd: spec.cwd.clone(),
+            reaper,
+            logs,
+            log_from: self.log_from,
+            log_time: spec.logs.time,
+            notify: self
+                .notify
+                .as_ref()
+                .map(|n| (n.state(), self.notified.clone())),
+            report: self.report.clone(),
+        };
+        let verdict: std::pin::Pin<Box<dyn std::future::Future<Output = Verdict> + Send>> =
+            match (which, &spec.ready, &spec.alive) {
+                (Probe::Ready, Some(r), _) => Box::pin(probes::ready(r.clone(), target)),
+                (Probe::Alive, _, Some(l)) => Box::pin(probes::alive(l.clone(), target)),
+                // The machine asks only for checks the spec has.
+                _ => return,
+            };
+        let (generation, tx) = (self.generation, self.tx.clone());
+        self.task = Some(tokio::spawn(async move {
+            let v = verdict.await;
+            let _ = tx.send((generation, v)).await;
+        }));
+    }
+
+    /// Stops the current probe; its verdict, if already sent, is dropped.
+    pub fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        self.generation += 1;
+    }
+
+    /// The next verdict of the current probe, as a machine input.
+    pub async fn verdict(&mut self) -> Input {
+        loop {
+            match self.rx.recv().await {
+                Some((g, v)) if g == self.generation => {
+                    self.task = None;
+                    return match v {
+                        Verdict::Ready => Input::Ready,
+                        Verdict::NotReady(why) => Input::NotReady(why),
+                        Verdict::Unhealthy(why) => Input::Unhealthy(why),
+                    };
+                }
+                Some(_) => continue,
+                // We hold a sender: never.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// What the checks last found, for `describe`.
+    pub fn report(&self) -> Option<ProbeReport> {
+        let r = self.report.borrow();
+        (!r.check.is_empty()).then(|| r.clone())
+    }
+}
+
+impl Drop for Probing {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,186 @@
+//! One attempt of a polled check: an HTTP GET, a TCP connect, or a command. Each is bounded: the
+//! caller's timeout ends it, an HTTP answer is read up to its status line (at most a few KiB),
+//! and a command that overruns is killed with its whole process group.
+
+use std::{
+    io,
+    os::unix::process::CommandExt,
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::timeout,
+};
+
+use crate::model::{format_duration, split_host_port, Env, HttpUrl};
+use crate::supervisor::process::{launch::resolve_program, reaper::Reaper};
+
+/// Bounds the answer an HTTP check reads.
+const MAX_HEAD: usize = 4096;
+
+/// A short text for an I/O error of a check.
+fn why(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        io::ErrorKind::ConnectionReset => "connection reset".into(),
+        io::ErrorKind::TimedOut => "timed out".into(),
+        io::ErrorKind::UnexpectedEof => "connection closed before an answer".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Runs `attempt` within `limit`; the error names `what`.
+pub async fn bounded<F>(what: &str, limit: Duration, attempt: F) -> Result<(), String>
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    match timeout(limit, attempt).await {
+        Ok(r) => r.map_err(|e| format!("{what}: {e}")),
+        Err(_) => Err(format!(
+            "{what}: no answer within {}",
+            format_duration(limit)
+        )),
+    }
+}
+
+/// A TCP connect to `target` (HOST:PORT).
+pub async fn tcp(target: &str) -> Result<(), String> {
+    let (host, port) = split_host_port(target, None)?;
+    TcpStream::connect((host.as_str(), port))
+        .await
+        .map(drop)
+        .map_err(|e| why(&e))
+}
+
+/// A GET: 2xx and 3xx pass.
+pub async fn http(url: &HttpUrl) -> Result<(), String> {
+    let mut s = TcpStream::connect((url.host.as_str(), url.port))
+        .await
+        .map_err(|e| why(&e))?;
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: grpm-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        url.path,
+        url.authority()
+    );
+    s.write_all(req.as_bytes()).await.map_err(|e| why(&e))?;
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 512];
+    while !head.contains(&b'\n') && head.len() < MAX_HEAD {
+        let n = s.read(&mut buf).await.map_err(|e| why(&e))?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head
+        .split(|&b| b == b'\n')
+        .next()
+        .map(|l| String::from_utf8_lossy(l).trim().to_string())
+        .unwrap_or_default();
+    let code: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .filter(|_| line.starts_with("HTTP/"))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| {
+            if line.is_empty() {
+                "no HTTP answer".to_string()
+            } else {
+                format!(
+                    "not an HTTP answer: {:?}",
+                    line.chars().take(80).collect::<String>()
+                )
+            }
+        })?;
+    if (200..400).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("HTTP {code}"))
+    }
+}
+
+/// Runs `argv` with `env` in `cwd`, in a process group of its own; exit 0 passes. Past `limit`
+/// the whole group is killed.
+pub async fn exec(
+    reaper: &Reaper,
+    argv: &[String],
+    env: &Env,
+    cwd: &Path,
+    limit: Duration,
+) -> Result<(), String> {
+    let what = argv.first().cloned().unwrap_or_default();
+    let program = resolve_program(&what, cwd, env.get("PATH").map(String::as_str))
+        .map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(&program);
+    cmd.arg0(&what)
+        .args(&argv[1..])
+        .current_dir(cwd)
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let (pid, exit) = reaper
+        .spawn(&mut cmd)
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let mut exit = exit;
+    match timeout(limit, &mut exit).await {
+        Ok(Ok(e)) if e.success() => Ok(()),
+        Ok(Ok(e)) => Err(format!("{what}: {}", e.text())),
+        Ok(Err(_)) => Err(format!("{what}: its exit status was lost")),
+        Err(_) => {
+            // The group is ours: it was made for this command.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = timeout(Duration::from_secs(2), exit).await;
+            Err(format!(
+                "{what}: still running after {} (killed)",
+                format_duration(limit)
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tcp_and_http_against_real_listeners() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            for status in ["200 OK", "503 Service Unavailable", "302 Found"] {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        assert_eq!(tcp(&addr.to_string()).await, Ok(()));
+        let url = HttpUrl::parse(&format!("http://{addr}/health")).unwrap();
+        // The tcp check used the first accept.
+        assert_eq!(http(&url).await, Err("HTTP 503".into()));
+        assert_eq!(http(&url).await, Ok(()));
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gone = closed.local_addr().unwrap();
+        drop(closed);
+        assert_eq!(
+            tcp(&gone.to_string()).await,
+            Err("connection refused".into())
+        );
+        let e = bounded("x", Duration::from_millis(50), std::future::pending())
+            .await
+            .unwrap_err();
+        assert!(e.contains("no answer within 50ms"), "{e}");
+    }
+}
