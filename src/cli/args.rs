@@ -234,7 +234,6 @@ pub struct StartArgs {
 
 /// Readiness, liveness and dependencies of a new app (see `checks.rs`).
 #[derive(Debug, Args)]
-#[group(id = "ready", multiple = false)]
 pub struct CheckArgs {
     /// Ready when a GET to this http:// URL answers 2xx or 3xx.
     #[arg(long, value_name = "URL", group = "ready")]

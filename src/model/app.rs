@@ -4,7 +4,7 @@
 
 use std::{fmt, path::PathBuf};
 
-use super::{AppId, AppSpec, Desired, Env, Exit, Status};
+use super::{AppId, AppSpec, Desired, Env, Exit, ProbeReport, Status};
 
 /// The status as a listing shows it: a word per state, without the state's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,6 +79,8 @@ pub struct AppDetail {
     pub stderr_path: PathBuf,
     /// Until a pending autorestart; 0 when none is pending.
     pub restart_in_ms: u64,
+    /// What the app's checks last found, when it has any.
+    pub probe: Option<ProbeReport>,
 }
 
 /// Hand-written so that env values (which often hold secrets) never reach a log.
@@ -95,6 +97,7 @@ impl fmt::Debug for AppDetail {
             .field("stdout_path", &self.stdout_path)
             .field("stderr_path", &self.stderr_path)
             .field("restart_in_ms", &self.restart_in_ms)
+            .field("probe", &self.probe)
             .finish()
     }
 }

@@ -42,9 +42,30 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// A configured duration, exactly, in the largest unit that divides it: "1500ms", "3s", "2m".
+pub fn format_exact(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0s".into(),
+        _ if ms % 1000 != 0 => format!("{ms}ms"),
+        _ if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        _ if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        _ => format!("{}s", ms / 1000),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exact() {
+        let f = |ms| format_exact(Duration::from_millis(ms));
+        assert_eq!(
+            [f(0), f(1500), f(3000), f(120_000), f(7_200_000), f(90_000)],
+            ["0s", "1500ms", "3s", "2m", "2h", "90s"]
+        );
+    }
 
     #[test]
     fn parses() {

@@ -16,7 +16,7 @@ mod time;
 pub use app::{AppDetail, AppInfo, StatusKind};
 pub use chunk::{LogChunk, LogPosition};
 pub use draft::{whole_millis, AppDraft};
-pub use duration::{format_duration, parse_duration};
+pub use duration::{format_duration, format_exact, parse_duration};
 pub use event::{Cause, Event, EventKind};
 pub use logs::{parse_size, LogPolicy, LogStream};
 pub use name::{validate_name, Target};

@@ -343,7 +343,14 @@ pub fn detail(v: &AppView, usage: Usage) -> pb::AppDetail {
         stdout_path: v.stdout_path.to_string_lossy().into_owned(),
         stderr_path: v.stderr_path.to_string_lossy().into_owned(),
         restart_in_ms,
-        probe: None,
+        probe: v.probe.as_ref().map(|r| pb::ProbeReport {
+            check: r.check.clone(),
+            ok: r.ok,
+            error: r.error.clone().unwrap_or_default(),
+            at_unix_ms: r.at_unix_ms,
+            failures: r.failures,
+            ready_after_ms: r.ready_after_ms.unwrap_or(0),
+        }),
     }
 }
 
@@ -497,6 +504,14 @@ pub fn detail_from_pb(d: pb::AppDetail) -> Result<model::AppDetail, String> {
         stdout_path: d.stdout_path.into(),
         stderr_path: d.stderr_path.into(),
         restart_in_ms: d.restart_in_ms,
+        probe: d.probe.map(|r| model::ProbeReport {
+            check: r.check,
+            ok: r.ok,
+            error: (!r.error.is_empty()).then_some(r.error),
+            at_unix_ms: r.at_unix_ms,
+            failures: r.failures,
+            ready_after_ms: (r.ready_after_ms > 0).then_some(r.ready_after_ms),
+        }),
     })
 }
 

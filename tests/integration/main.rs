@@ -12,6 +12,7 @@ mod grpcurl;
 mod input;
 mod logs;
 mod persistence;
+mod ready;
 mod remote;
 mod security;
 mod tree;

@@ -16,7 +16,7 @@ use tokio::{
     time::timeout,
 };
 
-use crate::model::{format_duration, split_host_port, Env, HttpUrl};
+use crate::model::{format_exact, split_host_port, Env, HttpUrl};
 use crate::supervisor::process::{launch::resolve_program, reaper::Reaper};
 
 /// Bounds the answer an HTTP check reads.
@@ -40,10 +40,7 @@ where
 {
     match timeout(limit, attempt).await {
         Ok(r) => r.map_err(|e| format!("{what}: {e}")),
-        Err(_) => Err(format!(
-            "{what}: no answer within {}",
-            format_duration(limit)
-        )),
+        Err(_) => Err(format!("{what}: no answer within {}", format_exact(limit))),
     }
 }
 
@@ -142,7 +139,7 @@ pub async fn exec(
             let _ = timeout(Duration::from_secs(2), exit).await;
             Err(format!(
                 "{what}: still running after {} (killed)",
-                format_duration(limit)
+                format_exact(limit)
             ))
         }
     }

@@ -15,7 +15,7 @@ use tokio::{
 };
 
 use crate::model::{
-    format_duration, now_unix_ms, AliveCheck, Env, Liveness, LogStream, ProbeReport, Readiness,
+    format_exact, now_unix_ms, AliveCheck, Env, Liveness, LogStream, ProbeReport, Readiness,
     ReadyCheck,
 };
 use crate::supervisor::{
@@ -114,7 +114,7 @@ pub async fn ready(r: Readiness, t: Target) -> Verdict {
         }
         Err(e) => Verdict::NotReady(format!(
             "not ready after {}: {e}",
-            format_duration(Instant::now().saturating_duration_since(started))
+            format_exact(r.start_timeout)
         )),
     }
 }
@@ -281,7 +281,7 @@ async fn watchdog(interval: Duration, t: &Target) -> Verdict {
                 }
                 Ok(Err(_)) => return Verdict::Unhealthy("the notify socket closed".into()),
                 Err(_) => {
-                    let e = format!("no WATCHDOG=1 within {}", format_duration(interval));
+                    let e = format!("no WATCHDOG=1 within {}", format_exact(interval));
                     t.record(&Err(e.clone()));
                     return Verdict::Unhealthy(e);
                 }
