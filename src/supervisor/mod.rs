@@ -198,7 +198,7 @@ impl Supervisor {
             let starts = ids.into_iter().map(|id| {
                 let sup = sup.clone();
                 async move {
-                    if let Err(e) = sup.start(&Target::Id(id), Cause::Recovery, true).await {
+                    if let Err(e) = sup.resume_app(id).await {
                         tracing::warn!(app_id = id, error = %e, "not brought back");
                     }
                 }
@@ -307,6 +307,13 @@ impl Supervisor {
             "new app",
         )
         .await
+    }
+
+    /// A new agent's turn to start app `id` again: started (and answered once ready) if it is
+    /// still waiting for its turn; left as it is if a command decided meanwhile.
+    pub async fn resume_app(&self, id: AppId) -> Result<Vec<AppView>, Error> {
+        self.each(&Target::Id(id), |reply| Cmd::Resume { reply })
+            .await
     }
 
     /// Starts stopped or errored apps; online ones are left as they are. With `wait`, answers

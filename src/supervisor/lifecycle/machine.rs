@@ -136,6 +136,13 @@ impl Life {
                 self.end_tree(Then::Delete { purge_logs, cause }, &mut fx);
             }
             Input::Shutdown => self.end_tree(Then::Shutdown, &mut fx),
+            Input::Resume => match self.state {
+                State::Queued => {
+                    let cause = Cause::Recovery;
+                    self.spawn(Origin::Request { cause, wait: true }, &mut fx);
+                }
+                _ => fx.push(E::Reply(Ok(()))),
+            },
             Input::Recovered {
                 survivor,
                 leftovers,

@@ -209,12 +209,13 @@ fn state(name: &str) -> Life {
 }
 
 /// The inputs of the table by name. These are the base inputs.
-const BASE_INPUTS: [&str; 16] = [
+const BASE_INPUTS: [&str; 17] = [
     "start",
     "stop",
     "restart",
     "delete",
     "shutdown",
+    "resume",
     "recovered",
     "spawned",
     "spawn-failed",
@@ -252,6 +253,7 @@ fn input(name: &str) -> Input {
             cause: req(),
         },
         "shutdown" => Input::Shutdown,
+        "resume" => Input::Resume,
         "recovered" => Input::Recovered {
             survivor: Some(survivor),
             leftovers: true,
@@ -379,6 +381,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("stopped", "restart",         "stopping:restart:- up",   "emit:restarting end-tree"),
     ("stopped", "delete",          "stopping:delete:- down",  "end-tree"),
     ("stopped", "shutdown",        "stopping:shutdown:- down", "end-tree"),
+    ("stopped", "resume", "=", "reply:ok"),
     ("stopped", "recovered",       "stopping:recover:- down", "end-tree"),
     ("stopped", "spawned",         "=",                       ""),
     ("stopped", "spawn-failed",    "=",                       ""),
@@ -396,6 +399,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("starting", "restart",         "=",                     "defer"),
     ("starting", "delete",          "=",                     "defer"),
     ("starting", "shutdown",        "=",                     "defer"),
+    ("starting", "resume", "=", "defer"),
     ("starting", "recovered",       "=",                     ""),
     ("starting", "spawned",         "online:20 up",          "emit:online persist+wait reply:ok"),
     ("starting", "spawn-failed",    "errored:spawn up",      "emit:errored persist+wait reply:start-failed"),
@@ -415,6 +419,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("online", "restart",         "stopping:restart:10 up",   "emit:restarting emit:stopping end-tree"),
     ("online", "delete",          "stopping:delete:10 up",    "emit:stopping end-tree"),
     ("online", "shutdown",        "stopping:shutdown:10 up",  "emit:stopping end-tree"),
+    ("online", "resume", "=", "reply:ok"),
     ("online", "recovered",       "=",                        ""),
     ("online", "spawned",         "=",                        ""),
     ("online", "spawn-failed",    "=",                        ""),
@@ -432,6 +437,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("stopping", "restart",         "=",                       "defer"),
     ("stopping", "delete",          "=",                       "defer"),
     ("stopping", "shutdown",        "=",                       "defer"),
+    ("stopping", "resume", "=", "defer"),
     ("stopping", "recovered",       "=",                       ""),
     ("stopping", "spawned",         "=",                       ""),
     ("stopping", "spawn-failed",    "=",                       ""),
@@ -451,6 +457,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("draining", "restart",         "=",                       "defer"),
     ("draining", "delete",          "=",                       "defer"),
     ("draining", "shutdown",        "=",                       "defer"),
+    ("draining", "resume", "=", "defer"),
     ("draining", "recovered",       "=",                       ""),
     ("draining", "spawned",         "=",                       ""),
     ("draining", "spawn-failed",    "=",                       ""),
@@ -482,6 +489,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("backoff", "restart",         "stopping:restart:- up",    "emit:restarting emit:stopping end-tree"),
     ("backoff", "delete",          "stopping:delete:- up",     "emit:stopping end-tree"),
     ("backoff", "shutdown",        "stopping:shutdown:- up",   "emit:stopping end-tree"),
+    ("backoff", "resume", "=", "reply:ok"),
     ("backoff", "recovered",       "=",                        ""),
     ("backoff", "spawned",         "=",                        ""),
     ("backoff", "spawn-failed",    "=",                        ""),
@@ -499,6 +507,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("errored", "restart",         "stopping:restart:- up",    "emit:restarting emit:stopping end-tree"),
     ("errored", "delete",          "stopping:delete:- up",     "emit:stopping end-tree"),
     ("errored", "shutdown",        "stopping:shutdown:- up",   "emit:stopping end-tree"),
+    ("errored", "resume", "=", "reply:ok"),
     ("errored", "recovered",       "=",                        ""),
     ("errored", "spawned",         "=",                        ""),
     ("errored", "spawn-failed",    "=",                        ""),
@@ -521,6 +530,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("queued", "restart",         "stopping:restart:- up",    "emit:restarting emit:stopping end-tree"),
     ("queued", "delete",          "stopping:delete:- up",     "emit:stopping end-tree"),
     ("queued", "shutdown",        "stopping:shutdown:- up",   "emit:stopping end-tree"),
+    ("queued", "resume", "starting:request up", "emit:starting spawn"),
     ("queued", "recovered",       "=", ""),
     ("queued", "spawned",         "=", ""),
     ("queued", "spawn-failed",    "=", ""),
@@ -541,6 +551,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("unready", "restart",         "stopping:restart:10 up",  "emit:restarting release:not-ready emit:stopping end-tree"),
     ("unready", "delete",          "stopping:delete:10 up",   "release:not-ready emit:stopping end-tree"),
     ("unready", "shutdown",        "stopping:shutdown:10 up", "release:not-ready emit:stopping end-tree"),
+    ("unready", "resume", "=", "reply:ok"),
     ("unready", "recovered",       "=", ""),
     ("unready", "spawned",         "=", ""),
     ("unready", "spawn-failed",    "=", ""),
@@ -615,7 +626,7 @@ fn every_state_meets_every_input() {
         .map(|(s, i)| format!("({s}, {i})"))
         .collect();
     assert!(missing.is_empty(), "no row for {}", missing.join(", "));
-    assert_eq!(BASE_STATES.len() * BASE_INPUTS.len(), 144);
+    assert_eq!(BASE_STATES.len() * BASE_INPUTS.len(), 153);
 }
 
 /// Feeds inputs at the given times; returns every effect in the short notation.

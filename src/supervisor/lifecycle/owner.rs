@@ -57,6 +57,10 @@ pub enum Cmd {
         cause: Cause,
         reply: Reply,
     },
+    /// A new agent's turn to start the app, if it is still queued; answered once it is ready.
+    Resume {
+        reply: Reply,
+    },
     /// The agent is exiting: end the tree, keep the desired state, end the task.
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -114,6 +118,7 @@ impl From<Cmd> for Request {
                 Pending::App(reply),
                 None,
             ),
+            Cmd::Resume { reply } => (Input::Resume, Pending::App(reply), None),
             Cmd::Shutdown { reply } => (Input::Shutdown, Pending::Shutdown(reply), None),
         };
         Request {

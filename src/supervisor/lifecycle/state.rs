@@ -173,6 +173,9 @@ pub enum Input {
     },
     /// The agent exits.
     Shutdown,
+    /// A new agent's turn to start the app (in dependency order): a start if it is still
+    /// queued, nothing otherwise (a command since then decided).
+    Resume,
     /// A new agent loaded the app: `survivor` is its recorded main process if that still runs
     /// as recorded; `leftovers`: some processes of the app survive (the survivor among them).
     Recovered {
@@ -211,6 +214,7 @@ impl Input {
                 | Input::Restart { .. }
                 | Input::Delete { .. }
                 | Input::Shutdown
+                | Input::Resume
         )
     }
 }
