@@ -379,6 +379,9 @@ pub fn describe_lines(d: &AppDetail) -> Vec<(&'static str, String)> {
             ),
         };
         out.push(("last check", format!("{}: {last}", p.check)));
+        if let Some(s) = &p.notify_status {
+            out.push(("notify status", s.clone()));
+        }
         if let Some(ms) = p.ready_after_ms {
             out.push(("ready after", format_exact(Duration::from_millis(ms))));
         }
@@ -398,6 +401,7 @@ pub fn describe_json(d: &AppDetail) -> Vec<(String, serde_json::Value)> {
             "at_unix_ms": p.at_unix_ms,
             "failures": p.failures,
             "ready_after_ms": p.ready_after_ms,
+            "notify_status": p.notify_status,
         })
     });
     vec![

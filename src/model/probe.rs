@@ -328,6 +328,8 @@ pub struct ProbeReport {
     pub failures: u32,
     /// For the current instance: from spawn to ready, once ready.
     pub ready_after_ms: Option<u64>,
+    /// The last `STATUS=` the app sent over sd_notify.
+    pub notify_status: Option<String>,
 }
 
 /// Checks an app's own list of dependencies (names, no repeats, not itself); whether the names

@@ -343,14 +343,19 @@ pub fn detail(v: &AppView, usage: Usage) -> pb::AppDetail {
         stdout_path: v.stdout_path.to_string_lossy().into_owned(),
         stderr_path: v.stderr_path.to_string_lossy().into_owned(),
         restart_in_ms,
-        probe: v.probe.as_ref().map(|r| pb::ProbeReport {
-            check: r.check.clone(),
-            ok: r.ok,
-            error: r.error.clone().unwrap_or_default(),
-            at_unix_ms: r.at_unix_ms,
-            failures: r.failures,
-            ready_after_ms: r.ready_after_ms.unwrap_or(0),
-        }),
+        probe: v
+            .probe
+            .as_ref()
+            .and_then(|l| l.now())
+            .map(|r| pb::ProbeReport {
+                check: r.check.clone(),
+                ok: r.ok,
+                error: r.error.clone().unwrap_or_default(),
+                at_unix_ms: r.at_unix_ms,
+                failures: r.failures,
+                ready_after_ms: r.ready_after_ms.unwrap_or(0),
+                notify_status: r.notify_status.clone().unwrap_or_default(),
+            }),
     }
 }
 
@@ -511,6 +516,7 @@ pub fn detail_from_pb(d: pb::AppDetail) -> Result<model::AppDetail, String> {
             at_unix_ms: r.at_unix_ms,
             failures: r.failures,
             ready_after_ms: (r.ready_after_ms > 0).then_some(r.ready_after_ms),
+            notify_status: (!r.notify_status.is_empty()).then_some(r.notify_status),
         }),
     })
 }

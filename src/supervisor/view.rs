@@ -3,7 +3,8 @@
 
 use std::{fmt, path::PathBuf, sync::Arc};
 
-use crate::model::{AppId, AppSpec, Desired, Env, Exit, ProbeReport, Status};
+use super::probes::Live;
+use crate::model::{AppId, AppSpec, Desired, Env, Exit, Status};
 
 #[derive(Clone)]
 pub struct AppView {
@@ -21,8 +22,8 @@ pub struct AppView {
     pub created_at_unix_ms: u64,
     pub stdout_path: PathBuf,
     pub stderr_path: PathBuf,
-    /// What the app's checks last found, when it has any.
-    pub probe: Option<ProbeReport>,
+    /// What the app's checks last found, when it has any (read live).
+    pub probe: Option<Live>,
 }
 
 impl AppView {

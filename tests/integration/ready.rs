@@ -179,6 +179,7 @@ fn notify_readiness_with_a_python_sender() {
     ]);
     assert_eq!(agent.status("svc"), "online");
     let d = agent.describe("svc");
+    assert_eq!(d["probe"]["notify_status"], "serving", "{d}");
     let sock = d["env"]["NOTIFY_SOCKET"].as_str();
     // The socket is the app's own, in the home, and nobody else's to read.
     let pid = agent.app("svc")["pid"].as_u64().unwrap();

@@ -613,7 +613,8 @@ impl Actor {
             created_at_unix_ms: self.created_at_unix_ms,
             stdout_path: self.logs.out.path().to_path_buf(),
             stderr_path: self.logs.err.path().to_path_buf(),
-            probe: self.probing.report(),
+            probe: (self.spec.ready.is_some() || self.spec.alive.is_some())
+                .then(|| self.probing.live()),
         }
     }
 }

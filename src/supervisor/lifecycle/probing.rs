@@ -12,9 +12,10 @@ use tokio::{
 
 use super::machine::{Input, Probe};
 use crate::model::{AppSpec, Env, LogStream, ProbeReport};
+
 use crate::supervisor::{
     logs::AppLogs,
-    probes::{self, notify::NotifySocket, notify::NotifyState, Target, Verdict},
+    probes::{self, notify::NotifySocket, notify::NotifyState, Live, Target, Verdict},
     process::reaper::Reaper,
 };
 
@@ -138,9 +139,11 @@ impl Probing {
     }
 
     /// What the checks last found, for `describe`.
-    pub fn report(&self) -> Option<ProbeReport> {
-        let r = self.report.borrow();
-        (!r.check.is_empty()).then(|| r.clone())
+    pub fn live(&self) -> Live {
+        Live {
+            report: self.report.subscribe(),
+            notify: self.notify.as_ref().map(NotifySocket::state),
+        }
     }
 }
 

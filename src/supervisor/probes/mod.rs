@@ -24,6 +24,25 @@ use crate::supervisor::{
 };
 use notify::NotifyState;
 
+/// What an app's checks last found, read when asked (`describe`), not when the app last
+/// changed state.
+#[derive(Clone)]
+pub struct Live {
+    pub report: watch::Receiver<ProbeReport>,
+    pub notify: Option<watch::Receiver<NotifyState>>,
+}
+
+impl Live {
+    pub fn now(&self) -> Option<ProbeReport> {
+        let mut r = self.report.borrow().clone();
+        if let Some(n) = &self.notify {
+            let status = n.borrow().status.clone();
+            r.notify_status = (!status.is_empty()).then_some(status);
+        }
+        (!r.check.is_empty()).then_some(r)
+    }
+}
+
 /// A probe's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
