@@ -46,11 +46,15 @@ where
 
 /// A TCP connect to `target` (HOST:PORT).
 pub async fn tcp(target: &str) -> Result<(), String> {
-    let (host, port) = split_host_port(target, None)?;
-    TcpStream::connect((host.as_str(), port))
-        .await
-        .map(drop)
-        .map_err(|e| why(&e))
+    // An address as written needs no look-up (and no allocation): the common case.
+    let connected = match target.parse::<std::net::SocketAddr>() {
+        Ok(addr) => TcpStream::connect(addr).await,
+        Err(_) => {
+            let (host, port) = split_host_port(target, None)?;
+            TcpStream::connect((host.as_str(), port)).await
+        }
+    };
+    connected.map(drop).map_err(|e| why(&e))
 }
 
 /// A GET: 2xx and 3xx pass.
