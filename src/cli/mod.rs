@@ -10,6 +10,7 @@ mod action;
 pub mod appfile;
 mod args;
 mod checks;
+mod checks_view;
 mod events;
 mod failure;
 mod fleet;

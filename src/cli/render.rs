@@ -212,7 +212,7 @@ pub fn detail(d: &AppDetail) -> String {
             if spec.logs.time { ", timestamped" } else { "" }
         ),
     );
-    for (k, v) in super::checks::describe_lines(d) {
+    for (k, v) in super::checks_view::describe_lines(d) {
         line(k, v);
     }
     line("stdout", d.stdout_path.to_string_lossy().into_owned());
@@ -277,7 +277,7 @@ pub fn detail_json(d: &AppDetail, host: Option<&str>) -> serde_json::Value {
         obj.insert("stdout_path".into(), d.stdout_path.to_string_lossy().into());
         obj.insert("stderr_path".into(), d.stderr_path.to_string_lossy().into());
         obj.insert("restart_in_ms".into(), d.restart_in_ms.into());
-        obj.extend(super::checks::describe_json(d));
+        obj.extend(super::checks_view::describe_json(d));
         if let Some(h) = host {
             obj.insert("host".into(), h.into());
         }

@@ -1,0 +1,120 @@
+//! How `describe` shows an app's checks and dependencies, and what the checks last found.
+
+use std::time::Duration;
+
+use crate::model::{
+    format_exact, rfc3339_ms, AliveCheck, AppDetail, Liveness, Readiness, ReadyCheck,
+};
+
+fn ready_text(r: &Readiness) -> String {
+    let what = match &r.check {
+        ReadyCheck::Http(u) => format!("http {u}"),
+        ReadyCheck::Tcp(t) => format!("tcp {t}"),
+        ReadyCheck::Exec(a) => format!("exec {}", join(a)),
+        ReadyCheck::Log(re) => format!("log /{re}/"),
+        ReadyCheck::Notify => "notify (READY=1)".into(),
+    };
+    format!(
+        "{what}; every {}, {} each, within {}",
+        format_exact(r.period),
+        format_exact(r.timeout),
+        format_exact(r.start_timeout)
+    )
+}
+
+fn alive_text(l: &Liveness) -> String {
+    match &l.check {
+        AliveCheck::Watchdog(d) => {
+            format!("watchdog: WATCHDOG=1 at least every {}", format_exact(*d))
+        }
+        other => {
+            let what = match other {
+                AliveCheck::Http(u) => format!("http {u}"),
+                AliveCheck::Tcp(t) => format!("tcp {t}"),
+                AliveCheck::Exec(a) => format!("exec {}", join(a)),
+                AliveCheck::Watchdog(_) => String::new(),
+            };
+            format!(
+                "{what}; every {}, {} each, unhealthy after {} failures",
+                format_exact(l.period),
+                format_exact(l.timeout),
+                l.failure_threshold
+            )
+        }
+    }
+}
+
+fn join(argv: &[String]) -> String {
+    shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
+}
+
+/// `describe`'s lines about checks and dependencies, and what the checks last found.
+pub fn describe_lines(d: &AppDetail) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(r) = &d.spec.ready {
+        out.push(("ready check", ready_text(r)));
+    }
+    if let Some(l) = &d.spec.alive {
+        out.push(("alive check", alive_text(l)));
+    }
+    if !d.spec.depends_on.is_empty() {
+        let deps: Vec<String> = d
+            .spec
+            .depends_on
+            .iter()
+            .map(|x| format!("{} ({})", x.app, x.condition.word()))
+            .collect();
+        out.push(("depends on", deps.join(", ")));
+    }
+    if let Some(p) = &d.probe {
+        let last = match (&p.error, p.at_unix_ms) {
+            (_, 0) => "no attempt yet".to_string(),
+            (None, at) => format!("passed at {}", rfc3339_ms(at)),
+            (Some(e), at) => format!(
+                "failed at {} ({} in a row): {e}",
+                rfc3339_ms(at),
+                p.failures
+            ),
+        };
+        out.push(("last check", format!("{}: {last}", p.check)));
+        if let Some(s) = &p.notify_status {
+            out.push(("notify status", s.clone()));
+        }
+        if let Some(ms) = p.ready_after_ms {
+            out.push(("ready after", format_exact(Duration::from_millis(ms))));
+        }
+    }
+    out
+}
+
+/// `describe --json`'s keys about checks: `ready`, `alive`, `depends_on` (null or empty when
+/// unset) and `probe` (what the checks last found).
+pub fn describe_json(d: &AppDetail) -> Vec<(String, serde_json::Value)> {
+    use serde_json::{json, Value};
+    let probe = d.probe.as_ref().map_or(Value::Null, |p| {
+        json!({
+            "check": p.check,
+            "ok": p.ok,
+            "error": p.error,
+            "at_unix_ms": p.at_unix_ms,
+            "failures": p.failures,
+            "ready_after_ms": p.ready_after_ms,
+            "notify_status": p.notify_status,
+        })
+    });
+    vec![
+        (
+            "ready".into(),
+            serde_json::to_value(&d.spec.ready).unwrap_or_default(),
+        ),
+        (
+            "alive".into(),
+            serde_json::to_value(&d.spec.alive).unwrap_or_default(),
+        ),
+        (
+            "depends_on".into(),
+            serde_json::to_value(&d.spec.depends_on).unwrap_or_default(),
+        ),
+        ("probe".into(), probe),
+    ]
+}
