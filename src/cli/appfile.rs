@@ -57,6 +57,29 @@ struct Entry {
     alive: Option<Spanned<AliveTable>>,
     #[serde(default)]
     depends_on: Option<Spanned<Vec<DepValue>>>,
+    restart_schedule: Option<Spanned<String>>,
+    #[serde(default)]
+    watch: Option<Spanned<Paths>>,
+    #[serde(default)]
+    watch_ignore: Option<Spanned<Paths>>,
+    watch_debounce: Option<Spanned<Dur>>,
+}
+
+/// One path or pattern, or several.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Paths {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Paths {
+    fn list(&self) -> Vec<String> {
+        match self {
+            Paths::One(p) => vec![p.clone()],
+            Paths::Many(v) => v.clone(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -258,6 +281,16 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>
             ready,
             alive,
             depends_on,
+            restart_schedule: e.restart_schedule.as_ref().map(|s| s.get_ref().clone()),
+            watch: e
+                .watch
+                .as_ref()
+                .map_or_else(Vec::new, |w| w.get_ref().list()),
+            watch_ignore: e
+                .watch_ignore
+                .as_ref()
+                .map_or_else(Vec::new, |w| w.get_ref().list()),
+            watch_debounce: ms(&e.watch_debounce, "watch_debounce")?,
         };
         // The model's rules, pointed at the key that breaks one (or the entry, for a key
         // left out).
@@ -278,6 +311,8 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>
                 Field::LogKeep => e.log_keep.as_ref().map(Spanned::span),
                 Field::Ready | Field::Alive => None,
                 Field::DependsOn => deps_span,
+                Field::RestartSchedule => e.restart_schedule.as_ref().map(Spanned::span),
+                Field::Watch => e.watch.as_ref().map(Spanned::span),
             };
             return Err(err(span(at), bad.field.key(), bad.problem));
         }

@@ -224,6 +224,17 @@ pub struct StartArgs {
     pub log_keep: Option<u32>,
     #[command(flatten)]
     pub checks: CheckArgs,
+    /// Restart on this cron schedule, local time: "0 3 * * *" (or 6 fields, seconds first).
+    #[arg(long, value_name = "CRON")]
+    pub restart_schedule: Option<String>,
+    /// Restart when files under PATH (relative to --cwd; `*` in its last part) change; may be
+    /// repeated.
+    #[arg(long = "watch", value_name = "PATH")]
+    pub watch: Vec<String>,
+    /// Ignore changes to paths matching GLOB (beside .git, node_modules, __pycache__, target,
+    /// *.log); may be repeated.
+    #[arg(long = "watch-ignore", value_name = "GLOB")]
+    pub watch_ignore: Vec<String>,
     /// Return once the apps are spawned, without waiting for their readiness checks.
     #[arg(long)]
     pub no_wait: bool,
@@ -284,6 +295,9 @@ impl StartArgs {
             || self.max_restarts.is_some()
             || self.restart_window.is_some()
             || self.checks.has_any()
+            || self.restart_schedule.is_some()
+            || !self.watch.is_empty()
+            || !self.watch_ignore.is_empty()
             || self.log_time
             || self.log_max_size.is_some()
             || self.log_keep.is_some()

@@ -66,6 +66,26 @@ pub fn describe_lines(d: &AppDetail) -> Vec<(&'static str, String)> {
             .collect();
         out.push(("depends on", deps.join(", ")));
     }
+    if let Some(expr) = &d.spec.restart_schedule {
+        let next = d
+            .next_restart_unix_ms
+            .map_or_else(|| "none while stopped".into(), rfc3339_ms);
+        out.push(("restart schedule", format!("{expr} (next: {next})")));
+    }
+    if !d.spec.watch.is_empty() {
+        let mut w = format!(
+            "{} (bursts of {})",
+            d.spec.watch.join(", "),
+            format_exact(d.spec.watch_debounce)
+        );
+        if !d.spec.watch_ignore.is_empty() {
+            w.push_str(&format!("; ignoring {}", d.spec.watch_ignore.join(", ")));
+        }
+        out.push(("watch", w));
+    }
+    if let Some(e) = &d.watch_error {
+        out.push(("watch error", e.clone()));
+    }
     if let Some(p) = &d.probe {
         let last = match (&p.error, p.at_unix_ms) {
             (_, 0) => "no attempt yet".to_string(),
@@ -116,5 +136,25 @@ pub fn describe_json(d: &AppDetail) -> Vec<(String, serde_json::Value)> {
             serde_json::to_value(&d.spec.depends_on).unwrap_or_default(),
         ),
         ("probe".into(), probe),
+        (
+            "restart_schedule".into(),
+            serde_json::to_value(&d.spec.restart_schedule).unwrap_or_default(),
+        ),
+        (
+            "next_restart_unix_ms".into(),
+            serde_json::to_value(d.next_restart_unix_ms).unwrap_or_default(),
+        ),
+        (
+            "watch".into(),
+            serde_json::to_value(&d.spec.watch).unwrap_or_default(),
+        ),
+        (
+            "watch_ignore".into(),
+            serde_json::to_value(&d.spec.watch_ignore).unwrap_or_default(),
+        ),
+        (
+            "watch_error".into(),
+            serde_json::to_value(&d.watch_error).unwrap_or_default(),
+        ),
     ]
 }

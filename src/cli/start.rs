@@ -86,6 +86,8 @@ fn flag(field: Field) -> Option<&'static str> {
         Field::Ready => "--ready-*",
         Field::Alive => "--alive-*",
         Field::DependsOn => "--depends-on",
+        Field::RestartSchedule => "--restart-schedule",
+        Field::Watch => "--watch",
     })
 }
 
@@ -149,6 +151,10 @@ fn draft_from_args(a: StartArgs, remote: bool) -> Result<AppDraft, Failure> {
         ready,
         alive,
         depends_on,
+        restart_schedule: a.restart_schedule,
+        watch: a.watch,
+        watch_ignore: a.watch_ignore,
+        watch_debounce: None,
     };
     // The model's message as the agent would give it, after the flag it came from.
     draft.validate().map_err(|e| {

@@ -81,6 +81,10 @@ pub struct AppDetail {
     pub restart_in_ms: u64,
     /// What the app's checks last found, when it has any.
     pub probe: Option<ProbeReport>,
+    /// The next scheduled restart (ms since the epoch).
+    pub next_restart_unix_ms: Option<u64>,
+    /// Why its watch does not work, if it does not.
+    pub watch_error: Option<String>,
 }
 
 /// Hand-written so that env values (which often hold secrets) never reach a log.
@@ -98,6 +102,8 @@ impl fmt::Debug for AppDetail {
             .field("stderr_path", &self.stderr_path)
             .field("restart_in_ms", &self.restart_in_ms)
             .field("probe", &self.probe)
+            .field("next_restart_unix_ms", &self.next_restart_unix_ms)
+            .field("watch_error", &self.watch_error)
             .finish()
     }
 }

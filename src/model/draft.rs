@@ -34,6 +34,10 @@ pub struct AppDraft {
     pub ready: Option<Readiness>,
     pub alive: Option<Liveness>,
     pub depends_on: Vec<Dependency>,
+    pub restart_schedule: Option<String>,
+    pub watch: Vec<String>,
+    pub watch_ignore: Vec<String>,
+    pub watch_debounce: Option<Duration>,
 }
 
 /// A duration as the API carries it: whole milliseconds, at least one (zero means "default").
@@ -72,6 +76,10 @@ impl AppDraft {
             ready: self.ready.clone(),
             alive: self.alive.clone(),
             depends_on: self.depends_on.clone(),
+            restart_schedule: self.restart_schedule.clone(),
+            watch: self.watch.clone(),
+            watch_ignore: self.watch_ignore.clone(),
+            watch_debounce: ms(self.watch_debounce, super::DEFAULT_WATCH_DEBOUNCE),
         }
     }
 
@@ -111,6 +119,10 @@ impl fmt::Debug for AppDraft {
             .field("ready", &self.ready)
             .field("alive", &self.alive)
             .field("depends_on", &self.depends_on)
+            .field("restart_schedule", &self.restart_schedule)
+            .field("watch", &self.watch)
+            .field("watch_ignore", &self.watch_ignore)
+            .field("watch_debounce", &self.watch_debounce)
             .finish()
     }
 }

@@ -110,6 +110,10 @@ pub enum Cause {
     Shutdown,
     /// A liveness check failed, or a readiness check did not pass in time.
     Unhealthy,
+    /// Its `restart_schedule` fired.
+    Schedule,
+    /// A file it watches changed.
+    Watch,
 }
 
 impl Cause {
@@ -127,6 +131,8 @@ impl Cause {
             Cause::Recovery => "recovery",
             Cause::Shutdown => "shutdown",
             Cause::Unhealthy => "unhealthy",
+            Cause::Schedule => "schedule",
+            Cause::Watch => "watch",
         }
     }
 
@@ -152,6 +158,8 @@ impl Cause {
             Cause::Recovery => "agent recovery".into(),
             Cause::Shutdown => "agent shutdown".into(),
             Cause::Unhealthy => "unhealthy".into(),
+            Cause::Schedule => "restart schedule".into(),
+            Cause::Watch => "watched files changed".into(),
         }
     }
 }

@@ -12,6 +12,7 @@ mod signal;
 mod spec;
 mod status;
 mod time;
+mod triggers;
 
 pub use app::{AppDetail, AppInfo, StatusKind};
 pub use chunk::{LogChunk, LogPosition};
@@ -28,6 +29,9 @@ pub use signal::Signal;
 pub use spec::{validate_env, AppSpec, Env, Field, InvalidSpec, RestartPolicy, LIMITS};
 pub use status::{Desired, Exit, Status};
 pub use time::{civil_from_days, rfc3339_ms};
+pub use triggers::{
+    ignored, next_firing, parse_schedule, wildcard, DEFAULT_WATCH_DEBOUNCE, DEFAULT_WATCH_IGNORE,
+};
 
 /// Numeric app id: unique within one `GRPM_HOME`, never reused.
 pub type AppId = u64;

@@ -95,6 +95,22 @@ pub struct AppSpec {
     /// Apps started before this one (and stopped after it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Dependency>,
+    /// Restart on this cron schedule (local time), when running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_schedule: Option<String>,
+    /// Restart when these paths (relative to `cwd`; `*` patterns allowed in the last
+    /// component) change, once per burst of `watch_debounce`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch: Vec<String>,
+    /// Changes to paths matching these are not restarts (beside the defaults).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch_ignore: Vec<String>,
+    #[serde(default = "default_debounce", with = "millis")]
+    pub watch_debounce: Duration,
+}
+
+fn default_debounce() -> Duration {
+    super::triggers::DEFAULT_WATCH_DEBOUNCE
 }
 
 impl AppSpec {
@@ -199,6 +215,11 @@ impl AppSpec {
             l.check().map_err(|e| bad(Field::Alive, e))?;
         }
         check_dependencies(&self.name, &self.depends_on).map_err(|e| bad(Field::DependsOn, e))?;
+        if let Some(expr) = &self.restart_schedule {
+            super::triggers::parse_schedule(expr).map_err(|e| bad(Field::RestartSchedule, e))?;
+        }
+        super::triggers::check_watch(&self.watch, &self.watch_ignore, self.watch_debounce)
+            .map_err(|e| bad(Field::Watch, e))?;
         Ok(())
     }
 
@@ -232,6 +253,8 @@ pub enum Field {
     Ready,
     Alive,
     DependsOn,
+    RestartSchedule,
+    Watch,
 }
 
 impl Field {
@@ -253,6 +276,8 @@ impl Field {
             Field::Ready => "ready",
             Field::Alive => "alive",
             Field::DependsOn => "depends_on",
+            Field::RestartSchedule => "restart_schedule",
+            Field::Watch => "watch",
         }
     }
 }
@@ -294,6 +319,10 @@ impl fmt::Debug for AppSpec {
             .field("ready", &self.ready)
             .field("alive", &self.alive)
             .field("depends_on", &self.depends_on)
+            .field("restart_schedule", &self.restart_schedule)
+            .field("watch", &self.watch)
+            .field("watch_ignore", &self.watch_ignore)
+            .field("watch_debounce", &self.watch_debounce)
             .finish()
     }
 }
@@ -374,6 +403,10 @@ mod tests {
             ready: None,
             alive: None,
             depends_on: Vec::new(),
+            restart_schedule: None,
+            watch: Vec::new(),
+            watch_ignore: Vec::new(),
+            watch_debounce: default_debounce(),
         }
     }
 

@@ -61,6 +61,10 @@ pub fn draft_from_pb(p: pb::AppSpec) -> Result<AppDraft, Status> {
             .into_iter()
             .map(dependency_from_pb)
             .collect::<Result<_, _>>()?,
+        restart_schedule: (!p.restart_schedule.is_empty()).then_some(p.restart_schedule),
+        watch: p.watch,
+        watch_ignore: p.watch_ignore,
+        watch_debounce: ms(p.watch_debounce_ms),
     })
 }
 
@@ -213,6 +217,10 @@ pub fn draft_to_pb(d: &AppDraft) -> pb::AppSpec {
         ready: d.ready.as_ref().map(ready_to_pb),
         alive: d.alive.as_ref().map(alive_to_pb),
         depends_on: d.depends_on.iter().map(dependency_to_pb).collect(),
+        restart_schedule: d.restart_schedule.clone().unwrap_or_default(),
+        watch: d.watch.clone(),
+        watch_ignore: d.watch_ignore.clone(),
+        watch_debounce_ms: ms(d.watch_debounce),
     }
 }
 
@@ -235,6 +243,10 @@ pub fn spec_to_pb(s: &AppSpec) -> pb::AppSpec {
         ready: s.ready.as_ref().map(ready_to_pb),
         alive: s.alive.as_ref().map(alive_to_pb),
         depends_on: s.depends_on.iter().map(dependency_to_pb).collect(),
+        restart_schedule: s.restart_schedule.clone().unwrap_or_default(),
+        watch: s.watch.clone(),
+        watch_ignore: s.watch_ignore.clone(),
+        watch_debounce_ms: s.watch_debounce.as_millis() as u64,
     }
 }
 
@@ -343,6 +355,8 @@ pub fn detail(v: &AppView, usage: Usage) -> pb::AppDetail {
         stdout_path: v.stdout_path.to_string_lossy().into_owned(),
         stderr_path: v.stderr_path.to_string_lossy().into_owned(),
         restart_in_ms,
+        next_restart_unix_ms: v.triggers.next_restart_unix_ms.unwrap_or(0),
+        watch_error: v.triggers.watch_error.clone().unwrap_or_default(),
         probe: v
             .probe
             .as_ref()
@@ -430,6 +444,8 @@ pub fn cause_to_pb(c: &model::Cause) -> pb::Cause {
         C::Backoff => simple(pb::CauseKind::Backoff),
         C::Recovery => simple(pb::CauseKind::Recovery),
         C::Unhealthy => simple(pb::CauseKind::Unhealthy),
+        C::Schedule => simple(pb::CauseKind::Schedule),
+        C::Watch => simple(pb::CauseKind::Watch),
         C::Shutdown => simple(pb::CauseKind::Shutdown),
     }
 }
@@ -509,6 +525,8 @@ pub fn detail_from_pb(d: pb::AppDetail) -> Result<model::AppDetail, String> {
         stdout_path: d.stdout_path.into(),
         stderr_path: d.stderr_path.into(),
         restart_in_ms: d.restart_in_ms,
+        next_restart_unix_ms: (d.next_restart_unix_ms > 0).then_some(d.next_restart_unix_ms),
+        watch_error: (!d.watch_error.is_empty()).then_some(d.watch_error),
         probe: d.probe.map(|r| model::ProbeReport {
             check: r.check,
             ok: r.ok,
@@ -535,6 +553,8 @@ pub fn cause_from_pb(c: pb::Cause) -> Result<model::Cause, String> {
         Ok(pb::CauseKind::Recovery) => C::Recovery,
         Ok(pb::CauseKind::Shutdown) => C::Shutdown,
         Ok(pb::CauseKind::Unhealthy) => C::Unhealthy,
+        Ok(pb::CauseKind::Schedule) => C::Schedule,
+        Ok(pb::CauseKind::Watch) => C::Watch,
         Ok(pb::CauseKind::Unspecified) | Err(_) => {
             return Err(format!("an event with an unknown cause kind {}", c.kind))
         }
@@ -631,6 +651,10 @@ mod tests {
                     condition: Condition::Completed,
                 },
             ],
+            restart_schedule: Some("0 3 * * *".into()),
+            watch: vec!["src".into()],
+            watch_ignore: vec!["*.tmp".into()],
+            watch_debounce: Some(Duration::from_millis(250)),
         };
         assert_eq!(draft_from_pb(draft_to_pb(&full)).unwrap(), full);
         for check in [

@@ -249,6 +249,17 @@ impl Supervisor {
         let mut names = std::collections::HashSet::new();
         for spec in &specs {
             spec.check()?;
+            // A stat per watched path: refused now rather than watched in vain.
+            if let Some(missing) = lifecycle::must_exist(spec)
+                .into_iter()
+                .find(|p| !p.exists())
+            {
+                return Err(Error::InvalidSpec(crate::model::InvalidSpec {
+                    app: spec.name.clone(),
+                    field: crate::model::Field::Watch,
+                    problem: format!("watch: {} does not exist", missing.display()),
+                }));
+            }
             if !names.insert(spec.name.as_str()) {
                 return Err(Error::GivenTwice(spec.name.clone()));
             }

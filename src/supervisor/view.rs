@@ -3,7 +3,7 @@
 
 use std::{fmt, path::PathBuf, sync::Arc};
 
-use super::probes::Live;
+use super::{lifecycle::TriggerReport, probes::Live};
 use crate::model::{AppId, AppSpec, Desired, Env, Exit, Status};
 
 #[derive(Clone)]
@@ -24,6 +24,8 @@ pub struct AppView {
     pub stderr_path: PathBuf,
     /// What the app's checks last found, when it has any (read live).
     pub probe: Option<Live>,
+    /// Its next scheduled restart, and why watching fails, if it does.
+    pub triggers: TriggerReport,
 }
 
 impl AppView {

@@ -16,3 +16,4 @@ mod ready;
 mod remote;
 mod security;
 mod tree;
+mod triggers;

@@ -132,6 +132,12 @@ impl Life {
                 fx.push(E::Emit(Note::new(EventKind::Restarting, cause.clone())));
                 self.end_tree(Then::Restart { cause, wait }, &mut fx);
             }
+            Input::Trigger(cause) => {
+                if matches!(self.state, State::Online { .. } | State::Unready { .. }) {
+                    fx.push(E::Emit(Note::new(EventKind::Restarting, cause.clone())));
+                    self.end_tree(Then::Restart { cause, wait: false }, &mut fx);
+                }
+            }
             Input::Delete { purge_logs, cause } => {
                 self.end_tree(Then::Delete { purge_logs, cause }, &mut fx);
             }

@@ -209,7 +209,7 @@ fn state(name: &str) -> Life {
 }
 
 /// The inputs of the table by name. These are the base inputs.
-const BASE_INPUTS: [&str; 17] = [
+const BASE_INPUTS: [&str; 18] = [
     "start",
     "stop",
     "restart",
@@ -227,6 +227,7 @@ const BASE_INPUTS: [&str; 17] = [
     "ready",
     "not-ready",
     "unhealthy",
+    "trigger",
 ];
 
 fn input(name: &str) -> Input {
@@ -276,6 +277,7 @@ fn input(name: &str) -> Input {
         "ready" => Input::Ready,
         "not-ready" => Input::NotReady("not ready after 60s: x: connection refused".into()),
         "unhealthy" => Input::Unhealthy("3 failed checks in a row; last: x".into()),
+        "trigger" => Input::Trigger(Cause::Schedule),
         other => panic!("no input named {other}"),
     }
 }
@@ -381,6 +383,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("stopped", "restart",         "stopping:restart:- up",   "emit:restarting end-tree"),
     ("stopped", "delete",          "stopping:delete:- down",  "end-tree"),
     ("stopped", "shutdown",        "stopping:shutdown:- down", "end-tree"),
+    ("stopped", "trigger", "=", ""),
     ("stopped", "resume", "=", "reply:ok"),
     ("stopped", "recovered",       "stopping:recover:- down", "end-tree"),
     ("stopped", "spawned",         "=",                       ""),
@@ -399,6 +402,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("starting", "restart",         "=",                     "defer"),
     ("starting", "delete",          "=",                     "defer"),
     ("starting", "shutdown",        "=",                     "defer"),
+    ("starting", "trigger", "=", ""),
     ("starting", "resume", "=", "defer"),
     ("starting", "recovered",       "=",                     ""),
     ("starting", "spawned",         "online:20 up",          "emit:online persist+wait reply:ok"),
@@ -419,6 +423,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("online", "restart",         "stopping:restart:10 up",   "emit:restarting emit:stopping end-tree"),
     ("online", "delete",          "stopping:delete:10 up",    "emit:stopping end-tree"),
     ("online", "shutdown",        "stopping:shutdown:10 up",  "emit:stopping end-tree"),
+    ("online", "trigger", "stopping:restart:10 up", "emit:restarting emit:stopping end-tree"),
     ("online", "resume", "=", "reply:ok"),
     ("online", "recovered",       "=",                        ""),
     ("online", "spawned",         "=",                        ""),
@@ -437,6 +442,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("stopping", "restart",         "=",                       "defer"),
     ("stopping", "delete",          "=",                       "defer"),
     ("stopping", "shutdown",        "=",                       "defer"),
+    ("stopping", "trigger", "=", ""),
     ("stopping", "resume", "=", "defer"),
     ("stopping", "recovered",       "=",                       ""),
     ("stopping", "spawned",         "=",                       ""),
@@ -457,6 +463,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("draining", "restart",         "=",                       "defer"),
     ("draining", "delete",          "=",                       "defer"),
     ("draining", "shutdown",        "=",                       "defer"),
+    ("draining", "trigger", "=", ""),
     ("draining", "resume", "=", "defer"),
     ("draining", "recovered",       "=",                       ""),
     ("draining", "spawned",         "=",                       ""),
@@ -489,6 +496,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("backoff", "restart",         "stopping:restart:- up",    "emit:restarting emit:stopping end-tree"),
     ("backoff", "delete",          "stopping:delete:- up",     "emit:stopping end-tree"),
     ("backoff", "shutdown",        "stopping:shutdown:- up",   "emit:stopping end-tree"),
+    ("backoff", "trigger", "=", ""),
     ("backoff", "resume", "=", "reply:ok"),
     ("backoff", "recovered",       "=",                        ""),
     ("backoff", "spawned",         "=",                        ""),
@@ -507,6 +515,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("errored", "restart",         "stopping:restart:- up",    "emit:restarting emit:stopping end-tree"),
     ("errored", "delete",          "stopping:delete:- up",     "emit:stopping end-tree"),
     ("errored", "shutdown",        "stopping:shutdown:- up",   "emit:stopping end-tree"),
+    ("errored", "trigger", "=", ""),
     ("errored", "resume", "=", "reply:ok"),
     ("errored", "recovered",       "=",                        ""),
     ("errored", "spawned",         "=",                        ""),
@@ -530,6 +539,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("queued", "restart",         "stopping:restart:- up",    "emit:restarting emit:stopping end-tree"),
     ("queued", "delete",          "stopping:delete:- up",     "emit:stopping end-tree"),
     ("queued", "shutdown",        "stopping:shutdown:- up",   "emit:stopping end-tree"),
+    ("queued", "trigger", "=", ""),
     ("queued", "resume", "starting:request up", "emit:starting spawn"),
     ("queued", "recovered",       "=", ""),
     ("queued", "spawned",         "=", ""),
@@ -551,6 +561,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("unready", "restart",         "stopping:restart:10 up",  "emit:restarting release:not-ready emit:stopping end-tree"),
     ("unready", "delete",          "stopping:delete:10 up",   "release:not-ready emit:stopping end-tree"),
     ("unready", "shutdown",        "stopping:shutdown:10 up", "release:not-ready emit:stopping end-tree"),
+    ("unready", "trigger", "stopping:restart:10 up", "emit:restarting release:not-ready emit:stopping end-tree"),
     ("unready", "resume", "=", "reply:ok"),
     ("unready", "recovered",       "=", ""),
     ("unready", "spawned",         "=", ""),
@@ -626,7 +637,7 @@ fn every_state_meets_every_input() {
         .map(|(s, i)| format!("({s}, {i})"))
         .collect();
     assert!(missing.is_empty(), "no row for {}", missing.join(", "));
-    assert_eq!(BASE_STATES.len() * BASE_INPUTS.len(), 153);
+    assert_eq!(BASE_STATES.len() * BASE_INPUTS.len(), 162);
 }
 
 /// Feeds inputs at the given times; returns every effect in the short notation.

@@ -5,5 +5,8 @@ mod machine;
 mod owner;
 mod probing;
 mod state;
+mod triggers;
+
+pub(super) use triggers::{must_exist, TriggerReport};
 
 pub(super) use owner::{Actor, Cmd, Init, Reply};

@@ -14,8 +14,9 @@ use tokio::{
 use super::{
     machine::{Effect, Input, Life, Note, Refusal, Rules, State, Survivor},
     probing::Probing,
+    triggers::Triggers,
 };
-use crate::model::{now_unix_ms, AppId, AppSpec, Cause, Env, Event, Exit};
+use crate::model::{now_unix_ms, AppId, AppSpec, Cause, Desired, Env, Event, Exit};
 use crate::supervisor::{
     error::StoreError,
     logs::{AppLogs, Capture},
@@ -193,6 +194,8 @@ pub struct Actor {
     held: Vec<(Pending, Option<StoreError>)>,
     /// The app's checks: its notify socket and the probe of the current instance.
     probing: Probing,
+    /// Its schedule and watched files.
+    triggers: Triggers,
     /// Commands that arrived while an operation was under way.
     deferred: VecDeque<Request>,
     /// A failed wait for the state file, reported to the pending command.
@@ -212,6 +215,7 @@ impl Actor {
         let life = Life::new(rec.desired, rec.restarts);
         let spec = Arc::new(rec.spec);
         let probing = Probing::new(&spec, &ctx.notify_dir, rec.id);
+        let triggers = Triggers::new(&spec);
         let (view, rx) = watch::channel(AppView {
             id: rec.id,
             spec: spec.clone(),
@@ -226,6 +230,7 @@ impl Actor {
             stdout_path: logs.out.path().to_path_buf(),
             stderr_path: logs.err.path().to_path_buf(),
             probe: None,
+            triggers: Default::default(),
         });
         let actor = Actor {
             id: rec.id,
@@ -240,6 +245,7 @@ impl Actor {
             pending: None,
             held: Vec::new(),
             probing,
+            triggers,
             deferred: VecDeque::new(),
             unsaved: None,
             ended: false,
@@ -280,6 +286,7 @@ impl Actor {
                 exit = wait_exit(&mut self.main) => Wake::Input(Input::Exited(exit)),
                 () = wait_until(backoff) => Wake::Input(Input::BackoffElapsed),
                 verdict = self.probing.verdict() => Wake::Input(verdict),
+                cause = self.triggers.next() => Wake::Input(Input::Trigger(cause)),
             };
             // Boxed: what a command or a fact sets in motion (a spawn, a tree's end) lives on
             // the heap while it runs, so a resting owner (a thousand of them) stays small.
@@ -343,6 +350,12 @@ impl Actor {
         let mut effects = effects;
         loop {
             self.publish();
+            let own = [
+                self.logs.out.path().to_path_buf(),
+                self.logs.err.path().to_path_buf(),
+            ];
+            self.triggers
+                .set(self.life.desired == Desired::Online, &self.spec, &own);
             for effect in effects {
                 self.carry_out(effect, &mut queue, rx).await;
             }
@@ -615,6 +628,7 @@ impl Actor {
             stderr_path: self.logs.err.path().to_path_buf(),
             probe: (self.spec.ready.is_some() || self.spec.alive.is_some())
                 .then(|| self.probing.live()),
+            triggers: self.triggers.report(),
         }
     }
 }

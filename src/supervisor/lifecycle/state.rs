@@ -202,6 +202,9 @@ pub enum Input {
     NotReady(String),
     /// The liveness check failed too many times in a row (the text says why).
     Unhealthy(String),
+    /// The app's own policy asks for a restart (`cause`: its schedule fired, or files it
+    /// watches changed): exactly a restart, when it runs; nothing otherwise.
+    Trigger(Cause),
 }
 
 impl Input {
