@@ -26,7 +26,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::checks::{self, AliveTable, DepValue, ReadyTable};
-use crate::model::{parse_duration, parse_size, AppDraft, Env, Field, Signal};
+use crate::model::{
+    parse_duration, parse_limit, parse_size, parse_umask, AppDraft, Env, Field, Signal,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +65,11 @@ struct Entry {
     #[serde(default)]
     watch_ignore: Option<Spanned<Paths>>,
     watch_debounce: Option<Spanned<Dur>>,
+    user: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    umask: Option<Spanned<Scalar>>,
+    #[serde(default)]
+    limits: BTreeMap<String, Spanned<Scalar>>,
 }
 
 /// One path or pattern, or several.
@@ -291,6 +298,34 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>
                 .as_ref()
                 .map_or_else(Vec::new, |w| w.get_ref().list()),
             watch_debounce: ms(&e.watch_debounce, "watch_debounce")?,
+            user: e.user.as_ref().map(|u| u.get_ref().clone()),
+            group: e.group.as_ref().map(|g| g.get_ref().clone()),
+            umask: match &e.umask {
+                Some(u) => Some(
+                    match u.get_ref() {
+                        Scalar::Text(t) => parse_umask(t),
+                        Scalar::Int(i) => parse_umask(&i.to_string()),
+                        _ => Err("umask: an octal mode such as \"022\"".to_string()),
+                    }
+                    .map_err(|m| err(u.span(), "umask", m))?,
+                ),
+                None => None,
+            },
+            limits: e
+                .limits
+                .iter()
+                .map(|(k, v)| {
+                    let text = match v.get_ref() {
+                        Scalar::Text(t) => t.clone(),
+                        Scalar::Int(i) => i.to_string(),
+                        Scalar::Float(f) => f.to_string(),
+                        Scalar::Bool(b) => b.to_string(),
+                    };
+                    parse_limit(k, &text)
+                        .map(|n| (k.clone(), n))
+                        .map_err(|m| err(v.span(), "limits", m))
+                })
+                .collect::<Result<_, _>>()?,
         };
         // The model's rules, pointed at the key that breaks one (or the entry, for a key
         // left out).
@@ -313,6 +348,7 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>
                 Field::DependsOn => deps_span,
                 Field::RestartSchedule => e.restart_schedule.as_ref().map(Spanned::span),
                 Field::Watch => e.watch.as_ref().map(Spanned::span),
+                Field::RunAs => e.user.as_ref().map(Spanned::span),
             };
             return Err(err(span(at), bad.field.key(), bad.problem));
         }

@@ -6,7 +6,15 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::model::{parse_duration, parse_size, EventKind, Signal};
+use crate::model::{parse_duration, parse_limit, parse_size, parse_umask, EventKind, Signal};
+
+/// `NAME=VALUE` of `--limit`.
+fn parse_limit_pair(s: &str) -> Result<(String, u64), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=VALUE, e.g. nofile=65536"))?;
+    Ok((name.to_string(), parse_limit(name, value)?))
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "grpm", version, about, propagate_version = true)]
@@ -235,6 +243,19 @@ pub struct StartArgs {
     /// *.log); may be repeated.
     #[arg(long = "watch-ignore", value_name = "GLOB")]
     pub watch_ignore: Vec<String>,
+    /// Run as this user (the agent must run as root).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Run with this group instead of the user's own.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// File mode creation mask, octal (e.g. 027).
+    #[arg(long, value_parser = parse_umask)]
+    pub umask: Option<u32>,
+    /// A resource limit, NAME=VALUE: nofile=65536, nproc=512, core=0, memlock=64M, stack=8M,
+    /// as, data, fsize, cpu (seconds); "unlimited" allowed; may be repeated.
+    #[arg(long = "limit", value_name = "NAME=VALUE", value_parser = parse_limit_pair)]
+    pub limits: Vec<(String, u64)>,
     /// Return once the apps are spawned, without waiting for their readiness checks.
     #[arg(long)]
     pub no_wait: bool,
@@ -298,6 +319,10 @@ impl StartArgs {
             || self.restart_schedule.is_some()
             || !self.watch.is_empty()
             || !self.watch_ignore.is_empty()
+            || self.user.is_some()
+            || self.group.is_some()
+            || self.umask.is_some()
+            || !self.limits.is_empty()
             || self.log_time
             || self.log_max_size.is_some()
             || self.log_keep.is_some()

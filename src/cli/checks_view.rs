@@ -86,6 +86,33 @@ pub fn describe_lines(d: &AppDetail) -> Vec<(&'static str, String)> {
     if let Some(e) = &d.watch_error {
         out.push(("watch error", e.clone()));
     }
+    if d.spec.user.is_some() || d.spec.group.is_some() {
+        let who = match (&d.spec.user, &d.spec.group) {
+            (Some(u), Some(g)) => format!("{u}, group {g}"),
+            (Some(u), None) => u.clone(),
+            (None, Some(g)) => format!("the agent's user, group {g}"),
+            (None, None) => String::new(),
+        };
+        out.push(("runs as", who));
+    }
+    if let Some(m) = d.spec.umask {
+        out.push(("umask", format!("{m:03o}")));
+    }
+    if !d.spec.limits.is_empty() {
+        let l: Vec<String> = d
+            .spec
+            .limits
+            .iter()
+            .map(|(k, &v)| {
+                if v == crate::model::UNLIMITED {
+                    format!("{k}=unlimited")
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect();
+        out.push(("limits", l.join(", ")));
+    }
     if let Some(p) = &d.probe {
         let last = match (&p.error, p.at_unix_ms) {
             (_, 0) => "no attempt yet".to_string(),
@@ -155,6 +182,22 @@ pub fn describe_json(d: &AppDetail) -> Vec<(String, serde_json::Value)> {
         (
             "watch_error".into(),
             serde_json::to_value(&d.watch_error).unwrap_or_default(),
+        ),
+        (
+            "user".into(),
+            serde_json::to_value(&d.spec.user).unwrap_or_default(),
+        ),
+        (
+            "group".into(),
+            serde_json::to_value(&d.spec.group).unwrap_or_default(),
+        ),
+        (
+            "umask".into(),
+            serde_json::to_value(d.spec.umask).unwrap_or_default(),
+        ),
+        (
+            "limits".into(),
+            serde_json::to_value(&d.spec.limits).unwrap_or_default(),
         ),
     ]
 }

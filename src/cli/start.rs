@@ -88,6 +88,7 @@ fn flag(field: Field) -> Option<&'static str> {
         Field::DependsOn => "--depends-on",
         Field::RestartSchedule => "--restart-schedule",
         Field::Watch => "--watch",
+        Field::RunAs => "--user",
     })
 }
 
@@ -155,6 +156,10 @@ fn draft_from_args(a: StartArgs, remote: bool) -> Result<AppDraft, Failure> {
         watch: a.watch,
         watch_ignore: a.watch_ignore,
         watch_debounce: None,
+        user: a.user,
+        group: a.group,
+        umask: a.umask,
+        limits: a.limits.into_iter().collect(),
     };
     // The model's message as the agent would give it, after the flag it came from.
     draft.validate().map_err(|e| {

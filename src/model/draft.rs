@@ -38,6 +38,10 @@ pub struct AppDraft {
     pub watch: Vec<String>,
     pub watch_ignore: Vec<String>,
     pub watch_debounce: Option<Duration>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub umask: Option<u32>,
+    pub limits: std::collections::BTreeMap<String, u64>,
 }
 
 /// A duration as the API carries it: whole milliseconds, at least one (zero means "default").
@@ -80,6 +84,10 @@ impl AppDraft {
             watch: self.watch.clone(),
             watch_ignore: self.watch_ignore.clone(),
             watch_debounce: ms(self.watch_debounce, super::DEFAULT_WATCH_DEBOUNCE),
+            user: self.user.clone(),
+            group: self.group.clone(),
+            umask: self.umask,
+            limits: self.limits.clone(),
         }
     }
 
@@ -123,6 +131,10 @@ impl fmt::Debug for AppDraft {
             .field("watch", &self.watch)
             .field("watch_ignore", &self.watch_ignore)
             .field("watch_debounce", &self.watch_debounce)
+            .field("user", &self.user)
+            .field("group", &self.group)
+            .field("umask", &self.umask)
+            .field("limits", &self.limits)
             .finish()
     }
 }

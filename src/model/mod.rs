@@ -8,6 +8,7 @@ mod event;
 mod logs;
 mod name;
 mod probe;
+mod run_as;
 mod signal;
 mod spec;
 mod status;
@@ -25,6 +26,7 @@ pub use probe::{
     split_host_port, AliveCheck, Condition, Dependency, HttpUrl, Liveness, ProbeReport, Readiness,
     ReadyCheck,
 };
+pub use run_as::{check_run_as, parse_limit, parse_umask, LIMITS_KNOWN, UNLIMITED};
 pub use signal::Signal;
 pub use spec::{validate_env, AppSpec, Env, Field, InvalidSpec, RestartPolicy, LIMITS};
 pub use status::{Desired, Exit, Status};

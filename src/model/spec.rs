@@ -107,6 +107,17 @@ pub struct AppSpec {
     pub watch_ignore: Vec<String>,
     #[serde(default = "default_debounce", with = "millis")]
     pub watch_debounce: Duration,
+    /// Run as this user (and its groups), when the agent runs as root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Run with this group instead of the user's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<u32>,
+    /// Resource limits (soft and hard), by name: nofile, nproc, core, memlock, stack...
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, u64>,
 }
 
 fn default_debounce() -> Duration {
@@ -220,6 +231,13 @@ impl AppSpec {
         }
         super::triggers::check_watch(&self.watch, &self.watch_ignore, self.watch_debounce)
             .map_err(|e| bad(Field::Watch, e))?;
+        super::run_as::check_run_as(
+            self.user.as_deref(),
+            self.group.as_deref(),
+            self.umask,
+            &self.limits,
+        )
+        .map_err(|e| bad(Field::RunAs, e))?;
         Ok(())
     }
 
@@ -255,6 +273,7 @@ pub enum Field {
     DependsOn,
     RestartSchedule,
     Watch,
+    RunAs,
 }
 
 impl Field {
@@ -278,6 +297,7 @@ impl Field {
             Field::DependsOn => "depends_on",
             Field::RestartSchedule => "restart_schedule",
             Field::Watch => "watch",
+            Field::RunAs => "user",
         }
     }
 }
@@ -323,6 +343,10 @@ impl fmt::Debug for AppSpec {
             .field("watch", &self.watch)
             .field("watch_ignore", &self.watch_ignore)
             .field("watch_debounce", &self.watch_debounce)
+            .field("user", &self.user)
+            .field("group", &self.group)
+            .field("umask", &self.umask)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -407,6 +431,10 @@ mod tests {
             watch: Vec::new(),
             watch_ignore: Vec::new(),
             watch_debounce: default_debounce(),
+            user: None,
+            group: None,
+            umask: None,
+            limits: BTreeMap::new(),
         }
     }
 

@@ -65,6 +65,10 @@ pub fn draft_from_pb(p: pb::AppSpec) -> Result<AppDraft, Status> {
         watch: p.watch,
         watch_ignore: p.watch_ignore,
         watch_debounce: ms(p.watch_debounce_ms),
+        user: (!p.user.is_empty()).then_some(p.user),
+        group: (!p.group.is_empty()).then_some(p.group),
+        umask: p.umask,
+        limits: p.limits.into_iter().collect(),
     })
 }
 
@@ -221,6 +225,10 @@ pub fn draft_to_pb(d: &AppDraft) -> pb::AppSpec {
         watch: d.watch.clone(),
         watch_ignore: d.watch_ignore.clone(),
         watch_debounce_ms: ms(d.watch_debounce),
+        user: d.user.clone().unwrap_or_default(),
+        group: d.group.clone().unwrap_or_default(),
+        umask: d.umask,
+        limits: d.limits.clone().into_iter().collect(),
     }
 }
 
@@ -247,6 +255,10 @@ pub fn spec_to_pb(s: &AppSpec) -> pb::AppSpec {
         watch: s.watch.clone(),
         watch_ignore: s.watch_ignore.clone(),
         watch_debounce_ms: s.watch_debounce.as_millis() as u64,
+        user: s.user.clone().unwrap_or_default(),
+        group: s.group.clone().unwrap_or_default(),
+        umask: s.umask,
+        limits: s.limits.clone().into_iter().collect(),
     }
 }
 
@@ -655,6 +667,10 @@ mod tests {
             watch: vec!["src".into()],
             watch_ignore: vec!["*.tmp".into()],
             watch_debounce: Some(Duration::from_millis(250)),
+            user: Some("nobody".into()),
+            group: Some("nogroup".into()),
+            umask: Some(0o27),
+            limits: [("nofile".to_string(), 4096u64)].into(),
         };
         assert_eq!(draft_from_pb(draft_to_pb(&full)).unwrap(), full);
         for check in [

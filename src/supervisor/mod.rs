@@ -260,6 +260,13 @@ impl Supervisor {
                     problem: format!("watch: {} does not exist", missing.display()),
                 }));
             }
+            process::run_as::check(spec).map_err(|problem| {
+                Error::InvalidSpec(crate::model::InvalidSpec {
+                    app: spec.name.clone(),
+                    field: crate::model::Field::RunAs,
+                    problem,
+                })
+            })?;
             if !names.insert(spec.name.as_str()) {
                 return Err(Error::GivenTwice(spec.name.clone()));
             }

@@ -14,6 +14,7 @@ mod logs;
 mod persistence;
 mod ready;
 mod remote;
+mod run_as;
 mod security;
 mod tree;
 mod triggers;

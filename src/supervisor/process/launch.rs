@@ -54,6 +54,8 @@ pub enum SpawnError {
     Pipe(OsError),
     #[error("cannot start {}: {err}", program.display())]
     Exec { program: PathBuf, err: OsError },
+    #[error("cannot run as the configured user: {0}")]
+    RunAs(OsError),
     #[error("the spawner thread is gone")]
     SpawnerGone,
 }
@@ -129,6 +131,16 @@ pub fn spawn(reaper: &Reaper, l: &Launch) -> Result<Spawned, SpawnError> {
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w))
         .process_group(0);
+    // Another user, a umask, limits: applied in the child, between fork and exec.
+    let run_as = super::run_as::prepare(spec).map_err(|e| SpawnError::RunAs(e.into()))?;
+    if let Some(p) = run_as {
+        cmd.envs(p.env.iter().map(|(k, v)| (k, v)));
+        // SAFETY: `apply` makes system calls only (setrlimit, umask, setgroups, setgid,
+        // setuid) on values prepared before the fork; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || p.apply());
+        }
+    }
     let spawned = reaper.spawn(&mut cmd);
     // Our copies of the write ends close here: the pipes end when the app's tree is gone.
     drop(cmd);

@@ -5,6 +5,7 @@ pub(super) mod launch;
 pub(super) mod pidfd;
 pub(super) mod procfs;
 pub(super) mod reaper;
+pub(super) mod run_as;
 pub(super) mod scan;
 pub(super) mod tree;
 pub(super) mod usage;
