@@ -70,6 +70,8 @@ struct Entry {
     umask: Option<Spanned<Scalar>>,
     #[serde(default)]
     limits: BTreeMap<String, Spanned<Scalar>>,
+    max_memory: Option<Spanned<Size>>,
+    memory_grace: Option<Spanned<i64>>,
 }
 
 /// One path or pattern, or several.
@@ -326,6 +328,15 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>
                         .map_err(|m| err(v.span(), "limits", m))
                 })
                 .collect::<Result<_, _>>()?,
+            max_memory: match &e.max_memory {
+                Some(s) => Some(match s.get_ref() {
+                    Size::Bytes(n) => u64::try_from(*n)
+                        .map_err(|_| err(s.span(), "max_memory", format!("{n} is not a size")))?,
+                    Size::Text(t) => parse_size(t).map_err(|m| err(s.span(), "max_memory", m))?,
+                }),
+                None => None,
+            },
+            memory_grace: count(&e.memory_grace, "memory_grace")?,
         };
         // The model's rules, pointed at the key that breaks one (or the entry, for a key
         // left out).
@@ -349,6 +360,7 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>
                 Field::RestartSchedule => e.restart_schedule.as_ref().map(Spanned::span),
                 Field::Watch => e.watch.as_ref().map(Spanned::span),
                 Field::RunAs => e.user.as_ref().map(Spanned::span),
+                Field::MaxMemory => e.max_memory.as_ref().map(Spanned::span),
             };
             return Err(err(span(at), bad.field.key(), bad.problem));
         }

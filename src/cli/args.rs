@@ -256,6 +256,9 @@ pub struct StartArgs {
     /// as, data, fsize, cpu (seconds); "unlimited" allowed; may be repeated.
     #[arg(long = "limit", value_name = "NAME=VALUE", value_parser = parse_limit_pair)]
     pub limits: Vec<(String, u64)>,
+    /// Restart when the app's tree stays above this much memory for 2 samples (512M, 1G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
     /// Return once the apps are spawned, without waiting for their readiness checks.
     #[arg(long)]
     pub no_wait: bool,
@@ -323,6 +326,7 @@ impl StartArgs {
             || self.group.is_some()
             || self.umask.is_some()
             || !self.limits.is_empty()
+            || self.max_memory.is_some()
             || self.log_time
             || self.log_max_size.is_some()
             || self.log_keep.is_some()

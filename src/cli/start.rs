@@ -89,6 +89,7 @@ fn flag(field: Field) -> Option<&'static str> {
         Field::RestartSchedule => "--restart-schedule",
         Field::Watch => "--watch",
         Field::RunAs => "--user",
+        Field::MaxMemory => "--max-memory",
     })
 }
 
@@ -160,6 +161,8 @@ fn draft_from_args(a: StartArgs, remote: bool) -> Result<AppDraft, Failure> {
         group: a.group,
         umask: a.umask,
         limits: a.limits.into_iter().collect(),
+        max_memory: a.max_memory,
+        memory_grace: None,
     };
     // The model's message as the agent would give it, after the flag it came from.
     draft.validate().map_err(|e| {

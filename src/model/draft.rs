@@ -42,6 +42,8 @@ pub struct AppDraft {
     pub group: Option<String>,
     pub umask: Option<u32>,
     pub limits: std::collections::BTreeMap<String, u64>,
+    pub max_memory: Option<u64>,
+    pub memory_grace: Option<u32>,
 }
 
 /// A duration as the API carries it: whole milliseconds, at least one (zero means "default").
@@ -88,6 +90,8 @@ impl AppDraft {
             group: self.group.clone(),
             umask: self.umask,
             limits: self.limits.clone(),
+            max_memory: self.max_memory,
+            memory_grace: self.memory_grace.unwrap_or(super::DEFAULT_MEMORY_GRACE),
         }
     }
 
@@ -135,6 +139,8 @@ impl fmt::Debug for AppDraft {
             .field("group", &self.group)
             .field("umask", &self.umask)
             .field("limits", &self.limits)
+            .field("max_memory", &self.max_memory)
+            .field("memory_grace", &self.memory_grace)
             .finish()
     }
 }

@@ -114,6 +114,8 @@ pub enum Cause {
     Schedule,
     /// A file it watches changed.
     Watch,
+    /// Its tree's memory stayed above `max_memory`.
+    Memory,
 }
 
 impl Cause {
@@ -133,6 +135,7 @@ impl Cause {
             Cause::Unhealthy => "unhealthy",
             Cause::Schedule => "schedule",
             Cause::Watch => "watch",
+            Cause::Memory => "memory",
         }
     }
 
@@ -160,6 +163,7 @@ impl Cause {
             Cause::Unhealthy => "unhealthy".into(),
             Cause::Schedule => "restart schedule".into(),
             Cause::Watch => "watched files changed".into(),
+            Cause::Memory => "memory limit".into(),
         }
     }
 }

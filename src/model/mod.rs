@@ -28,7 +28,9 @@ pub use probe::{
 };
 pub use run_as::{check_run_as, parse_limit, parse_umask, LIMITS_KNOWN, UNLIMITED};
 pub use signal::Signal;
-pub use spec::{validate_env, AppSpec, Env, Field, InvalidSpec, RestartPolicy, LIMITS};
+pub use spec::{
+    validate_env, AppSpec, Env, Field, InvalidSpec, RestartPolicy, DEFAULT_MEMORY_GRACE, LIMITS,
+};
 pub use status::{Desired, Exit, Status};
 pub use time::{civil_from_days, rfc3339_ms};
 pub use triggers::{

@@ -118,6 +118,18 @@ pub struct AppSpec {
     /// Resource limits (soft and hard), by name: nofile, nproc, core, memlock, stack...
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub limits: BTreeMap<String, u64>,
+    /// Restart when the tree's memory stays above this many bytes for `memory_grace` samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<u64>,
+    #[serde(default = "default_grace")]
+    pub memory_grace: u32,
+}
+
+/// Consecutive samples over `max_memory` before a restart.
+pub const DEFAULT_MEMORY_GRACE: u32 = 2;
+
+fn default_grace() -> u32 {
+    DEFAULT_MEMORY_GRACE
 }
 
 fn default_debounce() -> Duration {
@@ -238,6 +250,21 @@ impl AppSpec {
             &self.limits,
         )
         .map_err(|e| bad(Field::RunAs, e))?;
+        if self.max_memory.is_some_and(|m| m < 1 << 20) {
+            return Err(bad(
+                Field::MaxMemory,
+                "max_memory is below 1M; a tree that small is no app".into(),
+            ));
+        }
+        if !(1..=100).contains(&self.memory_grace) {
+            return Err(bad(
+                Field::MaxMemory,
+                format!(
+                    "memory_grace {} is out of range: between 1 and 100",
+                    self.memory_grace
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -274,6 +301,7 @@ pub enum Field {
     RestartSchedule,
     Watch,
     RunAs,
+    MaxMemory,
 }
 
 impl Field {
@@ -298,6 +326,7 @@ impl Field {
             Field::RestartSchedule => "restart_schedule",
             Field::Watch => "watch",
             Field::RunAs => "user",
+            Field::MaxMemory => "max_memory",
         }
     }
 }
@@ -347,6 +376,8 @@ impl fmt::Debug for AppSpec {
             .field("group", &self.group)
             .field("umask", &self.umask)
             .field("limits", &self.limits)
+            .field("max_memory", &self.max_memory)
+            .field("memory_grace", &self.memory_grace)
             .finish()
     }
 }
@@ -435,6 +466,8 @@ mod tests {
             group: None,
             umask: None,
             limits: BTreeMap::new(),
+            max_memory: None,
+            memory_grace: DEFAULT_MEMORY_GRACE,
         }
     }
 

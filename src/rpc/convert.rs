@@ -69,6 +69,8 @@ pub fn draft_from_pb(p: pb::AppSpec) -> Result<AppDraft, Status> {
         group: (!p.group.is_empty()).then_some(p.group),
         umask: p.umask,
         limits: p.limits.into_iter().collect(),
+        max_memory: (p.max_memory != 0).then_some(p.max_memory),
+        memory_grace: (p.memory_grace != 0).then_some(p.memory_grace),
     })
 }
 
@@ -229,6 +231,8 @@ pub fn draft_to_pb(d: &AppDraft) -> pb::AppSpec {
         group: d.group.clone().unwrap_or_default(),
         umask: d.umask,
         limits: d.limits.clone().into_iter().collect(),
+        max_memory: d.max_memory.unwrap_or(0),
+        memory_grace: d.memory_grace.unwrap_or(0),
     }
 }
 
@@ -259,6 +263,8 @@ pub fn spec_to_pb(s: &AppSpec) -> pb::AppSpec {
         group: s.group.clone().unwrap_or_default(),
         umask: s.umask,
         limits: s.limits.clone().into_iter().collect(),
+        max_memory: s.max_memory.unwrap_or(0),
+        memory_grace: s.memory_grace,
     }
 }
 
@@ -458,6 +464,7 @@ pub fn cause_to_pb(c: &model::Cause) -> pb::Cause {
         C::Unhealthy => simple(pb::CauseKind::Unhealthy),
         C::Schedule => simple(pb::CauseKind::Schedule),
         C::Watch => simple(pb::CauseKind::Watch),
+        C::Memory => simple(pb::CauseKind::Memory),
         C::Shutdown => simple(pb::CauseKind::Shutdown),
     }
 }
@@ -567,6 +574,7 @@ pub fn cause_from_pb(c: pb::Cause) -> Result<model::Cause, String> {
         Ok(pb::CauseKind::Unhealthy) => C::Unhealthy,
         Ok(pb::CauseKind::Schedule) => C::Schedule,
         Ok(pb::CauseKind::Watch) => C::Watch,
+        Ok(pb::CauseKind::Memory) => C::Memory,
         Ok(pb::CauseKind::Unspecified) | Err(_) => {
             return Err(format!("an event with an unknown cause kind {}", c.kind))
         }
@@ -671,6 +679,8 @@ mod tests {
             group: Some("nogroup".into()),
             umask: Some(0o27),
             limits: [("nofile".to_string(), 4096u64)].into(),
+            max_memory: Some(512 << 20),
+            memory_grace: Some(3),
         };
         assert_eq!(draft_from_pb(draft_to_pb(&full)).unwrap(), full);
         for check in [

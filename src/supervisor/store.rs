@@ -409,6 +409,8 @@ mod tests {
                 group: None,
                 umask: None,
                 limits: Default::default(),
+                max_memory: None,
+                memory_grace: crate::model::DEFAULT_MEMORY_GRACE,
                 logs: Default::default(),
             },
             base_env: Arc::new(Env::new()),
