@@ -813,3 +813,40 @@ fn long_lines_are_printed_whole_or_marked_where_they_continue() {
     assert_eq!(json[2]["offset"], 200_001 + (1 << 20));
     assert!(json[2].get("continues").is_none());
 }
+
+#[test]
+fn a_stream_without_newlines_rotates_within_64_kib_past_the_limit() {
+    let agent = Agent::start();
+    let app = agent.script(
+        "nonl.sh",
+        "head -c 3000000 /dev/zero | tr '\\0' x; exec sleep 1000",
+    );
+    agent.ok(&[
+        "start",
+        "--name",
+        "nonl",
+        "--log-max-size",
+        "100K",
+        "--log-keep",
+        "100",
+        "--",
+        &app,
+    ]);
+    let files = || log_files(&agent, 1, "nonl", "out");
+    wait_until("3,000,000 bytes on disk", Duration::from_secs(30), || {
+        concat(&files()).len() >= 3_000_000
+    });
+    let all = files();
+    let largest = all
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .max()
+        .unwrap();
+    eprintln!("{} files, the largest {largest} bytes", all.len());
+    assert!(
+        largest <= (100 + 64) * 1024,
+        "a file of {largest} bytes: {} past the limit",
+        largest - 100 * 1024
+    );
+    assert_eq!(concat(&all), vec![b'x'; 3_000_000]);
+}
