@@ -66,7 +66,9 @@ fn supervisor_code(e: &supervisor::Error) -> Code {
         E::NotFound(_) => Code::NotFound,
         E::AlreadyExists { .. } => Code::AlreadyExists,
         E::InvalidSpec(_) | E::InvalidEnv { .. } | E::GivenTwice(_) => Code::InvalidArgument,
-        E::StartFailed { .. } | E::StopFailed { .. } => Code::FailedPrecondition,
+        E::StartFailed { .. } | E::StopFailed { .. } | E::Escaped { .. } => {
+            Code::FailedPrecondition
+        }
         E::Persist { .. } | E::Logs { .. } => Code::Internal,
         E::TooManySubscribers(_) => Code::ResourceExhausted,
         E::ShuttingDown => Code::Unavailable,

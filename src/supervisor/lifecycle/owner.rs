@@ -17,6 +17,7 @@ use crate::supervisor::{
     error::StoreError,
     logs::{AppLogs, Capture},
     process::{
+        escaped::{self, Escaped, PipeId},
         launch::{Launch, Spawned},
         pidfd::PidFd,
         procfs::{self, ProcStat},
@@ -175,6 +176,14 @@ pub struct Actor {
     deferred: VecDeque<Request>,
     /// A failed wait for the state file, reported to the pending command.
     unsaved: Option<StoreError>,
+    /// The running instance's output pipes, to find who holds them after its tree ended.
+    pipes: Vec<PipeId>,
+    /// Processes that left the last instance's tree beyond reach (found by its output pipes
+    /// after the tree ended): reported to the pending command, shown by `describe` until the
+    /// next start.
+    escaped: Option<Escaped>,
+    /// `escaped` is news for the pending command.
+    escaped_news: bool,
     ended: bool,
     view: watch::Sender<AppView>,
     logs: Arc<AppLogs>,
@@ -216,6 +225,9 @@ impl Actor {
             pending: None,
             deferred: VecDeque::new(),
             unsaved: None,
+            pipes: Vec::new(),
+            escaped: None,
+            escaped_news: false,
             ended: false,
             view,
             ctx,
@@ -341,7 +353,9 @@ impl Actor {
             }
             Effect::Drain => {
                 if let Some(c) = self.capture.take() {
-                    c.finish(DRAIN_GRACE).await;
+                    if c.finish(DRAIN_GRACE).await {
+                        self.find_escaped().await;
+                    }
                 }
                 queue.push_back(Input::Drained);
             }
@@ -380,6 +394,22 @@ impl Actor {
         }
     }
 
+    /// A pipe outlived the tree: names the processes outside it that hold the app's output
+    /// (they escaped `stop`: a new session, a cleared environment), for the log, the pending
+    /// command's reply and `describe`.
+    async fn find_escaped(&mut self) {
+        let pipes = std::mem::take(&mut self.pipes);
+        let found = tokio::task::spawn_blocking(move || escaped::pipe_holders(&pipes, &[]))
+            .await
+            .unwrap_or_default();
+        if found.is_empty() {
+            return;
+        }
+        tracing::warn!(app = %self.spec.name, pids = ?found.pids(), "{found}");
+        self.escaped = Some(found);
+        self.escaped_news = self.pending.is_some();
+    }
+
     async fn wait_saved(&mut self, gen: u64) {
         if let Err(e) = self.ctx.store.flushed(gen).await {
             self.unsaved = Some(e);
@@ -388,9 +418,15 @@ impl Actor {
 
     fn reply(&mut self, result: Result<(), Refusal>) {
         let app = self.spec.name.to_string();
+        let escaped = std::mem::take(&mut self.escaped_news)
+            .then(|| self.escaped.clone())
+            .flatten();
         let result = match (self.unsaved.take(), result) {
             (Some(cause), _) => Err(Error::Persist { app, cause }),
-            (None, Ok(())) => Ok(self.snapshot()),
+            (None, Ok(())) => match escaped {
+                Some(cause) => Err(Error::Escaped { app, cause }),
+                None => Ok(self.snapshot()),
+            },
             (None, Err(Refusal::Start(cause))) => Err(Error::StartFailed { app, cause }),
             (None, Err(Refusal::Stop(cause))) => Err(Error::StopFailed { app, cause }),
         };
@@ -419,6 +455,11 @@ impl Actor {
                 stdout,
                 stderr,
             }) => {
+                self.pipes = [&stdout, &stderr]
+                    .iter()
+                    .filter_map(|fd| PipeId::of(*fd).ok())
+                    .collect();
+                self.escaped = None;
                 self.capture = Some(Capture::start(
                     vec![
                         (stdout, self.logs.out.clone()),
@@ -546,7 +587,12 @@ impl Actor {
             desired: self.life.desired,
             restarts: self.life.restarts,
             last_exit: self.life.last_exit,
-            error: self.life.last_failure.as_ref().map(ToString::to_string),
+            error: self
+                .life
+                .last_failure
+                .as_ref()
+                .map(ToString::to_string)
+                .or_else(|| self.escaped.as_ref().map(ToString::to_string)),
             created_at_unix_ms: self.created_at_unix_ms,
             stdout_path: self.logs.out.path().to_path_buf(),
             stderr_path: self.logs.err.path().to_path_buf(),

@@ -9,9 +9,6 @@
 //! process outside the tree with a descriptor linked to that pipe (`/proc/PID/fd/N` ->
 //! `pipe:[INODE]`).
 
-// Until the app's owner calls it (see the wiring commit that removes this line).
-#![allow(dead_code)]
-
 use std::{
     collections::HashSet,
     fmt, fs, io,
