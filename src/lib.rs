@@ -8,7 +8,8 @@
 //!   local one (unix socket, spawned when none answers) or a remote one (TCP, TLS, token).
 //! - [`agent`]: the daemon: home directory, socket security, the gRPC servers (unix socket;
 //!   TCP with TLS and client authentication).
-//! - [`rpc`]: generated protobuf code, proto ⇄ model conversion, the service, error mapping.
+//! - [`rpc`]: generated protobuf code and its codec, proto ⇄ model conversion, the service,
+//!   error mapping.
 //! - [`supervisor`]: the process table; each app's life is one pure state machine
 //!   (`lifecycle::machine`) fed by one owner task per app; process trees, persistence, events,
 //!   logs. Its submodules are private behind its API.

@@ -327,6 +327,29 @@ pub fn event_json(e: &Event, host: Option<&str>) -> serde_json::Value {
     v
 }
 
+/// `text` with every control character but tab shown as an escape (`\n`, `\r`, `\x1b`,
+/// `\u{9b}`), so that what an app or a notification wrote cannot drive the terminal it is
+/// printed on (move the cursor, clear the screen, set the title, overwrite a line). JSON output
+/// needs none of this: JSON escapes control characters itself.
+pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    use std::fmt::Write;
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut s = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        let _ = match c {
+            '\t' => s.write_char(c),
+            '\n' => s.write_str("\\n"),
+            '\r' => s.write_str("\\r"),
+            c if c.is_ascii_control() => write!(s, "\\x{:02x}", u32::from(c)),
+            c if c.is_control() => write!(s, "\\u{{{:x}}}", u32::from(c)),
+            c => s.write_char(c),
+        };
+    }
+    std::borrow::Cow::Owned(s)
+}
+
 /// One event as a line for people.
 pub fn event_line(e: &Event) -> String {
     let mut line = format!("{}  #{:<6} ", rfc3339_ms(e.at_unix_ms), e.seq);
@@ -376,4 +399,18 @@ pub fn event_line(e: &Event) -> String {
         if e.manual() { "manual: " } else { "" }
     ));
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        assert_eq!(visible("plain\ttext é"), "plain\ttext é");
+        assert_eq!(
+            visible("\u{1b}[2J\u{1b}]0;t\u{7}x\r\ny\u{7f}\u{9b}31m\0"),
+            r"\x1b[2J\x1b]0;t\x07x\r\ny\x7f\u{9b}31m\x00"
+        );
+    }
 }

@@ -65,6 +65,23 @@ const MAX_MESSAGE: usize = 64 * 1024;
 const MAX_DATA_ENTRIES: usize = 64;
 const MAX_DATA_VALUE: usize = 4 * 1024;
 
+/// Refuses what a notification's text must not carry: NUL, and the control characters that
+/// drive a terminal (C0 but tab and newline, DEL, C1), so a notification printed as it is
+/// (by grpcurl, a script) cannot clear a screen or fake a line. Binary data belongs encoded.
+fn check_text(field: &str, text: &str) -> Result<(), Error> {
+    match text
+        .char_indices()
+        .find(|&(_, c)| c.is_control() && c != '\t' && c != '\n')
+    {
+        Some((at, c)) => Err(Error::ControlCharacter {
+            field: field.to_string(),
+            at,
+            code: u32::from(c),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Bound on the apps one Start may create.
 const MAX_APPS_PER_REQUEST: usize = 10_000;
 
@@ -213,7 +230,10 @@ impl ProcessManager for Service {
         let cause = origin(&req, "NotifyGod");
         let req = req.into_inner();
         let target = convert::target(&req.target)?;
-        if req.action.is_empty() || req.action.len() > MAX_ACTION || req.action.contains('\0') {
+        if req.action.is_empty()
+            || req.action.len() > MAX_ACTION
+            || req.action.chars().any(char::is_control)
+        {
             return Err(Error::BadAction { max: MAX_ACTION }.into());
         }
         if req.message.len() > MAX_MESSAGE {
@@ -235,6 +255,11 @@ impl ProcessManager for Service {
                 value: MAX_DATA_VALUE,
             }
             .into());
+        }
+        check_text("message", &req.message)?;
+        for (k, v) in &req.data {
+            check_text(&format!("data key {k:?}"), k)?;
+            check_text(&format!("data[{k:?}]"), v)?;
         }
         let data: BTreeMap<String, String> = req.data.into_iter().collect();
         let events = self

@@ -3,7 +3,7 @@
 
 use std::{fmt, io, path::PathBuf};
 
-use super::process::{launch::SpawnError, tree::Unkillable};
+use super::process::{escaped::Escaped, launch::SpawnError, tree::Unkillable};
 use crate::model::{AppId, InvalidSpec};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -24,6 +24,9 @@ pub enum Error {
     NotReady { app: String, cause: String },
     #[error("{app}: cannot stop: {cause}")]
     StopFailed { app: String, cause: Unkillable },
+    /// The tree ended, but processes that left it beyond reach still hold the app's output.
+    #[error("{app}: {cause}")]
+    Escaped { app: String, cause: Escaped },
     #[error("{app}: state not saved: {cause}")]
     Persist { app: String, cause: StoreError },
     #[error("{app}: logs: {cause}")]

@@ -20,6 +20,7 @@ use crate::supervisor::{
     error::StoreError,
     logs::{AppLogs, Capture},
     process::{
+        escaped::{self, Escaped, PipeId},
         launch::{Launch, Spawned},
         pidfd::PidFd,
         procfs::{self, ProcStat},
@@ -197,6 +198,14 @@ pub struct Actor {
     deferred: VecDeque<Request>,
     /// A failed wait for the state file, reported to the pending command.
     unsaved: Option<StoreError>,
+    /// The running instance's output pipes, to find who holds them after its tree ended.
+    pipes: Vec<PipeId>,
+    /// Processes that left the last instance's tree beyond reach (found by its output pipes
+    /// after the tree ended): reported to the pending command, shown by `describe` until the
+    /// next start.
+    escaped: Option<Escaped>,
+    /// `escaped` is news for the pending command.
+    escaped_news: bool,
     ended: bool,
     view: watch::Sender<AppView>,
     logs: Arc<AppLogs>,
@@ -242,6 +251,9 @@ impl Actor {
             probing,
             deferred: VecDeque::new(),
             unsaved: None,
+            pipes: Vec::new(),
+            escaped: None,
+            escaped_news: false,
             ended: false,
             view,
             ctx,
@@ -381,7 +393,9 @@ impl Actor {
             }
             Effect::Drain => {
                 if let Some(c) = self.capture.take() {
-                    c.finish(DRAIN_GRACE).await;
+                    if c.finish(DRAIN_GRACE).await {
+                        self.find_escaped().await;
+                    }
                 }
                 queue.push_back(Input::Drained);
             }
@@ -415,7 +429,7 @@ impl Actor {
             }
             Effect::Release(result) => {
                 for (pending, unsaved) in std::mem::take(&mut self.held) {
-                    let r = self.result(unsaved, result.clone());
+                    let r = self.result(unsaved, None, result.clone());
                     answer(pending, r);
                 }
             }
@@ -431,6 +445,22 @@ impl Actor {
         }
     }
 
+    /// A pipe outlived the tree: names the processes outside it that hold the app's output
+    /// (they escaped `stop`: a new session, a cleared environment), for the log, the pending
+    /// command's reply and `describe`.
+    async fn find_escaped(&mut self) {
+        let pipes = std::mem::take(&mut self.pipes);
+        let found = tokio::task::spawn_blocking(move || escaped::pipe_holders(&pipes, &[]))
+            .await
+            .unwrap_or_default();
+        if found.is_empty() {
+            return;
+        }
+        tracing::warn!(app = %self.spec.name, pids = ?found.pids(), "{found}");
+        self.escaped = Some(found);
+        self.escaped_news = self.pending.is_some();
+    }
+
     async fn wait_saved(&mut self, gen: u64) {
         if let Err(e) = self.ctx.store.flushed(gen).await {
             self.unsaved = Some(e);
@@ -439,22 +469,31 @@ impl Actor {
 
     fn reply(&mut self, result: Result<(), Refusal>) {
         let unsaved = self.unsaved.take();
-        let result = self.result(unsaved, result);
+        // Processes that escaped the tree are news to the command that ended it.
+        let escaped = std::mem::take(&mut self.escaped_news)
+            .then(|| self.escaped.clone())
+            .flatten();
+        let result = self.result(unsaved, escaped, result);
         if let Some(p) = self.pending.take() {
             answer(p, result);
         }
     }
 
-    /// A command's answer: a state-file failure first, then the machine's verdict.
+    /// A command's answer: a state-file failure first, then processes that escaped the tree,
+    /// then the machine's verdict.
     fn result(
         &self,
         unsaved: Option<StoreError>,
+        escaped: Option<Escaped>,
         result: Result<(), Refusal>,
     ) -> Result<AppView, Error> {
         let app = self.spec.name.to_string();
         match (unsaved, result) {
             (Some(cause), _) => Err(Error::Persist { app, cause }),
-            (None, Ok(())) => Ok(self.snapshot()),
+            (None, Ok(())) => match escaped {
+                Some(cause) => Err(Error::Escaped { app, cause }),
+                None => Ok(self.snapshot()),
+            },
             (None, Err(Refusal::Start(cause))) => Err(Error::StartFailed { app, cause }),
             (None, Err(Refusal::Stop(cause))) => Err(Error::StopFailed { app, cause }),
             (None, Err(Refusal::NotReady(cause))) => Err(Error::NotReady { app, cause }),
@@ -482,6 +521,11 @@ impl Actor {
                 stdout,
                 stderr,
             }) => {
+                self.pipes = [&stdout, &stderr]
+                    .iter()
+                    .filter_map(|fd| PipeId::of(*fd).ok())
+                    .collect();
+                self.escaped = None;
                 self.capture = Some(Capture::start(
                     vec![
                         (stdout, self.logs.out.clone()),
@@ -609,7 +653,12 @@ impl Actor {
             desired: self.life.desired,
             restarts: self.life.restarts,
             last_exit: self.life.last_exit,
-            error: self.life.last_failure.as_ref().map(ToString::to_string),
+            error: self
+                .life
+                .last_failure
+                .as_ref()
+                .map(ToString::to_string)
+                .or_else(|| self.escaped.as_ref().map(ToString::to_string)),
             created_at_unix_ms: self.created_at_unix_ms,
             stdout_path: self.logs.out.path().to_path_buf(),
             stderr_path: self.logs.err.path().to_path_buf(),
