@@ -1,6 +1,7 @@
 //! The supervisor: the process table and its owners. One task per app applies that app's
-//! commands in order (see `actor`); this module routes requests to them and fans out `all`.
-//! It knows nothing of gRPC.
+//! commands in order (see `lifecycle`); this module routes requests to them, in dependency
+//! order: `deps` decides what a request touches and in which order (pure), `order` sends the
+//! commands and waits for each dependency's condition. It knows nothing of gRPC.
 
 mod deps;
 mod error;
