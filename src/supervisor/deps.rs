@@ -8,7 +8,7 @@ use std::{
     fmt,
 };
 
-use crate::model::{Condition, Dependency};
+use crate::model::Dependency;
 
 /// Apps by name, each with what it depends on.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -263,27 +263,12 @@ impl Graph {
         }
         by.into_iter().collect()
     }
-
-    /// Who needs `dep`, among `among`, and with which condition (the strictest wins: a
-    /// completed condition cannot be met by readiness, nor readiness by a spawn).
-    pub fn consumers<'a>(
-        &'a self,
-        dep: &str,
-        among: &'a BTreeSet<String>,
-    ) -> impl Iterator<Item = (&'a str, Condition)> + 'a {
-        let dep = dep.to_string();
-        among.iter().filter_map(move |app| {
-            self.deps_of(app)
-                .iter()
-                .find(|d| d.app == dep)
-                .map(|d| (app.as_str(), d.condition))
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Condition;
 
     fn dep(app: &str, condition: Condition) -> Dependency {
         Dependency {
@@ -451,29 +436,5 @@ mod tests {
         );
         assert!(g.still_needed(&set("db cache web api")).is_empty());
         assert!(g.still_needed(&set("web")).is_empty());
-    }
-
-    #[test]
-    fn consumers_say_which_condition() {
-        let g = Graph::new([
-            ("web".to_string(), vec![dep("db", Condition::Ready)]),
-            (
-                "job".to_string(),
-                vec![
-                    dep("db", Condition::Started),
-                    dep("mig", Condition::Completed),
-                ],
-            ),
-            ("db".to_string(), vec![]),
-            ("mig".to_string(), vec![]),
-        ]);
-        let all = set("web job db mig");
-        let got: Vec<_> = g.consumers("db", &all).collect();
-        assert_eq!(
-            got,
-            [("job", Condition::Started), ("web", Condition::Ready)]
-        );
-        let web = set("web");
-        assert_eq!(g.consumers("mig", &web).count(), 0);
     }
 }

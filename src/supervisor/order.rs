@@ -279,13 +279,20 @@ impl Supervisor {
         }
         let expanded: BTreeSet<String> = needed.iter().filter(|n| expand(n)).cloned().collect();
         let levels = table.levels(&needed);
+        // What each app is needed for, by the apps that will start.
+        let mut wanted: BTreeMap<&str, Vec<Condition>> = BTreeMap::new();
+        for app in &expanded {
+            for d in graph.deps_of(app) {
+                wanted.entry(d.app.as_str()).or_default().push(d.condition);
+            }
+        }
         let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
         for name in levels.iter().flatten() {
             let Some(handle) = table.apps.get(name).cloned() else {
                 continue;
             };
             let member = members.get(name);
-            let wanted: Vec<Condition> = graph.consumers(name, &expanded).map(|(_, c)| c).collect();
+            let wanted = wanted.get(name.as_str()).map_or(&[][..], Vec::as_slice);
             let view = handle.view.borrow().clone();
             let waits = (member.is_some() && wait) || wanted.contains(&Condition::Ready);
             let skip = member.is_none()
