@@ -503,3 +503,33 @@ fn a_new_agent_brings_apps_back_in_dependency_order() {
         ],
     );
 }
+
+#[test]
+fn a_started_condition_does_not_wait_for_readiness() {
+    let agent = Agent::start();
+    let file = write(
+        &agent,
+        "started.toml",
+        &[entry("db", "1", &[]), entry("logger", "0", &[])].concat(),
+    );
+    agent.ok(&["start", "--no-wait", &file]);
+    agent.ok(&[
+        "start",
+        "--name",
+        "web",
+        "--depends-on",
+        "logger",
+        "--depends-on",
+        "db:started",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    agent.wait_online("db", None);
+    let ev = events(&agent);
+    in_order(&ev, 0, &[("db", "starting"), ("web", "starting"), ("db", "ready")]);
+    // `stop all` goes in reverse order too.
+    let out = agent.ok(&["stop", "all"]);
+    let names: Vec<&str> = out.lines().map(|l| l.split(' ').nth(1).unwrap()).collect();
+    assert_eq!(names.first(), Some(&"web"), "{out}");
+}
