@@ -527,7 +527,11 @@ fn a_started_condition_does_not_wait_for_readiness() {
     ]);
     agent.wait_online("db", None);
     let ev = events(&agent);
-    in_order(&ev, 0, &[("db", "starting"), ("web", "starting"), ("db", "ready")]);
+    in_order(
+        &ev,
+        0,
+        &[("db", "starting"), ("web", "starting"), ("db", "ready")],
+    );
     // `stop all` goes in reverse order too.
     let out = agent.ok(&["stop", "all"]);
     let names: Vec<&str> = out.lines().map(|l| l.split(' ').nth(1).unwrap()).collect();
