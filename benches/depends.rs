@@ -74,6 +74,8 @@ fn main() {
 
     let mut walls = Vec::new();
     let mut spans = Vec::new();
+    let mut own = Vec::new();
+    let mut gaps = Vec::new();
     for run in 0..WARMUP_RUNS + RUNS {
         let from = last_seq(&agent);
         let t0 = Instant::now();
@@ -86,10 +88,13 @@ fn main() {
             LEVELS * WIDTH,
             "`grpm start FILE` answered with {online} apps online: {apps:?}"
         );
-        let span = span(&agent, from);
+        let ev = events(&agent, from);
+        let span = span(&ev);
         if run >= WARMUP_RUNS {
             walls.push(wall);
             spans.push(span);
+            own.extend(ready_delays(&ev));
+            gaps.extend(handoffs(&ev));
         }
         agent.ok(&["delete", "all"]);
     }
@@ -99,6 +104,16 @@ fn main() {
     println!("first `starting` event to last `ready` event, in the agent:");
     let inside = Stats::of(&spans);
     inside.print(1);
+    println!(
+        "each app's own spawn-to-ready time (the `ready` event's delay: sh, sleep, the log line):"
+    );
+    let own = Stats::of(&own);
+    own.print(1);
+    println!(
+        "a dependency's `ready` event to its dependent's `starting` event (grpm's hand-over):"
+    );
+    let gaps = Stats::of(&gaps);
+    gaps.print(1);
     let ideal = ms(READY_AFTER) * LEVELS as f64;
     println!(
         "critical path {ideal} ms; median overhead {:.1} ms ({:.1} ms per level)",
@@ -124,6 +139,9 @@ fn main() {
                 ms(inside.median),
                 "ms",
             ),
+            Row::info("app: spawn to ready, median", ms(own.median), "ms"),
+            Row::info("ready -> dependent starting, median", ms(gaps.median), "ms"),
+            Row::info("same, max", ms(gaps.max), "ms"),
         ],
         1,
         12,
@@ -160,9 +178,8 @@ fn last_seq(agent: &Agent) -> u64 {
         .unwrap_or(0)
 }
 
-/// From the first `starting` to the last `ready` event after `from`, by their timestamps.
-fn span(agent: &Agent, from: u64) -> Duration {
-    let ev = events(agent, from);
+/// From the first `starting` to the last `ready` event, by their timestamps.
+fn span(ev: &[Value]) -> Duration {
     let at = |kind: &str| -> Vec<u64> {
         ev.iter()
             .filter(|e| e["kind"] == kind)
@@ -172,6 +189,38 @@ fn span(agent: &Agent, from: u64) -> Duration {
     let (starts, readies) = (at("starting"), at("ready"));
     match (starts.iter().min(), readies.iter().max()) {
         (Some(a), Some(b)) => Duration::from_millis(b.saturating_sub(*a)),
-        _ => panic!("no starting/ready events after seq {from}: {ev:?}"),
+        _ => panic!("no starting/ready events: {ev:?}"),
     }
+}
+
+/// The time from spawn to ready each `ready` event reports.
+fn ready_delays(ev: &[Value]) -> Vec<Duration> {
+    ev.iter()
+        .filter(|e| e["kind"] == "ready")
+        .filter_map(|e| e["delay_ms"].as_u64())
+        .map(Duration::from_millis)
+        .collect()
+}
+
+/// For each app above the first level: from the `ready` event of the later of its two
+/// dependencies to its own `starting` event.
+fn handoffs(ev: &[Value]) -> Vec<Duration> {
+    let at = |app: &str, kind: &str| -> Option<u64> {
+        ev.iter()
+            .find(|e| e["app"] == app && e["kind"] == kind)
+            .and_then(|e| e["at_unix_ms"].as_u64())
+    };
+    let mut out = Vec::new();
+    for level in 1..LEVELS {
+        for i in 0..WIDTH {
+            let ready = [i, (i + 1) % WIDTH]
+                .iter()
+                .filter_map(|j| at(&name(level - 1, *j), "ready"))
+                .max();
+            if let (Some(r), Some(s)) = (ready, at(&name(level, i), "starting")) {
+                out.push(Duration::from_millis(s.saturating_sub(r)));
+            }
+        }
+    }
+    out
 }
