@@ -133,16 +133,23 @@ impl Graph {
         None
     }
 
-    /// Each app's depth: 0 for an app that depends on nothing (that exists), else one more than
-    /// its deepest dependency. An app starts after every app of a smaller depth it depends on,
-    /// and stops before them; ordering by depth over the whole graph keeps that true for any
-    /// subset, also when the link between two of its apps runs through an app outside it.
-    pub fn depths(&self) -> Result<BTreeMap<&str, usize>, GraphError> {
-        if let Some(cycle) = self.cycle_from(self.deps.keys().map(String::as_str)) {
+    /// The depth of `starts` and of everything they depend on: 0 for an app that depends on
+    /// nothing (that exists), else one more than its deepest dependency. An app starts after
+    /// every app of a smaller depth it depends on, and stops before them; ordering by depth
+    /// keeps that true for any subset, also when the link between two of its apps runs through
+    /// an app outside it. A cycle among them is an error (one elsewhere is not looked at).
+    pub fn depths<'a>(
+        &'a self,
+        starts: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Result<BTreeMap<&'a str, usize>, GraphError> {
+        if let Some(cycle) = self.cycle_from(starts.clone()) {
             return Err(GraphError::Cycle(cycle));
         }
         let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
-        for root in self.deps.keys() {
+        for root in starts {
+            let Some((root, _)) = self.deps.get_key_value(root) else {
+                continue;
+            };
             // Iterative post-order: a node is done once all its dependencies are.
             let mut stack: Vec<&str> = vec![root.as_str()];
             while let Some(&node) = stack.last() {
@@ -177,7 +184,7 @@ impl Graph {
     /// The apps of `set` in groups by depth, shallowest first (the order to start them in; each
     /// group may act in parallel). Reverse it to stop them.
     pub fn levels(&self, set: &BTreeSet<String>) -> Result<Vec<Vec<String>>, GraphError> {
-        let depths = self.depths()?;
+        let depths = self.depths(set.iter().map(String::as_str))?;
         let mut levels: Vec<Vec<String>> = Vec::new();
         for name in set {
             let d = depths.get(name.as_str()).copied().unwrap_or(0);
@@ -357,7 +364,9 @@ mod tests {
     fn cycles_not_reachable_from_the_new_apps_are_not_theirs() {
         let g = graph("a:b b:a new");
         assert_eq!(g.check(&["new"]), Ok(()));
-        assert!(g.depths().is_err());
+        assert!(g.depths(["a"]).is_err());
+        // Nor do they keep the others from being ordered.
+        assert_eq!(g.levels(&set("new")), Ok(vec![vec!["new".to_string()]]));
     }
 
     #[test]
@@ -372,7 +381,7 @@ mod tests {
             (format!("a{i}"), deps)
         }));
         assert_eq!(g.check(&["a0"]), Ok(()));
-        assert_eq!(g.depths().unwrap()["a0"], n - 1);
+        assert_eq!(g.depths(["a0"]).unwrap()["a0"], n - 1);
     }
 
     #[test]

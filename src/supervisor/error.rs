@@ -45,7 +45,7 @@ pub enum Error {
     #[error("{app}: {why}")]
     NotCompleted { app: String, why: String },
     /// Deleting `app` would leave apps depending on nothing: `by` (delete them too, or first).
-    #[error("{app}: cannot delete: {} depend{} on it; delete {} first or in the same request", .by.join(", "), if .by.len() == 1 { "s" } else { "" }, if .by.len() == 1 { "it" } else { "them" })]
+    #[error("{app}: cannot delete: {} depend{} on it; delete {} first, or in the same request", .by.join(", "), if .by.len() == 1 { "s" } else { "" }, .by.join(", "))]
     DependedOn { app: String, by: Vec<String> },
     #[error("too many subscribers ({0}); try again later")]
     TooManySubscribers(usize),

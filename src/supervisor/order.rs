@@ -429,3 +429,73 @@ impl Supervisor {
         verdict(acted, errors)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_error_names_each_link_once() {
+        let db = Error::NotReady {
+            app: "db".into(),
+            cause: "not ready after 1s: 127.0.0.1:1: connection refused".into(),
+        };
+        let api = Error::NotStarted {
+            app: "api".into(),
+            dep: "db".into(),
+            condition: Condition::Ready,
+            cause: Box::new(db),
+        };
+        let web = Error::NotStarted {
+            app: "web".into(),
+            dep: "api".into(),
+            condition: Condition::Started,
+            cause: Box::new(api.clone()),
+        };
+        assert_eq!(
+            api.to_string(),
+            "api: not started: db did not become ready: not ready after 1s: 127.0.0.1:1: \
+             connection refused"
+        );
+        assert_eq!(
+            web.to_string(),
+            "web: not started: api did not start: not started: db did not become ready: not \
+             ready after 1s: 127.0.0.1:1: connection refused"
+        );
+        let job = Error::NotCompleted {
+            app: "migrate".into(),
+            why: "exited with exit code 3".into(),
+        };
+        let app = Error::NotStarted {
+            app: "app".into(),
+            dep: "migrate".into(),
+            condition: Condition::Completed,
+            cause: Box::new(job),
+        };
+        assert_eq!(
+            app.to_string(),
+            "app: not started: migrate did not complete: exited with exit code 3"
+        );
+    }
+
+    #[test]
+    fn delete_refusals_read_well() {
+        let one = Error::DependedOn {
+            app: "db".into(),
+            by: vec!["web".into()],
+        };
+        assert_eq!(
+            one.to_string(),
+            "db: cannot delete: web depends on it; delete web first, or in the same request"
+        );
+        let two = Error::DependedOn {
+            app: "db".into(),
+            by: vec!["api".into(), "web".into()],
+        };
+        assert_eq!(
+            two.to_string(),
+            "db: cannot delete: api, web depend on it; delete api, web first, or in the same \
+             request"
+        );
+    }
+}
