@@ -18,6 +18,12 @@ pub struct AppRow {
     pub uptime_ms: u64,
     pub cpu_percent: f64,
     pub memory_bytes: u64,
+    /// In a start's or restart's answer: started first for this app.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needed_by: Option<String>,
+    /// In a stop's or restart's answer: stopped first because it depends on this app.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependent_of: Option<String>,
 }
 
 impl From<&AppInfo> for AppRow {
@@ -31,6 +37,8 @@ impl From<&AppInfo> for AppRow {
             uptime_ms: a.uptime_ms,
             cpu_percent: (a.cpu_percent * 10.0).round() / 10.0,
             memory_bytes: a.memory_bytes,
+            needed_by: a.needed_by.clone(),
+            dependent_of: a.dependent_of.clone(),
         }
     }
 }

@@ -60,6 +60,12 @@ pub struct AppInfo {
     /// Of one core, since the previous listing.
     pub cpu_percent: f64,
     pub memory_bytes: u64,
+    /// In a start's or restart's answer: started first because this app (which the request
+    /// started) depends on it.
+    pub needed_by: Option<String>,
+    /// In a stop's or restart's answer: stopped first because it depends on this app (which
+    /// the request stopped).
+    pub dependent_of: Option<String>,
 }
 
 /// Everything the agent knows about one app.

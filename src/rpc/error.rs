@@ -65,10 +65,16 @@ fn supervisor_code(e: &supervisor::Error) -> Code {
     match e {
         E::NotFound(_) => Code::NotFound,
         E::AlreadyExists { .. } => Code::AlreadyExists,
-        E::InvalidSpec(_) | E::InvalidEnv { .. } | E::GivenTwice(_) => Code::InvalidArgument,
-        E::StartFailed { .. } | E::StopFailed { .. } | E::NotReady { .. } | E::Escaped { .. } => {
-            Code::FailedPrecondition
+        E::InvalidSpec(_) | E::InvalidEnv { .. } | E::GivenTwice(_) | E::Dependencies(_) => {
+            Code::InvalidArgument
         }
+        E::StartFailed { .. }
+        | E::StopFailed { .. }
+        | E::NotReady { .. }
+        | E::NotStarted { .. }
+        | E::NotCompleted { .. }
+        | E::DependedOn { .. }
+        | E::Escaped { .. } => Code::FailedPrecondition,
         E::Persist { .. } | E::Logs { .. } => Code::Internal,
         E::TooManySubscribers(_) => Code::ResourceExhausted,
         E::ShuttingDown => Code::Unavailable,

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     model::{Cause, Env, EventKind, Target},
-    supervisor::{AppView, Filter, ReadFrom, Replay, Supervisor, Usage},
+    supervisor::{Acted, AppView, Filter, ReadFrom, Reason, Replay, Supervisor, Usage},
 };
 
 /// Who sent a request, for the events it causes (`manual`, with the caller).
@@ -129,6 +129,22 @@ impl Service {
             .zip(usage)
             .map(|(v, u)| convert::info(v, u))
             .collect()
+    }
+
+    /// Listing fields for the apps a request acted on, each with why (`needed_by`,
+    /// `dependent_of`), in the order it acted.
+    async fn acted(&self, acted: Vec<Acted>) -> Vec<pb::AppInfo> {
+        let (views, reasons): (Vec<AppView>, Vec<Reason>) =
+            acted.into_iter().map(|a| (a.view, a.reason)).unzip();
+        let mut infos = self.infos(views, false).await;
+        for (info, reason) in infos.iter_mut().zip(reasons) {
+            match reason {
+                Reason::Named => {}
+                Reason::NeededBy(app) => info.needed_by = app,
+                Reason::DependsOn(app) => info.dependent_of = app,
+            }
+        }
+        infos
     }
 
     async fn usage(&self, views: &[AppView], sample: bool) -> Vec<Usage> {
@@ -344,7 +360,7 @@ impl ProcessManager for Service {
             (true, true) => return Err(Error::NothingToStart.into()),
         };
         Ok(Response::new(pb::StartResponse {
-            apps: self.infos(views, false).await,
+            apps: self.acted(views).await,
         }))
     }
 
@@ -355,7 +371,7 @@ impl ProcessManager for Service {
         let target = convert::target(&req.get_ref().target)?;
         let views = self.sup.stop(&target, origin(&req, "Stop")).await?;
         Ok(Response::new(pb::StopResponse {
-            apps: self.infos(views, false).await,
+            apps: self.acted(views).await,
         }))
     }
 
@@ -375,7 +391,7 @@ impl ProcessManager for Service {
         };
         let views = self.sup.restart(&target, base, cause, !req.no_wait).await?;
         Ok(Response::new(pb::RestartResponse {
-            apps: self.infos(views, false).await,
+            apps: self.acted(views).await,
         }))
     }
 

@@ -3,8 +3,9 @@
 
 use std::{fmt, io, path::PathBuf};
 
+use super::deps::GraphError;
 use super::process::{escaped::Escaped, launch::SpawnError, tree::Unkillable};
-use crate::model::{AppId, InvalidSpec};
+use crate::model::{AppId, Condition, InvalidSpec};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -31,6 +32,24 @@ pub enum Error {
     Persist { app: String, cause: StoreError },
     #[error("{app}: logs: {cause}")]
     Logs { app: String, cause: OsError },
+    /// A request would create an app that depends on no app, or a cycle (refused as a whole).
+    #[error(transparent)]
+    Dependencies(#[from] GraphError),
+    /// A dependency of `app` did not meet its condition (`cause`: why), so `app` was not
+    /// started: `web: not started: db did not become ready: ...`.
+    #[error("{app}: not started: {dep} did not {}: {}", verb(*.condition), .cause.reason())]
+    NotStarted {
+        app: String,
+        dep: String,
+        condition: Condition,
+        cause: Box<Error>,
+    },
+    /// A one-shot dependency ran and did not exit 0 (`why`: how it ended instead).
+    #[error("{app}: {why}")]
+    NotCompleted { app: String, why: String },
+    /// Deleting `app` would leave apps depending on nothing: `by` (delete them too, or first).
+    #[error("{app}: cannot delete: {} depend{} on it; delete {} first, or in the same request", .by.join(", "), if .by.len() == 1 { "s" } else { "" }, .by.join(", "))]
+    DependedOn { app: String, by: Vec<String> },
     #[error("too many subscribers ({0}); try again later")]
     TooManySubscribers(usize),
     #[error("the agent is shutting down")]
@@ -38,6 +57,38 @@ pub enum Error {
     /// Several apps failed; the others were acted on.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Several(Vec<Error>),
+}
+
+/// How a condition's failure reads: `db did not become ready`.
+fn verb(c: Condition) -> &'static str {
+    match c {
+        Condition::Started => "start",
+        Condition::Ready => "become ready",
+        Condition::Completed => "complete",
+    }
+}
+
+impl Error {
+    /// The error without the app's name in front, for a chain that names the app itself
+    /// (`web: not started: db did not become ready: <reason>`).
+    pub fn reason(&self) -> String {
+        match self {
+            Error::StartFailed { cause, .. } => cause.to_string(),
+            Error::NotReady { cause, .. } => cause.clone(),
+            Error::NotCompleted { why, .. } => why.clone(),
+            Error::NotStarted {
+                dep,
+                condition,
+                cause,
+                ..
+            } => format!(
+                "not started: {dep} did not {}: {}",
+                verb(*condition),
+                cause.reason()
+            ),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// Why `state.json` could not be written.

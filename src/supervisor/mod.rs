@@ -1,11 +1,14 @@
 //! The supervisor: the process table and its owners. One task per app applies that app's
-//! commands in order (see `actor`); this module routes requests to them and fans out `all`.
-//! It knows nothing of gRPC.
+//! commands in order (see `lifecycle`); this module routes requests to them, in dependency
+//! order: `deps` decides what a request touches and in which order (pure), `order` sends the
+//! commands and waits for each dependency's condition. It knows nothing of gRPC.
 
+mod deps;
 mod error;
 mod events;
 mod lifecycle;
 mod logs;
+mod order;
 mod probes;
 mod process;
 mod store;
@@ -24,13 +27,16 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+pub use deps::GraphError;
 pub use error::Error;
 pub use events::{Filter, Replay, Subscription};
 pub use logs::{AppLogs, Piece, ReadFrom};
+pub use order::{Acted, Reason};
 pub use process::usage::Usage;
 pub use view::AppView;
 
-use lifecycle::{Actor, Cmd, Init, Reply};
+use lifecycle::{Actor, Cmd, Init};
+use order::{Act, Member, Table};
 use process::usage::Sampler;
 use process::{launch, reaper::Reaper, scan, tree};
 use store::{AppRecord, Store};
@@ -89,6 +95,9 @@ pub struct Config {
 
 /// Commands queued per app before senders wait.
 const QUEUE: usize = 64;
+/// How long a new agent waits for an app's owner to sort out its recovery before starting the
+/// apps in dependency order (it takes a scan of what survived: milliseconds).
+const RECOVERY_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Supervisor {
     /// Loads `state_path`, starts the reaper and the state writer, and brings back every app:
@@ -187,23 +196,54 @@ impl Supervisor {
         Ok((sup, loaded.warning))
     }
 
-    /// Starts again the apps a previous agent ran (each is `starting` until its turn), as a
-    /// background task: adopted ones are left as they are.
+    /// Starts again the apps a previous agent ran (each is `starting` until its turn), in
+    /// dependency order, as a background task: adopted ones are left as they are.
     fn resume(self: &Arc<Self>, ids: Vec<AppId>) {
         if ids.is_empty() {
             return;
         }
         let sup = self.clone();
         tokio::spawn(async move {
-            let starts = ids.into_iter().map(|id| {
-                let sup = sup.clone();
-                async move {
-                    if let Err(e) = sup.resume_app(id).await {
-                        tracing::warn!(app_id = id, error = %e, "not brought back");
-                    }
+            let handles: Vec<Handle> = {
+                let reg = sup.lock();
+                ids.iter()
+                    .filter_map(|id| reg.apps.get(id).cloned())
+                    .collect()
+            };
+            // Each owner first sorts out what the previous agent left (adopted, queued, or
+            // ending leftovers): an app that should run is never `stopped` after that.
+            for h in &handles {
+                let mut view = h.view.clone();
+                let recovered = view.wait_for(|v| v.status != crate::model::Status::Stopped);
+                let _ = tokio::time::timeout(RECOVERY_GRACE, recovered).await;
+            }
+            let members = Self::names(&handles)
+                .into_iter()
+                .map(|n| {
+                    // Its turn: started if it still waits for it; a command given meanwhile
+                    // (a stop, say) stands.
+                    let m = Member {
+                        act: Act::Resume,
+                        reason: Reason::Named,
+                    };
+                    (n, m)
+                })
+                .collect();
+            let started = match sup.table() {
+                Ok(table) => {
+                    sup.start_in_order(table, members, Cause::Recovery, true)
+                        .await
                 }
-            });
-            futures_util::future::join_all(starts).await;
+                Err(e) => Err(e),
+            };
+            let errors = match started {
+                Ok(_) => Vec::new(),
+                Err(Error::Several(all)) => all,
+                Err(e) => vec![e],
+            };
+            for e in errors {
+                tracing::warn!(error = %e, "not brought back");
+            }
         });
     }
 
@@ -232,16 +272,17 @@ impl Supervisor {
     }
 
     /// Creates apps from specs, in order (ids follow it), each with `base_env` as its captured
-    /// environment, and starts them. All or nothing up to the start: an invalid spec or a taken
-    /// name creates none. A start failure leaves that app in place, errored, and is returned
-    /// after the others have started.
+    /// environment, and starts them in dependency order (with what they depend on). All or
+    /// nothing up to the start: an invalid spec, a taken name, a dependency on no app or a
+    /// cycle creates none. A start failure leaves that app in place, errored (or stopped, when
+    /// a dependency failed), and is returned after the others have started.
     pub async fn create(
         &self,
         specs: Vec<AppSpec>,
         base_env: Env,
         cause: Cause,
         wait: bool,
-    ) -> Result<Vec<AppView>, Error> {
+    ) -> Result<Vec<Acted>, Error> {
         crate::model::validate_env(&base_env).map_err(|problem| Error::InvalidEnv {
             what: "base environment",
             problem,
@@ -254,7 +295,8 @@ impl Supervisor {
             }
         }
         let base_env = Arc::new(base_env);
-        let handles = {
+        let new: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        let table = {
             let mut reg = self.lock();
             if reg.closed {
                 return Err(Error::ShuttingDown);
@@ -269,7 +311,18 @@ impl Supervisor {
                     id: *id,
                 });
             }
-            let mut handles = Vec::with_capacity(specs.len());
+            // Names may refer to existing apps or to apps of this request.
+            let graph = deps::Graph::new(
+                reg.apps
+                    .values()
+                    .map(|h| {
+                        let v = h.view.borrow();
+                        (v.name().to_string(), v.spec.depends_on.clone())
+                    })
+                    .chain(specs.iter().map(|s| (s.name.clone(), s.depends_on.clone()))),
+            );
+            let new: Vec<&str> = new.iter().map(String::as_str).collect();
+            graph.check(&new)?;
             for spec in specs {
                 let id = reg.next_id;
                 reg.next_id += 1;
@@ -292,75 +345,105 @@ impl Supervisor {
                 ));
                 let handle = self.start_owner(rec, Init::New);
                 reg.apps.insert(id, handle.clone());
-                handles.push(handle);
             }
             self.ctx.store.set_next_id(reg.next_id);
-            handles
+            Table::of(reg.apps.values())
         };
-        Self::send_all(
-            handles,
-            |reply| Cmd::Start {
-                cause: cause.clone(),
-                wait,
-                reply,
-            },
-            "new app",
-        )
-        .await
+        let members = new
+            .into_iter()
+            .map(|n| {
+                let m = Member {
+                    act: Act::Start,
+                    reason: Reason::Named,
+                };
+                (n, m)
+            })
+            .collect();
+        self.start_in_order(table, members, cause, wait).await
     }
 
-    /// A new agent's turn to start app `id` again: started (and answered once ready) if it is
-    /// still waiting for its turn; left as it is if a command decided meanwhile.
-    pub async fn resume_app(&self, id: AppId) -> Result<Vec<AppView>, Error> {
-        self.each(&Target::Id(id), |reply| Cmd::Resume { reply })
-            .await
-    }
-
-    /// Starts stopped or errored apps; online ones are left as they are. With `wait`, answers
-    /// once each is ready.
+    /// Starts stopped or errored apps, after what they depend on (started too, when it does
+    /// not run); online ones are left as they are. With `wait`, answers once each is ready.
+    /// The answer lists the dependencies this start started first (`NeededBy`), then the apps.
     pub async fn start(
         &self,
         target: &Target,
         cause: Cause,
         wait: bool,
-    ) -> Result<Vec<AppView>, Error> {
-        self.each(target, |reply| Cmd::Start {
+    ) -> Result<Vec<Acted>, Error> {
+        let named = Self::names(&self.handles(target)?);
+        let members = named
+            .into_iter()
+            .map(|n| {
+                let m = Member {
+                    act: Act::Start,
+                    reason: Reason::Named,
+                };
+                (n, m)
+            })
+            .collect();
+        self.start_in_order(self.table()?, members, cause, wait)
+            .await
+    }
+
+    /// Stops apps, and first (deepest first) the apps that depend on them and run
+    /// (`DependsOn`); the answer is in stop order.
+    pub async fn stop(&self, target: &Target, cause: Cause) -> Result<Vec<Acted>, Error> {
+        let named = Self::names(&self.handles(target)?);
+        let table = self.table()?;
+        let members = table.with_dependents(&named);
+        self.in_reverse(&table, members, |reply| Cmd::Stop {
             cause: cause.clone(),
-            wait,
             reply,
         })
         .await
     }
 
-    pub async fn stop(&self, target: &Target, cause: Cause) -> Result<Vec<AppView>, Error> {
-        self.each(target, |reply| Cmd::Stop {
-            cause: cause.clone(),
-            reply,
-        })
-        .await
-    }
-
-    /// Stop + start. With `base_env`, each app's captured environment is replaced first.
+    /// Stop + start of the apps and of the apps that depend on them and run: those are stopped
+    /// first, deepest first; then all are started in dependency order (each app that depends
+    /// on none of the others is restarted at once). With `base_env`, each named app's captured
+    /// environment is replaced first. The answer is in start order.
     pub async fn restart(
         &self,
         target: &Target,
         base_env: Option<Env>,
         cause: Cause,
         wait: bool,
-    ) -> Result<Vec<AppView>, Error> {
+    ) -> Result<Vec<Acted>, Error> {
         if let Some(env) = &base_env {
             crate::model::validate_env(env).map_err(|problem| Error::InvalidEnv {
                 what: "environment",
                 problem,
             })?;
         }
-        self.each(target, |reply| Cmd::Restart {
-            base_env: base_env.clone(),
-            cause: cause.clone(),
-            wait,
-            reply,
-        })
-        .await
+        let named = Self::names(&self.handles(target)?);
+        let table = self.table()?;
+        let members = table.with_dependents(&named);
+        let set: std::collections::BTreeSet<String> = members.keys().cloned().collect();
+        let first: std::collections::BTreeMap<String, Reason> = members
+            .iter()
+            .filter(|(n, _)| table.graph.depends_on_any(n, &set))
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect();
+        if !first.is_empty() {
+            self.in_reverse(&table, first, |reply| Cmd::Stop {
+                cause: cause.clone(),
+                reply,
+            })
+            .await?;
+        }
+        let members = members
+            .into_iter()
+            .map(|(n, reason)| {
+                let base_env = (reason == Reason::Named)
+                    .then(|| base_env.clone())
+                    .flatten();
+                let act = Act::Restart { base_env };
+                (n, Member { act, reason })
+            })
+            .collect();
+        self.start_in_order(self.table()?, members, cause, wait)
+            .await
     }
 
     /// Stops apps and forgets them; their log files stay unless `purge_logs`.
@@ -370,13 +453,25 @@ impl Supervisor {
         purge_logs: bool,
         cause: Cause,
     ) -> Result<Vec<AppView>, Error> {
+        let named = Self::names(&self.handles(target)?);
+        let table = self.table()?;
+        let doomed: std::collections::BTreeSet<String> = named.iter().cloned().collect();
+        let refused: Vec<Error> = table
+            .graph
+            .still_needed(&doomed)
+            .into_iter()
+            .map(|(app, by)| Error::DependedOn { app, by })
+            .collect();
+        order::verdict((), refused)?;
+        let members = named.into_iter().map(|n| (n, Reason::Named)).collect();
         let views = self
-            .each(target, |reply| Cmd::Delete {
+            .in_reverse(&table, members, |reply| Cmd::Delete {
                 purge_logs,
                 cause: cause.clone(),
                 reply,
             })
-            .await;
+            .await
+            .map(|acted| acted.into_iter().map(|a| a.view).collect());
         // Deleted owners have ended; forget them (also after a partial failure).
         self.lock().apps.retain(|_, h| !h.tx.is_closed());
         views
@@ -475,20 +570,27 @@ impl Supervisor {
     /// Ends every app's tree (keeping desired states), flushes state.json, and stops the
     /// supervisor's tasks. New requests get `ShuttingDown`.
     pub async fn shutdown(&self) {
-        let handles: Vec<Handle> = {
+        let table = {
             let mut reg = self.lock();
             reg.closed = true;
-            reg.apps.values().cloned().collect()
+            Table::of(reg.apps.values())
         };
-        let mut waits = Vec::new();
-        for h in handles {
-            let (reply, rx) = oneshot::channel();
-            if h.tx.send(Cmd::Shutdown { reply }).await.is_ok() {
-                waits.push(rx);
+        // Dependents first, each depth at once.
+        let all = table.apps.keys().cloned().collect();
+        for level in table.levels(&all).into_iter().rev() {
+            let mut waits = Vec::new();
+            for name in level {
+                let Some(h) = table.apps.get(&name) else {
+                    continue;
+                };
+                let (reply, rx) = oneshot::channel();
+                if h.tx.send(Cmd::Shutdown { reply }).await.is_ok() {
+                    waits.push(rx);
+                }
             }
-        }
-        for rx in waits {
-            let _ = rx.await;
+            for rx in waits {
+                let _ = rx.await;
+            }
         }
         self.ctx.hub.close();
         self.tasks.cancel();
@@ -517,45 +619,5 @@ impl Supervisor {
             return Err(Error::NotFound(target.to_string()));
         }
         Ok(found)
-    }
-
-    /// Sends a command to every app of `target` and waits for all replies. The apps act
-    /// concurrently; each applies its own commands in order.
-    async fn each(
-        &self,
-        target: &Target,
-        make: impl Fn(Reply) -> Cmd,
-    ) -> Result<Vec<AppView>, Error> {
-        let handles = self.handles(target)?;
-        Self::send_all(handles, make, &target.to_string()).await
-    }
-
-    async fn send_all(
-        handles: Vec<Handle>,
-        make: impl Fn(Reply) -> Cmd,
-        what: &str,
-    ) -> Result<Vec<AppView>, Error> {
-        let mut waits = Vec::with_capacity(handles.len());
-        for h in handles {
-            let (reply, rx) = oneshot::channel();
-            // A closed queue means the app was deleted meanwhile.
-            if h.tx.send(make(reply)).await.is_ok() {
-                waits.push(rx);
-            }
-        }
-        let mut views = Vec::with_capacity(waits.len());
-        let mut errors = Vec::new();
-        for rx in waits {
-            match rx.await {
-                Ok(Ok(view)) => views.push(view),
-                Ok(Err(e)) => errors.push(e),
-                Err(_) => errors.push(Error::NotFound(what.to_string())),
-            }
-        }
-        match errors.len() {
-            0 => Ok(views),
-            1 => Err(errors.remove(0)),
-            _ => Err(Error::Several(errors)),
-        }
     }
 }
