@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod listen;
+pub mod log;
 mod socket;
 
 use std::{fs, io::Write, os::fd::AsRawFd, path::PathBuf, sync::Arc, time::Duration};
@@ -26,6 +27,8 @@ pub struct Options {
     pub events_kept: usize,
     /// The optional TCP listener and its security.
     pub listen: listen::ListenSpec,
+    /// The agent's own log writer, reopened on SIGHUP (`None`: SIGHUP is ignored).
+    pub log: Option<log::Sink>,
 }
 
 impl Default for Options {
@@ -33,6 +36,7 @@ impl Default for Options {
         Options {
             events_kept: 10_000,
             listen: listen::ListenSpec::default(),
+            log: None,
         }
     }
 }
@@ -86,7 +90,7 @@ pub fn main(home: &Home, options: &Options) -> Result<(), String> {
         let listener = socket::bind(home)
             .map_err(|e| format!("cannot listen on {}: {e}", home.socket().display()))?;
         let shutdown = CancellationToken::new();
-        spawn_signal_handlers(shutdown.clone())?;
+        spawn_signal_handlers(shutdown.clone(), options.log.clone())?;
         run(home, options, listener, tcp, shutdown).await
     });
     let _ = fs::remove_file(home.socket());
@@ -297,10 +301,24 @@ fn lock(home: &Home) -> Result<fs::File, String> {
     Ok(file)
 }
 
-fn spawn_signal_handlers(shutdown: CancellationToken) -> Result<(), String> {
+/// SIGTERM and SIGINT stop the agent; SIGHUP reopens its log (when it writes to
+/// `$GRPM_HOME/agent.log`; otherwise it is ignored, and the log says so), and never ends it.
+fn spawn_signal_handlers(
+    shutdown: CancellationToken,
+    log: Option<log::Sink>,
+) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match &log {
+                Some(sink) => sink.reopen(),
+                None => tracing::info!("SIGHUP ignored: this agent's log is not reopened"),
+            }
+        }
+    });
     let token = Arc::new(shutdown);
     tokio::spawn(async move {
         tokio::select! {

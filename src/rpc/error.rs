@@ -55,7 +55,9 @@ fn supervisor_code(e: &supervisor::Error) -> Code {
     match e {
         E::NotFound(_) => Code::NotFound,
         E::AlreadyExists { .. } => Code::AlreadyExists,
-        E::InvalidSpec(_) | E::InvalidEnv { .. } | E::GivenTwice(_) => Code::InvalidArgument,
+        E::InvalidSpec(_) | E::InvalidEnv { .. } | E::GivenTwice(_) | E::ResumeAhead { .. } => {
+            Code::InvalidArgument
+        }
         E::StartFailed { .. } | E::StopFailed { .. } => Code::FailedPrecondition,
         E::Persist { .. } | E::Logs { .. } => Code::Internal,
         E::TooManySubscribers(_) => Code::ResourceExhausted,

@@ -28,6 +28,11 @@ pub enum Error {
     Logs { app: String, cause: OsError },
     #[error("too many subscribers ({0}); try again later")]
     TooManySubscribers(usize),
+    #[error(
+        "from_seq {from} is ahead of this agent's last event ({last}): resume from at most \
+         {last}, or subscribe without from_seq"
+    )]
+    ResumeAhead { from: u64, last: u64 },
     #[error("the agent is shutting down")]
     ShuttingDown,
     /// Several apps failed; the others were acted on.

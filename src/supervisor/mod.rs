@@ -408,7 +408,10 @@ impl Supervisor {
         self.ctx
             .hub
             .subscribe(from, filter, follow)
-            .map_err(|events::TooMany(max)| Error::TooManySubscribers(max))
+            .map_err(|e| match e {
+                events::Refused::TooMany(max) => Error::TooManySubscribers(max),
+                events::Refused::Ahead { from, last } => Error::ResumeAhead { from, last },
+            })
     }
 
     /// CPU and memory of each main process (`None` pids get zeros). Blocking: reads /proc.

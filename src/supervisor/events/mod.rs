@@ -147,9 +147,19 @@ pub enum Replay {
     Recent(usize),
 }
 
+/// Why a subscription was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("too many subscribers ({0}); try again later")]
-pub struct TooMany(pub usize);
+pub enum Refused {
+    #[error("too many subscribers ({0}); try again later")]
+    TooMany(usize),
+    /// `After(from)` names a number this agent has not handed out yet: there is nothing to
+    /// resume from, and live events (numbered below `from`) would look like a replay.
+    #[error(
+        "from_seq {from} is ahead of this agent's last event ({last}): resume from at most \
+         {last}, or subscribe without from_seq"
+    )]
+    Ahead { from: u64, last: u64 },
+}
 
 struct Inner {
     next_seq: u64,
@@ -246,11 +256,19 @@ impl Hub {
         from: Replay,
         filter: Filter,
         follow: bool,
-    ) -> Result<(Vec<Arc<Event>>, Option<Subscription>), TooMany> {
+    ) -> Result<(Vec<Arc<Event>>, Option<Subscription>), Refused> {
         let mut inner = self.lock();
         inner.subscribers.retain(|w| w.strong_count() > 0);
         if follow && inner.subscribers.len() >= self.max_subscribers {
-            return Err(TooMany(self.max_subscribers));
+            return Err(Refused::TooMany(self.max_subscribers));
+        }
+        // The last number handed out is `next_seq - 1`; resuming from it (or before) is
+        // fine, resuming from a later one is a client's mistake (or another agent's number).
+        let last = inner.next_seq - 1;
+        if let Replay::After(from) = from {
+            if from > last {
+                return Err(Refused::Ahead { from, last });
+            }
         }
         let mut replay: Vec<Arc<Event>> = Vec::new();
         match from {
@@ -458,7 +476,7 @@ mod tests {
         let (_, sub) = hub.subscribe(Replay::Now, Filter::default(), true).unwrap();
         assert_eq!(
             hub.subscribe(Replay::Now, Filter::default(), true).err(),
-            Some(TooMany(1))
+            Some(Refused::TooMany(1))
         );
         // Not following takes no slot.
         assert!(hub.subscribe(Replay::Now, Filter::default(), false).is_ok());
@@ -469,5 +487,34 @@ mod tests {
         assert!(sub.next().await.is_none());
         drop(sub);
         assert!(hub.subscribe(Replay::Now, Filter::default(), true).is_ok());
+    }
+
+    #[tokio::test]
+    async fn resuming_from_a_number_not_yet_handed_out_is_refused_at_both_ends() {
+        let hub = Hub::new(3, None);
+        for _ in 0..5 {
+            hub.publish(ev("a", EventKind::Online));
+        }
+        for from in [6, u64::MAX / 2, u64::MAX] {
+            assert_eq!(
+                hub.subscribe(Replay::After(from), Filter::default(), true)
+                    .err(),
+                Some(Refused::Ahead { from, last: 5 }),
+                "from {from}"
+            );
+        }
+        // The last number itself: nothing to replay, no gap, then live.
+        let (replay, sub) = hub
+            .subscribe(Replay::After(5), Filter::default(), true)
+            .unwrap();
+        assert!(replay.is_empty());
+        hub.publish(ev("a", EventKind::Stopped));
+        assert_eq!(sub.unwrap().next().await.unwrap().seq, 6);
+        // 0 on a fresh hub: nothing, no gap.
+        let fresh = Hub::new(3, None);
+        let (replay, _) = fresh
+            .subscribe(Replay::After(0), Filter::default(), false)
+            .unwrap();
+        assert!(replay.is_empty());
     }
 }
