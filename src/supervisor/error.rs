@@ -22,7 +22,11 @@ pub enum Error {
     StartFailed { app: String, cause: SpawnError },
     #[error("{app}: cannot stop: {cause}")]
     StopFailed { app: String, cause: Unkillable },
-    #[error("{app}: state not saved: {cause}")]
+    /// The change is made; only writing it to `state.json` failed, and is retried.
+    #[error(
+        "{app}: done, but state not saved yet ({cause}); the agent keeps the change and \
+         writes it as soon as the disk allows"
+    )]
     Persist { app: String, cause: StoreError },
     #[error("{app}: logs: {cause}")]
     Logs { app: String, cause: OsError },
