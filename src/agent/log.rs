@@ -246,9 +246,8 @@ impl Writer {
                 }
                 self.target.size = f.metadata().map_or(0, |m| m.len());
                 self.target.file = f;
-                let _ = self.write(
-                    format!("grpm: {why}: reopened {}\n", path.display()).as_bytes(),
-                );
+                let _ =
+                    self.write(format!("grpm: {why}: reopened {}\n", path.display()).as_bytes());
             }
             Err(e) => self.last_error = Some(e),
         }
@@ -294,7 +293,9 @@ mod tests {
         }
         let old = dir.path().join("agent.log.1");
         wait("line 29", || {
-            fs::read_to_string(&path).unwrap_or_default().contains("line 29")
+            fs::read_to_string(&path)
+                .unwrap_or_default()
+                .contains("line 29")
         });
         let (now, before) = (
             fs::read_to_string(&path).unwrap(),
@@ -307,7 +308,9 @@ mod tests {
         sink.reopen();
         sink.write_all(b"after\n").unwrap();
         wait("the reopened file", || {
-            fs::read_to_string(&path).unwrap_or_default().contains("after")
+            fs::read_to_string(&path)
+                .unwrap_or_default()
+                .contains("after")
         });
     }
 
@@ -338,7 +341,9 @@ mod tests {
         sink.reopen();
         wait("the notice and the line", || {
             sink.write_all(b"back\n").unwrap();
-            fs::read_to_string(&path).unwrap_or_default().contains("back")
+            fs::read_to_string(&path)
+                .unwrap_or_default()
+                .contains("back")
         });
         // Every line is either written (queued before the reopen) or counted in the notice.
         let text = fs::read_to_string(&path).unwrap();

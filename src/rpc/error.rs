@@ -59,7 +59,7 @@ fn supervisor_code(e: &supervisor::Error) -> Code {
             Code::InvalidArgument
         }
         E::StartFailed { .. } | E::StopFailed { .. } => Code::FailedPrecondition,
-        E::Persist { .. } | E::Logs { .. } => Code::Internal,
+        E::Persist { .. } | E::Logs { .. } | E::EventsHeld => Code::Internal,
         E::TooManySubscribers(_) => Code::ResourceExhausted,
         E::ShuttingDown => Code::Unavailable,
         E::Several(all) => all.first().map_or(Code::Unknown, supervisor_code),

@@ -37,6 +37,12 @@ pub enum Error {
          {last}, or subscribe without from_seq"
     )]
     ResumeAhead { from: u64, last: u64 },
+    /// Event numbers cannot be reserved on disk (`events.seq`): no event is published.
+    #[error(
+        "events are not published for now: their numbers cannot be reserved on disk \
+         (events.seq; see the agent log); a gap event will count what was held back"
+    )]
+    EventsHeld,
     #[error("the agent is shutting down")]
     ShuttingDown,
     /// Several apps failed; the others were acted on.

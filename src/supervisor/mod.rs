@@ -373,7 +373,8 @@ impl Supervisor {
     }
 
     /// Publishes a user notification about each app of `target` (PM2's `notifyByProcessId`);
-    /// returns the events as published, with their sequence numbers.
+    /// returns the events as published, with their sequence numbers. Fails when the agent
+    /// cannot number events (see `Hub::publish`): nothing is published then.
     pub fn notify(
         &self,
         target: &Target,
@@ -383,19 +384,22 @@ impl Supervisor {
         cause: Cause,
     ) -> Result<Vec<Arc<Event>>, Error> {
         let views = self.describe(target)?;
-        Ok(views
+        views
             .iter()
             .map(|v| {
-                self.ctx.hub.publish(Hub::notify_event(
-                    v.id,
-                    v.name(),
-                    action,
-                    message,
-                    data.clone(),
-                    cause.clone(),
-                ))
+                self.ctx
+                    .hub
+                    .publish(Hub::notify_event(
+                        v.id,
+                        v.name(),
+                        action,
+                        message,
+                        data.clone(),
+                        cause.clone(),
+                    ))
+                    .ok_or(Error::EventsHeld)
             })
-            .collect())
+            .collect()
     }
 
     /// Subscribes to events: replay as `from` says, then live ones when `follow`.

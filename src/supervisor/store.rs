@@ -296,7 +296,8 @@ fn check(state: &mut StateFile, here: Option<&HomeBinding>) -> Vec<Note> {
             note(format!("{who} refused: its environment: {problem}"), true);
             continue;
         }
-        if let Err(problem) = repair_spec(&mut rec.spec, &mut |t| note(format!("{who}: {t}"), false))
+        if let Err(problem) =
+            repair_spec(&mut rec.spec, &mut |t| note(format!("{who}: {t}"), false))
         {
             note(format!("{who} refused: {problem}"), true);
             continue;
@@ -309,7 +310,10 @@ fn check(state: &mut StateFile, here: Option<&HomeBinding>) -> Vec<Note> {
             continue;
         }
         if rec.pid.is_some_and(|p| p == 0 || p > i32::MAX as u32) {
-            note(format!("{who}: pid {:?} is not a pid: forgotten", rec.pid), false);
+            note(
+                format!("{who}: pid {:?} is not a pid: forgotten", rec.pid),
+                false,
+            );
             rec.pid = None;
             rec.pid_starttime = None;
         }
@@ -354,7 +358,10 @@ fn repair_spec(spec: &mut AppSpec, said: &mut dyn FnMut(String)) -> Result<(), S
             | Field::RestartWindow
             | Field::MaxRestarts => {
                 spec.restart = RestartPolicy::default();
-                said(format!("{}: the restart policy set to the defaults", e.problem));
+                said(format!(
+                    "{}: the restart policy set to the defaults",
+                    e.problem
+                ));
             }
             Field::LogMaxSize | Field::LogKeep => {
                 spec.logs = LogPolicy {
@@ -870,7 +877,9 @@ mod tests {
         assert!(spec.check().is_ok());
         assert_eq!(spec.kill_timeout, AppSpec::DEFAULT_KILL_TIMEOUT);
         // A command the API would refuse has none: the app is left out.
-        write_state(&path, |v| v["apps"][0]["spec"]["cmd"] = serde_json::json!([]));
+        write_state(&path, |v| {
+            v["apps"][0]["spec"]["cmd"] = serde_json::json!([])
+        });
         assert_eq!(load(&path).unwrap().state.apps[0].id, 2);
         // A clean file is not rewritten.
         write_state(&path, |_| {});

@@ -102,7 +102,11 @@ impl EventLog {
             wake: Condvar::new(),
             writer: Mutex::new(None),
         });
-        log.reserve_through(next_seq);
+        // Failing here (a full disk) is not fatal: publishing tries again, and holds events
+        // back until it succeeds.
+        if let Err(e) = log.reserve_through(next_seq) {
+            tracing::error!(error = %e, path = %log.seq_path.display(), "cannot reserve event numbers");
+        }
         let w = log.clone();
         let handle = std::thread::Builder::new()
             .name("grpm-eventlog".into())
@@ -124,19 +128,17 @@ impl EventLog {
         (next, events)
     }
 
-    /// Makes sure `seq` is below the reserved mark on disk before it is handed out.
-    pub fn reserve_through(&self, seq: u64) {
+    /// Makes sure `seq` is below the reserved mark on disk before it is handed out; fails
+    /// when the mark must move and cannot be written (the number must then not be used).
+    pub fn reserve_through(&self, seq: u64) -> io::Result<()> {
         let mut st = self.lock();
         if seq < st.reserved {
-            return;
+            return Ok(());
         }
-        let mark = seq + BLOCK;
-        match write_atomic(&self.seq_path, format!("{mark}\n").as_bytes()) {
-            Ok(()) => st.reserved = mark,
-            Err(e) => {
-                tracing::error!(error = %e, path = %self.seq_path.display(), "cannot reserve event numbers")
-            }
-        }
+        let mark = seq.saturating_add(BLOCK);
+        write_atomic(&self.seq_path, format!("{mark}\n").as_bytes())?;
+        st.reserved = mark;
+        Ok(())
     }
 
     /// Queues an event for the file.
@@ -191,7 +193,17 @@ impl EventLog {
             };
             if !batch.is_empty() {
                 if let Err(e) = self.write_batch(&mut file, &batch) {
-                    tracing::error!(error = %e, path = %self.path.display(), "cannot write events");
+                    // Counted as dropped: a gap line says so before the next batch that is
+                    // written, so a replay across a restart reports them.
+                    let mut st = self.lock();
+                    if st.dropped.is_none() {
+                        tracing::error!(error = %e, path = %self.path.display(), "cannot write events");
+                    }
+                    let lost = batch.iter().filter(|e| e.kind != EventKind::Gap).count() as u64;
+                    let last = batch.last().map_or(0, |e| e.seq);
+                    let d = st.dropped.get_or_insert((last, 0));
+                    d.0 = d.0.max(last);
+                    d.1 += lost;
                     file = None;
                 }
             }
@@ -216,7 +228,12 @@ impl EventLog {
             );
         }
         let f = file.as_mut().ok_or_else(|| io::Error::other("no file"))?;
-        f.write_all(&buf)?;
+        let before = f.metadata()?.len();
+        if let Err(e) = f.write_all(&buf) {
+            // No torn line left to glue the next batch onto.
+            let _ = f.set_len(before);
+            return Err(e);
+        }
         if f.metadata()?.len() >= self.max_bytes {
             fs::rename(&self.path, self.path.with_extension("jsonl.1"))?;
             *file = None;
@@ -344,5 +361,40 @@ mod tests {
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
         assert_eq!(*seqs.last().unwrap(), 600);
         log.close(601);
+    }
+
+    #[test]
+    fn a_failed_batch_is_counted_and_reported_as_a_gap_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        // Appending to a directory fails, as appending to a full disk does.
+        fs::create_dir(&path).unwrap();
+        let log = EventLog::open(dir.path(), 100).unwrap();
+        log.recovered(100);
+        log.append(ev(1));
+        log.append(ev(2));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log.lock().dropped.is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the failure was not counted"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        fs::remove_dir(&path).unwrap();
+        log.append(ev(3));
+        log.close(4);
+        let text = fs::read_to_string(&path).unwrap();
+        let lines: Vec<Event> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines
+                .iter()
+                .map(|e| (e.kind, e.seq, e.lost))
+                .collect::<Vec<_>>(),
+            [(EventKind::Gap, 2, 2), (EventKind::Online, 3, 0)]
+        );
     }
 }

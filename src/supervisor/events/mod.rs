@@ -161,8 +161,16 @@ pub enum Refused {
     Ahead { from: u64, last: u64 },
 }
 
+/// Events not published because their numbers could not be reserved on disk.
+struct Held {
+    count: u64,
+    error: String,
+}
+
 struct Inner {
     next_seq: u64,
+    /// Set while events are refused (see [`Hub::publish`]).
+    held: Option<Held>,
     kept: VecDeque<Arc<Event>>,
     keep: usize,
     subscribers: Vec<Weak<Shared>>,
@@ -194,6 +202,7 @@ impl Hub {
         Hub {
             inner: Mutex::new(Inner {
                 next_seq,
+                held: None,
                 kept: kept.into_iter().map(Arc::new).collect(),
                 keep: keep.max(1),
                 subscribers: Vec::new(),
@@ -222,12 +231,57 @@ impl Hub {
 
     /// Numbers `e`, keeps it, hands it to every subscriber, queues it for the log; returns it.
     /// Never waits for a subscriber.
-    pub fn publish(&self, mut e: Event) -> Arc<Event> {
+    ///
+    /// A number is handed out only once it is below the mark reserved on disk
+    /// (`events.seq`), so that no number is ever used twice, even after a crash. When the mark
+    /// must move and cannot be written (a full disk), the event is not published (`None`):
+    /// it is counted, and the first event published after that is preceded by one `gap`
+    /// event saying how many were held back and why. Apps' states are unaffected (`list`
+    /// and `describe` stay true); only the stream misses those transitions.
+    pub fn publish(&self, e: Event) -> Option<Arc<Event>> {
         let mut inner = self.lock();
-        e.seq = inner.next_seq;
         if let Some(log) = &self.log {
-            log.reserve_through(e.seq);
+            let needed = inner.next_seq + u64::from(inner.held.is_some());
+            if let Err(err) = log.reserve_through(needed) {
+                let held = inner.held.get_or_insert_with(|| {
+                    tracing::error!(
+                        error = %err,
+                        "cannot reserve event numbers in events.seq: events are not published \
+                         until it can be written (one gap event will say how many)"
+                    );
+                    Held {
+                        count: 0,
+                        error: err.to_string(),
+                    }
+                });
+                held.count += 1;
+                return None;
+            }
         }
+        let gap = inner.held.take().map(|held| {
+            tracing::info!(held = held.count, "event numbers reserved again");
+            let mut g = Event::new(EventKind::Gap, 0, "", Cause::Recovery);
+            g.lost = held.count;
+            g.message = format!(
+                "{} events were not published: their numbers could not be reserved on disk ({})",
+                held.count, held.error
+            );
+            Self::number(&mut inner, g)
+        });
+        let e = Self::number(&mut inner, e);
+        drop(inner);
+        if let Some(log) = &self.log {
+            if let Some(g) = &gap {
+                log.append(g.clone());
+            }
+            log.append(e.clone());
+        }
+        Some(e)
+    }
+
+    /// Gives `e` the next number, keeps it, and offers it to every subscriber.
+    fn number(inner: &mut Inner, mut e: Event) -> Arc<Event> {
+        e.seq = inner.next_seq;
         inner.next_seq += 1;
         let e = Arc::new(e);
         if inner.kept.len() >= inner.keep {
@@ -241,10 +295,6 @@ impl Hub {
             }
             None => false,
         });
-        drop(inner);
-        if let Some(log) = &self.log {
-            log.append(e.clone());
-        }
         e
     }
 
@@ -367,6 +417,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn ev(app: &str, kind: EventKind) -> Event {
         Event::new(kind, 1, app, Cause::Crash)
@@ -516,5 +567,45 @@ mod tests {
             .subscribe(Replay::After(0), Filter::default(), false)
             .unwrap();
         assert!(replay.is_empty());
+    }
+
+    #[tokio::test]
+    async fn numbers_that_cannot_be_reserved_on_disk_are_never_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path(), 100).unwrap();
+        let hub = Hub::new(100, Some(log.clone()));
+        let (_, sub) = hub.subscribe(Replay::Now, Filter::default(), true).unwrap();
+        let mut sub = sub.unwrap();
+        assert_eq!(hub.publish(ev("a", EventKind::Online)).unwrap().seq, 1);
+        // Past the reserved block, with events.seq unwritable (its temporary name taken by a
+        // directory, as a full disk refuses it): nothing is numbered or delivered.
+        let reserved: u64 = fs::read_to_string(dir.path().join("events.seq"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        hub.lock().next_seq = reserved;
+        let blocker = dir.path().join("events.seq.tmp");
+        fs::create_dir(&blocker).unwrap();
+        for _ in 0..3 {
+            assert!(hub.publish(ev("a", EventKind::Online)).is_none());
+        }
+        assert_eq!(hub.next_seq(), reserved);
+        // The disk allows it again: one gap counts the held events, then numbering goes on
+        // above what is on disk.
+        fs::remove_dir(&blocker).unwrap();
+        let e = hub.publish(ev("a", EventKind::Stopped)).unwrap();
+        assert_eq!(sub.next().await.unwrap().seq, 1);
+        let gap = sub.next().await.unwrap();
+        assert_eq!((gap.kind, gap.seq, gap.lost), (EventKind::Gap, reserved, 3));
+        assert_eq!(sub.next().await.unwrap().seq, e.seq);
+        assert_eq!(e.seq, reserved + 1);
+        let on_disk: u64 = fs::read_to_string(dir.path().join("events.seq"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(on_disk > e.seq);
+        hub.close();
     }
 }
