@@ -25,7 +25,8 @@ pub struct Cli {
     /// With --host: how long connecting to a host may take.
     #[arg(long, global = true, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// With --host: how long each request may take.
+    /// How long each request may take (the local agent's too; a stream until its first
+    /// answer).
     #[arg(long, global = true, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
     #[command(subcommand)]

@@ -8,6 +8,7 @@ mod autorestart;
 mod concurrency;
 mod environment;
 mod events;
+mod faults;
 mod grpcurl;
 mod input;
 mod logs;
