@@ -221,7 +221,7 @@ impl Writer {
     /// stderr. Says what it did in the new file.
     fn reopen(&mut self, why: &str) {
         let Some(path) = self.target.path.clone() else {
-            let _ = self.write(
+            self.line(
                 format!(
                     "grpm: {why}: ignored (the agent's log is not a file under GRPM_HOME, so \
                      there is nothing to reopen)\n"
@@ -349,9 +349,9 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.contains("agent log lines were dropped ("), "{text}");
         let n: u64 = text
-            .split("grpm: ")
-            .nth(2)
-            .and_then(|s| s.split_whitespace().next())
+            .lines()
+            .find(|l| l.contains("agent log lines were dropped"))
+            .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no count in {text:?}"));
         let written = text.lines().filter(|l| l.starts_with("lost")).count() as u64;

@@ -104,9 +104,11 @@ fn sighup_reopens_the_agent_log_or_is_ignored_never_ends_the_agent() {
     // An agent whose stderr is not the home's log: ignored, and said.
     let agent = Agent::start();
     kill(Pid::from_raw(agent.pid() as i32), Signal::SIGHUP).unwrap();
-    wait_until("the agent to say it ignored SIGHUP", Duration::from_secs(10), || {
-        agent.log().contains("SIGHUP: ignored")
-    });
+    wait_until(
+        "the agent to say it ignored SIGHUP",
+        Duration::from_secs(10),
+        || agent.log().contains("SIGHUP: ignored"),
+    );
     agent.ok(&["list"]);
     assert!(alive(agent.pid()));
 
@@ -131,7 +133,7 @@ fn local_requests_have_a_deadline() {
         "--name",
         "stubborn",
         "--kill-timeout",
-        "20s",
+        "5s",
         "--",
         "sh",
         "-c",
@@ -157,13 +159,21 @@ fn resuming_from_a_number_past_the_last_event_is_refused_at_both_ends() {
     for from in [u64::MAX, i64::MAX as u64, last + 1] {
         let err = agent.fails(2, &["events", "--from", &from.to_string(), "--no-follow"]);
         assert!(
-            err.contains(&format!("from_seq {from} is ahead of this agent's last event ({last})")),
+            err.contains(&format!(
+                "from_seq {from} is ahead of this agent's last event ({last})"
+            )),
             "{err}"
         );
     }
     // The last number itself: nothing replayed, no made-up gap.
     assert_eq!(
-        agent.ok(&["events", "--from", &last.to_string(), "--no-follow", "--json"]),
+        agent.ok(&[
+            "events",
+            "--from",
+            &last.to_string(),
+            "--no-follow",
+            "--json"
+        ]),
         ""
     );
 }
@@ -235,4 +245,186 @@ fn a_copied_home_does_not_take_the_original_agents_apps() {
     b.ok(&["stop", "web"]);
     assert!(alive(original));
     assert_eq!(a.wait_online("web", None), original);
+}
+
+/// A tmpfs of `size` mounted at `at` for the test's life; `None` where mounting is not
+/// permitted (not root, no CAP_SYS_ADMIN, a restricted container).
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path, size: &str) -> Option<Mount> {
+        fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "skipped: cannot mount a tmpfs here ({})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return None;
+        }
+        Some(Mount(at.to_path_buf()))
+    }
+
+    /// Bytes still free.
+    fn free(&self) -> u64 {
+        let st = nix::sys::statvfs::statvfs(&self.0).unwrap();
+        st.blocks_available() as u64 * st.fragment_size() as u64
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The whole "full disk" story on a real 4 MiB filesystem that an app's output fills: requests
+/// fail clearly and quickly, their changes stay made and are written once space returns,
+/// logging neither panics nor blocks, no event number is used past what is on disk, and all
+/// of it works again without restarting the agent.
+#[test]
+fn a_full_disk_fails_requests_clearly_and_everything_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("h");
+    let Some(mount) = Mount::tmpfs(&home, "4m") else {
+        return;
+    };
+    let agent = Spawned::new(&home, dir.path());
+    agent.ok(&[
+        "start",
+        "--name",
+        "filler",
+        "--",
+        "sh",
+        "-c",
+        "head -c 16M /dev/zero; sleep 1000",
+    ]);
+    wait_until("the filesystem to be full", Duration::from_secs(30), || {
+        mount.free() == 0
+    });
+    // What is left in partly used pages is taken too: a ballast file, and the agent log's
+    // last page (so that the agent's next log lines cannot be written).
+    let fill = |path: &Path| {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        while std::io::Write::write_all(&mut f, b"ballast\n").is_ok() {}
+    };
+    fill(&home.join("ballast"));
+    fill(&home.join("agent.log"));
+    let fails = |args: &[&str]| {
+        let mut all = vec!["--timeout", "20s"];
+        all.extend_from_slice(args);
+        let out = agent.run(&all);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "grpm {args:?}: {err}");
+        err
+    };
+    let pending = "state not saved yet";
+    let err = fails(&["start", "--name", "sleeper", "--", "sleep", "1000"]);
+    assert!(
+        err.contains(pending) && err.contains("writes it as soon as the disk allows"),
+        "{err}"
+    );
+    let err = fails(&["stop", "filler"]);
+    assert!(err.contains(pending), "{err}");
+    // The changes are made: the list says so.
+    let list = agent.list();
+    let status = |name: &str| {
+        list.iter().find(|a| a["name"] == name).unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        (status("sleeper").as_str(), status("filler").as_str()),
+        ("online", "stopped")
+    );
+    // Notifications go on (they are kept in memory), and nothing is left half-written.
+    agent.ok(&["notify", "sleeper", "--action", "while-full"]);
+    assert!(!home.join("state.json.tmp").exists());
+    assert!(!home.join("events.seq.tmp").exists());
+    assert!(alive(agent.pid()));
+
+    // Space returns (the filler's log is emptied): everything is written again, unasked.
+    fs::remove_file(home.join("ballast")).unwrap();
+    for e in fs::read_dir(home.join("logs")).unwrap().flatten() {
+        if e.file_name().to_string_lossy().contains("filler") {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(e.path())
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+        }
+    }
+    let desired = || -> Vec<(String, String)> {
+        let text = fs::read_to_string(home.join("state.json")).unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let mut apps: Vec<(String, String)> = v["apps"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|a| {
+                        (
+                            a["spec"]["name"].as_str().unwrap_or("").to_string(),
+                            a["desired"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        apps.sort();
+        apps
+    };
+    wait_until(
+        "state.json to hold the changes made while full",
+        Duration::from_secs(30),
+        || {
+            desired()
+                == [
+                    ("filler".to_string(), "stopped".to_string()),
+                    ("sleeper".to_string(), "online".to_string()),
+                ]
+        },
+    );
+    agent.ok(&["start", "--name", "after", "--", "sleep", "1000"]);
+    agent.ok(&["restart", "sleeper"]);
+    wait_until(
+        "the agent log to say what it dropped",
+        Duration::from_secs(20),
+        || {
+            agent.ok(&["notify", "after", "--action", "tick"]);
+            agent.log().contains("agent log lines were dropped")
+        },
+    );
+    // Numbers: strictly increasing, and never past what events.seq has reserved.
+    let events = json_lines(&agent.ok(&["events", "--from", "0", "--no-follow", "--json"]));
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let reserved: u64 = fs::read_to_string(home.join("events.seq"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        *seqs.last().unwrap() < reserved,
+        "{seqs:?} against {reserved}"
+    );
+    // And the agent still stops on request.
+    let pid = agent.pid();
+    agent.ok(&["kill"]);
+    assert!(!alive(pid));
 }

@@ -182,6 +182,11 @@ impl EventLog {
 
     fn write_loop(&self) {
         let mut file = None;
+        // A failed write may have left part of a line: the next write starts on a new line,
+        // so that the fragment stays one unreadable line (skipped on reading) and glues onto
+        // nothing. (Truncating it away instead would free space a full disk then hands to
+        // whichever write comes next.)
+        let mut torn = false;
         loop {
             let (batch, closing) = {
                 let mut st = self.lock();
@@ -192,14 +197,19 @@ impl EventLog {
                 (st.pending.drain(..).collect::<Vec<_>>(), st.closing)
             };
             if !batch.is_empty() {
-                if let Err(e) = self.write_batch(&mut file, &batch) {
+                let written = self.write_batch(&mut file, &batch, torn);
+                torn = written.is_err();
+                if let Err(e) = written {
                     // Counted as dropped: a gap line says so before the next batch that is
                     // written, so a replay across a restart reports them.
                     let mut st = self.lock();
                     if st.dropped.is_none() {
                         tracing::error!(error = %e, path = %self.path.display(), "cannot write events");
                     }
-                    let lost = batch.iter().filter(|e| e.kind != EventKind::Gap).count() as u64;
+                    let lost: u64 = batch
+                        .iter()
+                        .map(|e| if e.kind == EventKind::Gap { e.lost } else { 1 })
+                        .sum();
                     let last = batch.last().map_or(0, |e| e.seq);
                     let d = st.dropped.get_or_insert((last, 0));
                     d.0 = d.0.max(last);
@@ -213,8 +223,16 @@ impl EventLog {
         }
     }
 
-    fn write_batch(&self, file: &mut Option<fs::File>, batch: &[Arc<Event>]) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(batch.len() * 256);
+    fn write_batch(
+        &self,
+        file: &mut Option<fs::File>,
+        batch: &[Arc<Event>],
+        torn: bool,
+    ) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(batch.len() * 256 + 1);
+        if torn {
+            buf.push(b'\n');
+        }
         for e in batch {
             serde_json::to_writer(&mut buf, &**e).map_err(io::Error::other)?;
             buf.push(b'\n');
@@ -228,12 +246,7 @@ impl EventLog {
             );
         }
         let f = file.as_mut().ok_or_else(|| io::Error::other("no file"))?;
-        let before = f.metadata()?.len();
-        if let Err(e) = f.write_all(&buf) {
-            // No torn line left to glue the next batch onto.
-            let _ = f.set_len(before);
-            return Err(e);
-        }
+        f.write_all(&buf)?;
         if f.metadata()?.len() >= self.max_bytes {
             fs::rename(&self.path, self.path.with_extension("jsonl.1"))?;
             *file = None;
@@ -250,6 +263,9 @@ fn read_lines(path: &Path, keep: usize, into: &mut VecDeque<Event>) -> io::Resul
     };
     for line in io::BufReader::new(f).lines() {
         let Ok(line) = line else { break };
+        if line.is_empty() {
+            continue;
+        }
         match serde_json::from_str::<Event>(&line) {
             Ok(e) if into.back().is_none_or(|b| b.seq < e.seq) => {
                 into.push_back(e);
