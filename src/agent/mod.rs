@@ -25,6 +25,8 @@ use crate::{
 pub struct Options {
     /// Events kept for subscribers to resume from.
     pub events_kept: usize,
+    /// ... and at most this many bytes of them (approximately).
+    pub events_kept_bytes: usize,
     /// The optional TCP listener and its security.
     pub listen: listen::ListenSpec,
     /// The agent's own log writer, reopened on SIGHUP (`None`: SIGHUP is ignored).
@@ -35,6 +37,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             events_kept: 10_000,
+            events_kept_bytes: crate::supervisor::KEEP_BYTES,
             listen: listen::ListenSpec::default(),
             log: None,
         }
@@ -128,6 +131,7 @@ pub async fn run(
         logs_dir: home.logs_dir(),
         events_dir: Some(home.root.clone()),
         events_kept: options.events_kept,
+        events_kept_bytes: options.events_kept_bytes,
     })
     .await
     .map_err(|e| format!("cannot load state: {e}"))?;

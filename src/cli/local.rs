@@ -15,10 +15,13 @@ use crate::{
 };
 
 /// `grpm agent`: runs until a signal or a Shutdown call.
-pub fn agent(home: &Home, events_kept: u32, listen: ListenArgs) -> Result<(), Failure> {
+/// `kept`: how many events the agent keeps, and at most how many bytes of them.
+pub fn agent(home: &Home, kept: (u32, u64), listen: ListenArgs) -> Result<(), Failure> {
+    let (events_kept, events_kept_bytes) = kept;
     let log = init_tracing(home);
     let options = crate::agent::Options {
         events_kept: events_kept as usize,
+        events_kept_bytes: usize::try_from(events_kept_bytes).unwrap_or(usize::MAX),
         listen: crate::agent::listen::ListenSpec {
             addr: listen.listen,
             tls_cert: listen.tls_cert,

@@ -24,7 +24,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 pub use error::Error;
-pub use events::{Filter, Replay, Subscription};
+pub use events::{Filter, Replay, Subscription, KEEP_BYTES};
 pub use logs::{AppLogs, Piece, ReadFrom};
 pub use process::usage::Usage;
 pub use view::AppView;
@@ -78,6 +78,8 @@ pub struct Config {
     /// Where `events.jsonl` lives; `None` keeps events in memory only.
     pub events_dir: Option<PathBuf>,
     pub events_kept: usize,
+    /// ... and at most this many bytes of them (approximately).
+    pub events_kept_bytes: usize,
 }
 
 /// Commands queued per app before senders wait.
@@ -93,6 +95,7 @@ impl Supervisor {
             logs_dir,
             events_dir,
             events_kept,
+            events_kept_bytes,
         } = config;
         let state_path = state_path.as_path();
         let path = state_path.to_path_buf();
@@ -107,7 +110,7 @@ impl Supervisor {
             ),
             None => None,
         };
-        let hub = Arc::new(Hub::new(events_kept, log));
+        let hub = Arc::new(Hub::new(events_kept, log).keep_bytes(events_kept_bytes));
         let tasks = CancellationToken::new();
         let reaper = Reaper::start(tasks.clone())?;
         let store = Store::new(state_path.to_path_buf(), &loaded.state);

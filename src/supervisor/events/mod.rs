@@ -173,6 +173,9 @@ struct Inner {
     held: Option<Held>,
     kept: VecDeque<Arc<Event>>,
     keep: usize,
+    /// What `kept` holds (approximate bytes, see `journal::cost`), and its bound.
+    kept_bytes: usize,
+    keep_bytes: usize,
     subscribers: Vec<Weak<Shared>>,
     closed: bool,
 }
@@ -189,6 +192,8 @@ pub const QUEUE_BOUND: Bound = Bound {
     events: 4096,
     bytes: 4 << 20,
 };
+/// What the kept events may hold by default (see [`Hub::keep_bytes`]).
+pub const KEEP_BYTES: usize = 8 << 20;
 /// Subscribers at once.
 pub const MAX_SUBSCRIBERS: usize = 1024;
 
@@ -203,14 +208,42 @@ impl Hub {
             inner: Mutex::new(Inner {
                 next_seq,
                 held: None,
+                kept_bytes: kept.iter().map(cost).sum(),
                 kept: kept.into_iter().map(Arc::new).collect(),
                 keep: keep.max(1),
+                keep_bytes: usize::MAX,
                 subscribers: Vec::new(),
                 closed: false,
             }),
             log,
             queue_bound: QUEUE_BOUND,
             max_subscribers: MAX_SUBSCRIBERS,
+        }
+    }
+
+    /// Bounds the kept events by their (approximate) bytes too, [`KEEP_BYTES`] by default in
+    /// the agent: 10,000 notifications of the largest size would otherwise hold gigabytes.
+    /// The newest event is always kept.
+    pub fn keep_bytes(self, bytes: usize) -> Hub {
+        {
+            let mut inner = self.lock();
+            inner.keep_bytes = bytes;
+            Self::trim(&mut inner, 0);
+        }
+        self
+    }
+
+    /// Drops the oldest kept events until one more of `incoming` bytes fits both bounds.
+    fn trim(inner: &mut Inner, incoming: usize) {
+        let extra = usize::from(incoming > 0);
+        while let Some(front) = inner.kept.front() {
+            if inner.kept.len() + extra <= inner.keep
+                && inner.kept_bytes + incoming <= inner.keep_bytes
+            {
+                break;
+            }
+            inner.kept_bytes -= cost(front);
+            inner.kept.pop_front();
         }
     }
 
@@ -284,9 +317,9 @@ impl Hub {
         e.seq = inner.next_seq;
         inner.next_seq += 1;
         let e = Arc::new(e);
-        if inner.kept.len() >= inner.keep {
-            inner.kept.pop_front();
-        }
+        let size = cost(&e);
+        Self::trim(inner, size);
+        inner.kept_bytes += size;
         inner.kept.push_back(e.clone());
         inner.subscribers.retain(|w| match w.upgrade() {
             Some(s) => {
@@ -607,5 +640,33 @@ mod tests {
             .unwrap();
         assert!(on_disk > e.seq);
         hub.close();
+    }
+
+    #[tokio::test]
+    async fn kept_events_are_bounded_by_bytes_as_well_as_count() {
+        let big = |n: usize| {
+            let mut e = ev("a", EventKind::Notify);
+            e.message = "x".repeat(n);
+            e
+        };
+        let hub = Hub::new(100, None).keep_bytes(10_000);
+        for _ in 0..10 {
+            hub.publish(big(3000));
+        }
+        let (replay, _) = hub
+            .subscribe(Replay::After(0), Filter::default(), false)
+            .unwrap();
+        // Three fit in 10,000 bytes; the gap says what is gone.
+        assert_eq!(replay[0].kind, EventKind::Gap);
+        assert_eq!(seqs(&replay[1..]), [8, 9, 10]);
+        assert!(hub.lock().kept_bytes <= 10_000);
+        // One larger than the bound is still kept, alone.
+        hub.publish(big(20_000));
+        assert_eq!(
+            seqs(&hub.lock().kept.iter().cloned().collect::<Vec<_>>()),
+            [11]
+        );
+        hub.publish(big(10));
+        assert_eq!(hub.lock().kept.len(), 1);
     }
 }
