@@ -163,6 +163,7 @@ pub async fn run(
             stop_serving.clone(),
         )?));
     }
+    tokio::spawn(hand_back_memory(sup.clone(), shutdown.clone()));
     tracing::info!(home = %home.root.display(), pid = std::process::id(), "agent ready");
     shutdown.cancelled().await;
     tracing::info!("stopping every app");
@@ -183,6 +184,22 @@ pub async fn run(
     drop(sup);
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// After many subscribers have left (a thousand streams, each with its connection), what they
+/// used is free inside the allocator but still counted in the agent's RSS, round after round:
+/// hand it back to the system, a moment later (once their connections are torn down too).
+async fn hand_back_memory(sup: Arc<Supervisor>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = sup.subscribers_shrunk() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only returns free memory of glibc's heap to the system.
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+    }
 }
 
 /// Every service the agent serves, once, for both listeners.

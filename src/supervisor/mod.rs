@@ -421,6 +421,11 @@ impl Supervisor {
             })
     }
 
+    /// Resolves when many event subscriptions have ended (see `Hub::shrunk`).
+    pub async fn subscribers_shrunk(&self) {
+        self.ctx.hub.shrunk().await
+    }
+
     /// CPU and memory of each main process (`None` pids get zeros). Blocking: reads /proc.
     pub fn usage(&self, pids: &[u32]) -> Vec<Usage> {
         self.sampler.sample(pids)

@@ -428,3 +428,103 @@ fn a_full_disk_fails_requests_clearly_and_everything_comes_back() {
     agent.ok(&["kill"]);
     assert!(!alive(pid));
 }
+
+/// With the defaults (no `--events-kept`), the largest notifications the API accepts, while a
+/// subscriber never reads: the kept events are bounded by bytes, so the agent stays small.
+#[test]
+fn the_largest_notifications_keep_the_agent_bounded_with_default_settings() {
+    let agent = Agent::start();
+    agent.ok(&["start", "--name", "web", "--", "sleep", "1000"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sock = agent.home.join("agent.sock");
+        let mut stalled_client = grpm::client::connect_unix(&sock).await.unwrap();
+        let _stalled = stalled_client
+            .subscribe(&grpm::client::Subscription::default())
+            .await
+            .unwrap();
+        let mut c = grpm::client::connect_unix(&sock).await.unwrap();
+        let before = rss_kib(agent.pid());
+        // 64 KiB of message and 64 entries of 4 KiB: about 330 KiB each, 330 MB in all.
+        let message = "m".repeat(64 * 1024);
+        let data: grpm::model::Env = (0..64)
+            .map(|i| (format!("k{i:03}"), "v".repeat(4096)))
+            .collect();
+        for _ in 0..1000 {
+            c.notify("web", "load", &message, &data).await.unwrap();
+        }
+        let grown = rss_kib(agent.pid()).saturating_sub(before);
+        eprintln!("agent RSS: {before} KiB before, grew by {grown} KiB");
+        assert!(
+            grown < 48 * 1024,
+            "agent RSS grew by {grown} KiB for 1,000 of the largest notifications"
+        );
+    });
+}
+
+/// The agent's anonymous resident memory (its heap; not the binary's pages) in KiB.
+fn rss_anon_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// 1,100 subscribers (past the cap of 1,024) opened and closed four times: what they took is
+/// handed back each time, so the agent's memory neither stays up nor ratchets round after
+/// round. Run with `--nocapture` for the figures.
+#[test]
+fn many_subscribers_opened_and_closed_leave_no_memory_behind() {
+    let agent = Agent::start();
+    agent.ok(&["start", "--name", "web", "--", "sleep", "1000"]);
+    let sock = agent.home.join("agent.sock");
+    let idle = rss_anon_kib(agent.pid());
+    let mut peaks = Vec::new();
+    let mut after = Vec::new();
+    for round in 0..4 {
+        // A runtime per round: dropping it ends the client's connection tasks, so every
+        // socket is closed on our side.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut held = Vec::new();
+            for _ in 0..1100 {
+                let mut c = grpm::client::connect_unix(&sock).await.unwrap();
+                if let Ok(s) = c.subscribe(&grpm::client::Subscription::default()).await {
+                    held.push((c, s));
+                }
+            }
+            assert_eq!(held.len(), 1024);
+            let mut c = grpm::client::connect_unix(&sock).await.unwrap();
+            c.notify("web", "round", "", &grpm::model::Env::new())
+                .await
+                .unwrap();
+            peaks.push(rss_anon_kib(agent.pid()));
+            drop(held);
+        });
+        drop(rt);
+        // Back near idle (what a thousand connections leave in the allocator and runtime is
+        // bounded), and no higher after later rounds than after the first: no ratchet.
+        let bound = after.first().map_or(idle + 8 * 1024, |first| first + 1024);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut now = rss_anon_kib(agent.pid());
+        while now >= bound {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the agent's heap stays at {now} KiB (idle {idle} KiB; with \
+                 1,024 subscribers {peaks:?}; after the rounds before {after:?})"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+            now = rss_anon_kib(agent.pid());
+        }
+        after.push(now);
+    }
+    eprintln!("agent RssAnon: idle {idle} KiB; with 1,024 subscribers {peaks:?}; after {after:?}");
+}

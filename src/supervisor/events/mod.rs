@@ -8,7 +8,10 @@
 
 use std::{
     collections::{HashSet, VecDeque},
-    sync::{Arc, Mutex, Weak},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, Weak,
+    },
 };
 
 use tokio::sync::Notify;
@@ -112,6 +115,33 @@ fn gap(m: Missed) -> Event {
 /// A live subscription; dropping it unsubscribes.
 pub struct Subscription {
     shared: Arc<Shared>,
+    gauge: Arc<Gauge>,
+}
+
+/// How many subscriptions are live, to tell when many have ended: what a thousand streams
+/// and their connections took is then free in the allocator, but stays in the process until
+/// it is handed back (see [`Hub::shrunk`]).
+#[derive(Default)]
+struct Gauge {
+    live: AtomicUsize,
+    /// The most live at once since the last shrink.
+    peak: AtomicUsize,
+    shrunk: Notify,
+}
+
+/// Fewer than this many subscriptions ending is not worth handing memory back for.
+const SHRINK_FROM: usize = 64;
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let g = &self.gauge;
+        let live = g.live.fetch_sub(1, Ordering::Relaxed) - 1;
+        let peak = g.peak.load(Ordering::Relaxed);
+        if peak >= SHRINK_FROM && live <= peak / 2 {
+            g.peak.store(live, Ordering::Relaxed);
+            g.shrunk.notify_one();
+        }
+    }
 }
 
 impl Subscription {
@@ -182,6 +212,7 @@ struct Inner {
 
 pub struct Hub {
     inner: Mutex<Inner>,
+    gauge: Arc<Gauge>,
     log: Option<Arc<EventLog>>,
     queue_bound: Bound,
     max_subscribers: usize,
@@ -216,6 +247,7 @@ impl Hub {
                 closed: false,
             }),
             log,
+            gauge: Arc::default(),
             queue_bound: QUEUE_BOUND,
             max_subscribers: MAX_SUBSCRIBERS,
         }
@@ -398,11 +430,22 @@ impl Hub {
                 bound: self.queue_bound,
             });
             inner.subscribers.push(Arc::downgrade(&shared));
-            Some(Subscription { shared })
+            let live = self.gauge.live.fetch_add(1, Ordering::Relaxed) + 1;
+            self.gauge.peak.fetch_max(live, Ordering::Relaxed);
+            Some(Subscription {
+                shared,
+                gauge: self.gauge.clone(),
+            })
         } else {
             None
         };
         Ok((replay, sub))
+    }
+
+    /// Resolves once at least half of the subscriptions live at a peak of 64 or more have
+    /// ended (the agent then hands free memory back to the system).
+    pub async fn shrunk(&self) {
+        self.gauge.shrunk.notified().await
     }
 
     /// The sequence number the next event will get.
@@ -668,5 +711,25 @@ mod tests {
         );
         hub.publish(big(10));
         assert_eq!(hub.lock().kept.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn many_subscriptions_ending_is_told_once_per_halving() {
+        let hub = Arc::new(Hub::new(10, None));
+        let subs: Vec<Subscription> = (0..100)
+            .map(|_| {
+                hub.subscribe(Replay::Now, Filter::default(), true)
+                    .unwrap()
+                    .1
+                    .unwrap()
+            })
+            .collect();
+        let waiter = {
+            let hub = hub.clone();
+            tokio::spawn(async move { hub.shrunk().await })
+        };
+        drop(subs);
+        waiter.await.unwrap();
+        assert_eq!(hub.gauge.live.load(Ordering::Relaxed), 0);
     }
 }
