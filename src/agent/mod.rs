@@ -65,13 +65,7 @@ pub fn main(home: &Home, options: &Options) -> Result<(), String> {
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         tracing::warn!(error = %std::io::Error::last_os_error(), "cannot become a child subreaper");
     }
-    // glibc gives each thread that allocates its own arena, which keeps freed memory around;
-    // a daemon with a handful of threads is better served by two (as MALLOC_ARENA_MAX=2).
-    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
+    limit_arenas();
     raise_open_files();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -100,6 +94,17 @@ pub fn main(home: &Home, options: &Options) -> Result<(), String> {
     let _ = fs::remove_file(home.addr_file());
     let _ = fs::remove_file(home.pid_file());
     result
+}
+
+/// glibc gives each thread that allocates its own arena, which keeps freed memory around; a
+/// daemon with a handful of threads is better served by two (as MALLOC_ARENA_MAX=2). Called
+/// first thing (before the agent's log thread starts), and again by [`main`]; idempotent.
+pub fn limit_arenas() {
+    // SAFETY: mallopt only tunes the allocator.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
 
 /// Binds the TCP listener and records the bound address (port 0 picks a free one) in

@@ -18,6 +18,7 @@ use crate::{
 /// `kept`: how many events the agent keeps, and at most how many bytes of them.
 pub fn agent(home: &Home, kept: (u32, u64), listen: ListenArgs) -> Result<(), Failure> {
     let (events_kept, events_kept_bytes) = kept;
+    crate::agent::limit_arenas();
     let log = init_tracing(home);
     let options = crate::agent::Options {
         events_kept: events_kept as usize,

@@ -815,7 +815,7 @@ mod tests {
         // Space returns: the writer gets it out with no further change.
         fs::remove_dir(&blocker).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !path.exists() {
+        while store.flushed.borrow().written < gen {
             assert!(std::time::Instant::now() < deadline, "never written");
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }

@@ -223,7 +223,7 @@ pub const QUEUE_BOUND: Bound = Bound {
     events: 4096,
     bytes: 4 << 20,
 };
-/// What the kept events may hold by default (see [`Hub::keep_bytes`]).
+/// What the kept events may hold by default (approximate bytes; `--events-kept-bytes`).
 pub const KEEP_BYTES: usize = 8 << 20;
 /// Subscribers at once.
 pub const MAX_SUBSCRIBERS: usize = 1024;
