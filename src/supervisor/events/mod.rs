@@ -445,7 +445,11 @@ impl Hub {
     /// Resolves once at least half of the subscriptions live at a peak of 64 or more have
     /// ended (the agent then hands free memory back to the system).
     pub async fn shrunk(&self) {
-        self.gauge.shrunk.notified().await
+        self.gauge.shrunk.notified().await;
+        // The ended subscriptions' slots (each holds its allocation until pruned).
+        let mut inner = self.lock();
+        inner.subscribers.retain(|w| w.strong_count() > 0);
+        inner.subscribers.shrink_to_fit();
     }
 
     /// The sequence number the next event will get.
