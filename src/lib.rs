@@ -7,7 +7,7 @@
 //! - [`client`]: typed calls to an agent in model types, with errors as values; connects to the
 //!   local one (unix socket, spawned when none answers) or a remote one (TCP, TLS, token).
 //! - [`agent`]: the daemon: home directory, socket security, the gRPC servers (unix socket;
-//!   TCP with TLS and client authentication).
+//!   TCP with TLS and client authentication), its own log (never blocking, rotated, SIGHUP).
 //! - [`rpc`]: generated protobuf code and its codec, proto ⇄ model conversion, the service,
 //!   error mapping.
 //! - [`supervisor`]: the process table; each app's life is one pure state machine

@@ -25,7 +25,8 @@ pub struct Cli {
     /// With --host: how long connecting to a host may take.
     #[arg(long, global = true, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// With --host: how long each request may take.
+    /// How long each request may take (the local agent's too; a stream until its first
+    /// answer).
     #[arg(long, global = true, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
     #[command(subcommand)]
@@ -39,6 +40,9 @@ pub enum Command {
         /// Events kept for subscribers to replay and resume from.
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         events_kept: u32,
+        /// ... and at most this many bytes of them (approximately; e.g. 8M, 64M).
+        #[arg(long, default_value = "8M", value_name = "SIZE", value_parser = parse_events_bytes)]
+        events_kept_bytes: u64,
         #[command(flatten)]
         listen: ListenArgs,
     },
@@ -298,6 +302,15 @@ pub fn parse_env_pair(s: &str) -> Result<(String, String), String> {
         }
         _ => Err(format!("{s:?} is not K=V with a non-empty name K")),
     }
+}
+
+/// `--events-kept-bytes`: a size from 64K to 1G.
+fn parse_events_bytes(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if !(64 << 10..=1 << 30).contains(&n) {
+        return Err(format!("{s}: between 64K and 1G"));
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -24,13 +24,13 @@ pub async fn events(place: &Place, args: EventsArgs, json: bool) -> Result<(), F
         apps: args.apps,
         kinds: args.kinds,
     };
-    let home = match place {
-        Place::Local(home) => home,
+    let (home, t) = match place {
+        Place::Local(home, t) => (home, t),
         Place::Fleet {
             hosts, timeouts, ..
         } => return follow::merged(hosts, *timeouts, sub, json).await,
     };
-    let mut c = client::connect_local(home, true).await?;
+    let mut c = client::connect_local_with(home, true, t.request).await?;
     let mut stream = c.subscribe(&sub).await?;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);

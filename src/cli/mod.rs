@@ -46,6 +46,7 @@ pub fn main() -> ExitCode {
     };
     if let Command::Agent {
         events_kept,
+        events_kept_bytes,
         listen,
     } = cli.command
     {
@@ -54,7 +55,7 @@ pub fn main() -> ExitCode {
                 "the agent runs here; --host is for commands sent to remote agents".into(),
             ));
         }
-        return match local::agent(&home, events_kept, listen) {
+        return match local::agent(&home, (events_kept, events_kept_bytes), listen) {
             Ok(()) => ExitCode::SUCCESS,
             Err(f) => fail(f),
         };

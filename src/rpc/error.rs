@@ -65,9 +65,11 @@ fn supervisor_code(e: &supervisor::Error) -> Code {
     match e {
         E::NotFound(_) => Code::NotFound,
         E::AlreadyExists { .. } => Code::AlreadyExists,
-        E::InvalidSpec(_) | E::InvalidEnv { .. } | E::GivenTwice(_) | E::Dependencies(_) => {
-            Code::InvalidArgument
-        }
+        E::InvalidSpec(_)
+        | E::InvalidEnv { .. }
+        | E::GivenTwice(_)
+        | E::Dependencies(_)
+        | E::ResumeAhead { .. } => Code::InvalidArgument,
         E::StartFailed { .. }
         | E::StopFailed { .. }
         | E::NotReady { .. }
@@ -75,7 +77,7 @@ fn supervisor_code(e: &supervisor::Error) -> Code {
         | E::NotCompleted { .. }
         | E::DependedOn { .. }
         | E::Escaped { .. } => Code::FailedPrecondition,
-        E::Persist { .. } | E::Logs { .. } => Code::Internal,
+        E::Persist { .. } | E::Logs { .. } | E::EventsHeld => Code::Internal,
         E::TooManySubscribers(_) => Code::ResourceExhausted,
         E::ShuttingDown => Code::Unavailable,
         E::Several(all) => all.first().map_or(Code::Unknown, supervisor_code),

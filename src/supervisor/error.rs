@@ -28,7 +28,11 @@ pub enum Error {
     /// The tree ended, but processes that left it beyond reach still hold the app's output.
     #[error("{app}: {cause}")]
     Escaped { app: String, cause: Escaped },
-    #[error("{app}: state not saved: {cause}")]
+    /// The change is made; only writing it to `state.json` failed, and is retried.
+    #[error(
+        "{app}: done, but state not saved yet ({cause}); the agent keeps the change and \
+         writes it as soon as the disk allows"
+    )]
     Persist { app: String, cause: StoreError },
     #[error("{app}: logs: {cause}")]
     Logs { app: String, cause: OsError },
@@ -52,6 +56,17 @@ pub enum Error {
     DependedOn { app: String, by: Vec<String> },
     #[error("too many subscribers ({0}); try again later")]
     TooManySubscribers(usize),
+    #[error(
+        "from_seq {from} is ahead of this agent's last event ({last}): resume from at most \
+         {last}, or subscribe without from_seq"
+    )]
+    ResumeAhead { from: u64, last: u64 },
+    /// Event numbers cannot be reserved on disk (`events.seq`): no event is published.
+    #[error(
+        "events are not published for now: their numbers cannot be reserved on disk \
+         (events.seq; see the agent log); a gap event will count what was held back"
+    )]
+    EventsHeld,
     #[error("the agent is shutting down")]
     ShuttingDown,
     /// Several apps failed; the others were acted on.

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use deps::GraphError;
 pub use error::Error;
-pub use events::{Filter, Replay, Subscription};
+pub use events::{Filter, Replay, Subscription, KEEP_BYTES};
 pub use logs::{AppLogs, Piece, ReadFrom};
 pub use order::{Acted, Reason};
 pub use process::usage::Usage;
@@ -91,6 +91,8 @@ pub struct Config {
     /// Where `events.jsonl` lives; `None` keeps events in memory only.
     pub events_dir: Option<PathBuf>,
     pub events_kept: usize,
+    /// ... and at most this many bytes of them (approximately).
+    pub events_kept_bytes: usize,
 }
 
 /// Commands queued per app before senders wait.
@@ -110,6 +112,7 @@ impl Supervisor {
             notify_dir,
             events_dir,
             events_kept,
+            events_kept_bytes,
         } = config;
         let state_path = state_path.as_path();
         let path = state_path.to_path_buf();
@@ -124,7 +127,7 @@ impl Supervisor {
             ),
             None => None,
         };
-        let hub = Arc::new(Hub::new(events_kept, log));
+        let hub = Arc::new(Hub::new(events_kept, log).keep_bytes(events_kept_bytes));
         let tasks = CancellationToken::new();
         let reaper = Reaper::start(tasks.clone())?;
         let store = Store::new(state_path.to_path_buf(), &loaded.state);
@@ -524,7 +527,8 @@ impl Supervisor {
     }
 
     /// Publishes a user notification about each app of `target` (PM2's `notifyByProcessId`);
-    /// returns the events as published, with their sequence numbers.
+    /// returns the events as published, with their sequence numbers. Fails when the agent
+    /// cannot number events (see `Hub::publish`): nothing is published then.
     pub fn notify(
         &self,
         target: &Target,
@@ -534,19 +538,22 @@ impl Supervisor {
         cause: Cause,
     ) -> Result<Vec<Arc<Event>>, Error> {
         let views = self.describe(target)?;
-        Ok(views
+        views
             .iter()
             .map(|v| {
-                self.ctx.hub.publish(Hub::notify_event(
-                    v.id,
-                    v.name(),
-                    action,
-                    message,
-                    data.clone(),
-                    cause.clone(),
-                ))
+                self.ctx
+                    .hub
+                    .publish(Hub::notify_event(
+                        v.id,
+                        v.name(),
+                        action,
+                        message,
+                        data.clone(),
+                        cause.clone(),
+                    ))
+                    .ok_or(Error::EventsHeld)
             })
-            .collect())
+            .collect()
     }
 
     /// Subscribes to events: replay as `from` says, then live ones when `follow`.
@@ -559,7 +566,15 @@ impl Supervisor {
         self.ctx
             .hub
             .subscribe(from, filter, follow)
-            .map_err(|events::TooMany(max)| Error::TooManySubscribers(max))
+            .map_err(|e| match e {
+                events::Refused::TooMany(max) => Error::TooManySubscribers(max),
+                events::Refused::Ahead { from, last } => Error::ResumeAhead { from, last },
+            })
+    }
+
+    /// Resolves when many event subscriptions have ended (see `Hub::shrunk`).
+    pub async fn subscribers_shrunk(&self) {
+        self.ctx.hub.shrunk().await
     }
 
     /// CPU and memory of each main process (`None` pids get zeros). Blocking: reads /proc.

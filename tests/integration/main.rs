@@ -9,6 +9,7 @@ mod concurrency;
 mod depends;
 mod environment;
 mod events;
+mod faults;
 mod grpcurl;
 mod input;
 mod logs;
