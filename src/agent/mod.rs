@@ -26,6 +26,8 @@ pub struct Options {
     pub events_kept: usize,
     /// The optional TCP listener and its security.
     pub listen: listen::ListenSpec,
+    /// How often every app's tree is sampled for CPU and memory.
+    pub sample_interval: Duration,
 }
 
 impl Default for Options {
@@ -33,9 +35,13 @@ impl Default for Options {
         Options {
             events_kept: 10_000,
             listen: listen::ListenSpec::default(),
+            sample_interval: DEFAULT_SAMPLE_INTERVAL,
         }
     }
 }
+
+/// How often app trees are sampled unless `--sample-interval` says otherwise.
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Largest request the agent decodes (an app spec with its environment is far below this).
 const MAX_MESSAGE: usize = 8 * 1024 * 1024;
@@ -124,6 +130,7 @@ pub async fn run(
         logs_dir: home.logs_dir(),
         events_dir: Some(home.root.clone()),
         events_kept: options.events_kept,
+        sample_interval: options.sample_interval,
     })
     .await
     .map_err(|e| format!("cannot load state: {e}"))?;

@@ -41,6 +41,8 @@ pub enum Command {
         events_kept: u32,
         #[command(flatten)]
         listen: ListenArgs,
+        #[command(flatten)]
+        observe: ObserveArgs,
     },
     /// Certificates for remote agents.
     Tls {
@@ -121,6 +123,34 @@ pub struct ListenArgs {
     /// Require `authorization: Bearer TOKEN` with the token in this file (mode 0600).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+/// What the agent measures, and where it serves the measurements.
+#[derive(Debug, Args)]
+pub struct ObserveArgs {
+    /// How often every app's process tree is sampled for CPU and memory (100ms to 1h).
+    #[arg(long, value_name = "DURATION", default_value = "2s", env = "GRPM_SAMPLE_INTERVAL",
+          value_parser = parse_sample_interval)]
+    pub sample_interval: Duration,
+    /// Serve Prometheus metrics on http(s)://ADDR/metrics. A loopback address may be plain
+    /// HTTP; any other needs --tls-cert/--tls-key and --tls-client-ca or --metrics-token-file.
+    #[arg(long, value_name = "ADDR", value_parser = crate::agent::listen::parse_addr)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Require `authorization: Bearer TOKEN` on /metrics, with the token in this file (mode
+    /// 0600, at least 16 characters).
+    #[arg(long, value_name = "FILE", requires = "metrics_listen")]
+    pub metrics_token_file: Option<PathBuf>,
+}
+
+/// `--sample-interval`: a duration from 100 ms to an hour.
+fn parse_sample_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+        return Err(format!(
+            "{s:?}: the sampling interval must be from 100ms to 1h"
+        ));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Subcommand)]

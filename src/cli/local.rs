@@ -5,7 +5,7 @@
 use std::{path::Path, time::Duration};
 
 use super::{
-    args::ListenArgs,
+    args::{ListenArgs, ObserveArgs},
     failure::{out, Failure},
     render,
 };
@@ -15,7 +15,12 @@ use crate::{
 };
 
 /// `grpm agent`: runs until a signal or a Shutdown call.
-pub fn agent(home: &Home, events_kept: u32, listen: ListenArgs) -> Result<(), Failure> {
+pub fn agent(
+    home: &Home,
+    events_kept: u32,
+    listen: ListenArgs,
+    observe: ObserveArgs,
+) -> Result<(), Failure> {
     init_tracing();
     let options = crate::agent::Options {
         events_kept: events_kept as usize,
@@ -26,6 +31,7 @@ pub fn agent(home: &Home, events_kept: u32, listen: ListenArgs) -> Result<(), Fa
             tls_client_ca: listen.tls_client_ca,
             token_file: listen.token_file,
         },
+        sample_interval: observe.sample_interval,
     };
     crate::agent::main(home, &options).map_err(Failure::Failed)
 }

@@ -44,6 +44,7 @@ pub fn main() -> ExitCode {
     if let Command::Agent {
         events_kept,
         listen,
+        observe,
     } = cli.command
     {
         if !cli.hosts.is_empty() {
@@ -51,7 +52,7 @@ pub fn main() -> ExitCode {
                 "the agent runs here; --host is for commands sent to remote agents".into(),
             ));
         }
-        return match local::agent(&home, events_kept, listen) {
+        return match local::agent(&home, events_kept, listen, observe) {
             Ok(()) => ExitCode::SUCCESS,
             Err(f) => fail(f),
         };

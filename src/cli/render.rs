@@ -16,8 +16,10 @@ pub struct AppRow {
     pub pid: Option<u32>,
     pub restarts: u32,
     pub uptime_ms: u64,
+    /// Of the whole tree, like `memory_bytes` and `processes`.
     pub cpu_percent: f64,
     pub memory_bytes: u64,
+    pub processes: u32,
 }
 
 impl From<&AppInfo> for AppRow {
@@ -31,6 +33,7 @@ impl From<&AppInfo> for AppRow {
             uptime_ms: a.uptime_ms,
             cpu_percent: (a.cpu_percent * 10.0).round() / 10.0,
             memory_bytes: a.memory_bytes,
+            processes: a.processes,
         }
     }
 }
@@ -70,7 +73,7 @@ pub fn host_rows(rows: &[(&str, &AppInfo)]) -> Vec<serde_json::Value> {
 
 fn grid(apps: &[(Option<&str>, &AppInfo)], with_host: bool) -> String {
     let mut header = vec![
-        "ID", "NAME", "STATUS", "PID", "RESTARTS", "UPTIME", "CPU", "MEM",
+        "ID", "NAME", "STATUS", "PID", "RESTARTS", "UPTIME", "CPU", "MEM", "PROCS",
     ];
     if with_host {
         header.insert(0, "HOST");
@@ -100,6 +103,11 @@ fn grid(apps: &[(Option<&str>, &AppInfo)], with_host: bool) -> String {
             },
             if online {
                 bytes(a.memory_bytes)
+            } else {
+                "-".into()
+            },
+            if online {
+                a.processes.to_string()
             } else {
                 "-".into()
             },
@@ -171,6 +179,7 @@ pub fn detail(d: &AppDetail) -> String {
         );
         line("cpu", format!("{:.1}%", info.cpu_percent));
         line("memory", bytes(info.memory_bytes));
+        line("processes", info.processes.to_string());
     }
     if d.restart_in_ms > 0 {
         line("restart in", format!("{}ms", d.restart_in_ms));

@@ -174,6 +174,7 @@ pub fn info(v: &AppView, usage: Usage) -> pb::AppInfo {
         uptime_ms,
         cpu_percent: usage.cpu_percent,
         memory_bytes: usage.memory_bytes,
+        processes: usage.processes,
     }
 }
 
@@ -321,6 +322,7 @@ pub fn info_from_pb(a: pb::AppInfo) -> model::AppInfo {
         uptime_ms: a.uptime_ms,
         cpu_percent: a.cpu_percent,
         memory_bytes: a.memory_bytes,
+        processes: a.processes,
     }
 }
 

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     model::{Cause, Env, EventKind, Target},
-    supervisor::{AppView, Filter, ReadFrom, Replay, Supervisor, Usage},
+    supervisor::{AppView, Filter, ReadFrom, Replay, Samples, Supervisor, Usage},
 };
 
 /// Who sent a request, for the events it causes (`manual`, with the caller).
@@ -104,25 +104,23 @@ impl Service {
         }
     }
 
-    /// Listing fields for each view, sampling CPU and memory off the async threads.
-    async fn infos(&self, views: Vec<AppView>, sample: bool) -> Vec<pb::AppInfo> {
-        let usage = self.usage(&views, sample).await;
+    /// Listing fields for each view, with the usage of the last sample (`sample: false` for
+    /// the answers of actions, whose figures would be stale).
+    fn infos(&self, views: Vec<AppView>, sample: bool) -> Vec<pb::AppInfo> {
+        let samples = self.sup.samples();
         views
             .iter()
-            .zip(usage)
-            .map(|(v, u)| convert::info(v, u))
+            .map(|v| convert::info(v, Self::usage(&samples, v, sample)))
             .collect()
     }
 
-    async fn usage(&self, views: &[AppView], sample: bool) -> Vec<Usage> {
-        if !sample {
-            return vec![Usage::default(); views.len()];
+    /// An app's last sample; zeros when it runs no process now.
+    fn usage(samples: &Samples, v: &AppView, sample: bool) -> Usage {
+        if sample && v.status.pid().is_some() {
+            samples.get(v.id)
+        } else {
+            Usage::default()
         }
-        let pids: Vec<u32> = views.iter().map(|v| v.status.pid().unwrap_or(0)).collect();
-        let sup = self.sup.clone();
-        tokio::task::spawn_blocking(move || sup.usage(&pids))
-            .await
-            .unwrap_or_default()
     }
 }
 
@@ -202,7 +200,7 @@ impl ProcessManager for Service {
         let target = convert::target(&req.get_ref().target)?;
         let views = self.sup.flush(&target).await?;
         Ok(Response::new(pb::FlushResponse {
-            apps: self.infos(views, false).await,
+            apps: self.infos(views, false),
         }))
     }
 
@@ -319,7 +317,7 @@ impl ProcessManager for Service {
             (true, true) => return Err(Error::NothingToStart.into()),
         };
         Ok(Response::new(pb::StartResponse {
-            apps: self.infos(views, false).await,
+            apps: self.infos(views, false),
         }))
     }
 
@@ -330,7 +328,7 @@ impl ProcessManager for Service {
         let target = convert::target(&req.get_ref().target)?;
         let views = self.sup.stop(&target, origin(&req, "Stop")).await?;
         Ok(Response::new(pb::StopResponse {
-            apps: self.infos(views, false).await,
+            apps: self.infos(views, false),
         }))
     }
 
@@ -350,7 +348,7 @@ impl ProcessManager for Service {
         };
         let views = self.sup.restart(&target, base, cause).await?;
         Ok(Response::new(pb::RestartResponse {
-            apps: self.infos(views, false).await,
+            apps: self.infos(views, false),
         }))
     }
 
@@ -365,7 +363,7 @@ impl ProcessManager for Service {
             .delete(&target, purge, origin(&req, "Delete"))
             .await?;
         Ok(Response::new(pb::DeleteResponse {
-            apps: self.infos(views, false).await,
+            apps: self.infos(views, false),
         }))
     }
 
@@ -375,7 +373,7 @@ impl ProcessManager for Service {
     ) -> Result<Response<pb::ListResponse>, Status> {
         let views = self.sup.list();
         Ok(Response::new(pb::ListResponse {
-            apps: self.infos(views, true).await,
+            apps: self.infos(views, true),
         }))
     }
 
@@ -385,12 +383,11 @@ impl ProcessManager for Service {
     ) -> Result<Response<pb::DescribeResponse>, Status> {
         let target = convert::target(&req.get_ref().target)?;
         let views = self.sup.describe(&target)?;
-        let usage = self.usage(&views, true).await;
+        let samples = self.sup.samples();
         Ok(Response::new(pb::DescribeResponse {
             apps: views
                 .iter()
-                .zip(usage)
-                .map(|(v, u)| convert::detail(v, u))
+                .map(|v| convert::detail(v, Self::usage(&samples, v, true)))
                 .collect(),
         }))
     }

@@ -26,11 +26,10 @@ use tokio_util::sync::CancellationToken;
 pub use error::Error;
 pub use events::{Filter, Replay, Subscription};
 pub use logs::{AppLogs, Piece, ReadFrom};
-pub use process::usage::Usage;
+pub use process::usage::{Samples, Usage};
 pub use view::AppView;
 
 use lifecycle::{Actor, Cmd, Init, Reply};
-use process::usage::Sampler;
 use process::{launch, reaper::Reaper, scan, tree};
 use store::{AppRecord, Store};
 
@@ -66,7 +65,8 @@ struct Registry {
 pub struct Supervisor {
     ctx: Arc<Ctx>,
     registry: Mutex<Registry>,
-    sampler: Sampler,
+    /// The last tree usage sample of every app (see `process::usage`).
+    samples: Arc<Mutex<Arc<Samples>>>,
     tasks: CancellationToken,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -78,6 +78,8 @@ pub struct Config {
     /// Where `events.jsonl` lives; `None` keeps events in memory only.
     pub events_dir: Option<PathBuf>,
     pub events_kept: usize,
+    /// How often every app's tree is sampled for CPU and memory.
+    pub sample_interval: std::time::Duration,
 }
 
 /// Commands queued per app before senders wait.
@@ -93,6 +95,7 @@ impl Supervisor {
             logs_dir,
             events_dir,
             events_kept,
+            sample_interval,
         } = config;
         let state_path = state_path.as_path();
         let path = state_path.to_path_buf();
@@ -132,7 +135,7 @@ impl Supervisor {
                 next_id: loaded.state.next_id.max(1),
                 ..Registry::default()
             }),
-            sampler: Sampler::default(),
+            samples: Arc::default(),
             tasks,
             writer: Mutex::new(Some(writer)),
         });
@@ -143,6 +146,7 @@ impl Supervisor {
             };
             sup.spawn_owner(rec, init);
         }
+        sup.start_sampling(sample_interval);
         // Processes of apps that no longer exist: end them.
         for (app_id, procs) in survivors {
             tracing::warn!(
@@ -411,9 +415,44 @@ impl Supervisor {
             .map_err(|events::TooMany(max)| Error::TooManySubscribers(max))
     }
 
-    /// CPU and memory of each main process (`None` pids get zeros). Blocking: reads /proc.
-    pub fn usage(&self, pids: &[u32]) -> Vec<Usage> {
-        self.sampler.sample(pids)
+    /// The last sample of every app's tree usage (taken every `sample_interval`; an app started
+    /// since has none yet).
+    pub fn samples(&self) -> Arc<Samples> {
+        self.samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Starts the task that samples every running app's tree.
+    fn start_sampling(self: &Arc<Self>, interval: std::time::Duration) {
+        let me = Arc::downgrade(self);
+        let apps = move || {
+            let Some(sup) = me.upgrade() else {
+                return (Vec::new(), Vec::new());
+            };
+            let reg = sup.lock();
+            let mut running = Vec::new();
+            let mut known = Vec::with_capacity(reg.apps.len());
+            for (id, h) in &reg.apps {
+                known.push(*id);
+                if let Some(pid) = h.view.borrow().status.pid() {
+                    running.push(tree::TreeKey {
+                        agent_id: sup.ctx.agent_id.to_string(),
+                        app_id: *id,
+                        root: Some(pid),
+                    });
+                }
+            }
+            (running, known)
+        };
+        tokio::spawn(process::usage::run(
+            self.ctx.scanner.clone(),
+            interval,
+            apps,
+            self.samples.clone(),
+            self.tasks.clone(),
+        ));
     }
 
     /// Ends every app's tree (keeping desired states), flushes state.json, and stops the

@@ -11,6 +11,7 @@ mod events;
 mod grpcurl;
 mod input;
 mod logs;
+mod observe;
 mod persistence;
 mod remote;
 mod security;
