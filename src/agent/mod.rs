@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod listen;
+pub mod sdnotify;
 mod socket;
 
 use std::{fs, io::Write, os::fd::AsRawFd, path::PathBuf, sync::Arc, time::Duration};
@@ -28,6 +29,8 @@ pub struct Options {
     pub listen: listen::ListenSpec,
     /// How often every app's tree is sampled for CPU and memory.
     pub sample_interval: Duration,
+    /// systemd's notify socket (`NOTIFY_SOCKET`), told `READY=1` and `STOPPING=1`.
+    pub notify: Option<sdnotify::Target>,
 }
 
 impl Default for Options {
@@ -36,6 +39,7 @@ impl Default for Options {
             events_kept: 10_000,
             listen: listen::ListenSpec::default(),
             sample_interval: DEFAULT_SAMPLE_INTERVAL,
+            notify: None,
         }
     }
 }
@@ -163,7 +167,10 @@ pub async fn run(
         )?));
     }
     tracing::info!(home = %home.root.display(), pid = std::process::id(), "agent ready");
+    let pid = std::process::id();
+    sdnotify::notify(options.notify.as_ref(), &format!("READY=1\nMAINPID={pid}"));
     shutdown.cancelled().await;
+    sdnotify::notify(options.notify.as_ref(), "STOPPING=1");
     tracing::info!("stopping every app");
     sup.shutdown().await;
     stop_serving.cancel();

@@ -87,6 +87,24 @@ pub enum Command {
     Kill,
     /// Show events: the recent ones, then new ones as they happen (Ctrl-C ends).
     Events(EventsArgs),
+    /// A live view: the apps table, the selected app's output, keys to restart, stop, start.
+    Monit(MonitArgs),
+    /// Have the agent start at boot: print (or --install) a service unit for it.
+    Startup {
+        #[command(subcommand)]
+        system: StartupCommand,
+    },
+    /// Print a shell completion script (e.g. `grpm completions bash > /etc/bash_completion.d/grpm`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; `grpm man | man -l -`), or write every page to --out DIR.
+    Man {
+        /// Write grpm.1 and a page per command (grpm-start.1...) to this directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Publish a `notify` event about apps onto the event stream ("deployed v1.2").
     Notify {
         /// A name, an id or "all".
@@ -151,6 +169,28 @@ fn parse_sample_interval(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StartupCommand {
+    /// A systemd unit (Type=notify) that runs `grpm agent` for this GRPM_HOME: printed, or
+    /// written with --install.
+    Systemd {
+        /// A unit for the user's own systemd (`systemctl --user`), not a system one.
+        #[arg(long)]
+        user: bool,
+        /// Write it (/etc/systemd/system/grpm-USER.service, or with --user
+        /// ~/.config/systemd/user/grpm.service) instead of printing it.
+        #[arg(long)]
+        install: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MonitArgs {
+    /// Redraw at most this often (the table also changes as events arrive).
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_duration)]
+    pub refresh: Duration,
 }
 
 #[derive(Debug, Subcommand)]

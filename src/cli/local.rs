@@ -32,6 +32,7 @@ pub fn agent(
             token_file: listen.token_file,
         },
         sample_interval: observe.sample_interval,
+        notify: crate::agent::sdnotify::take_from_env(),
     };
     crate::agent::main(home, &options).map_err(Failure::Failed)
 }

@@ -8,12 +8,14 @@
 mod action;
 pub mod appfile;
 mod args;
+mod boot;
 mod events;
 mod failure;
 mod fleet;
 mod follow;
 mod local;
 mod logs;
+mod monit;
 mod render;
 mod start;
 
@@ -25,7 +27,7 @@ pub use args::Cli;
 pub use failure::Failure;
 
 use action::Action;
-use args::{Command, TlsCommand};
+use args::{Command, StartupCommand, TlsCommand};
 use failure::fail;
 use fleet::Place;
 
@@ -66,6 +68,20 @@ pub fn main() -> ExitCode {
             Err(f) => fail(f),
         };
     }
+    let generated = match &cli.command {
+        Command::Startup {
+            system: StartupCommand::Systemd { user, install },
+        } => Some(boot::startup_systemd(&home, *user, *install)),
+        Command::Completions { shell } => Some(boot::completions(*shell)),
+        Command::Man { out } => Some(boot::man(out.as_deref())),
+        _ => None,
+    };
+    if let Some(result) = generated {
+        return match result {
+            Ok(()) | Err(Failure::Closed) => ExitCode::SUCCESS,
+            Err(f) => fail(f),
+        };
+    }
     // One thread for the local agent; on a fleet, TLS handshakes and decoding for many hosts
     // are spread over the cores.
     let mut builder = if cli.hosts.is_empty() {
@@ -97,9 +113,14 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
     };
     let place = Place::new(home, &cli.hosts, cli.serial, timeouts)?;
     match cli.command {
-        Command::Agent { .. } | Command::Tls { .. } => {
+        Command::Agent { .. }
+        | Command::Tls { .. }
+        | Command::Startup { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
             unreachable!("handled before the runtime starts")
         }
+        Command::Monit(args) => monit::run(&place, args).await,
         Command::Kill => {
             if place.is_remote() {
                 return Err(Failure::Usage(
