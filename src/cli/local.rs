@@ -22,15 +22,26 @@ pub fn agent(
     observe: ObserveArgs,
 ) -> Result<(), Failure> {
     init_tracing();
+    // The agent's certificate also secures the metrics endpoint; without --listen, the TLS
+    // flags are for the metrics alone.
+    let metrics = crate::agent::metrics::MetricsSpec {
+        addr: observe.metrics_listen,
+        tls_cert: listen.tls_cert.clone(),
+        tls_key: listen.tls_key.clone(),
+        tls_client_ca: listen.tls_client_ca.clone(),
+        token_file: observe.metrics_token_file,
+    };
+    let for_api = listen.listen.is_some() || metrics.addr.is_none();
     let options = crate::agent::Options {
         events_kept: events_kept as usize,
         listen: crate::agent::listen::ListenSpec {
             addr: listen.listen,
-            tls_cert: listen.tls_cert,
-            tls_key: listen.tls_key,
-            tls_client_ca: listen.tls_client_ca,
+            tls_cert: listen.tls_cert.filter(|_| for_api),
+            tls_key: listen.tls_key.filter(|_| for_api),
+            tls_client_ca: listen.tls_client_ca.filter(|_| for_api),
             token_file: listen.token_file,
         },
+        metrics,
         sample_interval: observe.sample_interval,
         notify: crate::agent::sdnotify::take_from_env(),
     };

@@ -67,8 +67,49 @@ pub struct Supervisor {
     registry: Mutex<Registry>,
     /// The last tree usage sample of every app (see `process::usage`).
     samples: Arc<Mutex<Arc<Samples>>>,
+    /// Log bytes of deleted apps, so the agent's total never goes down.
+    deleted_log_bytes: std::sync::atomic::AtomicU64,
     tasks: CancellationToken,
     writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The agent's own CPU time (seconds) and resident memory (bytes). Blocking: reads /proc.
+pub fn agent_usage() -> (f64, u64) {
+    match process::procfs::read_stat(std::process::id()) {
+        Ok(st) => (
+            st.cpu_ticks as f64 / process::procfs::ticks_per_second() as f64,
+            st.rss_pages * process::procfs::page_size(),
+        ),
+        Err(_) => (0.0, 0),
+    }
+}
+
+/// What the agent counts (see [`Supervisor::stats`]).
+pub struct Stats {
+    pub apps: Vec<AppStats>,
+    /// Events published by this agent, by kind.
+    pub events: Vec<(EventKind, u64)>,
+    /// Live event subscribers.
+    pub subscribers: usize,
+    /// Bytes of output in every app's logs (deleted apps' included), over their lives.
+    pub log_bytes: u64,
+    /// Successful writes of state.json by this agent.
+    pub state_writes: u64,
+}
+
+/// One app, for metrics.
+pub struct AppStats {
+    pub view: AppView,
+    pub usage: Usage,
+    /// Bytes of stdout and stderr in its logs over its life (offsets: never reset).
+    pub log_bytes: [u64; 2],
+}
+
+fn log_bytes(logs: &logs::AppLogs) -> [u64; 2] {
+    [
+        logs.get(crate::model::LogStream::Out).end(),
+        logs.get(crate::model::LogStream::Err).end(),
+    ]
 }
 
 /// Where the supervisor keeps things, and how many events it keeps.
@@ -136,6 +177,7 @@ impl Supervisor {
                 ..Registry::default()
             }),
             samples: Arc::default(),
+            deleted_log_bytes: Default::default(),
             tasks,
             writer: Mutex::new(Some(writer)),
         });
@@ -326,7 +368,16 @@ impl Supervisor {
             })
             .await;
         // Deleted owners have ended; forget them (also after a partial failure).
-        self.lock().apps.retain(|_, h| !h.tx.is_closed());
+        let mut gone = 0;
+        self.lock().apps.retain(|_, h| {
+            let closed = h.tx.is_closed();
+            if closed {
+                gone += log_bytes(&h.logs).iter().sum::<u64>();
+            }
+            !closed
+        });
+        self.deleted_log_bytes
+            .fetch_add(gone, std::sync::atomic::Ordering::Relaxed);
         views
     }
 
@@ -422,6 +473,43 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// What the agent counts, for metrics. Blocking: a log never read yet is looked up on disk.
+    pub fn stats(&self) -> Stats {
+        let handles: Vec<Handle> = self.lock().apps.values().cloned().collect();
+        let samples = self.samples();
+        let apps: Vec<AppStats> = handles
+            .iter()
+            .map(|h| {
+                let view = h.view.borrow().clone();
+                let usage = if view.status.pid().is_some() {
+                    samples.get(view.id)
+                } else {
+                    Usage {
+                        cpu_seconds_total: samples.get(view.id).cpu_seconds_total,
+                        ..Usage::default()
+                    }
+                };
+                AppStats {
+                    view,
+                    usage,
+                    log_bytes: log_bytes(&h.logs),
+                }
+            })
+            .collect();
+        let (events, subscribers) = self.ctx.hub.counts();
+        let live: u64 = apps.iter().flat_map(|a| a.log_bytes).sum();
+        Stats {
+            log_bytes: live
+                + self
+                    .deleted_log_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            apps,
+            events,
+            subscribers,
+            state_writes: self.ctx.store.writes(),
+        }
     }
 
     /// Starts the task that samples every running app's tree.

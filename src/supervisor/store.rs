@@ -242,6 +242,8 @@ pub struct Store {
     inner: Mutex<Inner>,
     dirty: Notify,
     flushed: watch::Sender<Flushed>,
+    /// Successful writes of state.json (for metrics).
+    writes: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -258,6 +260,7 @@ impl Store {
             }),
             dirty: Notify::new(),
             flushed: watch::Sender::new(Flushed::default()),
+            writes: Default::default(),
         })
     }
 
@@ -339,7 +342,16 @@ impl Store {
         })
     }
 
+    /// Successful writes of state.json since the agent started.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn publish(&self, result: Result<u64, (u64, StoreError)>) {
+        if result.is_ok() {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.flushed.send_modify(|f| match result {
             Ok(gen) => f.written = f.written.max(gen),
             Err((gen, msg)) => {

@@ -278,3 +278,239 @@ fn monit_in_a_real_terminal_restarts_an_app_with_a_key() {
     let after = tmux.wait_screen("monit to exit", |s| !s.contains("grpm monit"));
     assert!(!after.contains("RESTARTS"), "{after}");
 }
+
+/// One HTTP/1.1 request on a fresh connection: (status line, headers, body).
+fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (String, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_string(), headers.to_lowercase(), body.to_string())
+}
+
+/// A body sent with `Transfer-Encoding: chunked`, reassembled.
+fn dechunk(headers: &str, body: &str) -> String {
+    if !headers.contains("transfer-encoding: chunked") {
+        return body.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
+
+/// The value of the sample `name{labels}` in a text exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn metrics_pass_promtool_and_match_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("metrics.token");
+    std::fs::write(&token_file, "s3cret-metrics-token-0123456789\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let agent = Agent::start_with(&[
+        "--sample-interval",
+        "100ms",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--metrics-token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    // Odd but valid names: dots, dashes, underscores, a leading digit, upper case.
+    for name in ["web.v2_x-1", "9Lives", "a"] {
+        agent.ok(&["start", "--name", name, "--", "sh", "-c", TREE]);
+    }
+    agent.ok(&["restart", "a"]);
+    wait_until("samples of every app", Duration::from_secs(20), || {
+        agent.list().iter().all(|a| a["processes"] == 3)
+    });
+    let addr = std::fs::read_to_string(agent.home.join("metrics.addr"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let auth = ("Authorization", "Bearer s3cret-metrics-token-0123456789");
+    // No token, a wrong one: 401, nothing else.
+    let (status, _, body) = http_get(&addr, "/metrics", &[]);
+    assert!(status.contains(" 401 "), "{status}");
+    assert!(!body.contains("grpm_"), "{body}");
+    let (status, _, _) = http_get(&addr, "/metrics", &[("Authorization", "Bearer nope")]);
+    assert!(status.contains(" 401 "), "{status}");
+    let (status, _, _) = http_get(&addr, "/other", &[auth]);
+    assert!(status.contains(" 404 "), "{status}");
+    // The Prometheus text format by default.
+    let (status, headers, body) = http_get(&addr, "/metrics", &[auth]);
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(
+        headers.contains("content-type: text/plain; version=0.0.4"),
+        "{headers}"
+    );
+    let text = dechunk(&headers, &body);
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut promtool = match promtool {
+        Ok(p) => p,
+        Err(e) => {
+            panic!("promtool (Debian's prometheus package) is required: {e}; .ci/run installs it")
+        }
+    };
+    {
+        use std::io::Write;
+        promtool
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    // Values match what list says.
+    for a in agent.list() {
+        let labels = format!(
+            "{{app=\"{}\",id=\"{}\"}}",
+            a["name"].as_str().unwrap(),
+            a["id"]
+        );
+        assert_eq!(
+            sample(&text, &format!("grpm_app_processes{labels}")),
+            a["processes"].as_f64(),
+            "{labels}\n{text}"
+        );
+        assert_eq!(
+            sample(&text, &format!("grpm_app_restarts_total{labels}")),
+            a["restarts"].as_f64(),
+            "{labels}\n{text}"
+        );
+        assert_eq!(sample(&text, &format!("grpm_app_up{labels}")), Some(1.0));
+        let status = format!(
+            "grpm_app_status{{app=\"{}\",id=\"{}\",status=\"online\"}}",
+            a["name"].as_str().unwrap(),
+            a["id"]
+        );
+        assert_eq!(sample(&text, &status), Some(1.0), "{status}\n{text}");
+        assert!(sample(&text, &format!("grpm_app_memory_bytes{labels}")).unwrap() > 0.0);
+    }
+    assert_eq!(
+        sample(&text, "grpm_app_restarts_total{app=\"a\",id=\"3\"}"),
+        Some(1.0)
+    );
+    assert!(sample(&text, "grpm_events_total{kind=\"online\"}").unwrap() >= 4.0);
+    assert!(sample(&text, "grpm_state_writes_total").unwrap() >= 1.0);
+    assert!(sample(&text, "grpm_agent_memory_bytes").unwrap() > 1e6);
+    // OpenMetrics on request.
+    let (_, headers, body) = http_get(
+        &addr,
+        "/metrics",
+        &[
+            auth,
+            ("Accept", "application/openmetrics-text;version=1.0.0"),
+        ],
+    );
+    assert!(
+        headers.contains("content-type: application/openmetrics-text"),
+        "{headers}"
+    );
+    assert!(dechunk(&headers, &body).trim_end().ends_with("# EOF"));
+    // A deleted app's series are gone.
+    agent.ok(&["delete", "9Lives"]);
+    let (_, headers, body) = http_get(&addr, "/metrics", &[auth]);
+    assert!(!dechunk(&headers, &body).contains("9Lives"));
+}
+
+#[test]
+fn metrics_on_an_open_address_need_tls_and_authentication() {
+    let agent = Agent::start();
+    let err = agent.fails(1, &["agent", "--metrics-listen", "0.0.0.0:0"]);
+    assert!(
+        err.contains("refusing to serve metrics on 0.0.0.0:0"),
+        "{err}"
+    );
+    let err = agent.fails(2, &["agent", "--metrics-token-file", "x"]);
+    assert!(err.contains("--metrics-listen"), "{err}");
+}
+
+#[test]
+fn metrics_over_tls_require_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    let certs = Agent::start();
+    certs.ok(&[
+        "tls",
+        "init",
+        "--out",
+        tls.to_str().unwrap(),
+        "--host",
+        "localhost",
+        "--host",
+        "127.0.0.1",
+    ]);
+    let file = |n: &str| tls.join(n).to_str().unwrap().to_string();
+    let (cert, key, ca) = (file("agent.pem"), file("agent-key.pem"), file("ca.pem"));
+    // Every interface: allowed only with TLS and client certificates.
+    let agent = Agent::start_with(&[
+        "--metrics-listen",
+        "0.0.0.0:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &ca,
+    ]);
+    let bound = std::fs::read_to_string(agent.home.join("metrics.addr")).unwrap();
+    let port = bound.trim().rsplit(':').next().unwrap().to_string();
+    let url = format!("https://127.0.0.1:{port}/metrics");
+    let curl = |extra: &[&str]| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--noproxy", "*", "--max-time", "20", "--cacert", &ca])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("curl is required; .ci/run installs it")
+    };
+    let ok = curl(&[
+        "--cert",
+        &file("client.pem"),
+        "--key",
+        &file("client-key.pem"),
+    ]);
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("grpm_agent_memory_bytes"));
+    let refused = curl(&[]);
+    assert!(
+        !refused.status.success(),
+        "no client certificate: {refused:?}"
+    );
+    assert!(!String::from_utf8_lossy(&refused.stdout).contains("grpm_"));
+}

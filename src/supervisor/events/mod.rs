@@ -7,7 +7,7 @@
 //! most its queue's bound.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, Weak},
 };
 
@@ -157,6 +157,8 @@ struct Inner {
     keep: usize,
     subscribers: Vec<Weak<Shared>>,
     closed: bool,
+    /// Events published by this hub, by kind (for metrics).
+    published: HashMap<EventKind, u64>,
 }
 
 pub struct Hub {
@@ -188,6 +190,7 @@ impl Hub {
                 keep: keep.max(1),
                 subscribers: Vec::new(),
                 closed: false,
+                published: HashMap::new(),
             }),
             log,
             queue_bound: QUEUE_BOUND,
@@ -219,6 +222,7 @@ impl Hub {
             log.reserve_through(e.seq);
         }
         inner.next_seq += 1;
+        *inner.published.entry(e.kind).or_default() += 1;
         let e = Arc::new(e);
         if inner.kept.len() >= inner.keep {
             inner.kept.pop_front();
@@ -236,6 +240,20 @@ impl Hub {
             log.append(e.clone());
         }
         e
+    }
+
+    /// Events published since the hub was made, by kind, and the live subscribers.
+    pub fn counts(&self) -> (Vec<(EventKind, u64)>, usize) {
+        let inner = self.lock();
+        let live = inner
+            .subscribers
+            .iter()
+            .filter(|w| w.strong_count() > 0)
+            .count();
+        (
+            inner.published.iter().map(|(k, n)| (*k, *n)).collect(),
+            live,
+        )
     }
 
     /// Replays kept events as `from` says, then (with `follow`) delivers live ones, with no gap
