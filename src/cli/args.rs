@@ -188,9 +188,12 @@ pub enum StartupCommand {
 
 #[derive(Debug, Args)]
 pub struct MonitArgs {
-    /// Redraw at most this often (the table also changes as events arrive).
-    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_duration)]
+    /// Redraw at most this often (the table changes as events arrive and usage is sampled).
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
     pub refresh: Duration,
+    /// For the benchmark: write the frames drawn and the seconds run to FILE on exit.
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub frames_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -28,7 +28,7 @@ use state::{Effect, Input, Key, Monit, Verb};
 /// A host's apps are listed again at least this often (usage is sampled every 2 s).
 const PERIOD: Duration = Duration::from_secs(1);
 /// ... and at most this often, however many events arrive (a crash loop sends many).
-const MIN_GAP: Duration = Duration::from_millis(200);
+const MIN_GAP: Duration = Duration::from_millis(100);
 /// Lines of output shown when an app is selected, before new ones.
 const TAIL: u32 = 100;
 
@@ -54,8 +54,16 @@ pub async fn run(place: &Place, args: MonitArgs) -> Result<(), Failure> {
     spawn_keys(tx.clone());
     let mut terminal = ratatui::try_init()
         .map_err(|e| Failure::Failed(format!("cannot set up the terminal: {e}")))?;
-    let result = ui(&mut terminal, conns, tx, rx, args.refresh).await;
+    let began = Instant::now();
+    let mut frames = 0u64;
+    let result = ui(&mut terminal, conns, tx, rx, args.refresh, &mut frames).await;
     ratatui::restore();
+    if let Some(path) = args.frames_file {
+        let line = format!("{frames} {:.3}\n", began.elapsed().as_secs_f64());
+        if let Err(e) = std::fs::write(&path, line) {
+            eprintln!("grpm: cannot write {}: {e}", path.display());
+        }
+    }
     result
 }
 
@@ -99,6 +107,7 @@ async fn ui(
     tx: mpsc::Sender<Msg>,
     mut rx: mpsc::Receiver<Msg>,
     refresh: Duration,
+    drawn: &mut u64,
 ) -> Result<(), Failure> {
     let mut m = Monit::new(conns.iter().any(|(h, _)| h.is_some()));
     let mut follower: Option<JoinHandle<()>> = None;
@@ -112,6 +121,7 @@ async fn ui(
             _ = frames.tick() => {
                 if dirty {
                     terminal.draw(|f| draw::draw(f, &m)).map_err(draw_err)?;
+                    *drawn += 1;
                     dirty = false;
                 }
                 continue;
@@ -164,6 +174,7 @@ async fn ui(
         // Keys answer at once; everything else waits for the next frame.
         if now {
             terminal.draw(|f| draw::draw(f, &m)).map_err(draw_err)?;
+            *drawn += 1;
             dirty = false;
         }
     }
