@@ -69,6 +69,9 @@ pub fn main() -> ExitCode {
         };
     }
     let generated = match &cli.command {
+        Command::Startup { .. } if !cli.hosts.is_empty() => Some(Err(Failure::Usage(
+            "startup writes a unit for this machine's agent; run it on each host".into(),
+        ))),
         Command::Startup {
             system: StartupCommand::Systemd { user, install },
         } => Some(boot::startup_systemd(&home, *user, *install)),

@@ -169,6 +169,11 @@ fn completions_and_man_page_come_from_the_parser() {
         .ok(&["completions", "fish"])
         .contains("complete -c grpm"));
     agent.fails(2, &["completions", "tcsh"]);
+    // monit needs a terminal (here stdout is a pipe), startup a local machine.
+    let err = agent.fails(2, &["monit"]);
+    assert!(err.contains("terminal"), "{err}");
+    let err = agent.fails(2, &["--host", "127.0.0.1:1", "startup", "systemd"]);
+    assert!(err.contains("each host"), "{err}");
     let man = agent.ok(&["man"]);
     assert!(man.contains(".TH grpm 1"), "{man}");
     assert!(man.contains("monit"), "{man}");
