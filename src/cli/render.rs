@@ -81,6 +81,8 @@ fn grid(apps: &[(Option<&str>, &AppInfo)], with_host: bool) -> String {
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for (host, a) in apps {
         let online = a.pid.is_some();
+        // A running app always has a process: none means no sample yet.
+        let sampled = online && a.processes > 0;
         let mut row = Vec::with_capacity(header.len());
         if with_host {
             row.push(host.unwrap_or("").to_string());
@@ -96,17 +98,17 @@ fn grid(apps: &[(Option<&str>, &AppInfo)], with_host: bool) -> String {
             } else {
                 "-".into()
             },
-            if online {
+            if sampled {
                 format!("{:.1}%", a.cpu_percent)
             } else {
                 "-".into()
             },
-            if online {
+            if sampled {
                 bytes(a.memory_bytes)
             } else {
                 "-".into()
             },
-            if online {
+            if sampled {
                 a.processes.to_string()
             } else {
                 "-".into()
@@ -177,9 +179,13 @@ pub fn detail(d: &AppDetail) -> String {
             "uptime",
             format_duration(std::time::Duration::from_millis(info.uptime_ms)),
         );
-        line("cpu", format!("{:.1}%", info.cpu_percent));
-        line("memory", bytes(info.memory_bytes));
-        line("processes", info.processes.to_string());
+        if info.processes > 0 {
+            line("cpu", format!("{:.1}%", info.cpu_percent));
+            line("memory", bytes(info.memory_bytes));
+            line("processes", info.processes.to_string());
+        } else {
+            line("cpu", "- (not sampled yet)".into());
+        }
     }
     if d.restart_in_ms > 0 {
         line("restart in", format!("{}ms", d.restart_in_ms));

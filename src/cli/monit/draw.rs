@@ -47,7 +47,8 @@ pub fn draw(frame: &mut Frame, m: &Monit) {
     }
     let rows = visible.iter().map(|r| {
         let a = &r.info;
-        let running = a.pid.is_some();
+        // A running app always has a process: none means no sample yet.
+        let running = a.pid.is_some() && a.processes > 0;
         let dash = || "-".to_string();
         let mut cells = vec![
             a.id.to_string(),
@@ -70,7 +71,7 @@ pub fn draw(frame: &mut Frame, m: &Monit) {
                 dash()
             },
             a.restarts.to_string(),
-            if running {
+            if a.pid.is_some() {
                 format_duration(std::time::Duration::from_millis(a.uptime_ms))
             } else {
                 dash()
