@@ -40,15 +40,6 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
-/// Every status word, so that each app has one series per status (1 for the current one).
-const STATUSES: [StatusKind; 5] = [
-    StatusKind::Starting,
-    StatusKind::Online,
-    StatusKind::Stopping,
-    StatusKind::Stopped,
-    StatusKind::Errored,
-];
-
 type FloatCounter = Counter<f64, AtomicU64>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -106,7 +97,7 @@ impl Families {
         );
         r.register(
             "app_status",
-            "1 for the app's current status, 0 for the others",
+            "The app's current status: one series per app, labelled with the status word, valued 1",
             f.status.clone(),
         );
         r.register(
@@ -180,14 +171,6 @@ impl Families {
     /// Sets every family from `stats` (apps gone since the last scrape disappear) and the
     /// agent's own `(cpu seconds, resident bytes)`, then encodes them.
     pub fn render(&self, stats: &Stats, agent: (f64, u64)) -> String {
-        for f in [&self.up, &self.memory, &self.processes, &self.exit_code] {
-            f.clear();
-        }
-        self.status.clear();
-        self.restarts.clear();
-        self.cpu.clear();
-        self.uptime.clear();
-        self.app_log_bytes.clear();
         let now = crate::model::now_unix_ms();
         for a in &stats.apps {
             let v = &a.view;
@@ -199,15 +182,13 @@ impl Families {
             self.up
                 .get_or_create(&labels)
                 .set(i64::from(kind == StatusKind::Online));
-            for s in STATUSES {
-                self.status
-                    .get_or_create(&StatusLabels {
-                        app: labels.app.clone(),
-                        id: labels.id.clone(),
-                        status: s.word(),
-                    })
-                    .set(i64::from(s == kind));
-            }
+            self.status
+                .get_or_create(&StatusLabels {
+                    app: labels.app.clone(),
+                    id: labels.id.clone(),
+                    status: kind.word(),
+                })
+                .set(1);
             set_counter(&self.restarts.get_or_create(&labels), u64::from(v.restarts));
             set_float_counter(&self.cpu.get_or_create(&labels), a.usage.cpu_seconds_total);
             self.memory
@@ -252,9 +233,19 @@ impl Families {
         set_counter(&self.state_writes, stats.state_writes);
         set_float_counter(&self.agent_cpu, agent.0);
         self.agent_memory.set(agent.1 as i64);
-        let mut out = String::with_capacity(256 + stats.apps.len() * 1024);
+        let mut out = String::with_capacity(4096 + stats.apps.len() * 768);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        // The series live for one scrape: between scrapes they would only hold memory (and
+        // a deleted app's series must not outlive it).
+        for f in [&self.up, &self.memory, &self.processes, &self.exit_code] {
+            f.clear();
+        }
+        self.status.clear();
+        self.restarts.clear();
+        self.cpu.clear();
+        self.uptime.clear();
+        self.app_log_bytes.clear();
         out
     }
 }

@@ -46,8 +46,23 @@ pub fn parse_stat(pid: u32, text: &str) -> Option<ProcStat> {
 }
 
 pub fn read_stat(pid: u32) -> io::Result<ProcStat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_stat(pid, &text)
+    // One open, one read (a stat line is far below the buffer), one close: `read_to_string`
+    // would also stat the file for a size /proc does not know.
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    let mut f = fs::File::open(format!("/proc/{pid}/stat"))?;
+    let mut len = 0;
+    loop {
+        let n = f.read(&mut buf[len..])?;
+        if n == 0 || len + n == buf.len() {
+            len += n;
+            break;
+        }
+        len += n;
+    }
+    let text = std::str::from_utf8(&buf[..len])
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "/proc stat is not UTF-8"))?;
+    parse_stat(pid, text)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc stat"))
 }
 

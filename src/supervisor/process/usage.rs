@@ -24,7 +24,8 @@ pub struct Usage {
     /// Percent of one core used by the tree over the last sampling interval.
     pub cpu_percent: f64,
     /// PSS summed over the tree where `/proc/PID/smaps_rollup` is readable (shared pages split
-    /// between the processes that map them, so never counted twice), RSS otherwise.
+    /// between the processes that map them, so never counted twice), RSS otherwise. Each
+    /// process's figure is at most `MEMORY_EVERY` ticks old.
     pub memory_bytes: u64,
     /// Live processes in the tree.
     pub processes: u32,
@@ -54,7 +55,15 @@ pub struct TreeSampler {
     prev_uptime: Option<f64>,
     /// Cumulative CPU seconds per app.
     totals: HashMap<AppId, f64>,
+    /// The last memory reading of each process, and the tick it was taken at.
+    memory: HashMap<(u32, u64), u64>,
+    ticks: u64,
 }
+
+/// A process's memory is read again every this many ticks (and when it is new): PSS costs the
+/// kernel a walk of the process's page tables, and changes slowly. Processes are spread over
+/// the ticks by pid, so each tick reads about 1/MEMORY_EVERY of them.
+const MEMORY_EVERY: u64 = 4;
 
 /// Facts from outside the snapshot, so the arithmetic is testable.
 pub struct Clock {
@@ -76,7 +85,9 @@ impl TreeSampler {
         memory: impl Fn(&ProcStat) -> u64,
     ) -> Samples {
         let forest = Forest::new(snap);
+        self.ticks += 1;
         let mut next = HashMap::with_capacity(self.prev.len());
+        let mut next_memory = HashMap::with_capacity(self.memory.len());
         let mut by_app = HashMap::with_capacity(known.len());
         let elapsed = self.prev_uptime.map(|then| clock.uptime - then);
         for key in running {
@@ -95,7 +106,12 @@ impl TreeSampler {
                     },
                 };
                 next.insert(k, p.cpu_ticks);
-                mem += memory(p);
+                let m = match self.memory.get(&k) {
+                    Some(m) if (u64::from(p.pid) + self.ticks) % MEMORY_EVERY != 0 => *m,
+                    _ => memory(p),
+                };
+                next_memory.insert(k, m);
+                mem += m;
             }
             let secs = ticks as f64 / clock.hz;
             let total = self.totals.entry(key.app_id).or_default();
@@ -124,6 +140,7 @@ impl TreeSampler {
             }
         }
         self.prev = next;
+        self.memory = next_memory;
         self.prev_uptime = Some(clock.uptime);
         Samples { by_app }
     }
