@@ -24,8 +24,8 @@ pub struct Usage {
     /// Percent of one core used by the tree over the last sampling interval.
     pub cpu_percent: f64,
     /// PSS summed over the tree where `/proc/PID/smaps_rollup` is readable (shared pages split
-    /// between the processes that map them, so never counted twice), RSS otherwise. Each
-    /// process's figure is at most `MEMORY_EVERY` ticks old.
+    /// between the processes that map them, so never counted twice), RSS otherwise. PSS is read
+    /// every `MEMORY_EVERY` ticks per process and follows its RSS in between.
     pub memory_bytes: u64,
     /// Live processes in the tree.
     pub processes: u32,
@@ -55,15 +55,17 @@ pub struct TreeSampler {
     prev_uptime: Option<f64>,
     /// Cumulative CPU seconds per app.
     totals: HashMap<AppId, f64>,
-    /// The last memory reading of each process, and the tick it was taken at.
-    memory: HashMap<(u32, u64), u64>,
+    /// The last memory reading of each process, with its RSS (pages) at that moment.
+    memory: HashMap<(u32, u64), (u64, u64)>,
     ticks: u64,
 }
 
 /// A process's memory is read again every this many ticks (and when it is new): PSS costs the
-/// kernel a walk of the process's page tables, and changes slowly. Processes are spread over
-/// the ticks by pid, so each tick reads about 1/MEMORY_EVERY of them.
-const MEMORY_EVERY: u64 = 4;
+/// kernel a walk of the process's page tables (more, the more memory it maps). Processes are
+/// spread over the ticks by pid, so each tick reads about 1/MEMORY_EVERY of them. In between,
+/// the figure follows the process's RSS (free: it is in the snapshot) at the PSS/RSS ratio of
+/// the last reading, so growth shows at once and sharing stays accounted for.
+const MEMORY_EVERY: u64 = 8;
 
 /// Facts from outside the snapshot, so the arithmetic is testable.
 pub struct Clock {
@@ -106,12 +108,18 @@ impl TreeSampler {
                     },
                 };
                 next.insert(k, p.cpu_ticks);
-                let m = match self.memory.get(&k) {
-                    Some(m) if (u64::from(p.pid) + self.ticks) % MEMORY_EVERY != 0 => *m,
-                    _ => memory(p),
+                let (m, rss_then) = match self.memory.get(&k) {
+                    Some(&(m, rss_then)) if (u64::from(p.pid) + self.ticks) % MEMORY_EVERY != 0 => {
+                        (m, rss_then)
+                    }
+                    _ => (memory(p), p.rss_pages),
                 };
-                next_memory.insert(k, m);
-                mem += m;
+                next_memory.insert(k, (m, rss_then));
+                mem += if rss_then > 0 && rss_then != p.rss_pages {
+                    (m as f64 * p.rss_pages as f64 / rss_then as f64) as u64
+                } else {
+                    m
+                };
             }
             let secs = ticks as f64 / clock.hz;
             let total = self.totals.entry(key.app_id).or_default();
@@ -281,6 +289,44 @@ mod tests {
         assert!((fourth.get(1).cpu_seconds_total - 1.2).abs() < 1e-9);
         let fifth = s.sample(&third_snap, &keys[1..], &[2], &clock(18.0), |_| 1000);
         assert_eq!(fifth.get(1), Usage::default());
+    }
+
+    #[test]
+    fn memory_is_read_now_and_then_and_follows_rss_in_between() {
+        let mut s = TreeSampler::default();
+        let clock = Clock {
+            uptime: 10.0,
+            hz: 100.0,
+        };
+        let reads = std::cell::Cell::new(0);
+        let pss = |_: &ProcStat| {
+            reads.set(reads.get() + 1);
+            500
+        };
+        let mut proc = p(10, 1, 10, 0, 100);
+        let snap = |p: ProcStat| Snapshot {
+            procs: vec![p],
+            identity: HashMap::new(),
+        };
+        let keys = [key(1, 10)];
+        let mut seen = Vec::new();
+        for tick in 0..MEMORY_EVERY {
+            // RSS doubles after the first tick: PSS scales with it until read again.
+            proc.rss_pages = if tick == 0 { 1 } else { 2 };
+            seen.push(
+                s.sample(&snap(proc), &keys, &[1], &clock, pss)
+                    .get(1)
+                    .memory_bytes,
+            );
+        }
+        assert_eq!(
+            reads.get(),
+            2,
+            "read when new and once per {MEMORY_EVERY} ticks"
+        );
+        assert_eq!(seen[0], 500);
+        assert!(seen[1..].iter().all(|&m| m == 1000 || m == 500), "{seen:?}");
+        assert!(seen.contains(&1000), "{seen:?}");
     }
 
     #[test]
