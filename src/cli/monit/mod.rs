@@ -114,6 +114,9 @@ async fn ui(
     let mut frames = tokio::time::interval(refresh);
     frames.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dirty = true;
+    // SIGTERM ends monit like q (the terminal is restored by the caller); so does SIGINT.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Failure::Failed(format!("cannot handle SIGTERM: {e}")))?;
     let draw_err = |e: std::io::Error| Failure::Failed(format!("cannot draw: {e}"));
     loop {
         let mut now = false;
@@ -127,6 +130,7 @@ async fn ui(
                 continue;
             }
             _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = term.recv() => return Ok(()),
             msg = rx.recv() => {
                 let Some(msg) = msg else { return Ok(()) };
                 let effect = match msg {
