@@ -60,12 +60,13 @@ pub struct TreeSampler {
     ticks: u64,
 }
 
-/// A process's memory is read again every this many ticks (and when it is new): PSS costs the
-/// kernel a walk of the process's page tables (more, the more memory it maps). Processes are
-/// spread over the ticks by pid, so each tick reads about 1/MEMORY_EVERY of them. In between,
-/// the figure follows the process's RSS (free: it is in the snapshot) at the PSS/RSS ratio of
-/// the last reading, so growth shows at once and sharing stays accounted for.
-const MEMORY_EVERY: u64 = 8;
+/// A process's PSS is read when it is new, when its RSS moved by more than 1/8 since the last
+/// reading, and otherwise every this many ticks: reading PSS costs the kernel a walk of the
+/// process's page tables (more, the more memory it maps). Processes are spread over the ticks
+/// by pid. In between, the figure follows the process's RSS (free: it is in the snapshot) at
+/// the PSS/RSS ratio of the last reading, so growth shows at once and sharing stays accounted
+/// for.
+const MEMORY_EVERY: u64 = 16;
 
 /// Facts from outside the snapshot, so the arithmetic is testable.
 pub struct Clock {
@@ -109,7 +110,10 @@ impl TreeSampler {
                 };
                 next.insert(k, p.cpu_ticks);
                 let (m, rss_then) = match self.memory.get(&k) {
-                    Some(&(m, rss_then)) if (u64::from(p.pid) + self.ticks) % MEMORY_EVERY != 0 => {
+                    Some(&(m, rss_then))
+                        if (u64::from(p.pid) + self.ticks) % MEMORY_EVERY != 0
+                            && p.rss_pages.abs_diff(rss_then) * 8 <= rss_then =>
+                    {
                         (m, rss_then)
                     }
                     _ => (memory(p), p.rss_pages),
@@ -311,13 +315,10 @@ mod tests {
         let keys = [key(1, 10)];
         let mut seen = Vec::new();
         for tick in 0..MEMORY_EVERY {
-            // RSS doubles after the first tick: PSS scales with it until read again.
-            proc.rss_pages = if tick == 0 { 1 } else { 2 };
-            seen.push(
-                s.sample(&snap(proc), &keys, &[1], &clock, pss)
-                    .get(1)
-                    .memory_bytes,
-            );
+            // RSS grows by 1/16 after the first tick: PSS scales with it until read again.
+            proc.rss_pages = if tick == 0 { 16 } else { 17 };
+            let usage = s.sample(&snap(proc), &keys, &[1], &clock, pss).get(1);
+            seen.push(usage.memory_bytes);
         }
         assert_eq!(
             reads.get(),
@@ -325,8 +326,12 @@ mod tests {
             "read when new and once per {MEMORY_EVERY} ticks"
         );
         assert_eq!(seen[0], 500);
-        assert!(seen[1..].iter().all(|&m| m == 1000 || m == 500), "{seen:?}");
-        assert!(seen.contains(&1000), "{seen:?}");
+        assert!(seen[1..].iter().all(|&m| m == 531 || m == 500), "{seen:?}");
+        assert!(seen.contains(&531), "{seen:?}");
+        // RSS doubling is read at once.
+        proc.rss_pages = 34;
+        s.sample(&snap(proc), &keys, &[1], &clock, pss);
+        assert_eq!(reads.get(), 3);
     }
 
     #[test]
