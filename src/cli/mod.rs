@@ -1,9 +1,9 @@
 //! The `grpm` command line, one file per job: `args` (clap), `failure` (exit codes and
 //! messages), `start` and `appfile` (new apps from flags and files), `action` (stop, restart,
 //! delete, flush, list, describe), `events`, `follow` (a fleet's merged events), `logs`,
-//! `local` (the agent itself, kill, tls init), `fleet` (one local agent or many remote ones)
-//! and `render` (tables and JSON). It talks to agents only through [`crate::client`], in model
-//! types.
+//! `local` (the agent itself, kill, tls init), `fleet` (one local agent or many remote ones),
+//! `monit` (the live view), `boot` (startup unit, completions, man page) and `render` (tables
+//! and JSON). It talks to agents only through [`crate::client`], in model types.
 
 mod action;
 pub mod appfile;
