@@ -122,10 +122,13 @@ fn startup_systemd_unit_verifies_and_installs() {
     let written = std::fs::read_to_string(&path).unwrap();
     assert!(written.contains("WantedBy=default.target"), "{written}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("systemctl --user"));
-    // systemd's own checker, where installed.
+    // systemd's own checker, where installed: the user unit and the system one.
+    let system = config.join("grpm-system.service");
+    std::fs::write(&system, &unit).unwrap();
     let analyze = std::process::Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
+        .arg(&system)
         .output();
     match analyze {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
