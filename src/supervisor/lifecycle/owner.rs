@@ -238,7 +238,7 @@ impl Actor {
         while !self.ended {
             if !self.life.busy() {
                 if let Some(req) = self.deferred.pop_front() {
-                    Box::pin(self.request(req, &mut rx)).await;
+                        Box::pin(self.request(req, &mut rx)).await;
                     continue;
                 }
             }
