@@ -27,7 +27,7 @@ impl Token {
     }
 
     /// Constant-time comparison (the length of a wrong guess is the only thing it can learn).
-    fn matches(&self, presented: &[u8]) -> bool {
+    pub(crate) fn matches(&self, presented: &[u8]) -> bool {
         bool::from(self.0.as_ref().ct_eq(presented))
     }
 }

@@ -187,7 +187,7 @@ impl ListenSpec {
 }
 
 /// Reads a PEM file; `secret` files must not be readable by group or others.
-fn read_pem(path: &Path, flag: &str, secret: bool) -> Result<Vec<u8>, String> {
+pub(crate) fn read_pem(path: &Path, flag: &str, secret: bool) -> Result<Vec<u8>, String> {
     let data = read_private(path, flag, secret)?;
     if !data.windows(11).any(|w| w == b"-----BEGIN ") {
         return Err(format!("{flag} {}: not a PEM file", path.display()));
@@ -195,7 +195,7 @@ fn read_pem(path: &Path, flag: &str, secret: bool) -> Result<Vec<u8>, String> {
     Ok(data)
 }
 
-fn read_token(path: &Path) -> Result<Token, String> {
+pub(crate) fn read_token(path: &Path) -> Result<Token, String> {
     let data = read_private(path, "--token-file", true)?;
     let text = String::from_utf8(data)
         .map_err(|_| format!("--token-file {}: not UTF-8 text", path.display()))?;

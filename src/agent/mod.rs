@@ -4,6 +4,8 @@
 pub mod auth;
 pub mod listen;
 pub mod log;
+pub mod metrics;
+pub mod sdnotify;
 mod socket;
 
 use std::{fs, io::Write, os::fd::AsRawFd, path::PathBuf, sync::Arc, time::Duration};
@@ -31,6 +33,12 @@ pub struct Options {
     pub listen: listen::ListenSpec,
     /// The agent's own log writer, reopened on SIGHUP (`None`: SIGHUP is ignored).
     pub log: Option<log::Sink>,
+    /// How often every app's tree is sampled for CPU and memory.
+    pub sample_interval: Duration,
+    /// The optional Prometheus endpoint and its security.
+    pub metrics: metrics::MetricsSpec,
+    /// systemd's notify socket (`NOTIFY_SOCKET`), told `READY=1` and `STOPPING=1`.
+    pub notify: Option<sdnotify::Target>,
 }
 
 impl Default for Options {
@@ -40,9 +48,15 @@ impl Default for Options {
             events_kept_bytes: crate::supervisor::KEEP_BYTES,
             listen: listen::ListenSpec::default(),
             log: None,
+            sample_interval: DEFAULT_SAMPLE_INTERVAL,
+            metrics: metrics::MetricsSpec::default(),
+            notify: None,
         }
     }
 }
+
+/// How often app trees are sampled unless `--sample-interval` says otherwise.
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Largest request the agent decodes (an app spec with its environment is far below this).
 const MAX_MESSAGE: usize = 8 * 1024 * 1024;
@@ -57,6 +71,7 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(600);
 pub fn main(home: &Home, options: &Options) -> Result<(), String> {
     // An insecure or unreadable TCP setup is refused before anything is touched or bound.
     let listen = options.listen.load()?;
+    let metrics = options.metrics.load()?;
     home.ensure()
         .map_err(|e| format!("cannot use {}: {e}", home.root.display()))?;
     let _lock = lock(home)?;
@@ -84,14 +99,19 @@ pub fn main(home: &Home, options: &Options) -> Result<(), String> {
             Some(l) => Some(bind_tcp(home, l).await?),
             None => None,
         };
+        let metrics = match metrics {
+            Some(m) => Some(bind_metrics(home, m).await?),
+            None => None,
+        };
         let listener = socket::bind(home)
             .map_err(|e| format!("cannot listen on {}: {e}", home.socket().display()))?;
         let shutdown = CancellationToken::new();
         spawn_signal_handlers(shutdown.clone(), options.log.clone())?;
-        run(home, options, listener, tcp, shutdown).await
+        run(home, options, listener, tcp, metrics, shutdown).await
     });
     let _ = fs::remove_file(home.socket());
     let _ = fs::remove_file(home.addr_file());
+    let _ = fs::remove_file(metrics_addr_file(home));
     let _ = fs::remove_file(home.pid_file());
     result
 }
@@ -122,6 +142,23 @@ async fn bind_tcp(home: &Home, l: Listen) -> Result<(TcpListener, Listen), Strin
     Ok((listener, l))
 }
 
+/// Where the metrics listener's bound address is written (port 0 picks a free one).
+pub fn metrics_addr_file(home: &Home) -> PathBuf {
+    home.root.join("metrics.addr")
+}
+
+/// Binds the metrics listener and records its address in `$GRPM_HOME/metrics.addr`.
+async fn bind_metrics(
+    home: &Home,
+    m: metrics::Metrics,
+) -> Result<(TcpListener, metrics::Metrics), String> {
+    let (listener, bound) = metrics::bind(&m).await?;
+    crate::home::write_atomic(&metrics_addr_file(home), format!("{bound}\n").as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", metrics_addr_file(home).display()))?;
+    tracing::info!(%bound, ?m, "serving metrics");
+    Ok((listener, m))
+}
+
 /// Serves the API on `listener` until `shutdown` is cancelled, then ends every app's tree and
 /// returns. Desired states stay as they are, so the next agent brings the apps back.
 pub async fn run(
@@ -129,6 +166,7 @@ pub async fn run(
     options: &Options,
     listener: UnixListener,
     tcp: Option<(TcpListener, Listen)>,
+    metrics: Option<(TcpListener, metrics::Metrics)>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let (sup, warning) = Supervisor::open(Config {
@@ -138,6 +176,7 @@ pub async fn run(
         events_dir: Some(home.root.clone()),
         events_kept: options.events_kept,
         events_kept_bytes: options.events_kept_bytes,
+        sample_interval: options.sample_interval,
     })
     .await
     .map_err(|e| format!("cannot load state: {e}"))?;
@@ -170,8 +209,21 @@ pub async fn run(
         )?));
     }
     tokio::spawn(hand_back_memory(sup.clone(), shutdown.clone()));
+    if let Some((listener, m)) = metrics {
+        servers.push(tokio::spawn({
+            let sup = sup.clone();
+            let stop = stop_serving.clone();
+            async move {
+                metrics::serve(listener, m, sup, stop).await;
+                Ok(())
+            }
+        }));
+    }
     tracing::info!(home = %home.root.display(), pid = std::process::id(), "agent ready");
+    let pid = std::process::id();
+    sdnotify::notify(options.notify.as_ref(), &format!("READY=1\nMAINPID={pid}"));
     shutdown.cancelled().await;
+    sdnotify::notify(options.notify.as_ref(), "STOPPING=1");
     tracing::info!("stopping every app");
     sup.shutdown().await;
     stop_serving.cancel();

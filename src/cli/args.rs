@@ -45,6 +45,8 @@ pub enum Command {
         events_kept_bytes: u64,
         #[command(flatten)]
         listen: ListenArgs,
+        #[command(flatten)]
+        observe: ObserveArgs,
     },
     /// Certificates for remote agents.
     Tls {
@@ -92,6 +94,24 @@ pub enum Command {
     Kill,
     /// Show events: the recent ones, then new ones as they happen (Ctrl-C ends).
     Events(EventsArgs),
+    /// A live view: the apps table, the selected app's output, keys to restart, stop, start.
+    Monit(MonitArgs),
+    /// Have the agent start at boot: print (or --install) a service unit for it.
+    Startup {
+        #[command(subcommand)]
+        system: StartupCommand,
+    },
+    /// Print a shell completion script (e.g. `grpm completions bash > /etc/bash_completion.d/grpm`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; `grpm man | man -l -`), or write every page to --out DIR.
+    Man {
+        /// Write grpm.1 and a page per command (grpm-start.1...) to this directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Publish a `notify` event about apps onto the event stream ("deployed v1.2").
     Notify {
         /// A name, an id or "all".
@@ -128,6 +148,59 @@ pub struct ListenArgs {
     /// Require `authorization: Bearer TOKEN` with the token in this file (mode 0600).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+/// What the agent measures, and where it serves the measurements.
+#[derive(Debug, Args)]
+pub struct ObserveArgs {
+    /// How often every app's process tree is sampled for CPU and memory (100ms to 1h).
+    #[arg(long, value_name = "DURATION", default_value = "2s", env = "GRPM_SAMPLE_INTERVAL",
+          value_parser = parse_sample_interval)]
+    pub sample_interval: Duration,
+    /// Serve Prometheus metrics on http(s)://ADDR/metrics. A loopback address may be plain
+    /// HTTP; any other needs --tls-cert/--tls-key and --tls-client-ca or --metrics-token-file.
+    #[arg(long, value_name = "ADDR", value_parser = crate::agent::listen::parse_addr)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Require `authorization: Bearer TOKEN` on /metrics, with the token in this file (mode
+    /// 0600, at least 16 characters).
+    #[arg(long, value_name = "FILE", requires = "metrics_listen")]
+    pub metrics_token_file: Option<PathBuf>,
+}
+
+/// `--sample-interval`: a duration from 100 ms to an hour.
+fn parse_sample_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+        return Err(format!(
+            "{s:?}: the sampling interval must be from 100ms to 1h"
+        ));
+    }
+    Ok(d)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StartupCommand {
+    /// A systemd unit (Type=notify) that runs `grpm agent` for this GRPM_HOME: printed, or
+    /// written with --install.
+    Systemd {
+        /// A unit for the user's own systemd (`systemctl --user`), not a system one.
+        #[arg(long)]
+        user: bool,
+        /// Write it (/etc/systemd/system/grpm-USER.service, or with --user
+        /// ~/.config/systemd/user/grpm.service) instead of printing it.
+        #[arg(long)]
+        install: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MonitArgs {
+    /// Redraw at most this often (the table changes as events arrive and usage is sampled).
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
+    pub refresh: Duration,
+    /// For the benchmark: write the frames drawn and the seconds run to FILE on exit.
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub frames_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,7 @@
 use std::{path::Path, time::Duration};
 
 use super::{
-    args::ListenArgs,
+    args::{ListenArgs, ObserveArgs},
     failure::{out, Failure},
     render,
 };
@@ -16,21 +16,39 @@ use crate::{
 
 /// `grpm agent`: runs until a signal or a Shutdown call.
 /// `kept`: how many events the agent keeps, and at most how many bytes of them.
-pub fn agent(home: &Home, kept: (u32, u64), listen: ListenArgs) -> Result<(), Failure> {
+pub fn agent(
+    home: &Home,
+    kept: (u32, u64),
+    listen: ListenArgs,
+    observe: ObserveArgs,
+) -> Result<(), Failure> {
     let (events_kept, events_kept_bytes) = kept;
     crate::agent::limit_arenas();
     let log = init_tracing(home);
+    // The agent's certificate also secures the metrics endpoint; without --listen, the TLS
+    // flags are for the metrics alone.
+    let metrics = crate::agent::metrics::MetricsSpec {
+        addr: observe.metrics_listen,
+        tls_cert: listen.tls_cert.clone(),
+        tls_key: listen.tls_key.clone(),
+        tls_client_ca: listen.tls_client_ca.clone(),
+        token_file: observe.metrics_token_file,
+    };
+    let for_api = listen.listen.is_some() || metrics.addr.is_none();
     let options = crate::agent::Options {
         events_kept: events_kept as usize,
         events_kept_bytes: usize::try_from(events_kept_bytes).unwrap_or(usize::MAX),
         listen: crate::agent::listen::ListenSpec {
             addr: listen.listen,
-            tls_cert: listen.tls_cert,
-            tls_key: listen.tls_key,
-            tls_client_ca: listen.tls_client_ca,
+            tls_cert: listen.tls_cert.filter(|_| for_api),
+            tls_key: listen.tls_key.filter(|_| for_api),
+            tls_client_ca: listen.tls_client_ca.filter(|_| for_api),
             token_file: listen.token_file,
         },
         log,
+        metrics,
+        sample_interval: observe.sample_interval,
+        notify: crate::agent::sdnotify::take_from_env(),
     };
     crate::agent::main(home, &options).map_err(Failure::Failed)
 }

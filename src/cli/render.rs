@@ -16,6 +16,7 @@ pub struct AppRow {
     pub pid: Option<u32>,
     pub restarts: u32,
     pub uptime_ms: u64,
+    /// Of the whole tree, like `memory_bytes` and `processes`.
     pub cpu_percent: f64,
     pub memory_bytes: u64,
     /// In a start's or restart's answer: started first for this app.
@@ -24,6 +25,7 @@ pub struct AppRow {
     /// In a stop's or restart's answer: stopped first because it depends on this app.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dependent_of: Option<String>,
+    pub processes: u32,
 }
 
 impl From<&AppInfo> for AppRow {
@@ -39,6 +41,7 @@ impl From<&AppInfo> for AppRow {
             memory_bytes: a.memory_bytes,
             needed_by: a.needed_by.clone(),
             dependent_of: a.dependent_of.clone(),
+            processes: a.processes,
         }
     }
 }
@@ -78,7 +81,7 @@ pub fn host_rows(rows: &[(&str, &AppInfo)]) -> Vec<serde_json::Value> {
 
 fn grid(apps: &[(Option<&str>, &AppInfo)], with_host: bool) -> String {
     let mut header = vec![
-        "ID", "NAME", "STATUS", "PID", "RESTARTS", "UPTIME", "CPU", "MEM",
+        "ID", "NAME", "STATUS", "PID", "RESTARTS", "UPTIME", "CPU", "MEM", "PROCS",
     ];
     if with_host {
         header.insert(0, "HOST");
@@ -86,6 +89,8 @@ fn grid(apps: &[(Option<&str>, &AppInfo)], with_host: bool) -> String {
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for (host, a) in apps {
         let online = a.pid.is_some();
+        // A running app always has a process: none means no sample yet.
+        let sampled = online && a.processes > 0;
         let mut row = Vec::with_capacity(header.len());
         if with_host {
             row.push(host.unwrap_or("").to_string());
@@ -101,13 +106,18 @@ fn grid(apps: &[(Option<&str>, &AppInfo)], with_host: bool) -> String {
             } else {
                 "-".into()
             },
-            if online {
+            if sampled {
                 format!("{:.1}%", a.cpu_percent)
             } else {
                 "-".into()
             },
-            if online {
+            if sampled {
                 bytes(a.memory_bytes)
+            } else {
+                "-".into()
+            },
+            if sampled {
+                a.processes.to_string()
             } else {
                 "-".into()
             },
@@ -177,8 +187,13 @@ pub fn detail(d: &AppDetail) -> String {
             "uptime",
             format_duration(std::time::Duration::from_millis(info.uptime_ms)),
         );
-        line("cpu", format!("{:.1}%", info.cpu_percent));
-        line("memory", bytes(info.memory_bytes));
+        if info.processes > 0 {
+            line("cpu", format!("{:.1}%", info.cpu_percent));
+            line("memory", bytes(info.memory_bytes));
+            line("processes", info.processes.to_string());
+        } else {
+            line("cpu", "- (not sampled yet)".into());
+        }
     }
     if d.restart_in_ms > 0 {
         line("restart in", format!("{}ms", d.restart_in_ms));

@@ -315,6 +315,7 @@ pub fn info(v: &AppView, usage: Usage) -> pb::AppInfo {
         memory_bytes: usage.memory_bytes,
         needed_by: String::new(),
         dependent_of: String::new(),
+        processes: usage.processes,
     }
 }
 
@@ -482,6 +483,7 @@ pub fn info_from_pb(a: pb::AppInfo) -> model::AppInfo {
         memory_bytes: a.memory_bytes,
         needed_by: (!a.needed_by.is_empty()).then_some(a.needed_by),
         dependent_of: (!a.dependent_of.is_empty()).then_some(a.dependent_of),
+        processes: a.processes,
     }
 }
 

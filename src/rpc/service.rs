@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     model::{Cause, Env, EventKind, Target},
-    supervisor::{Acted, AppView, Filter, ReadFrom, Reason, Replay, Supervisor, Usage},
+    supervisor::{Acted, AppView, Filter, ReadFrom, Reason, Replay, Samples, Supervisor, Usage},
 };
 
 /// Who sent a request, for the events it causes (`manual`, with the caller).
@@ -121,22 +121,22 @@ impl Service {
         }
     }
 
-    /// Listing fields for each view, sampling CPU and memory off the async threads.
-    async fn infos(&self, views: Vec<AppView>, sample: bool) -> Vec<pb::AppInfo> {
-        let usage = self.usage(&views, sample).await;
+    /// Listing fields for each view, with the usage of the last sample (`sample: false` for
+    /// the answers of actions, whose figures would be stale).
+    fn infos(&self, views: Vec<AppView>, sample: bool) -> Vec<pb::AppInfo> {
+        let samples = self.sup.samples();
         views
             .iter()
-            .zip(usage)
-            .map(|(v, u)| convert::info(v, u))
+            .map(|v| convert::info(v, Self::usage(&samples, v, sample)))
             .collect()
     }
 
     /// Listing fields for the apps a request acted on, each with why (`needed_by`,
     /// `dependent_of`), in the order it acted.
-    async fn acted(&self, acted: Vec<Acted>) -> Vec<pb::AppInfo> {
+    fn acted(&self, acted: Vec<Acted>) -> Vec<pb::AppInfo> {
         let (views, reasons): (Vec<AppView>, Vec<Reason>) =
             acted.into_iter().map(|a| (a.view, a.reason)).unzip();
-        let mut infos = self.infos(views, false).await;
+        let mut infos = self.infos(views, false);
         for (info, reason) in infos.iter_mut().zip(reasons) {
             match reason {
                 Reason::Named => {}
@@ -147,15 +147,13 @@ impl Service {
         infos
     }
 
-    async fn usage(&self, views: &[AppView], sample: bool) -> Vec<Usage> {
-        if !sample {
-            return vec![Usage::default(); views.len()];
+    /// An app's last sample; zeros when it runs no process now.
+    fn usage(samples: &Samples, v: &AppView, sample: bool) -> Usage {
+        if sample && v.status.pid().is_some() {
+            samples.get(v.id)
+        } else {
+            Usage::default()
         }
-        let pids: Vec<u32> = views.iter().map(|v| v.status.pid().unwrap_or(0)).collect();
-        let sup = self.sup.clone();
-        tokio::task::spawn_blocking(move || sup.usage(&pids))
-            .await
-            .unwrap_or_default()
     }
 }
 
@@ -235,7 +233,7 @@ impl ProcessManager for Service {
         let target = convert::target(&req.get_ref().target)?;
         let views = self.sup.flush(&target).await?;
         Ok(Response::new(pb::FlushResponse {
-            apps: self.infos(views, false).await,
+            apps: self.infos(views, false),
         }))
     }
 
@@ -360,7 +358,7 @@ impl ProcessManager for Service {
             (true, true) => return Err(Error::NothingToStart.into()),
         };
         Ok(Response::new(pb::StartResponse {
-            apps: self.acted(views).await,
+            apps: self.acted(views),
         }))
     }
 
@@ -371,7 +369,7 @@ impl ProcessManager for Service {
         let target = convert::target(&req.get_ref().target)?;
         let views = self.sup.stop(&target, origin(&req, "Stop")).await?;
         Ok(Response::new(pb::StopResponse {
-            apps: self.acted(views).await,
+            apps: self.acted(views),
         }))
     }
 
@@ -391,7 +389,7 @@ impl ProcessManager for Service {
         };
         let views = self.sup.restart(&target, base, cause, !req.no_wait).await?;
         Ok(Response::new(pb::RestartResponse {
-            apps: self.acted(views).await,
+            apps: self.acted(views),
         }))
     }
 
@@ -406,7 +404,7 @@ impl ProcessManager for Service {
             .delete(&target, purge, origin(&req, "Delete"))
             .await?;
         Ok(Response::new(pb::DeleteResponse {
-            apps: self.infos(views, false).await,
+            apps: self.infos(views, false),
         }))
     }
 
@@ -416,7 +414,7 @@ impl ProcessManager for Service {
     ) -> Result<Response<pb::ListResponse>, Status> {
         let views = self.sup.list();
         Ok(Response::new(pb::ListResponse {
-            apps: self.infos(views, true).await,
+            apps: self.infos(views, true),
         }))
     }
 
@@ -426,12 +424,11 @@ impl ProcessManager for Service {
     ) -> Result<Response<pb::DescribeResponse>, Status> {
         let target = convert::target(&req.get_ref().target)?;
         let views = self.sup.describe(&target)?;
-        let usage = self.usage(&views, true).await;
+        let samples = self.sup.samples();
         Ok(Response::new(pb::DescribeResponse {
             apps: views
                 .iter()
-                .zip(usage)
-                .map(|(v, u)| convert::detail(v, u))
+                .map(|v| convert::detail(v, Self::usage(&samples, v, true)))
                 .collect(),
         }))
     }

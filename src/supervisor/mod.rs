@@ -32,12 +32,11 @@ pub use error::Error;
 pub use events::{Filter, Replay, Subscription, KEEP_BYTES};
 pub use logs::{AppLogs, Piece, ReadFrom};
 pub use order::{Acted, Reason};
-pub use process::usage::Usage;
+pub use process::usage::{Samples, Usage};
 pub use view::AppView;
 
 use lifecycle::{Actor, Cmd, Init};
 use order::{Act, Member, Table};
-use process::usage::Sampler;
 use process::{launch, reaper::Reaper, scan, tree};
 use store::{AppRecord, Store};
 
@@ -77,9 +76,51 @@ struct Registry {
 pub struct Supervisor {
     ctx: Arc<Ctx>,
     registry: Mutex<Registry>,
-    sampler: Sampler,
+    /// The last tree usage sample of every app (see `process::usage`).
+    samples: Arc<Mutex<Arc<Samples>>>,
+    /// Log bytes of deleted apps, so the agent's total never goes down.
+    deleted_log_bytes: std::sync::atomic::AtomicU64,
     tasks: CancellationToken,
     writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The agent's own CPU time (seconds) and resident memory (bytes). Blocking: reads /proc.
+pub fn agent_usage() -> (f64, u64) {
+    match process::procfs::read_stat(std::process::id()) {
+        Ok(st) => (
+            st.cpu_ticks as f64 / process::procfs::ticks_per_second() as f64,
+            st.rss_pages * process::procfs::page_size(),
+        ),
+        Err(_) => (0.0, 0),
+    }
+}
+
+/// What the agent counts (see [`Supervisor::stats`]).
+pub struct Stats {
+    pub apps: Vec<AppStats>,
+    /// Events published by this agent, by kind.
+    pub events: Vec<(EventKind, u64)>,
+    /// Live event subscribers.
+    pub subscribers: usize,
+    /// Bytes of output in every app's logs (deleted apps' included), over their lives.
+    pub log_bytes: u64,
+    /// Successful writes of state.json by this agent.
+    pub state_writes: u64,
+}
+
+/// One app, for metrics.
+pub struct AppStats {
+    pub view: AppView,
+    pub usage: Usage,
+    /// Bytes of stdout and stderr in its logs over its life (offsets: never reset).
+    pub log_bytes: [u64; 2],
+}
+
+fn log_bytes(logs: &logs::AppLogs) -> [u64; 2] {
+    [
+        logs.get(crate::model::LogStream::Out).end(),
+        logs.get(crate::model::LogStream::Err).end(),
+    ]
 }
 
 /// Where the supervisor keeps things, and how many events it keeps.
@@ -93,6 +134,8 @@ pub struct Config {
     pub events_kept: usize,
     /// ... and at most this many bytes of them (approximately).
     pub events_kept_bytes: usize,
+    /// How often every app's tree is sampled for CPU and memory.
+    pub sample_interval: std::time::Duration,
 }
 
 /// Commands queued per app before senders wait.
@@ -113,6 +156,7 @@ impl Supervisor {
             events_dir,
             events_kept,
             events_kept_bytes,
+            sample_interval,
         } = config;
         let state_path = state_path.as_path();
         let path = state_path.to_path_buf();
@@ -154,7 +198,8 @@ impl Supervisor {
                 next_id: loaded.state.next_id.max(1),
                 ..Registry::default()
             }),
-            sampler: Sampler::default(),
+            samples: Arc::default(),
+            deleted_log_bytes: Default::default(),
             tasks,
             writer: Mutex::new(Some(writer)),
         });
@@ -172,6 +217,7 @@ impl Supervisor {
             };
             sup.spawn_owner(rec, init);
         }
+        sup.start_sampling(sample_interval);
         // Processes of apps that no longer exist: end them.
         for (app_id, procs) in survivors {
             tracing::warn!(
@@ -476,7 +522,16 @@ impl Supervisor {
             .await
             .map(|acted| acted.into_iter().map(|a| a.view).collect());
         // Deleted owners have ended; forget them (also after a partial failure).
-        self.lock().apps.retain(|_, h| !h.tx.is_closed());
+        let mut gone = 0;
+        self.lock().apps.retain(|_, h| {
+            let closed = h.tx.is_closed();
+            if closed {
+                gone += log_bytes(&h.logs).iter().sum::<u64>();
+            }
+            !closed
+        });
+        self.deleted_log_bytes
+            .fetch_add(gone, std::sync::atomic::Ordering::Relaxed);
         views
     }
 
@@ -577,9 +632,81 @@ impl Supervisor {
         self.ctx.hub.shrunk().await
     }
 
-    /// CPU and memory of each main process (`None` pids get zeros). Blocking: reads /proc.
-    pub fn usage(&self, pids: &[u32]) -> Vec<Usage> {
-        self.sampler.sample(pids)
+    /// The last sample of every app's tree usage (taken every `sample_interval`; an app started
+    /// since has none yet).
+    pub fn samples(&self) -> Arc<Samples> {
+        self.samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// What the agent counts, for metrics. Blocking: a log never read yet is looked up on disk.
+    pub fn stats(&self) -> Stats {
+        let handles: Vec<Handle> = self.lock().apps.values().cloned().collect();
+        let samples = self.samples();
+        let apps: Vec<AppStats> = handles
+            .iter()
+            .map(|h| {
+                let view = h.view.borrow().clone();
+                let usage = if view.status.pid().is_some() {
+                    samples.get(view.id)
+                } else {
+                    Usage {
+                        cpu_seconds_total: samples.get(view.id).cpu_seconds_total,
+                        ..Usage::default()
+                    }
+                };
+                AppStats {
+                    view,
+                    usage,
+                    log_bytes: log_bytes(&h.logs),
+                }
+            })
+            .collect();
+        let (events, subscribers) = self.ctx.hub.counts();
+        let live: u64 = apps.iter().flat_map(|a| a.log_bytes).sum();
+        Stats {
+            log_bytes: live
+                + self
+                    .deleted_log_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            apps,
+            events,
+            subscribers,
+            state_writes: self.ctx.store.writes(),
+        }
+    }
+
+    /// Starts the task that samples every running app's tree.
+    fn start_sampling(self: &Arc<Self>, interval: std::time::Duration) {
+        let me = Arc::downgrade(self);
+        let apps = move || {
+            let Some(sup) = me.upgrade() else {
+                return (Vec::new(), Vec::new());
+            };
+            let reg = sup.lock();
+            let mut running = Vec::new();
+            let mut known = Vec::with_capacity(reg.apps.len());
+            for (id, h) in &reg.apps {
+                known.push(*id);
+                if let Some(pid) = h.view.borrow().status.pid() {
+                    running.push(tree::TreeKey {
+                        agent_id: sup.ctx.agent_id.to_string(),
+                        app_id: *id,
+                        root: Some(pid),
+                    });
+                }
+            }
+            (running, known)
+        };
+        tokio::spawn(process::usage::run(
+            self.ctx.scanner.clone(),
+            interval,
+            apps,
+            self.samples.clone(),
+            self.tasks.clone(),
+        ));
     }
 
     /// Ends every app's tree (keeping desired states), flushes state.json, and stops the

@@ -492,6 +492,8 @@ pub struct Store {
     inner: Mutex<Inner>,
     dirty: Notify,
     flushed: watch::Sender<Flushed>,
+    /// Successful writes of state.json (for metrics).
+    writes: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -511,6 +513,7 @@ impl Store {
             }),
             dirty: Notify::new(),
             flushed: watch::Sender::new(Flushed::default()),
+            writes: Default::default(),
         });
         if state.repaired {
             store.dirty.notify_one();
@@ -602,8 +605,17 @@ impl Store {
         })
     }
 
+    /// Successful writes of state.json since the agent started.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Records a write's outcome; returns whether it succeeded.
     fn publish(&self, result: Result<u64, (u64, StoreError)>) -> bool {
+        if result.is_ok() {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut ok = false;
         self.flushed.send_modify(|f| match result {
             Ok(gen) => {

@@ -13,6 +13,7 @@ mod faults;
 mod grpcurl;
 mod input;
 mod logs;
+mod observe;
 mod persistence;
 mod ready;
 mod remote;

@@ -7,7 +7,7 @@
 //! most its queue's bound.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex, Weak,
@@ -208,6 +208,8 @@ struct Inner {
     keep_bytes: usize,
     subscribers: Vec<Weak<Shared>>,
     closed: bool,
+    /// Events published by this hub, by kind (for metrics).
+    published: HashMap<EventKind, u64>,
 }
 
 pub struct Hub {
@@ -245,6 +247,7 @@ impl Hub {
                 keep_bytes: usize::MAX,
                 subscribers: Vec::new(),
                 closed: false,
+                published: HashMap::new(),
             }),
             log,
             gauge: Arc::default(),
@@ -348,6 +351,7 @@ impl Hub {
     fn number(inner: &mut Inner, mut e: Event) -> Arc<Event> {
         e.seq = inner.next_seq;
         inner.next_seq += 1;
+        *inner.published.entry(e.kind).or_default() += 1;
         let e = Arc::new(e);
         let size = cost(&e);
         Self::trim(inner, size);
@@ -361,6 +365,20 @@ impl Hub {
             None => false,
         });
         e
+    }
+
+    /// Events published since the hub was made, by kind, and the live subscribers.
+    pub fn counts(&self) -> (Vec<(EventKind, u64)>, usize) {
+        let inner = self.lock();
+        let live = inner
+            .subscribers
+            .iter()
+            .filter(|w| w.strong_count() > 0)
+            .count();
+        (
+            inner.published.iter().map(|(k, n)| (*k, *n)).collect(),
+            live,
+        )
     }
 
     /// Replays kept events as `from` says, then (with `follow`) delivers live ones, with no gap
