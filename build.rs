@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // prost's codec, with undecodable requests as INVALID_ARGUMENT (see src/rpc/codec.rs).
+        .codec_path("crate::rpc::codec::Codec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -96,17 +96,39 @@ pub fn exists(p: &Path) -> bool {
     fs::symlink_metadata(p).is_ok()
 }
 
-/// Writes `bytes` to `path` atomically and durably.
+/// Writes `bytes` to `path` atomically and durably. On failure `path` is untouched and no
+/// temporary file is left behind (a full disk would otherwise keep a 0-byte `*.tmp`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     let tmp: PathBuf = path.with_file_name(name);
-    {
-        let mut f = fs::File::create(&tmp)?;
+    let written = fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
-        f.sync_all()?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, path)?;
     fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_atomic_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomic(&path, b"old").unwrap();
+        // The rename fails (a directory cannot be replaced by a file): the old content stays
+        // and the temporary file is gone.
+        let blocked = dir.path().join("d");
+        fs::create_dir_all(blocked.join("sub")).unwrap();
+        assert!(write_atomic(&blocked, b"new").is_err());
+        assert!(!dir.path().join("d.tmp").exists());
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+    }
 }

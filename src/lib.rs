@@ -7,11 +7,13 @@
 //! - [`client`]: typed calls to an agent in model types, with errors as values; connects to the
 //!   local one (unix socket, spawned when none answers) or a remote one (TCP, TLS, token).
 //! - [`agent`]: the daemon: home directory, socket security, the gRPC servers (unix socket;
-//!   TCP with TLS and client authentication).
-//! - [`rpc`]: generated protobuf code, proto ⇄ model conversion, the service, error mapping.
+//!   TCP with TLS and client authentication), its own log (never blocking, rotated, SIGHUP),
+//!   the Prometheus endpoint (`agent::metrics`), and readiness to systemd (`agent::sdnotify`).
+//! - [`rpc`]: generated protobuf code and its codec, proto ⇄ model conversion, the service,
+//!   error mapping.
 //! - [`supervisor`]: the process table; each app's life is one pure state machine
-//!   (`lifecycle::machine`) fed by one owner task per app; process trees, persistence, events,
-//!   logs. Its submodules are private behind its API.
+//!   (`lifecycle::machine`) fed by one owner task per app; process trees and their sampled
+//!   usage, persistence, events, logs. Its submodules are private behind its API.
 //! - [`model`]: domain types shared by all of the above; no gRPC, no syscalls.
 //! - [`certs`]: `grpm tls init`, the certificates for mutual TLS.
 //! - [`hosts`]: remote agents by name (`$GRPM_HOME/hosts.toml`) and the `--host` syntax.

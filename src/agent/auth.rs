@@ -14,6 +14,7 @@ use tonic::codegen::http;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
+use super::listen::ConnInfo;
 use crate::rpc::Principal;
 
 /// A bearer token. Its `Debug` never shows it, so it cannot end up in a log.
@@ -26,7 +27,7 @@ impl Token {
     }
 
     /// Constant-time comparison (the length of a wrong guess is the only thing it can learn).
-    fn matches(&self, presented: &[u8]) -> bool {
+    pub(crate) fn matches(&self, presented: &[u8]) -> bool {
         bool::from(self.0.as_ref().ct_eq(presented))
     }
 }
@@ -51,7 +52,7 @@ impl Policy {
         if self.require_cert {
             let verified = req
                 .extensions()
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .get::<TlsConnectInfo<ConnInfo>>()
                 .and_then(|i| i.peer_certs())
                 .is_some_and(|certs| !certs.is_empty());
             if !verified {
@@ -114,17 +115,36 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        // The listener's view of the connection (under TLS or not); the service reads the
+        // peer's address from a plain `TcpConnectInfo`, as tonic provides it.
+        let conn = req.extensions().get::<ConnInfo>().cloned().or_else(|| {
+            req.extensions()
+                .get::<TlsConnectInfo<ConnInfo>>()
+                .map(|i| i.get_ref().clone())
+        });
+        if let Some(c) = &conn {
+            req.extensions_mut().insert::<TcpConnectInfo>(c.tcp.clone());
+        }
         match self.policy.check(&req) {
             Ok(who) => {
+                if let Some(c) = &conn {
+                    c.prove();
+                }
                 req.extensions_mut().insert(who);
                 futures_util::future::Either::Left(self.inner.call(req))
             }
             Err(why) => {
-                let peer = req
-                    .extensions()
-                    .get::<TcpConnectInfo>()
-                    .and_then(|i| i.remote_addr());
-                tracing::warn!(?peer, path = %req.uri().path(), why, "unauthenticated request refused");
+                let peer = conn.as_ref().and_then(|c| c.tcp.remote_addr());
+                match &conn {
+                    // Rate-limited: a flood of bad requests writes a summary, not a line each.
+                    Some(c) => c.gate().auth_failed(peer, req.uri().path(), why),
+                    None => tracing::warn!(
+                        ?peer,
+                        path = %req.uri().path(),
+                        why,
+                        "unauthenticated request refused"
+                    ),
+                }
                 futures_util::future::Either::Right(std::future::ready(Ok(tonic::Status::from(
                     crate::rpc::error::Error::Unauthenticated(why),
                 )

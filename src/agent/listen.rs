@@ -1,24 +1,30 @@
 //! The TCP listener beside the unix socket: what `--listen` asks for, the refusal of insecure
-//! setups (checked before anything is bound), the TLS material, and an accept loop that bounds
-//! how many connections are open at once.
+//! setups (checked before anything is bound), the TLS material, and an accept loop ([`Gate`])
+//! that bounds how many connections are open at once, and how long and how many of them may
+//! stay unauthenticated.
 
 use std::{
+    collections::{HashMap, VecDeque},
     fmt, fs,
+    future::Future,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, AtomicU8, Ordering},
+        Arc, Mutex,
+    },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore},
 };
 use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::{
     server::{Connected, TcpConnectInfo},
     Certificate, Identity, Server, ServerTlsConfig,
@@ -28,10 +34,11 @@ use super::auth::{Policy, Token};
 
 /// The port `--listen ADDR` uses when it names none.
 pub const DEFAULT_PORT: u16 = 7470;
-/// Open TCP connections at most; more are closed as soon as they are accepted.
+/// Open TCP connections at most (see [`Gate`] for how they are shared).
 pub const MAX_CONNECTIONS: usize = 256;
-/// A TLS handshake that takes longer than this is dropped (a client that vanished mid-way).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS handshake that takes longer than this is dropped (a client that vanished mid-way, or
+/// never meant to finish); the connection's [`PROOF_DEADLINE`] bounds it too.
+const HANDSHAKE_TIMEOUT: Duration = PROOF_DEADLINE;
 /// Shortest token accepted: anything shorter can be guessed.
 const MIN_TOKEN_LEN: usize = 16;
 
@@ -180,7 +187,7 @@ impl ListenSpec {
 }
 
 /// Reads a PEM file; `secret` files must not be readable by group or others.
-fn read_pem(path: &Path, flag: &str, secret: bool) -> Result<Vec<u8>, String> {
+pub(crate) fn read_pem(path: &Path, flag: &str, secret: bool) -> Result<Vec<u8>, String> {
     let data = read_private(path, flag, secret)?;
     if !data.windows(11).any(|w| w == b"-----BEGIN ") {
         return Err(format!("{flag} {}: not a PEM file", path.display()));
@@ -188,7 +195,7 @@ fn read_pem(path: &Path, flag: &str, secret: bool) -> Result<Vec<u8>, String> {
     Ok(data)
 }
 
-fn read_token(path: &Path) -> Result<Token, String> {
+pub(crate) fn read_token(path: &Path) -> Result<Token, String> {
     let data = read_private(path, "--token-file", true)?;
     let text = String::from_utf8(data)
         .map_err(|_| format!("--token-file {}: not UTF-8 text", path.display()))?;
@@ -215,17 +222,344 @@ fn read_private(path: &Path, flag: &str, secret: bool) -> Result<Vec<u8>, String
     fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
 }
 
-/// A TCP connection holding one of the [`MAX_CONNECTIONS`] slots until it is dropped.
+/// Bounds on the TCP listener's connections, and how long a connection may stay unproven
+/// (without a request that passed authentication).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open connections at most, proven or not.
+    pub max: usize,
+    /// Unproven connections at most: the rest of `max` is kept for clients that authenticate.
+    pub unproven: usize,
+    /// Unproven connections at most from one peer address.
+    pub unproven_per_peer: usize,
+    /// A connection that has not made an authenticated request this long after it was accepted
+    /// (TLS handshake, HTTP/2 preface and a request with the right credentials) is closed.
+    pub deadline: Duration,
+}
+
+impl Limits {
+    /// The agent's limits for `max` connections: half of them may be unproven, 16 per peer,
+    /// each for [`PROOF_DEADLINE`].
+    pub fn for_max(max: usize) -> Limits {
+        Limits {
+            max,
+            unproven: (max / 2).max(1),
+            unproven_per_peer: MAX_UNPROVEN_PER_PEER.min(max),
+            deadline: PROOF_DEADLINE,
+        }
+    }
+}
+
+/// Unproven connections at most from one peer address.
+pub const MAX_UNPROVEN_PER_PEER: usize = 16;
+/// How long a new connection has to authenticate (TLS, HTTP/2 preface, first request).
+pub const PROOF_DEADLINE: Duration = Duration::from_secs(5);
+/// The listener's refusals are logged at most once per this period, as a summary.
+const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+const UNPROVEN: u8 = 0;
+const PROVEN: u8 = 1;
+/// Closed to make room (its slot already given back).
+const EVICTED: u8 = 2;
+
+/// One connection's standing with the [`Gate`].
+struct Proof {
+    id: u64,
+    peer: IpAddr,
+    state: AtomicU8,
+    /// Cancelled when the connection is evicted: its reads fail at once.
+    evict: CancellationToken,
+}
+
+#[derive(Default)]
+struct GateState {
+    /// Connections counted against `max` (evicted ones no longer are).
+    open: usize,
+    /// Unproven connections, oldest first.
+    unproven: VecDeque<Arc<Proof>>,
+    unproven_by_peer: HashMap<IpAddr, usize>,
+    next_id: u64,
+}
+
+/// Admission of TCP connections: a connection is *unproven* until one of its requests passes
+/// authentication. Unproven connections are bounded globally (below the total, so room stays
+/// for clients that authenticate) and per peer address; when a bound is reached, the oldest
+/// unproven connection (of that peer, or overall) is closed to admit the new one, so a flood of
+/// idle or half-open connections cannot keep a real client out: it only has to authenticate
+/// before it becomes the oldest. A connection that stays unproven past the deadline is closed.
+pub struct Gate {
+    limits: Limits,
+    state: Mutex<GateState>,
+    tally: Tally,
+}
+
+/// Why a new connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Every slot is held by an authenticated connection.
+    Full,
+}
+
+impl Gate {
+    pub fn new(limits: Limits) -> Gate {
+        Gate {
+            limits,
+            state: Mutex::new(GateState::default()),
+            tally: Tally::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits a new connection from `peer`, evicting the oldest unproven connection when a
+    /// bound is reached.
+    fn admit(&self, peer: IpAddr) -> Result<Arc<Proof>, Refused> {
+        let mut st = self.lock();
+        let from_peer = st.unproven_by_peer.get(&peer).copied().unwrap_or(0);
+        if from_peer >= self.limits.unproven_per_peer {
+            let oldest = st.unproven.iter().position(|p| p.peer == peer);
+            if let Some(i) = oldest {
+                self.evict(&mut st, i);
+            }
+        }
+        if st.unproven.len() >= self.limits.unproven || st.open >= self.limits.max {
+            if st.unproven.is_empty() {
+                return Err(Refused::Full);
+            }
+            self.evict(&mut st, 0);
+        }
+        st.next_id += 1;
+        let proof = Arc::new(Proof {
+            id: st.next_id,
+            peer,
+            state: AtomicU8::new(UNPROVEN),
+            evict: CancellationToken::new(),
+        });
+        st.open += 1;
+        st.unproven.push_back(proof.clone());
+        *st.unproven_by_peer.entry(peer).or_insert(0) += 1;
+        Ok(proof)
+    }
+
+    fn evict(&self, st: &mut GateState, i: usize) {
+        if let Some(p) = st.unproven.remove(i) {
+            p.state.store(EVICTED, Ordering::Release);
+            Self::forget_peer(st, p.peer);
+            st.open -= 1;
+            p.evict.cancel();
+            self.tally.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn forget_peer(st: &mut GateState, peer: IpAddr) {
+        if let Some(n) = st.unproven_by_peer.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                st.unproven_by_peer.remove(&peer);
+            }
+        }
+    }
+
+    /// The connection made an authenticated request: it no longer counts as unproven.
+    fn prove(&self, proof: &Proof) {
+        if proof.state.load(Ordering::Acquire) != UNPROVEN {
+            return;
+        }
+        let mut st = self.lock();
+        if proof.state.load(Ordering::Acquire) != UNPROVEN {
+            return;
+        }
+        proof.state.store(PROVEN, Ordering::Release);
+        if let Some(i) = st.unproven.iter().position(|p| p.id == proof.id) {
+            st.unproven.remove(i);
+        }
+        Self::forget_peer(&mut st, proof.peer);
+    }
+
+    /// The connection is gone.
+    fn release(&self, proof: &Proof) {
+        let mut st = self.lock();
+        match proof.state.load(Ordering::Acquire) {
+            UNPROVEN => {
+                if let Some(i) = st.unproven.iter().position(|p| p.id == proof.id) {
+                    st.unproven.remove(i);
+                }
+                Self::forget_peer(&mut st, proof.peer);
+                st.open -= 1;
+            }
+            PROVEN => st.open -= 1,
+            _ => {}
+        }
+    }
+
+    /// (open, unproven) connections now.
+    pub fn counts(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.open, st.unproven.len())
+    }
+
+    /// Counts an authentication failure for the rate-limited summary (the first one after a
+    /// quiet period is logged at once, with its reason).
+    pub fn auth_failed(&self, peer: Option<SocketAddr>, path: &str, why: &str) {
+        if self.tally.first_in_period() {
+            tracing::warn!(
+                ?peer,
+                path,
+                why,
+                "unauthenticated request refused (more are summarized every {}s)",
+                SUMMARY_EVERY.as_secs()
+            );
+        } else {
+            self.tally.auth_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What the listener refused since the last summary; logged as one line per period.
+#[derive(Default)]
+struct Tally {
+    auth_failures: AtomicU64,
+    timed_out: AtomicU64,
+    evicted: AtomicU64,
+    refused: AtomicU64,
+    /// When something was last logged at once (`None`: not yet).
+    last_detail: Mutex<Option<Instant>>,
+}
+
+impl Tally {
+    /// True (and the period starts) when nothing was logged in detail for a whole period.
+    fn first_in_period(&self) -> bool {
+        let mut last = self.last_detail.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < SUMMARY_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    /// Logs and resets the counts, if any.
+    fn flush(&self, limits: &Limits) {
+        let take = |c: &AtomicU64| c.swap(0, Ordering::Relaxed);
+        let (auth, timed_out, evicted, refused) = (
+            take(&self.auth_failures),
+            take(&self.timed_out),
+            take(&self.evicted),
+            take(&self.refused),
+        );
+        if auth + timed_out + evicted + refused > 0 {
+            tracing::warn!(
+                unauthenticated_requests = auth,
+                closed_unproven_after_deadline = timed_out,
+                evicted_unproven = evicted,
+                refused_full = refused,
+                deadline_s = limits.deadline.as_secs(),
+                "TCP listener refusals in the last {}s",
+                SUMMARY_EVERY.as_secs()
+            );
+        }
+    }
+}
+
+/// What the server learns about a TCP connection: its addresses, and a handle that the
+/// authentication layer uses to mark it proven.
+#[derive(Clone)]
+pub struct ConnInfo {
+    pub tcp: TcpConnectInfo,
+    proof: Arc<Proof>,
+    gate: Arc<Gate>,
+}
+
+impl ConnInfo {
+    /// The connection made an authenticated request: it keeps its slot past the deadline.
+    pub fn prove(&self) {
+        self.gate.prove(&self.proof);
+    }
+
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+}
+
+/// Closes an unproven connection at its deadline or when it is evicted.
+struct Watch {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    evicted: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+/// A TCP connection holding a slot of the [`Gate`] until it is dropped.
 pub struct Conn {
     stream: TcpStream,
-    _slot: OwnedSemaphorePermit,
+    tcp: TcpConnectInfo,
+    proof: Arc<Proof>,
+    gate: Arc<Gate>,
+    /// While the connection is unproven.
+    watch: Option<Watch>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.gate.release(&self.proof);
+    }
 }
 
 impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+    fn connect_info(&self) -> ConnInfo {
+        ConnInfo {
+            tcp: self.tcp.clone(),
+            proof: self.proof.clone(),
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+impl Conn {
+    /// Fails the connection's I/O once it is evicted, or past its deadline while unproven.
+    fn check(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        let Some(w) = self.watch.as_mut() else {
+            return Ok(());
+        };
+        match self.proof.state.load(Ordering::Acquire) {
+            PROVEN => {
+                self.watch = None;
+                Ok(())
+            }
+            EVICTED => Err(std::io::ErrorKind::ConnectionAborted.into()),
+            _ => {
+                if w.evicted.as_mut().poll(cx).is_ready() {
+                    return Err(std::io::ErrorKind::ConnectionAborted.into());
+                }
+                if w.deadline.as_mut().poll(cx).is_ready() {
+                    self.gate.tally.timed_out.fetch_add(1, Ordering::Relaxed);
+                    self.watch = None;
+                    // Gives the slot back now; the connection is closing.
+                    self.gate.evict_closed(&self.proof);
+                    return Err(std::io::ErrorKind::TimedOut.into());
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Gate {
+    /// An unproven connection closed at its deadline: its slot is given back at once.
+    fn evict_closed(&self, proof: &Proof) {
+        let mut st = self.lock();
+        if proof.state.load(Ordering::Acquire) != UNPROVEN {
+            return;
+        }
+        if let Some(i) = st.unproven.iter().position(|p| p.id == proof.id) {
+            if let Some(p) = st.unproven.remove(i) {
+                p.state.store(EVICTED, Ordering::Release);
+                Self::forget_peer(&mut st, p.peer);
+                st.open -= 1;
+            }
+        }
     }
 }
 
@@ -235,6 +569,9 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if let Err(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -245,6 +582,9 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if self.proof.state.load(Ordering::Acquire) == EVICTED {
+            return Poll::Ready(Err(std::io::ErrorKind::ConnectionAborted.into()));
+        }
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -253,6 +593,9 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if self.proof.state.load(Ordering::Acquire) == EVICTED {
+            return Poll::Ready(Err(std::io::ErrorKind::ConnectionAborted.into()));
+        }
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
@@ -269,28 +612,60 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// Accepts connections for the server. Beyond `max` open ones, a new connection is closed at
-/// once (the client sees it reset) rather than left waiting in the backlog. Accept errors (out
-/// of descriptors) pause the loop briefly instead of spinning.
+/// Accepts connections for the server through a [`Gate`] with [`Limits::for_max`]`(max)`:
+/// unproven connections are bounded (per peer and in all) and closed after the deadline, the
+/// oldest unproven one makes room for a new one, and only when every slot is held by an
+/// authenticated connection is a new one closed at once. Refusals are logged as a summary every
+/// 10 s. Accept errors (out of descriptors) pause the loop briefly instead of spinning.
 pub fn incoming(
     listener: TcpListener,
     max: usize,
 ) -> impl Stream<Item = std::io::Result<Conn>> + Send + 'static {
-    let slots = Arc::new(Semaphore::new(max));
-    futures_util::stream::unfold((listener, slots), move |(listener, slots)| async move {
+    incoming_with(listener, Limits::for_max(max))
+}
+
+/// [`incoming`] with explicit limits.
+pub fn incoming_with(
+    listener: TcpListener,
+    limits: Limits,
+) -> impl Stream<Item = std::io::Result<Conn>> + Send + 'static {
+    let gate = Arc::new(Gate::new(limits));
+    let weak = Arc::downgrade(&gate);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(SUMMARY_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let Some(gate) = weak.upgrade() else { break };
+            gate.tally.flush(&gate.limits);
+        }
+    });
+    futures_util::stream::unfold((listener, gate), move |(listener, gate)| async move {
         loop {
             match listener.accept().await {
-                Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
-                    Ok(slot) => {
+                Ok((stream, peer)) => match gate.admit(peer.ip()) {
+                    Ok(proof) => {
                         let _ = stream.set_nodelay(true);
+                        let tcp = stream.connect_info();
                         let conn = Conn {
                             stream,
-                            _slot: slot,
+                            tcp,
+                            watch: Some(Watch {
+                                deadline: Box::pin(tokio::time::sleep(gate.limits.deadline)),
+                                evicted: Box::pin(proof.evict.clone().cancelled_owned()),
+                            }),
+                            proof,
+                            gate: gate.clone(),
                         };
-                        return Some((Ok(conn), (listener, slots)));
+                        return Some((Ok(conn), (listener, gate)));
                     }
-                    Err(_) => {
-                        tracing::warn!(%peer, max, "too many connections; closing a new one");
+                    Err(Refused::Full) => {
+                        if gate.tally.first_in_period() {
+                            tracing::warn!(%peer, max = gate.limits.max, "every connection slot is held by an authenticated client; closing a new one");
+                        } else {
+                            gate.tally.refused.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 },
                 Err(e) => {
@@ -371,5 +746,54 @@ mod tests {
         assert!(!format!("{l:?}").contains("0123456789"), "{l:?}");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(s.load().unwrap_err().contains("chmod 600"));
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+    }
+
+    #[test]
+    fn unproven_connections_are_bounded_per_peer_and_in_all_and_the_oldest_makes_room() {
+        let gate = Gate::new(Limits {
+            max: 8,
+            unproven: 4,
+            unproven_per_peer: 2,
+            deadline: PROOF_DEADLINE,
+        });
+        // One peer: its third connection evicts its first.
+        let a1 = gate.admit(ip(2)).unwrap();
+        let a2 = gate.admit(ip(2)).unwrap();
+        let a3 = gate.admit(ip(2)).unwrap();
+        assert!(a1.evict.is_cancelled() && !a2.evict.is_cancelled());
+        assert_eq!(gate.counts(), (2, 2));
+        // Many peers: past 4 unproven in all, the oldest overall goes.
+        let b = gate.admit(ip(3)).unwrap();
+        let c = gate.admit(ip(4)).unwrap();
+        assert_eq!(gate.counts(), (4, 4));
+        let d = gate.admit(ip(5)).unwrap();
+        assert!(a2.evict.is_cancelled() && !a3.evict.is_cancelled());
+        assert_eq!(gate.counts(), (4, 4));
+        // A proven connection keeps its slot and leaves the unproven pool.
+        gate.prove(&a3);
+        assert_eq!(gate.counts(), (4, 3));
+        let e = gate.admit(ip(1)).unwrap();
+        assert!(!a3.evict.is_cancelled() && !b.evict.is_cancelled());
+        gate.release(&a1);
+        gate.release(&a2);
+        assert_eq!(gate.counts(), (5, 4));
+        // Proven connections fill the rest; once every slot is proven, new ones are refused.
+        for p in [&b, &c, &d, &e] {
+            gate.prove(p);
+        }
+        let mut held = Vec::new();
+        for n in 0..3 {
+            let p = gate.admit(ip(10 + n)).unwrap();
+            gate.prove(&p);
+            held.push(p);
+        }
+        assert_eq!(gate.counts(), (8, 0));
+        assert_eq!(gate.admit(ip(20)).err(), Some(Refused::Full));
+        gate.release(&held[0]);
+        assert!(gate.admit(ip(20)).is_ok());
     }
 }

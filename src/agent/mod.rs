@@ -3,6 +3,9 @@
 
 pub mod auth;
 pub mod listen;
+pub mod log;
+pub mod metrics;
+pub mod sdnotify;
 mod socket;
 
 use std::{fs, io::Write, os::fd::AsRawFd, path::PathBuf, sync::Arc, time::Duration};
@@ -24,18 +27,36 @@ use crate::{
 pub struct Options {
     /// Events kept for subscribers to resume from.
     pub events_kept: usize,
+    /// ... and at most this many bytes of them (approximately).
+    pub events_kept_bytes: usize,
     /// The optional TCP listener and its security.
     pub listen: listen::ListenSpec,
+    /// The agent's own log writer, reopened on SIGHUP (`None`: SIGHUP is ignored).
+    pub log: Option<log::Sink>,
+    /// How often every app's tree is sampled for CPU and memory.
+    pub sample_interval: Duration,
+    /// The optional Prometheus endpoint and its security.
+    pub metrics: metrics::MetricsSpec,
+    /// systemd's notify socket (`NOTIFY_SOCKET`), told `READY=1` and `STOPPING=1`.
+    pub notify: Option<sdnotify::Target>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             events_kept: 10_000,
+            events_kept_bytes: crate::supervisor::KEEP_BYTES,
             listen: listen::ListenSpec::default(),
+            log: None,
+            sample_interval: DEFAULT_SAMPLE_INTERVAL,
+            metrics: metrics::MetricsSpec::default(),
+            notify: None,
         }
     }
 }
+
+/// How often app trees are sampled unless `--sample-interval` says otherwise.
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Largest request the agent decodes (an app spec with its environment is far below this).
 const MAX_MESSAGE: usize = 8 * 1024 * 1024;
@@ -50,6 +71,7 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(600);
 pub fn main(home: &Home, options: &Options) -> Result<(), String> {
     // An insecure or unreadable TCP setup is refused before anything is touched or bound.
     let listen = options.listen.load()?;
+    let metrics = options.metrics.load()?;
     home.ensure()
         .map_err(|e| format!("cannot use {}: {e}", home.root.display()))?;
     let _lock = lock(home)?;
@@ -58,13 +80,7 @@ pub fn main(home: &Home, options: &Options) -> Result<(), String> {
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         tracing::warn!(error = %std::io::Error::last_os_error(), "cannot become a child subreaper");
     }
-    // glibc gives each thread that allocates its own arena, which keeps freed memory around;
-    // a daemon with a handful of threads is better served by two (as MALLOC_ARENA_MAX=2).
-    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
+    limit_arenas();
     raise_open_files();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -83,16 +99,32 @@ pub fn main(home: &Home, options: &Options) -> Result<(), String> {
             Some(l) => Some(bind_tcp(home, l).await?),
             None => None,
         };
+        let metrics = match metrics {
+            Some(m) => Some(bind_metrics(home, m).await?),
+            None => None,
+        };
         let listener = socket::bind(home)
             .map_err(|e| format!("cannot listen on {}: {e}", home.socket().display()))?;
         let shutdown = CancellationToken::new();
-        spawn_signal_handlers(shutdown.clone())?;
-        run(home, options, listener, tcp, shutdown).await
+        spawn_signal_handlers(shutdown.clone(), options.log.clone())?;
+        run(home, options, listener, tcp, metrics, shutdown).await
     });
     let _ = fs::remove_file(home.socket());
     let _ = fs::remove_file(home.addr_file());
+    let _ = fs::remove_file(metrics_addr_file(home));
     let _ = fs::remove_file(home.pid_file());
     result
+}
+
+/// glibc gives each thread that allocates its own arena, which keeps freed memory around; a
+/// daemon with a handful of threads is better served by two (as MALLOC_ARENA_MAX=2). Called
+/// first thing (before the agent's log thread starts), and again by [`main`]; idempotent.
+pub fn limit_arenas() {
+    // SAFETY: mallopt only tunes the allocator.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
 
 /// Binds the TCP listener and records the bound address (port 0 picks a free one) in
@@ -110,6 +142,23 @@ async fn bind_tcp(home: &Home, l: Listen) -> Result<(TcpListener, Listen), Strin
     Ok((listener, l))
 }
 
+/// Where the metrics listener's bound address is written (port 0 picks a free one).
+pub fn metrics_addr_file(home: &Home) -> PathBuf {
+    home.root.join("metrics.addr")
+}
+
+/// Binds the metrics listener and records its address in `$GRPM_HOME/metrics.addr`.
+async fn bind_metrics(
+    home: &Home,
+    m: metrics::Metrics,
+) -> Result<(TcpListener, metrics::Metrics), String> {
+    let (listener, bound) = metrics::bind(&m).await?;
+    crate::home::write_atomic(&metrics_addr_file(home), format!("{bound}\n").as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", metrics_addr_file(home).display()))?;
+    tracing::info!(%bound, ?m, "serving metrics");
+    Ok((listener, m))
+}
+
 /// Serves the API on `listener` until `shutdown` is cancelled, then ends every app's tree and
 /// returns. Desired states stay as they are, so the next agent brings the apps back.
 pub async fn run(
@@ -117,6 +166,7 @@ pub async fn run(
     options: &Options,
     listener: UnixListener,
     tcp: Option<(TcpListener, Listen)>,
+    metrics: Option<(TcpListener, metrics::Metrics)>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let (sup, warning) = Supervisor::open(Config {
@@ -125,6 +175,8 @@ pub async fn run(
         notify_dir: home.root.join("notify"),
         events_dir: Some(home.root.clone()),
         events_kept: options.events_kept,
+        events_kept_bytes: options.events_kept_bytes,
+        sample_interval: options.sample_interval,
     })
     .await
     .map_err(|e| format!("cannot load state: {e}"))?;
@@ -156,8 +208,22 @@ pub async fn run(
             stop_serving.clone(),
         )?));
     }
+    tokio::spawn(hand_back_memory(sup.clone(), shutdown.clone()));
+    if let Some((listener, m)) = metrics {
+        servers.push(tokio::spawn({
+            let sup = sup.clone();
+            let stop = stop_serving.clone();
+            async move {
+                metrics::serve(listener, m, sup, stop).await;
+                Ok(())
+            }
+        }));
+    }
     tracing::info!(home = %home.root.display(), pid = std::process::id(), "agent ready");
+    let pid = std::process::id();
+    sdnotify::notify(options.notify.as_ref(), &format!("READY=1\nMAINPID={pid}"));
     shutdown.cancelled().await;
+    sdnotify::notify(options.notify.as_ref(), "STOPPING=1");
     tracing::info!("stopping every app");
     sup.shutdown().await;
     stop_serving.cancel();
@@ -176,6 +242,22 @@ pub async fn run(
     drop(sup);
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// After many subscribers have left (a thousand streams, each with its connection), what they
+/// used is free inside the allocator but still counted in the agent's RSS, round after round:
+/// hand it back to the system, a moment later (once their connections are torn down too).
+async fn hand_back_memory(sup: Arc<Supervisor>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = sup.subscribers_shrunk() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only returns free memory of glibc's heap to the system.
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+    }
 }
 
 /// Every service the agent serves, once, for both listeners.
@@ -298,10 +380,24 @@ fn lock(home: &Home) -> Result<fs::File, String> {
     Ok(file)
 }
 
-fn spawn_signal_handlers(shutdown: CancellationToken) -> Result<(), String> {
+/// SIGTERM and SIGINT stop the agent; SIGHUP reopens its log (when it writes to
+/// `$GRPM_HOME/agent.log`; otherwise it is ignored, and the log says so), and never ends it.
+fn spawn_signal_handlers(
+    shutdown: CancellationToken,
+    log: Option<log::Sink>,
+) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match &log {
+                Some(sink) => sink.reopen(),
+                None => tracing::info!("SIGHUP ignored: this agent's log is not reopened"),
+            }
+        }
+    });
     let token = Arc::new(shutdown);
     tokio::spawn(async move {
         tokio::select! {

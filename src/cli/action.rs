@@ -79,7 +79,13 @@ pub fn report(
         }
         for a in apps {
             let pid = a.pid.map_or_else(String::new, |pid| format!(", pid {pid}"));
-            out(format_args!("{p}{verb} {} (id {}){pid}", a.name, a.id))?;
+            // Acted on for a dependency: "stopped web (id 2) (depends on db)".
+            let why = match (&a.needed_by, &a.dependent_of) {
+                (Some(app), _) => format!(" (needed by {app})"),
+                (None, Some(app)) => format!(" (depends on {app})"),
+                (None, None) => String::new(),
+            };
+            out(format_args!("{p}{verb} {} (id {}){pid}{why}", a.name, a.id))?;
         }
     }
     failed.map_or(Ok(()), Err)

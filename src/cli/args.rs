@@ -33,7 +33,8 @@ pub struct Cli {
     /// With --host: how long connecting to a host may take.
     #[arg(long, global = true, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// With --host: how long each request may take.
+    /// How long each request may take (the local agent's too; a stream until its first
+    /// answer).
     #[arg(long, global = true, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
     #[command(subcommand)]
@@ -47,8 +48,13 @@ pub enum Command {
         /// Events kept for subscribers to replay and resume from.
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         events_kept: u32,
+        /// ... and at most this many bytes of them (approximately; e.g. 8M, 64M).
+        #[arg(long, default_value = "8M", value_name = "SIZE", value_parser = parse_events_bytes)]
+        events_kept_bytes: u64,
         #[command(flatten)]
         listen: ListenArgs,
+        #[command(flatten)]
+        observe: ObserveArgs,
     },
     /// Certificates for remote agents.
     Tls {
@@ -96,6 +102,24 @@ pub enum Command {
     Kill,
     /// Show events: the recent ones, then new ones as they happen (Ctrl-C ends).
     Events(EventsArgs),
+    /// A live view: the apps table, the selected app's output, keys to restart, stop, start.
+    Monit(MonitArgs),
+    /// Have the agent start at boot: print (or --install) a service unit for it.
+    Startup {
+        #[command(subcommand)]
+        system: StartupCommand,
+    },
+    /// Print a shell completion script (e.g. `grpm completions bash > /etc/bash_completion.d/grpm`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; `grpm man | man -l -`), or write every page to --out DIR.
+    Man {
+        /// Write grpm.1 and a page per command (grpm-start.1...) to this directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Publish a `notify` event about apps onto the event stream ("deployed v1.2").
     Notify {
         /// A name, an id or "all".
@@ -132,6 +156,59 @@ pub struct ListenArgs {
     /// Require `authorization: Bearer TOKEN` with the token in this file (mode 0600).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+/// What the agent measures, and where it serves the measurements.
+#[derive(Debug, Args)]
+pub struct ObserveArgs {
+    /// How often every app's process tree is sampled for CPU and memory (100ms to 1h).
+    #[arg(long, value_name = "DURATION", default_value = "2s", env = "GRPM_SAMPLE_INTERVAL",
+          value_parser = parse_sample_interval)]
+    pub sample_interval: Duration,
+    /// Serve Prometheus metrics on http(s)://ADDR/metrics. A loopback address may be plain
+    /// HTTP; any other needs --tls-cert/--tls-key and --tls-client-ca or --metrics-token-file.
+    #[arg(long, value_name = "ADDR", value_parser = crate::agent::listen::parse_addr)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Require `authorization: Bearer TOKEN` on /metrics, with the token in this file (mode
+    /// 0600, at least 16 characters).
+    #[arg(long, value_name = "FILE", requires = "metrics_listen")]
+    pub metrics_token_file: Option<PathBuf>,
+}
+
+/// `--sample-interval`: a duration from 100 ms to an hour.
+fn parse_sample_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+        return Err(format!(
+            "{s:?}: the sampling interval must be from 100ms to 1h"
+        ));
+    }
+    Ok(d)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StartupCommand {
+    /// A systemd unit (Type=notify) that runs `grpm agent` for this GRPM_HOME: printed, or
+    /// written with --install.
+    Systemd {
+        /// A unit for the user's own systemd (`systemctl --user`), not a system one.
+        #[arg(long)]
+        user: bool,
+        /// Write it (/etc/systemd/system/grpm-USER.service, or with --user
+        /// ~/.config/systemd/user/grpm.service) instead of printing it.
+        #[arg(long)]
+        install: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MonitArgs {
+    /// Redraw at most this often (the table changes as events arrive and usage is sampled).
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
+    pub refresh: Duration,
+    /// For the benchmark: write the frames drawn and the seconds run to FILE on exit.
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub frames_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -341,6 +418,15 @@ pub fn parse_env_pair(s: &str) -> Result<(String, String), String> {
         }
         _ => Err(format!("{s:?} is not K=V with a non-empty name K")),
     }
+}
+
+/// `--events-kept-bytes`: a size from 64K to 1G.
+fn parse_events_bytes(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if !(64 << 10..=1 << 30).contains(&n) {
+        return Err(format!("{s}: between 64K and 1G"));
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

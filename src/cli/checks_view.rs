@@ -95,6 +95,16 @@ pub fn describe_lines(d: &AppDetail) -> Vec<(&'static str, String)> {
         };
         out.push(("runs as", who));
     }
+    if let Some(max) = d.spec.max_memory {
+        out.push((
+            "memory limit",
+            format!(
+                "{:.1} MiB of the tree's memory, restarted after {} samples over",
+                max as f64 / (1u64 << 20) as f64,
+                d.spec.memory_grace
+            ),
+        ));
+    }
     if let Some(m) = d.spec.umask {
         out.push(("umask", format!("{m:03o}")));
     }
@@ -199,5 +209,10 @@ pub fn describe_json(d: &AppDetail) -> Vec<(String, serde_json::Value)> {
             "limits".into(),
             serde_json::to_value(&d.spec.limits).unwrap_or_default(),
         ),
+        (
+            "max_memory".into(),
+            serde_json::to_value(d.spec.max_memory).unwrap_or_default(),
+        ),
+        ("memory_grace".into(), d.spec.memory_grace.into()),
     ]
 }

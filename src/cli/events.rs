@@ -24,13 +24,13 @@ pub async fn events(place: &Place, args: EventsArgs, json: bool) -> Result<(), F
         apps: args.apps,
         kinds: args.kinds,
     };
-    let home = match place {
-        Place::Local(home) => home,
+    let (home, t) = match place {
+        Place::Local(home, t) => (home, t),
         Place::Fleet {
             hosts, timeouts, ..
         } => return follow::merged(hosts, *timeouts, sub, json).await,
     };
-    let mut c = client::connect_local(home, true).await?;
+    let mut c = client::connect_local_with(home, true, t.request).await?;
     let mut stream = c.subscribe(&sub).await?;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -44,14 +44,19 @@ pub async fn events(place: &Place, args: EventsArgs, json: bool) -> Result<(), F
     }
 }
 
-/// One event: a JSON line, or a text line ("box1: " first on a fleet).
+/// One event: a JSON line, or a text line ("box1: " first on a fleet) with control characters
+/// shown as escapes (always: one event is one line, and it may come from an agent that let
+/// them through).
 pub fn print_event(e: &Event, host: Option<&str>, json: bool) -> Result<(), Failure> {
     if json {
         out(render::json(&render::event_json(e, host)))
     } else {
         match host {
-            Some(h) => out(format_args!("{h}: {}", render::event_line(e))),
-            None => out(render::event_line(e)),
+            Some(h) => out(format_args!(
+                "{h}: {}",
+                render::visible(&render::event_line(e))
+            )),
+            None => out(render::visible(&render::event_line(e))),
         }
     }
 }
@@ -83,7 +88,11 @@ pub async fn notify(
             if json {
                 out(render::json(&render::event_json(e, host.as_deref())))?;
             } else {
-                out(format_args!("{}{}", prefix(host), render::event_line(e)))?;
+                out(format_args!(
+                    "{}{}",
+                    prefix(host),
+                    render::visible(&render::event_line(e))
+                ))?;
             }
         }
     }

@@ -43,6 +43,14 @@ impl Failure {
             Failure::Agent(e) if e.code() == Some(Code::Unavailable) => {
                 format!("agent unavailable: {e}")
             }
+            Failure::Agent(e)
+                if matches!(e.code(), Some(Code::DeadlineExceeded | Code::Cancelled)) =>
+            {
+                format!(
+                    "no answer in time (--timeout): {e}; the request may still complete (see the \
+                 agent's log, $GRPM_HOME/agent.log for a local agent)"
+                )
+            }
             Failure::Agent(e) => e.to_string(),
             Failure::Closed | Failure::Reported(_) => String::new(),
         }

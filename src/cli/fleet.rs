@@ -15,8 +15,8 @@ use crate::{
 };
 
 pub enum Place {
-    /// The local agent, spawned when none answers.
-    Local(Home),
+    /// The local agent, spawned when none answers; each request bounded by `--timeout`.
+    Local(Home, Timeouts),
     Fleet {
         hosts: Vec<Host>,
         /// Hosts acted on at a time; `None` for all at once.
@@ -45,7 +45,7 @@ impl Place {
                     "--serial rolls an action through hosts: add --host".into(),
                 ));
             }
-            return Ok(Place::Local(home.clone()));
+            return Ok(Place::Local(home.clone(), timeouts));
         }
         let config = Hosts::load(&home.hosts_file()).map_err(Failure::Usage)?;
         let mut hosts: Vec<Host> = Vec::new();
@@ -84,8 +84,8 @@ impl Place {
         Fut: Future<Output = Result<T, Failure>>,
     {
         match self {
-            Place::Local(home) => {
-                let result = match client::connect_local(home, true).await {
+            Place::Local(home, t) => {
+                let result = match client::connect_local_with(home, true, t.request).await {
                     Ok(c) => op(c, None).await,
                     Err(e) => Err(e.into()),
                 };

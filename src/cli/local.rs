@@ -5,7 +5,7 @@
 use std::{path::Path, time::Duration};
 
 use super::{
-    args::ListenArgs,
+    args::{ListenArgs, ObserveArgs},
     failure::{out, Failure},
     render,
 };
@@ -15,29 +15,63 @@ use crate::{
 };
 
 /// `grpm agent`: runs until a signal or a Shutdown call.
-pub fn agent(home: &Home, events_kept: u32, listen: ListenArgs) -> Result<(), Failure> {
-    init_tracing();
+/// `kept`: how many events the agent keeps, and at most how many bytes of them.
+pub fn agent(
+    home: &Home,
+    kept: (u32, u64),
+    listen: ListenArgs,
+    observe: ObserveArgs,
+) -> Result<(), Failure> {
+    let (events_kept, events_kept_bytes) = kept;
+    crate::agent::limit_arenas();
+    let log = init_tracing(home);
+    // The agent's certificate also secures the metrics endpoint; without --listen, the TLS
+    // flags are for the metrics alone.
+    let metrics = crate::agent::metrics::MetricsSpec {
+        addr: observe.metrics_listen,
+        tls_cert: listen.tls_cert.clone(),
+        tls_key: listen.tls_key.clone(),
+        tls_client_ca: listen.tls_client_ca.clone(),
+        token_file: observe.metrics_token_file,
+    };
+    let for_api = listen.listen.is_some() || metrics.addr.is_none();
     let options = crate::agent::Options {
         events_kept: events_kept as usize,
+        events_kept_bytes: usize::try_from(events_kept_bytes).unwrap_or(usize::MAX),
         listen: crate::agent::listen::ListenSpec {
             addr: listen.listen,
-            tls_cert: listen.tls_cert,
-            tls_key: listen.tls_key,
-            tls_client_ca: listen.tls_client_ca,
+            tls_cert: listen.tls_cert.filter(|_| for_api),
+            tls_key: listen.tls_key.filter(|_| for_api),
+            tls_client_ca: listen.tls_client_ca.filter(|_| for_api),
             token_file: listen.token_file,
         },
+        log,
+        metrics,
+        sample_interval: observe.sample_interval,
+        notify: crate::agent::sdnotify::take_from_env(),
     };
     crate::agent::main(home, &options).map_err(Failure::Failed)
 }
 
-fn init_tracing() {
+/// The agent logs through a writer that never blocks or panics (see `agent::log`); when even
+/// that cannot start, straight to stderr.
+fn init_tracing(home: &Home) -> Option<crate::agent::log::Sink> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GRPM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .log_internal_errors(false);
+    match crate::agent::log::start_on_stderr(home.log_file()) {
+        Ok(sink) => {
+            let _ = builder.with_writer(sink.clone()).try_init();
+            Some(sink)
+        }
+        Err(_) => {
+            let _ = builder.with_writer(std::io::stderr).try_init();
+            None
+        }
+    }
 }
 
 /// How long `grpm kill` waits for the agent's process to be gone.

@@ -57,8 +57,12 @@ pub async fn run(place: &Place, args: LogsArgs, json: bool) -> Result<(), Failur
     failed.map_or(Ok(()), Err)
 }
 
-/// A line longer than this is printed in pieces.
-const LINE_MAX: usize = 64 * 1024;
+/// A line up to this long is printed whole; a longer one in pieces of this size, each but the
+/// last marked (`[grpm: line continues]` in text, `"continues": true` in JSON), so the CLI
+/// holds at most this much per stream.
+const LINE_MAX: usize = 1024 * 1024;
+/// What ends a piece of a line that continues, in text output.
+const CONTINUES: &str = " [grpm: line continues]";
 
 /// Streams `req` from `client` and prints every line until the stream ends (or Ctrl-C, or a
 /// closed stdout). `host`, when set, is added to every line.
@@ -173,6 +177,19 @@ struct Printer<'a> {
     positions: HashMap<(AppId, LogStream), u64>,
     /// Something arrived since the last connection was made.
     received: bool,
+    /// Stdout is a terminal: control characters are shown, not sent.
+    terminal: bool,
+}
+
+/// Where to cut `bytes` at most `max` in without splitting a UTF-8 character (at `max` when
+/// the bytes there are not UTF-8 anyway).
+fn utf8_cut(bytes: &[u8], max: usize) -> usize {
+    let max = max.min(bytes.len());
+    (max.saturating_sub(3)..=max)
+        .rev()
+        .find(|&i| i == bytes.len() || (bytes[i] & 0xc0) != 0x80)
+        .filter(|&i| i > 0)
+        .unwrap_or(max)
 }
 
 impl<'a> Printer<'a> {
@@ -184,6 +201,7 @@ impl<'a> Printer<'a> {
             carry: HashMap::new(),
             positions: HashMap::new(),
             received: false,
+            terminal: std::io::IsTerminal::is_terminal(&std::io::stdout()),
         }
     }
 
@@ -218,16 +236,21 @@ impl<'a> Printer<'a> {
             data = &data[i + 1..];
         }
         if !data.is_empty() {
-            let carry = self.carry.entry(key).or_insert_with(|| Carry {
+            let mut carry = self.carry.remove(&key).unwrap_or_else(|| Carry {
                 app: c.app.clone(),
                 offset: at,
                 bytes: Vec::new(),
             });
             carry.bytes.extend_from_slice(data);
-            if carry.bytes.len() >= LINE_MAX {
-                if let Some(carry) = self.carry.remove(&key) {
-                    self.line(&carry.app, c.app_id, stream, carry.offset, &carry.bytes)?;
-                }
+            while carry.bytes.len() >= LINE_MAX {
+                // A piece ends on a character boundary, so text output never splits one.
+                let cut = utf8_cut(&carry.bytes, LINE_MAX);
+                let piece: Vec<u8> = carry.bytes.drain(..cut).collect();
+                self.piece(&carry.app, c.app_id, stream, carry.offset, &piece, true)?;
+                carry.offset += cut as u64;
+            }
+            if !carry.bytes.is_empty() {
+                self.carry.insert(key, carry);
             }
         }
         Ok(())
@@ -251,17 +274,41 @@ impl<'a> Printer<'a> {
         offset: u64,
         bytes: &[u8],
     ) -> Result<(), Failure> {
+        self.piece(app, id, stream, offset, bytes, false)
+    }
+
+    /// A line, or a piece of one that `continues`. On a terminal, control characters are
+    /// shown as escapes (an app's output cannot drive the operator's terminal); redirected,
+    /// the app's text goes out as it is; JSON escapes them anyway.
+    fn piece(
+        &self,
+        app: &str,
+        id: u64,
+        stream: &str,
+        offset: u64,
+        bytes: &[u8],
+        continues: bool,
+    ) -> Result<(), Failure> {
         let text = String::from_utf8_lossy(bytes);
         if self.json {
             let mut v = serde_json::json!({
                 "app": app, "id": id, "stream": stream, "offset": offset, "line": text,
             });
+            if continues {
+                v["continues"] = true.into();
+            }
             self.tag(&mut v);
             out(super::render::json(&v))
         } else {
+            let text = if self.terminal {
+                super::render::visible(&text)
+            } else {
+                text
+            };
+            let mark = if continues { CONTINUES } else { "" };
             match self.host {
-                Some(h) => out(format_args!("{h}: {app} {stream} | {text}")),
-                None => out(format_args!("{app} {stream} | {text}")),
+                Some(h) => out(format_args!("{h}: {app} {stream} | {text}{mark}")),
+                None => out(format_args!("{app} {stream} | {text}{mark}")),
             }
         }
     }

@@ -2,13 +2,14 @@
 //! messages), `start` and `appfile` (new apps from flags and files), `checks` (their readiness,
 //! liveness and dependencies), `action` (stop, restart,
 //! delete, flush, list, describe), `events`, `follow` (a fleet's merged events), `logs`,
-//! `local` (the agent itself, kill, tls init), `fleet` (one local agent or many remote ones)
-//! and `render` (tables and JSON). It talks to agents only through [`crate::client`], in model
-//! types.
+//! `local` (the agent itself, kill, tls init), `fleet` (one local agent or many remote ones),
+//! `monit` (the live view), `boot` (startup unit, completions, man page) and `render` (tables
+//! and JSON). It talks to agents only through [`crate::client`], in model types.
 
 mod action;
 pub mod appfile;
 mod args;
+mod boot;
 mod checks;
 mod checks_view;
 mod events;
@@ -17,6 +18,7 @@ mod fleet;
 mod follow;
 mod local;
 mod logs;
+mod monit;
 mod render;
 mod start;
 
@@ -28,7 +30,7 @@ pub use args::Cli;
 pub use failure::Failure;
 
 use action::Action;
-use args::{Command, TlsCommand};
+use args::{Command, StartupCommand, TlsCommand};
 use failure::fail;
 use fleet::Place;
 
@@ -46,7 +48,9 @@ pub fn main() -> ExitCode {
     };
     if let Command::Agent {
         events_kept,
+        events_kept_bytes,
         listen,
+        observe,
     } = cli.command
     {
         if !cli.hosts.is_empty() {
@@ -54,7 +58,7 @@ pub fn main() -> ExitCode {
                 "the agent runs here; --host is for commands sent to remote agents".into(),
             ));
         }
-        return match local::agent(&home, events_kept, listen) {
+        return match local::agent(&home, (events_kept, events_kept_bytes), listen, observe) {
             Ok(()) => ExitCode::SUCCESS,
             Err(f) => fail(f),
         };
@@ -65,6 +69,23 @@ pub fn main() -> ExitCode {
     {
         return match local::tls_init(&cli.hosts, out, *force, cli.json) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(f) => fail(f),
+        };
+    }
+    let generated = match &cli.command {
+        Command::Startup { .. } if !cli.hosts.is_empty() => Some(Err(Failure::Usage(
+            "startup writes a unit for this machine's agent; run it on each host".into(),
+        ))),
+        Command::Startup {
+            system: StartupCommand::Systemd { user, install },
+        } => Some(boot::startup_systemd(&home, *user, *install)),
+        Command::Completions { shell } => Some(boot::completions(*shell)),
+        Command::Man { out } => Some(boot::man(out.as_deref())),
+        _ => None,
+    };
+    if let Some(result) = generated {
+        return match result {
+            Ok(()) | Err(Failure::Closed) => ExitCode::SUCCESS,
             Err(f) => fail(f),
         };
     }
@@ -99,9 +120,14 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
     };
     let place = Place::new(home, &cli.hosts, cli.serial, timeouts)?;
     match cli.command {
-        Command::Agent { .. } | Command::Tls { .. } => {
+        Command::Agent { .. }
+        | Command::Tls { .. }
+        | Command::Startup { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
             unreachable!("handled before the runtime starts")
         }
+        Command::Monit(args) => monit::run(&place, args).await,
         Command::Kill => {
             if place.is_remote() {
                 return Err(Failure::Usage(

@@ -16,8 +16,16 @@ pub struct AppRow {
     pub pid: Option<u32>,
     pub restarts: u32,
     pub uptime_ms: u64,
+    /// Of the whole tree, like `memory_bytes` and `processes`.
     pub cpu_percent: f64,
     pub memory_bytes: u64,
+    /// In a start's or restart's answer: started first for this app.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needed_by: Option<String>,
+    /// In a stop's or restart's answer: stopped first because it depends on this app.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependent_of: Option<String>,
+    pub processes: u32,
 }
 
 impl From<&AppInfo> for AppRow {
@@ -31,6 +39,9 @@ impl From<&AppInfo> for AppRow {
             uptime_ms: a.uptime_ms,
             cpu_percent: (a.cpu_percent * 10.0).round() / 10.0,
             memory_bytes: a.memory_bytes,
+            needed_by: a.needed_by.clone(),
+            dependent_of: a.dependent_of.clone(),
+            processes: a.processes,
         }
     }
 }
@@ -70,7 +81,7 @@ pub fn host_rows(rows: &[(&str, &AppInfo)]) -> Vec<serde_json::Value> {
 
 fn grid(apps: &[(Option<&str>, &AppInfo)], with_host: bool) -> String {
     let mut header = vec![
-        "ID", "NAME", "STATUS", "PID", "RESTARTS", "UPTIME", "CPU", "MEM",
+        "ID", "NAME", "STATUS", "PID", "RESTARTS", "UPTIME", "CPU", "MEM", "PROCS",
     ];
     if with_host {
         header.insert(0, "HOST");
@@ -78,6 +89,8 @@ fn grid(apps: &[(Option<&str>, &AppInfo)], with_host: bool) -> String {
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for (host, a) in apps {
         let online = a.pid.is_some();
+        // A running app always has a process: none means no sample yet.
+        let sampled = online && a.processes > 0;
         let mut row = Vec::with_capacity(header.len());
         if with_host {
             row.push(host.unwrap_or("").to_string());
@@ -93,13 +106,18 @@ fn grid(apps: &[(Option<&str>, &AppInfo)], with_host: bool) -> String {
             } else {
                 "-".into()
             },
-            if online {
+            if sampled {
                 format!("{:.1}%", a.cpu_percent)
             } else {
                 "-".into()
             },
-            if online {
+            if sampled {
                 bytes(a.memory_bytes)
+            } else {
+                "-".into()
+            },
+            if sampled {
+                a.processes.to_string()
             } else {
                 "-".into()
             },
@@ -169,8 +187,13 @@ pub fn detail(d: &AppDetail) -> String {
             "uptime",
             format_duration(std::time::Duration::from_millis(info.uptime_ms)),
         );
-        line("cpu", format!("{:.1}%", info.cpu_percent));
-        line("memory", bytes(info.memory_bytes));
+        if info.processes > 0 {
+            line("cpu", format!("{:.1}%", info.cpu_percent));
+            line("memory", bytes(info.memory_bytes));
+            line("processes", info.processes.to_string());
+        } else {
+            line("cpu", "- (not sampled yet)".into());
+        }
     }
     if d.restart_in_ms > 0 {
         line("restart in", format!("{}ms", d.restart_in_ms));
@@ -327,6 +350,29 @@ pub fn event_json(e: &Event, host: Option<&str>) -> serde_json::Value {
     v
 }
 
+/// `text` with every control character but tab shown as an escape (`\n`, `\r`, `\x1b`,
+/// `\u{9b}`), so that what an app or a notification wrote cannot drive the terminal it is
+/// printed on (move the cursor, clear the screen, set the title, overwrite a line). JSON output
+/// needs none of this: JSON escapes control characters itself.
+pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    use std::fmt::Write;
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut s = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        let _ = match c {
+            '\t' => s.write_char(c),
+            '\n' => s.write_str("\\n"),
+            '\r' => s.write_str("\\r"),
+            c if c.is_ascii_control() => write!(s, "\\x{:02x}", u32::from(c)),
+            c if c.is_control() => write!(s, "\\u{{{:x}}}", u32::from(c)),
+            c => s.write_char(c),
+        };
+    }
+    std::borrow::Cow::Owned(s)
+}
+
 /// One event as a line for people.
 pub fn event_line(e: &Event) -> String {
     let mut line = format!("{}  #{:<6} ", rfc3339_ms(e.at_unix_ms), e.seq);
@@ -376,4 +422,18 @@ pub fn event_line(e: &Event) -> String {
         if e.manual() { "manual: " } else { "" }
     ));
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        assert_eq!(visible("plain\ttext é"), "plain\ttext é");
+        assert_eq!(
+            visible("\u{1b}[2J\u{1b}]0;t\u{7}x\r\ny\u{7f}\u{9b}31m\0"),
+            r"\x1b[2J\x1b]0;t\x07x\r\ny\x7f\u{9b}31m\x00"
+        );
+    }
 }

@@ -266,7 +266,16 @@ async fn start_file_on(
     if !new.is_empty() {
         let base_env = (!remote).then(caller_env);
         match c.start(&new, base_env.as_ref()).await {
-            Ok(_) => {}
+            // Apps outside the file that the file's apps depend on were started first.
+            Ok(acted) => {
+                for a in acted {
+                    if let Some(by) = a.needed_by {
+                        result
+                            .notes
+                            .push(format!("started {} (id {}) (needed by {by})", a.name, a.id));
+                    }
+                }
+            }
             // Nothing was created: report as is.
             Err(e) if matches!(e.code(), Some(Code::InvalidArgument | Code::AlreadyExists)) => {
                 return Err(e.into())

@@ -20,11 +20,25 @@ use crate::home::Home;
 /// How long a spawned agent may take to answer.
 const SPAWN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Connects to the agent listening on the unix socket `path`.
+/// Connects to the agent listening on the unix socket `path`, with no deadline on requests.
 pub async fn connect_unix(path: &Path) -> Result<Client, tonic::transport::Error> {
+    connect_unix_with(path, None).await
+}
+
+/// Connects to the agent listening on the unix socket `path`; each unary call fails with
+/// `DEADLINE_EXCEEDED` after `deadline` (streams: until their first answer), so a stuck agent
+/// never hangs the caller.
+pub async fn connect_unix_with(
+    path: &Path,
+    deadline: Option<Duration>,
+) -> Result<Client, tonic::transport::Error> {
     let path = path.to_path_buf();
-    let channel = Endpoint::from_static("http://localhost")
-        .connect_timeout(Duration::from_secs(3))
+    let mut endpoint =
+        Endpoint::from_static("http://localhost").connect_timeout(Duration::from_secs(3));
+    if let Some(d) = deadline {
+        endpoint = endpoint.timeout(d);
+    }
+    let channel = endpoint
         .connect_with_connector(service_fn(move |_: Uri| {
             let path = path.clone();
             async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
@@ -37,7 +51,17 @@ pub async fn connect_unix(path: &Path) -> Result<Client, tonic::transport::Error
 /// the background and waits until it answers. When two callers race, the agents' lock lets one
 /// win, and both callers end up talking to it.
 pub async fn connect_local(home: &Home, spawn: bool) -> Result<Client, ConnectError> {
-    if let Ok(c) = connect_unix(&home.socket()).await {
+    connect_local_with(home, spawn, None).await
+}
+
+/// As [`connect_local`], each request bounded by `deadline` (see [`connect_unix_with`]).
+pub async fn connect_local_with(
+    home: &Home,
+    spawn: bool,
+    deadline: Option<Duration>,
+) -> Result<Client, ConnectError> {
+    let connect_unix = |p: std::path::PathBuf| async move { connect_unix_with(&p, deadline).await };
+    if let Ok(c) = connect_unix(home.socket()).await {
         return Ok(c);
     }
     if !spawn {
@@ -49,7 +73,7 @@ pub async fn connect_local(home: &Home, spawn: bool) -> Result<Client, ConnectEr
     let deadline = Instant::now() + SPAWN_DEADLINE;
     let mut pause = Duration::from_millis(2);
     loop {
-        if let Ok(c) = connect_unix(&home.socket()).await {
+        if let Ok(c) = connect_unix(home.socket()).await {
             // Reap our child once it exits (it only does when another agent won the race).
             std::thread::spawn(move || child.wait());
             return Ok(c);

@@ -10,7 +10,9 @@ mod remote;
 mod stream;
 
 pub use error::{chain, Code, ConnectError, Error, Transport};
-pub use local::{connect_local, connect_unix, process_alive};
+pub use local::{
+    connect_local, connect_local_with, connect_unix, connect_unix_with, process_alive,
+};
 pub use remote::{connect_remote, Timeouts};
 pub use stream::{ChunkStream, EventStream, LogsQuery, Subscription};
 

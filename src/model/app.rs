@@ -57,9 +57,18 @@ pub struct AppInfo {
     pub restarts: u32,
     /// Since the main process started; 0 when none runs.
     pub uptime_ms: u64,
-    /// Of one core, since the previous listing.
+    /// CPU of the app's whole tree, in percent of one core, over the last sampling interval.
     pub cpu_percent: f64,
+    /// Memory of the app's whole tree (PSS where readable, else RSS), summed.
     pub memory_bytes: u64,
+    /// In a start's or restart's answer: started first because this app (which the request
+    /// started) depends on it.
+    pub needed_by: Option<String>,
+    /// In a stop's or restart's answer: stopped first because it depends on this app (which
+    /// the request stopped).
+    pub dependent_of: Option<String>,
+    /// Live processes in the app's tree.
+    pub processes: u32,
 }
 
 /// Everything the agent knows about one app.

@@ -343,6 +343,9 @@ pub fn info(v: &AppView, usage: Usage) -> pb::AppInfo {
         uptime_ms,
         cpu_percent: usage.cpu_percent,
         memory_bytes: usage.memory_bytes,
+        needed_by: String::new(),
+        dependent_of: String::new(),
+        processes: usage.processes,
     }
 }
 
@@ -513,6 +516,9 @@ pub fn info_from_pb(a: pb::AppInfo) -> model::AppInfo {
         uptime_ms: a.uptime_ms,
         cpu_percent: a.cpu_percent,
         memory_bytes: a.memory_bytes,
+        needed_by: (!a.needed_by.is_empty()).then_some(a.needed_by),
+        dependent_of: (!a.dependent_of.is_empty()).then_some(a.dependent_of),
+        processes: a.processes,
     }
 }
 

@@ -28,7 +28,7 @@ pub enum Error {
     TooManyLines { asked: u32, max: u32 },
     #[error("{0} log readers already; close one and retry")]
     TooManyLogReaders(usize),
-    #[error("action must be 1 to {max} bytes without NUL")]
+    #[error("action must be 1 to {max} bytes without NUL or control characters")]
     BadAction { max: usize },
     #[error("message is {len} bytes; at most {max} are allowed")]
     MessageTooLong { len: usize, max: usize },
@@ -40,6 +40,12 @@ pub enum Error {
         key: usize,
         value: usize,
     },
+    /// NUL or a terminal control character in a notification's text.
+    #[error(
+        "{field}: control character U+{code:04X} at byte {at}; only tab and newline are \
+         allowed (encode binary data, e.g. as base64)"
+    )]
+    ControlCharacter { field: String, at: usize, code: u32 },
     /// A name in a subscription's app filter.
     #[error("apps: {0}")]
     BadAppFilter(String),
@@ -48,6 +54,10 @@ pub enum Error {
     Unauthenticated(&'static str),
     #[error("{app}: reading logs: {cause}")]
     LogRead { app: String, cause: std::io::Error },
+    /// A message that is not valid protobuf for its type (a string field that is not UTF-8
+    /// among others): decoded by the codec, before any handler runs.
+    #[error("malformed message: {0}")]
+    Malformed(prost::DecodeError),
 }
 
 fn supervisor_code(e: &supervisor::Error) -> Code {
@@ -55,11 +65,19 @@ fn supervisor_code(e: &supervisor::Error) -> Code {
     match e {
         E::NotFound(_) => Code::NotFound,
         E::AlreadyExists { .. } => Code::AlreadyExists,
-        E::InvalidSpec(_) | E::InvalidEnv { .. } | E::GivenTwice(_) => Code::InvalidArgument,
-        E::StartFailed { .. } | E::StopFailed { .. } | E::NotReady { .. } => {
-            Code::FailedPrecondition
-        }
-        E::Persist { .. } | E::Logs { .. } => Code::Internal,
+        E::InvalidSpec(_)
+        | E::InvalidEnv { .. }
+        | E::GivenTwice(_)
+        | E::Dependencies(_)
+        | E::ResumeAhead { .. } => Code::InvalidArgument,
+        E::StartFailed { .. }
+        | E::StopFailed { .. }
+        | E::NotReady { .. }
+        | E::NotStarted { .. }
+        | E::NotCompleted { .. }
+        | E::DependedOn { .. }
+        | E::Escaped { .. } => Code::FailedPrecondition,
+        E::Persist { .. } | E::Logs { .. } | E::EventsHeld => Code::Internal,
         E::TooManySubscribers(_) => Code::ResourceExhausted,
         E::ShuttingDown => Code::Unavailable,
         E::Several(all) => all.first().map_or(Code::Unknown, supervisor_code),
@@ -78,7 +96,9 @@ fn code(e: &Error) -> Code {
         | Error::BadAction { .. }
         | Error::MessageTooLong { .. }
         | Error::BadData { .. }
-        | Error::BadAppFilter(_) => Code::InvalidArgument,
+        | Error::BadAppFilter(_)
+        | Error::Malformed(_)
+        | Error::ControlCharacter { .. } => Code::InvalidArgument,
         Error::TooManyLogReaders(_) => Code::ResourceExhausted,
         Error::Unauthenticated(_) => Code::Unauthenticated,
         Error::LogRead { .. } => Code::Internal,

@@ -1,5 +1,6 @@
 //! The gRPC edge: the only module that sees generated code.
 
+pub mod codec;
 pub mod convert;
 pub mod error;
 pub mod logstream;

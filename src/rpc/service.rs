@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     model::{Cause, Env, EventKind, Target},
-    supervisor::{AppView, Filter, ReadFrom, Replay, Supervisor, Usage},
+    supervisor::{Acted, AppView, Filter, ReadFrom, Reason, Replay, Samples, Supervisor, Usage},
 };
 
 /// Who sent a request, for the events it causes (`manual`, with the caller).
@@ -65,6 +65,23 @@ const MAX_MESSAGE: usize = 64 * 1024;
 const MAX_DATA_ENTRIES: usize = 64;
 const MAX_DATA_VALUE: usize = 4 * 1024;
 
+/// Refuses what a notification's text must not carry: NUL, and the control characters that
+/// drive a terminal (C0 but tab and newline, DEL, C1), so a notification printed as it is
+/// (by grpcurl, a script) cannot clear a screen or fake a line. Binary data belongs encoded.
+fn check_text(field: &str, text: &str) -> Result<(), Error> {
+    match text
+        .char_indices()
+        .find(|&(_, c)| c.is_control() && c != '\t' && c != '\n')
+    {
+        Some((at, c)) => Err(Error::ControlCharacter {
+            field: field.to_string(),
+            at,
+            code: u32::from(c),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Bound on the apps one Start may create.
 const MAX_APPS_PER_REQUEST: usize = 10_000;
 
@@ -104,25 +121,39 @@ impl Service {
         }
     }
 
-    /// Listing fields for each view, sampling CPU and memory off the async threads.
-    async fn infos(&self, views: Vec<AppView>, sample: bool) -> Vec<pb::AppInfo> {
-        let usage = self.usage(&views, sample).await;
+    /// Listing fields for each view, with the usage of the last sample (`sample: false` for
+    /// the answers of actions, whose figures would be stale).
+    fn infos(&self, views: Vec<AppView>, sample: bool) -> Vec<pb::AppInfo> {
+        let samples = self.sup.samples();
         views
             .iter()
-            .zip(usage)
-            .map(|(v, u)| convert::info(v, u))
+            .map(|v| convert::info(v, Self::usage(&samples, v, sample)))
             .collect()
     }
 
-    async fn usage(&self, views: &[AppView], sample: bool) -> Vec<Usage> {
-        if !sample {
-            return vec![Usage::default(); views.len()];
+    /// Listing fields for the apps a request acted on, each with why (`needed_by`,
+    /// `dependent_of`), in the order it acted.
+    fn acted(&self, acted: Vec<Acted>) -> Vec<pb::AppInfo> {
+        let (views, reasons): (Vec<AppView>, Vec<Reason>) =
+            acted.into_iter().map(|a| (a.view, a.reason)).unzip();
+        let mut infos = self.infos(views, false);
+        for (info, reason) in infos.iter_mut().zip(reasons) {
+            match reason {
+                Reason::Named => {}
+                Reason::NeededBy(app) => info.needed_by = app,
+                Reason::DependsOn(app) => info.dependent_of = app,
+            }
         }
-        let pids: Vec<u32> = views.iter().map(|v| v.status.pid().unwrap_or(0)).collect();
-        let sup = self.sup.clone();
-        tokio::task::spawn_blocking(move || sup.usage(&pids))
-            .await
-            .unwrap_or_default()
+        infos
+    }
+
+    /// An app's last sample; zeros when it runs no process now.
+    fn usage(samples: &Samples, v: &AppView, sample: bool) -> Usage {
+        if sample && v.status.pid().is_some() {
+            samples.get(v.id)
+        } else {
+            Usage::default()
+        }
     }
 }
 
@@ -202,7 +233,7 @@ impl ProcessManager for Service {
         let target = convert::target(&req.get_ref().target)?;
         let views = self.sup.flush(&target).await?;
         Ok(Response::new(pb::FlushResponse {
-            apps: self.infos(views, false).await,
+            apps: self.infos(views, false),
         }))
     }
 
@@ -213,7 +244,10 @@ impl ProcessManager for Service {
         let cause = origin(&req, "NotifyGod");
         let req = req.into_inner();
         let target = convert::target(&req.target)?;
-        if req.action.is_empty() || req.action.len() > MAX_ACTION || req.action.contains('\0') {
+        if req.action.is_empty()
+            || req.action.len() > MAX_ACTION
+            || req.action.chars().any(char::is_control)
+        {
             return Err(Error::BadAction { max: MAX_ACTION }.into());
         }
         if req.message.len() > MAX_MESSAGE {
@@ -235,6 +269,11 @@ impl ProcessManager for Service {
                 value: MAX_DATA_VALUE,
             }
             .into());
+        }
+        check_text("message", &req.message)?;
+        for (k, v) in &req.data {
+            check_text(&format!("data key {k:?}"), k)?;
+            check_text(&format!("data[{k:?}]"), v)?;
         }
         let data: BTreeMap<String, String> = req.data.into_iter().collect();
         let events = self
@@ -319,7 +358,7 @@ impl ProcessManager for Service {
             (true, true) => return Err(Error::NothingToStart.into()),
         };
         Ok(Response::new(pb::StartResponse {
-            apps: self.infos(views, false).await,
+            apps: self.acted(views),
         }))
     }
 
@@ -330,7 +369,7 @@ impl ProcessManager for Service {
         let target = convert::target(&req.get_ref().target)?;
         let views = self.sup.stop(&target, origin(&req, "Stop")).await?;
         Ok(Response::new(pb::StopResponse {
-            apps: self.infos(views, false).await,
+            apps: self.acted(views),
         }))
     }
 
@@ -350,7 +389,7 @@ impl ProcessManager for Service {
         };
         let views = self.sup.restart(&target, base, cause, !req.no_wait).await?;
         Ok(Response::new(pb::RestartResponse {
-            apps: self.infos(views, false).await,
+            apps: self.acted(views),
         }))
     }
 
@@ -365,7 +404,7 @@ impl ProcessManager for Service {
             .delete(&target, purge, origin(&req, "Delete"))
             .await?;
         Ok(Response::new(pb::DeleteResponse {
-            apps: self.infos(views, false).await,
+            apps: self.infos(views, false),
         }))
     }
 
@@ -375,7 +414,7 @@ impl ProcessManager for Service {
     ) -> Result<Response<pb::ListResponse>, Status> {
         let views = self.sup.list();
         Ok(Response::new(pb::ListResponse {
-            apps: self.infos(views, true).await,
+            apps: self.infos(views, true),
         }))
     }
 
@@ -385,12 +424,11 @@ impl ProcessManager for Service {
     ) -> Result<Response<pb::DescribeResponse>, Status> {
         let target = convert::target(&req.get_ref().target)?;
         let views = self.sup.describe(&target)?;
-        let usage = self.usage(&views, true).await;
+        let samples = self.sup.samples();
         Ok(Response::new(pb::DescribeResponse {
             apps: views
                 .iter()
-                .zip(usage)
-                .map(|(v, u)| convert::detail(v, u))
+                .map(|v| convert::detail(v, Self::usage(&samples, v, true)))
                 .collect(),
         }))
     }

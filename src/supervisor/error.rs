@@ -3,8 +3,9 @@
 
 use std::{fmt, io, path::PathBuf};
 
-use super::process::{launch::SpawnError, tree::Unkillable};
-use crate::model::{AppId, InvalidSpec};
+use super::deps::GraphError;
+use super::process::{escaped::Escaped, launch::SpawnError, tree::Unkillable};
+use crate::model::{AppId, Condition, InvalidSpec};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -24,17 +25,85 @@ pub enum Error {
     NotReady { app: String, cause: String },
     #[error("{app}: cannot stop: {cause}")]
     StopFailed { app: String, cause: Unkillable },
-    #[error("{app}: state not saved: {cause}")]
+    /// The tree ended, but processes that left it beyond reach still hold the app's output.
+    #[error("{app}: {cause}")]
+    Escaped { app: String, cause: Escaped },
+    /// The change is made; only writing it to `state.json` failed, and is retried.
+    #[error(
+        "{app}: done, but state not saved yet ({cause}); the agent keeps the change and \
+         writes it as soon as the disk allows"
+    )]
     Persist { app: String, cause: StoreError },
     #[error("{app}: logs: {cause}")]
     Logs { app: String, cause: OsError },
+    /// A request would create an app that depends on no app, or a cycle (refused as a whole).
+    #[error(transparent)]
+    Dependencies(#[from] GraphError),
+    /// A dependency of `app` did not meet its condition (`cause`: why), so `app` was not
+    /// started: `web: not started: db did not become ready: ...`.
+    #[error("{app}: not started: {dep} did not {}: {}", verb(*.condition), .cause.reason())]
+    NotStarted {
+        app: String,
+        dep: String,
+        condition: Condition,
+        cause: Box<Error>,
+    },
+    /// A one-shot dependency ran and did not exit 0 (`why`: how it ended instead).
+    #[error("{app}: {why}")]
+    NotCompleted { app: String, why: String },
+    /// Deleting `app` would leave apps depending on nothing: `by` (delete them too, or first).
+    #[error("{app}: cannot delete: {} depend{} on it; delete {} first, or in the same request", .by.join(", "), if .by.len() == 1 { "s" } else { "" }, .by.join(", "))]
+    DependedOn { app: String, by: Vec<String> },
     #[error("too many subscribers ({0}); try again later")]
     TooManySubscribers(usize),
+    #[error(
+        "from_seq {from} is ahead of this agent's last event ({last}): resume from at most \
+         {last}, or subscribe without from_seq"
+    )]
+    ResumeAhead { from: u64, last: u64 },
+    /// Event numbers cannot be reserved on disk (`events.seq`): no event is published.
+    #[error(
+        "events are not published for now: their numbers cannot be reserved on disk \
+         (events.seq; see the agent log); a gap event will count what was held back"
+    )]
+    EventsHeld,
     #[error("the agent is shutting down")]
     ShuttingDown,
     /// Several apps failed; the others were acted on.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Several(Vec<Error>),
+}
+
+/// How a condition's failure reads: `db did not become ready`.
+fn verb(c: Condition) -> &'static str {
+    match c {
+        Condition::Started => "start",
+        Condition::Ready => "become ready",
+        Condition::Completed => "complete",
+    }
+}
+
+impl Error {
+    /// The error without the app's name in front, for a chain that names the app itself
+    /// (`web: not started: db did not become ready: <reason>`).
+    pub fn reason(&self) -> String {
+        match self {
+            Error::StartFailed { cause, .. } => cause.to_string(),
+            Error::NotReady { cause, .. } => cause.clone(),
+            Error::NotCompleted { why, .. } => why.clone(),
+            Error::NotStarted {
+                dep,
+                condition,
+                cause,
+                ..
+            } => format!(
+                "not started: {dep} did not {}: {}",
+                verb(*condition),
+                cause.reason()
+            ),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// Why `state.json` could not be written.

@@ -1,11 +1,14 @@
 //! The supervisor: the process table and its owners. One task per app applies that app's
-//! commands in order (see `actor`); this module routes requests to them and fans out `all`.
-//! It knows nothing of gRPC.
+//! commands in order (see `lifecycle`); this module routes requests to them, in dependency
+//! order: `deps` decides what a request touches and in which order (pure), `order` sends the
+//! commands and waits for each dependency's condition. It knows nothing of gRPC.
 
+mod deps;
 mod error;
 mod events;
 mod lifecycle;
 mod logs;
+mod order;
 mod probes;
 mod process;
 mod store;
@@ -24,14 +27,16 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+pub use deps::GraphError;
 pub use error::Error;
-pub use events::{Filter, Replay, Subscription};
+pub use events::{Filter, Replay, Subscription, KEEP_BYTES};
 pub use logs::{AppLogs, Piece, ReadFrom};
-pub use process::usage::Usage;
+pub use order::{Acted, Reason};
+pub use process::usage::{Samples, Usage};
 pub use view::AppView;
 
-use lifecycle::{Actor, Cmd, Init, Reply};
-use process::usage::Sampler;
+use lifecycle::{Actor, Cmd, Init};
+use order::{Act, Member, Table};
 use process::{launch, reaper::Reaper, scan, tree};
 use store::{AppRecord, Store};
 
@@ -52,6 +57,8 @@ pub(crate) struct Ctx {
     reaper: Arc<Reaper>,
     /// The threads that write every app's log files.
     log_pool: Arc<logs::WriterPool>,
+    /// The last tree usage sample of every app, replaced every `sample_interval`.
+    samples: watch::Sender<Arc<Samples>>,
 }
 
 #[derive(Clone)]
@@ -71,9 +78,50 @@ struct Registry {
 pub struct Supervisor {
     ctx: Arc<Ctx>,
     registry: Mutex<Registry>,
-    sampler: Sampler,
+    /// The last tree usage sample of every app (see `process::usage`).
+    /// Log bytes of deleted apps, so the agent's total never goes down.
+    deleted_log_bytes: std::sync::atomic::AtomicU64,
     tasks: CancellationToken,
     writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The agent's own CPU time (seconds) and resident memory (bytes). Blocking: reads /proc.
+pub fn agent_usage() -> (f64, u64) {
+    match process::procfs::read_stat(std::process::id()) {
+        Ok(st) => (
+            st.cpu_ticks as f64 / process::procfs::ticks_per_second() as f64,
+            st.rss_pages * process::procfs::page_size(),
+        ),
+        Err(_) => (0.0, 0),
+    }
+}
+
+/// What the agent counts (see [`Supervisor::stats`]).
+pub struct Stats {
+    pub apps: Vec<AppStats>,
+    /// Events published by this agent, by kind.
+    pub events: Vec<(EventKind, u64)>,
+    /// Live event subscribers.
+    pub subscribers: usize,
+    /// Bytes of output in every app's logs (deleted apps' included), over their lives.
+    pub log_bytes: u64,
+    /// Successful writes of state.json by this agent.
+    pub state_writes: u64,
+}
+
+/// One app, for metrics.
+pub struct AppStats {
+    pub view: AppView,
+    pub usage: Usage,
+    /// Bytes of stdout and stderr in its logs over its life (offsets: never reset).
+    pub log_bytes: [u64; 2],
+}
+
+fn log_bytes(logs: &logs::AppLogs) -> [u64; 2] {
+    [
+        logs.get(crate::model::LogStream::Out).end(),
+        logs.get(crate::model::LogStream::Err).end(),
+    ]
 }
 
 /// Where the supervisor keeps things, and how many events it keeps.
@@ -85,10 +133,17 @@ pub struct Config {
     /// Where `events.jsonl` lives; `None` keeps events in memory only.
     pub events_dir: Option<PathBuf>,
     pub events_kept: usize,
+    /// ... and at most this many bytes of them (approximately).
+    pub events_kept_bytes: usize,
+    /// How often every app's tree is sampled for CPU and memory.
+    pub sample_interval: std::time::Duration,
 }
 
 /// Commands queued per app before senders wait.
 const QUEUE: usize = 64;
+/// How long a new agent waits for an app's owner to sort out its recovery before starting the
+/// apps in dependency order (it takes a scan of what survived: milliseconds).
+const RECOVERY_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Supervisor {
     /// Loads `state_path`, starts the reaper and the state writer, and brings back every app:
@@ -101,6 +156,8 @@ impl Supervisor {
             notify_dir,
             events_dir,
             events_kept,
+            events_kept_bytes,
+            sample_interval,
         } = config;
         let state_path = state_path.as_path();
         let path = state_path.to_path_buf();
@@ -115,7 +172,7 @@ impl Supervisor {
             ),
             None => None,
         };
-        let hub = Arc::new(Hub::new(events_kept, log));
+        let hub = Arc::new(Hub::new(events_kept, log).keep_bytes(events_kept_bytes));
         let tasks = CancellationToken::new();
         let reaper = Reaper::start(tasks.clone())?;
         let store = Store::new(state_path.to_path_buf(), &loaded.state);
@@ -125,6 +182,7 @@ impl Supervisor {
             spawner: launch::Spawner::start(reaper.clone(), 2)?,
             notify_dir,
             reaper,
+            samples: watch::Sender::new(Arc::default()),
             scanner: Arc::default(),
             hub,
             store,
@@ -142,7 +200,7 @@ impl Supervisor {
                 next_id: loaded.state.next_id.max(1),
                 ..Registry::default()
             }),
-            sampler: Sampler::default(),
+            deleted_log_bytes: Default::default(),
             tasks,
             writer: Mutex::new(Some(writer)),
         });
@@ -160,6 +218,7 @@ impl Supervisor {
             };
             sup.spawn_owner(rec, init);
         }
+        sup.start_sampling(sample_interval);
         // Processes of apps that no longer exist: end them.
         for (app_id, procs) in survivors {
             tracing::warn!(
@@ -187,23 +246,54 @@ impl Supervisor {
         Ok((sup, loaded.warning))
     }
 
-    /// Starts again the apps a previous agent ran (each is `starting` until its turn), as a
-    /// background task: adopted ones are left as they are.
+    /// Starts again the apps a previous agent ran (each is `starting` until its turn), in
+    /// dependency order, as a background task: adopted ones are left as they are.
     fn resume(self: &Arc<Self>, ids: Vec<AppId>) {
         if ids.is_empty() {
             return;
         }
         let sup = self.clone();
         tokio::spawn(async move {
-            let starts = ids.into_iter().map(|id| {
-                let sup = sup.clone();
-                async move {
-                    if let Err(e) = sup.resume_app(id).await {
-                        tracing::warn!(app_id = id, error = %e, "not brought back");
-                    }
+            let handles: Vec<Handle> = {
+                let reg = sup.lock();
+                ids.iter()
+                    .filter_map(|id| reg.apps.get(id).cloned())
+                    .collect()
+            };
+            // Each owner first sorts out what the previous agent left (adopted, queued, or
+            // ending leftovers): an app that should run is never `stopped` after that.
+            for h in &handles {
+                let mut view = h.view.clone();
+                let recovered = view.wait_for(|v| v.status != crate::model::Status::Stopped);
+                let _ = tokio::time::timeout(RECOVERY_GRACE, recovered).await;
+            }
+            let members = Self::names(&handles)
+                .into_iter()
+                .map(|n| {
+                    // Its turn: started if it still waits for it; a command given meanwhile
+                    // (a stop, say) stands.
+                    let m = Member {
+                        act: Act::Resume,
+                        reason: Reason::Named,
+                    };
+                    (n, m)
+                })
+                .collect();
+            let started = match sup.table() {
+                Ok(table) => {
+                    sup.start_in_order(table, members, Cause::Recovery, true)
+                        .await
                 }
-            });
-            futures_util::future::join_all(starts).await;
+                Err(e) => Err(e),
+            };
+            let errors = match started {
+                Ok(_) => Vec::new(),
+                Err(Error::Several(all)) => all,
+                Err(e) => vec![e],
+            };
+            for e in errors {
+                tracing::warn!(error = %e, "not brought back");
+            }
         });
     }
 
@@ -232,16 +322,17 @@ impl Supervisor {
     }
 
     /// Creates apps from specs, in order (ids follow it), each with `base_env` as its captured
-    /// environment, and starts them. All or nothing up to the start: an invalid spec or a taken
-    /// name creates none. A start failure leaves that app in place, errored, and is returned
-    /// after the others have started.
+    /// environment, and starts them in dependency order (with what they depend on). All or
+    /// nothing up to the start: an invalid spec, a taken name, a dependency on no app or a
+    /// cycle creates none. A start failure leaves that app in place, errored (or stopped, when
+    /// a dependency failed), and is returned after the others have started.
     pub async fn create(
         &self,
         specs: Vec<AppSpec>,
         base_env: Env,
         cause: Cause,
         wait: bool,
-    ) -> Result<Vec<AppView>, Error> {
+    ) -> Result<Vec<Acted>, Error> {
         crate::model::validate_env(&base_env).map_err(|problem| Error::InvalidEnv {
             what: "base environment",
             problem,
@@ -272,7 +363,8 @@ impl Supervisor {
             }
         }
         let base_env = Arc::new(base_env);
-        let handles = {
+        let new: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        let table = {
             let mut reg = self.lock();
             if reg.closed {
                 return Err(Error::ShuttingDown);
@@ -287,7 +379,18 @@ impl Supervisor {
                     id: *id,
                 });
             }
-            let mut handles = Vec::with_capacity(specs.len());
+            // Names may refer to existing apps or to apps of this request.
+            let graph = deps::Graph::new(
+                reg.apps
+                    .values()
+                    .map(|h| {
+                        let v = h.view.borrow();
+                        (v.name().to_string(), v.spec.depends_on.clone())
+                    })
+                    .chain(specs.iter().map(|s| (s.name.clone(), s.depends_on.clone()))),
+            );
+            let new: Vec<&str> = new.iter().map(String::as_str).collect();
+            graph.check(&new)?;
             for spec in specs {
                 let id = reg.next_id;
                 reg.next_id += 1;
@@ -310,75 +413,105 @@ impl Supervisor {
                 ));
                 let handle = self.start_owner(rec, Init::New);
                 reg.apps.insert(id, handle.clone());
-                handles.push(handle);
             }
             self.ctx.store.set_next_id(reg.next_id);
-            handles
+            Table::of(reg.apps.values())
         };
-        Self::send_all(
-            handles,
-            |reply| Cmd::Start {
-                cause: cause.clone(),
-                wait,
-                reply,
-            },
-            "new app",
-        )
-        .await
+        let members = new
+            .into_iter()
+            .map(|n| {
+                let m = Member {
+                    act: Act::Start,
+                    reason: Reason::Named,
+                };
+                (n, m)
+            })
+            .collect();
+        self.start_in_order(table, members, cause, wait).await
     }
 
-    /// A new agent's turn to start app `id` again: started (and answered once ready) if it is
-    /// still waiting for its turn; left as it is if a command decided meanwhile.
-    pub async fn resume_app(&self, id: AppId) -> Result<Vec<AppView>, Error> {
-        self.each(&Target::Id(id), |reply| Cmd::Resume { reply })
-            .await
-    }
-
-    /// Starts stopped or errored apps; online ones are left as they are. With `wait`, answers
-    /// once each is ready.
+    /// Starts stopped or errored apps, after what they depend on (started too, when it does
+    /// not run); online ones are left as they are. With `wait`, answers once each is ready.
+    /// The answer lists the dependencies this start started first (`NeededBy`), then the apps.
     pub async fn start(
         &self,
         target: &Target,
         cause: Cause,
         wait: bool,
-    ) -> Result<Vec<AppView>, Error> {
-        self.each(target, |reply| Cmd::Start {
+    ) -> Result<Vec<Acted>, Error> {
+        let named = Self::names(&self.handles(target)?);
+        let members = named
+            .into_iter()
+            .map(|n| {
+                let m = Member {
+                    act: Act::Start,
+                    reason: Reason::Named,
+                };
+                (n, m)
+            })
+            .collect();
+        self.start_in_order(self.table()?, members, cause, wait)
+            .await
+    }
+
+    /// Stops apps, and first (deepest first) the apps that depend on them and run
+    /// (`DependsOn`); the answer is in stop order.
+    pub async fn stop(&self, target: &Target, cause: Cause) -> Result<Vec<Acted>, Error> {
+        let named = Self::names(&self.handles(target)?);
+        let table = self.table()?;
+        let members = table.with_dependents(&named);
+        self.in_reverse(&table, members, |reply| Cmd::Stop {
             cause: cause.clone(),
-            wait,
             reply,
         })
         .await
     }
 
-    pub async fn stop(&self, target: &Target, cause: Cause) -> Result<Vec<AppView>, Error> {
-        self.each(target, |reply| Cmd::Stop {
-            cause: cause.clone(),
-            reply,
-        })
-        .await
-    }
-
-    /// Stop + start. With `base_env`, each app's captured environment is replaced first.
+    /// Stop + start of the apps and of the apps that depend on them and run: those are stopped
+    /// first, deepest first; then all are started in dependency order (each app that depends
+    /// on none of the others is restarted at once). With `base_env`, each named app's captured
+    /// environment is replaced first. The answer is in start order.
     pub async fn restart(
         &self,
         target: &Target,
         base_env: Option<Env>,
         cause: Cause,
         wait: bool,
-    ) -> Result<Vec<AppView>, Error> {
+    ) -> Result<Vec<Acted>, Error> {
         if let Some(env) = &base_env {
             crate::model::validate_env(env).map_err(|problem| Error::InvalidEnv {
                 what: "environment",
                 problem,
             })?;
         }
-        self.each(target, |reply| Cmd::Restart {
-            base_env: base_env.clone(),
-            cause: cause.clone(),
-            wait,
-            reply,
-        })
-        .await
+        let named = Self::names(&self.handles(target)?);
+        let table = self.table()?;
+        let members = table.with_dependents(&named);
+        let set: std::collections::BTreeSet<String> = members.keys().cloned().collect();
+        let first: std::collections::BTreeMap<String, Reason> = members
+            .iter()
+            .filter(|(n, _)| table.graph.depends_on_any(n, &set))
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect();
+        if !first.is_empty() {
+            self.in_reverse(&table, first, |reply| Cmd::Stop {
+                cause: cause.clone(),
+                reply,
+            })
+            .await?;
+        }
+        let members = members
+            .into_iter()
+            .map(|(n, reason)| {
+                let base_env = (reason == Reason::Named)
+                    .then(|| base_env.clone())
+                    .flatten();
+                let act = Act::Restart { base_env };
+                (n, Member { act, reason })
+            })
+            .collect();
+        self.start_in_order(self.table()?, members, cause, wait)
+            .await
     }
 
     /// Stops apps and forgets them; their log files stay unless `purge_logs`.
@@ -388,15 +521,36 @@ impl Supervisor {
         purge_logs: bool,
         cause: Cause,
     ) -> Result<Vec<AppView>, Error> {
+        let named = Self::names(&self.handles(target)?);
+        let table = self.table()?;
+        let doomed: std::collections::BTreeSet<String> = named.iter().cloned().collect();
+        let refused: Vec<Error> = table
+            .graph
+            .still_needed(&doomed)
+            .into_iter()
+            .map(|(app, by)| Error::DependedOn { app, by })
+            .collect();
+        order::verdict((), refused)?;
+        let members = named.into_iter().map(|n| (n, Reason::Named)).collect();
         let views = self
-            .each(target, |reply| Cmd::Delete {
+            .in_reverse(&table, members, |reply| Cmd::Delete {
                 purge_logs,
                 cause: cause.clone(),
                 reply,
             })
-            .await;
+            .await
+            .map(|acted| acted.into_iter().map(|a| a.view).collect());
         // Deleted owners have ended; forget them (also after a partial failure).
-        self.lock().apps.retain(|_, h| !h.tx.is_closed());
+        let mut gone = 0;
+        self.lock().apps.retain(|_, h| {
+            let closed = h.tx.is_closed();
+            if closed {
+                gone += log_bytes(&h.logs).iter().sum::<u64>();
+            }
+            !closed
+        });
+        self.deleted_log_bytes
+            .fetch_add(gone, std::sync::atomic::Ordering::Relaxed);
         views
     }
 
@@ -447,7 +601,8 @@ impl Supervisor {
     }
 
     /// Publishes a user notification about each app of `target` (PM2's `notifyByProcessId`);
-    /// returns the events as published, with their sequence numbers.
+    /// returns the events as published, with their sequence numbers. Fails when the agent
+    /// cannot number events (see `Hub::publish`): nothing is published then.
     pub fn notify(
         &self,
         target: &Target,
@@ -457,19 +612,22 @@ impl Supervisor {
         cause: Cause,
     ) -> Result<Vec<Arc<Event>>, Error> {
         let views = self.describe(target)?;
-        Ok(views
+        views
             .iter()
             .map(|v| {
-                self.ctx.hub.publish(Hub::notify_event(
-                    v.id,
-                    v.name(),
-                    action,
-                    message,
-                    data.clone(),
-                    cause.clone(),
-                ))
+                self.ctx
+                    .hub
+                    .publish(Hub::notify_event(
+                        v.id,
+                        v.name(),
+                        action,
+                        message,
+                        data.clone(),
+                        cause.clone(),
+                    ))
+                    .ok_or(Error::EventsHeld)
             })
-            .collect())
+            .collect()
     }
 
     /// Subscribes to events: replay as `from` says, then live ones when `follow`.
@@ -482,31 +640,115 @@ impl Supervisor {
         self.ctx
             .hub
             .subscribe(from, filter, follow)
-            .map_err(|events::TooMany(max)| Error::TooManySubscribers(max))
+            .map_err(|e| match e {
+                events::Refused::TooMany(max) => Error::TooManySubscribers(max),
+                events::Refused::Ahead { from, last } => Error::ResumeAhead { from, last },
+            })
     }
 
-    /// CPU and memory of each main process (`None` pids get zeros). Blocking: reads /proc.
-    pub fn usage(&self, pids: &[u32]) -> Vec<Usage> {
-        self.sampler.sample(pids)
+    /// Resolves when many event subscriptions have ended (see `Hub::shrunk`).
+    pub async fn subscribers_shrunk(&self) {
+        self.ctx.hub.shrunk().await
+    }
+
+    /// The last sample of every app's tree usage (taken every `sample_interval`; an app started
+    /// since has none yet).
+    pub fn samples(&self) -> Arc<Samples> {
+        self.ctx.samples.borrow().clone()
+    }
+
+    /// What the agent counts, for metrics. Blocking: a log never read yet is looked up on disk.
+    pub fn stats(&self) -> Stats {
+        let handles: Vec<Handle> = self.lock().apps.values().cloned().collect();
+        let samples = self.samples();
+        let apps: Vec<AppStats> = handles
+            .iter()
+            .map(|h| {
+                let view = h.view.borrow().clone();
+                let usage = if view.status.pid().is_some() {
+                    samples.get(view.id)
+                } else {
+                    Usage {
+                        cpu_seconds_total: samples.get(view.id).cpu_seconds_total,
+                        ..Usage::default()
+                    }
+                };
+                AppStats {
+                    view,
+                    usage,
+                    log_bytes: log_bytes(&h.logs),
+                }
+            })
+            .collect();
+        let (events, subscribers) = self.ctx.hub.counts();
+        let live: u64 = apps.iter().flat_map(|a| a.log_bytes).sum();
+        Stats {
+            log_bytes: live
+                + self
+                    .deleted_log_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            apps,
+            events,
+            subscribers,
+            state_writes: self.ctx.store.writes(),
+        }
+    }
+
+    /// Starts the task that samples every running app's tree.
+    fn start_sampling(self: &Arc<Self>, interval: std::time::Duration) {
+        let me = Arc::downgrade(self);
+        let apps = move || {
+            let Some(sup) = me.upgrade() else {
+                return (Vec::new(), Vec::new());
+            };
+            let reg = sup.lock();
+            let mut running = Vec::new();
+            let mut known = Vec::with_capacity(reg.apps.len());
+            for (id, h) in &reg.apps {
+                known.push(*id);
+                if let Some(pid) = h.view.borrow().status.pid() {
+                    running.push(tree::TreeKey {
+                        agent_id: sup.ctx.agent_id.to_string(),
+                        app_id: *id,
+                        root: Some(pid),
+                    });
+                }
+            }
+            (running, known)
+        };
+        tokio::spawn(process::usage::run(
+            self.ctx.scanner.clone(),
+            interval,
+            apps,
+            self.ctx.samples.clone(),
+            self.tasks.clone(),
+        ));
     }
 
     /// Ends every app's tree (keeping desired states), flushes state.json, and stops the
     /// supervisor's tasks. New requests get `ShuttingDown`.
     pub async fn shutdown(&self) {
-        let handles: Vec<Handle> = {
+        let table = {
             let mut reg = self.lock();
             reg.closed = true;
-            reg.apps.values().cloned().collect()
+            Table::of(reg.apps.values())
         };
-        let mut waits = Vec::new();
-        for h in handles {
-            let (reply, rx) = oneshot::channel();
-            if h.tx.send(Cmd::Shutdown { reply }).await.is_ok() {
-                waits.push(rx);
+        // Dependents first, each depth at once.
+        let all = table.apps.keys().cloned().collect();
+        for level in table.levels(&all).into_iter().rev() {
+            let mut waits = Vec::new();
+            for name in level {
+                let Some(h) = table.apps.get(&name) else {
+                    continue;
+                };
+                let (reply, rx) = oneshot::channel();
+                if h.tx.send(Cmd::Shutdown { reply }).await.is_ok() {
+                    waits.push(rx);
+                }
             }
-        }
-        for rx in waits {
-            let _ = rx.await;
+            for rx in waits {
+                let _ = rx.await;
+            }
         }
         self.ctx.hub.close();
         self.tasks.cancel();
@@ -535,45 +777,5 @@ impl Supervisor {
             return Err(Error::NotFound(target.to_string()));
         }
         Ok(found)
-    }
-
-    /// Sends a command to every app of `target` and waits for all replies. The apps act
-    /// concurrently; each applies its own commands in order.
-    async fn each(
-        &self,
-        target: &Target,
-        make: impl Fn(Reply) -> Cmd,
-    ) -> Result<Vec<AppView>, Error> {
-        let handles = self.handles(target)?;
-        Self::send_all(handles, make, &target.to_string()).await
-    }
-
-    async fn send_all(
-        handles: Vec<Handle>,
-        make: impl Fn(Reply) -> Cmd,
-        what: &str,
-    ) -> Result<Vec<AppView>, Error> {
-        let mut waits = Vec::with_capacity(handles.len());
-        for h in handles {
-            let (reply, rx) = oneshot::channel();
-            // A closed queue means the app was deleted meanwhile.
-            if h.tx.send(make(reply)).await.is_ok() {
-                waits.push(rx);
-            }
-        }
-        let mut views = Vec::with_capacity(waits.len());
-        let mut errors = Vec::new();
-        for rx in waits {
-            match rx.await {
-                Ok(Ok(view)) => views.push(view),
-                Ok(Err(e)) => errors.push(e),
-                Err(_) => errors.push(Error::NotFound(what.to_string())),
-            }
-        }
-        match errors.len() {
-            0 => Ok(views),
-            1 => Err(errors.remove(0)),
-            _ => Err(Error::Several(errors)),
-        }
     }
 }

@@ -33,8 +33,31 @@ fn twenty_concurrent_restarts_leave_exactly_one_instance() {
         );
     }
     let main = agent.wait_online("web", None);
-    let gens = read_pids(&pids, 21);
+    // The generations as the agent spawned them (a generation stopped by the next restart
+    // before its shell ran `echo` leaves no line in the file, so the events count them).
+    let gens: Vec<u32> = json_lines(&agent.ok(&[
+        "events",
+        "--app",
+        "web",
+        "--kind",
+        "online",
+        "--no-follow",
+        "--recent",
+        "100",
+        "--json",
+    ]))
+    .iter()
+    .filter_map(|e| e["pid"].as_u64().map(|p| p as u32))
+    .collect();
     assert_eq!(gens.len(), 21, "each restart is one stop + one start");
+    let mut distinct = gens.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 21, "every generation is a new process");
+    // Every generation that ran its script was one of them.
+    for p in read_pids_now(&pids) {
+        assert!(gens.contains(&p), "pid {p} ran but was not a generation");
+    }
     let live: Vec<u32> = gens.iter().copied().filter(|p| alive(*p)).collect();
     assert_eq!(live, vec![main], "exactly one generation may be alive");
     // The live tree is the main process and its one child: nothing else carries the app id.
@@ -42,6 +65,15 @@ fn twenty_concurrent_restarts_leave_exactly_one_instance() {
         app_processes(&agent.agent_id(), 1).len() == 2
     });
     assert_eq!(agent.app("web")["restarts"], 20);
+}
+
+/// The pids in `path` so far.
+fn read_pids_now(path: &str) -> Vec<u32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
 }
 
 #[test]

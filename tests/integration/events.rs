@@ -179,6 +179,17 @@ fn sequence_numbers_and_resume_survive_agent_restarts_and_crashes() {
         .unwrap();
     agent.crash();
     agent.spawn();
+    // The survivor's adoption is evented by its owner, concurrently with our first request:
+    // wait for it, so that the notification comes last.
+    wait_until(
+        "the adoption's online event",
+        std::time::Duration::from_secs(20),
+        || {
+            events(&agent, &["--from", &last2.to_string()])
+                .iter()
+                .any(|e| e["kind"] == "online")
+        },
+    );
     agent.ok(&["notify", "web", "--action", "check"]);
     let resumed = events(&agent, &["--from", &last2.to_string()]);
     assert_eq!(resumed[0]["kind"], "gap", "{resumed:?}");

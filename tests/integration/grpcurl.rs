@@ -39,7 +39,7 @@ fn grpcurl() -> String {
 }
 
 /// `grpcurl -plaintext -unix -authority localhost [-d DATA] $GRPM_HOME/agent.sock ARGS...`
-fn call(agent: &Agent, data: Option<&str>, args: &[&str]) -> Output {
+pub fn call(agent: &Agent, data: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new(grpcurl());
     cmd.args(["-plaintext", "-unix", "-authority", "localhost"]);
     if let Some(d) = data {

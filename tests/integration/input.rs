@@ -269,3 +269,130 @@ fn rpc_validation_returns_proper_codes() {
         assert_eq!(names, ["dup", "gone"], "only the valid creates happened");
     });
 }
+
+/// Sends `payload` as the one message of a unary call to `path` over the agent's socket, with
+/// nothing in between (no codec): returns the reply's grpc-status and grpc-message.
+async fn raw_call(sock: &std::path::Path, path: &str, payload: &[u8]) -> (String, String) {
+    use std::io::Cursor;
+    use tonic::codegen::http;
+    let io = tokio::net::UnixStream::connect(sock).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .handshake::<_, Cursor<Vec<u8>>>(io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://localhost{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (reply, mut send) = client.send_request(req, false).unwrap();
+    let mut frame = vec![0u8];
+    frame.extend((payload.len() as u32).to_be_bytes());
+    frame.extend(payload);
+    send.send_data(Cursor::new(frame), true).unwrap();
+    let reply = reply.await.unwrap();
+    let (parts, mut body) = reply.into_parts();
+    let mut headers = parts.headers;
+    if !headers.contains_key("grpc-status") {
+        while let Some(d) = body.data().await {
+            let d = d.unwrap();
+            let _ = body.flow_control().release_capacity(d.len());
+        }
+        headers = body.trailers().await.unwrap().unwrap_or_default();
+    }
+    let get = |k: &str| {
+        headers
+            .get(k)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default()
+    };
+    (get("grpc-status"), get("grpc-message"))
+}
+
+#[test]
+fn undecodable_requests_and_control_characters_are_invalid_arguments() {
+    let agent = Agent::start();
+    agent.ok(&["start", "--name", "web", "--", "sleep", "1000"]);
+    let sock = agent.home.join("agent.sock");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // INVALID_ARGUMENT is 3 (INTERNAL, 13, says the agent is at fault).
+        let cases: [(&str, &[u8]); 4] = [
+            // Field 1 (target), a length that runs past the end.
+            ("/grpm.v1.ProcessManager/Stop", &[0x0a, 0x7f, b'w']),
+            // Field 1 (target) that is not UTF-8.
+            ("/grpm.v1.ProcessManager/Stop", &[0x0a, 0x02, 0xff, 0xfe]),
+            // NotifyGod: target "web", action "x", message not UTF-8.
+            (
+                "/grpm.v1.ProcessManager/NotifyGod",
+                &[
+                    0x0a, 3, b'w', b'e', b'b', 0x12, 1, b'x', 0x1a, 2, 0xc3, 0x28,
+                ],
+            ),
+            // A varint that never ends.
+            ("/grpm.v1.ProcessManager/List", &[0x08, 0xff, 0xff, 0xff]),
+        ];
+        for (path, payload) in cases {
+            let (code, msg) = raw_call(&sock, path, payload).await;
+            assert_eq!(code, "3", "{path} {payload:?}: {msg}");
+            assert!(msg.contains("malformed"), "{msg}");
+        }
+        let mut c = grpm::client::connect_unix(&sock).await.unwrap();
+        let none = Env::default();
+        for (message, data, want) in [
+            (
+                "a\0b",
+                none.clone(),
+                "message: control character U+0000 at byte 1",
+            ),
+            ("\u{1b}[2J\u{1b}[Hfake", none.clone(), "U+001B at byte 0"),
+            ("over\rwrite", none.clone(), "U+000D"),
+            ("csi \u{9b}31m", none.clone(), "U+009B"),
+            (
+                "ok",
+                [("k".to_string(), "v\0".to_string())].into(),
+                "data[\"k\"]: control character U+0000",
+            ),
+            (
+                "ok",
+                [("k\u{7}".to_string(), "v".to_string())].into(),
+                "U+0007",
+            ),
+        ] {
+            let s = c.notify("web", "deploy", message, &data).await.unwrap_err();
+            assert_eq!(s.code(), Some(Code::InvalidArgument), "{message:?}: {s:?}");
+            assert!(s.to_string().contains(want), "{want}: {s}");
+        }
+        let e = c
+            .notify("web", "de\u{1b}ploy", "", &none)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(Code::InvalidArgument), "{e:?}");
+        // Tabs and newlines are text.
+        c.notify("web", "deploy", "v1.2\n\tdone", &none)
+            .await
+            .unwrap();
+    });
+    let e = agent.fails(
+        2,
+        &[
+            "notify",
+            "web",
+            "--action",
+            "x",
+            "--message",
+            "\u{1b}]0;pwned\u{7}",
+        ],
+    );
+    assert!(e.contains("U+001B"), "{e}");
+    // Nothing was published but the one valid notification.
+    let events = json_lines(&agent.ok(&["events", "--no-follow", "--json", "--kind", "notify"]));
+    assert_eq!(events.len(), 1, "{events:?}");
+}

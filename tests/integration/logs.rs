@@ -690,3 +690,163 @@ fn a_follower_that_never_reads_neither_slows_the_writer_nor_grows_the_agent() {
         "{first:?}"
     );
 }
+
+/// Runs `grpm ARGS` with its stdout on a pseudo-terminal; returns what the terminal received.
+fn on_terminal(agent: &Agent, args: &[&str]) -> Vec<u8> {
+    use std::{io::Read, os::fd::FromRawFd};
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes the two descriptors it opens; no name, termios or size given.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and are owned here only.
+    let (mut master, slave) =
+        unsafe { (fs::File::from_raw_fd(master), fs::File::from_raw_fd(slave)) };
+    let mut child = {
+        let mut cmd = agent.cmd();
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(Stdio::null());
+        ChildGuard(Some(cmd.spawn().unwrap()))
+    };
+    drop(slave);
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // EIO once the child has exited and the last slave descriptor is closed.
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    });
+    assert!(child.wait_exit(Duration::from_secs(20)).success());
+    reader.join().unwrap()
+}
+
+#[test]
+fn control_characters_reach_a_terminal_as_escapes_and_scripts_as_they_are() {
+    let agent = Agent::start();
+    let app = agent.script(
+        "ansi.sh",
+        r"printf '\033[31mred\033[0m \033]0;pwned\007 over\rwritten\n'; printf 'done\n'; exec sleep 1000",
+    );
+    agent.ok(&["start", "--name", "ansi", "--", &app]);
+    wait_until("ansi's output", Duration::from_secs(20), || {
+        agent.ok(&["logs", "ansi", "--out"]).contains("done")
+    });
+    let tty = agent_output(on_terminal(&agent, &["logs", "ansi", "--out"]));
+    assert!(!tty.contains('\u{1b}') && !tty.contains('\u{7}'), "{tty:?}");
+    assert!(
+        tty.contains(r"ansi out | \x1b[31mred\x1b[0m \x1b]0;pwned\x07 over\rwritten"),
+        "{tty:?}"
+    );
+    // Redirected, the app's bytes are kept as they are; JSON escapes them its own way.
+    let piped = agent.ok(&["logs", "ansi", "--out"]);
+    assert!(piped.contains("ansi out | \u{1b}[31mred\u{1b}[0m \u{1b}]0;pwned\u{7} over\rwritten\n"));
+    let json = agent.ok(&["logs", "ansi", "--out", "--json"]);
+    assert!(json.contains(r#""line":"\u001b[31mred"#), "{json}");
+    // Events: the error of a command that cannot be spawned names it, escapes and all.
+    let e = agent.fails(
+        1,
+        &["start", "--name", "bad", "--", "/nonexistent/\u{1b}[2Jx"],
+    );
+    assert!(e.contains("nonexistent"), "{e}");
+    let tty = agent_output(on_terminal(
+        &agent,
+        &["events", "--no-follow", "--app", "bad"],
+    ));
+    assert!(tty.contains(r"/nonexistent/\x1b[2Jx"), "{tty:?}");
+    assert!(!tty.contains('\u{1b}'), "{tty:?}");
+}
+
+/// What a terminal received, as text (the terminal turns "\n" into "\r\n").
+fn agent_output(bytes: Vec<u8>) -> String {
+    String::from_utf8_lossy(&bytes).replace("\r\n", "\n")
+}
+
+#[test]
+fn long_lines_are_printed_whole_or_marked_where_they_continue() {
+    let agent = Agent::start();
+    let app = agent.script(
+        "long.sh",
+        "head -c 200000 /dev/zero | tr '\\0' a; echo; head -c 1500000 /dev/zero | tr '\\0' b; echo; echo end; exec sleep 1000",
+    );
+    agent.ok(&["start", "--name", "long", "--", &app]);
+    wait_until("long's output", Duration::from_secs(20), || {
+        agent
+            .ok(&["logs", "long", "--out", "--lines", "1"])
+            .contains("end")
+    });
+    let text = agent.ok(&["logs", "long", "--out", "--lines", "3"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "{:?}",
+        lines.iter().map(|l| l.len()).collect::<Vec<_>>()
+    );
+    assert_eq!(lines[0], format!("long out | {}", "a".repeat(200_000)));
+    // 1.5 MB: a first piece of 1 MiB that says it continues, then the rest.
+    assert_eq!(
+        lines[1],
+        format!("long out | {} [grpm: line continues]", "b".repeat(1 << 20))
+    );
+    assert_eq!(
+        lines[2],
+        format!("long out | {}", "b".repeat(1_500_000 - (1 << 20)))
+    );
+    assert_eq!(lines[3], "long out | end");
+    let json = json_lines(&agent.ok(&["logs", "long", "--out", "--lines", "3", "--json"]));
+    assert_eq!(json.len(), 4);
+    assert_eq!(json[1]["continues"], true);
+    assert_eq!(json[2]["offset"], 200_001 + (1 << 20));
+    assert!(json[2].get("continues").is_none());
+}
+
+#[test]
+fn a_stream_without_newlines_rotates_within_64_kib_past_the_limit() {
+    let agent = Agent::start();
+    let app = agent.script(
+        "nonl.sh",
+        "head -c 3000000 /dev/zero | tr '\\0' x; exec sleep 1000",
+    );
+    agent.ok(&[
+        "start",
+        "--name",
+        "nonl",
+        "--log-max-size",
+        "100K",
+        "--log-keep",
+        "100",
+        "--",
+        &app,
+    ]);
+    let files = || log_files(&agent, 1, "nonl", "out");
+    wait_until("3,000,000 bytes on disk", Duration::from_secs(30), || {
+        concat(&files()).len() >= 3_000_000
+    });
+    let all = files();
+    let largest = all
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .max()
+        .unwrap();
+    eprintln!("{} files, the largest {largest} bytes", all.len());
+    assert!(
+        largest <= (100 + 64) * 1024,
+        "a file of {largest} bytes: {} past the limit",
+        largest - 100 * 1024
+    );
+    assert_eq!(concat(&all), vec![b'x'; 3_000_000]);
+}

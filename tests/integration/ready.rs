@@ -437,3 +437,50 @@ fn bad_checks_are_refused_with_what_is_wrong() {
     assert!(err.contains("--start-timeout"), "{err}");
     assert!(agent.list().is_empty(), "nothing was created");
 }
+
+#[test]
+fn right_after_an_agent_starts_apps_that_will_run_show_starting_never_stopped() {
+    let mut agent = Agent::start();
+    // `db` takes a second to be ready; `web` waits for it, so it is queued meanwhile.
+    agent.ok(&[
+        "start",
+        "--name",
+        "db",
+        "--ready-log",
+        "^ready$",
+        "--",
+        "sh",
+        "-c",
+        "sleep 1; echo ready; exec sleep 1000",
+    ]);
+    agent.ok(&[
+        "start",
+        "--name",
+        "web",
+        "--depends-on",
+        "db",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    agent.ok(&["kill"]);
+    agent.reap();
+    agent.spawn();
+    let mut seen = Vec::new();
+    wait_until(
+        "web online after the new agent",
+        Duration::from_secs(20),
+        || {
+            let list = agent.list();
+            for a in &list {
+                seen.push(format!("{}={}", a["name"], a["status"]));
+            }
+            list.iter().all(|a| a["status"] == "online")
+        },
+    );
+    assert!(
+        !seen.iter().any(|s| s.ends_with("\"stopped\"")),
+        "an app that will run showed stopped: {seen:?}"
+    );
+    assert!(seen.iter().any(|s| s == "\"web\"=\"starting\""), "{seen:?}");
+}

@@ -964,3 +964,169 @@ fn an_agent_killed_mid_command_is_named_and_the_others_are_reported() {
     assert!(took < Duration::from_secs(9), "took {took:?}");
     assert_ne!(a.app("w")["pid"].as_u64().unwrap(), old_a);
 }
+
+/// Opens a TCP connection to `target` from the loopback address `from` (any 127.x.y.z is
+/// local on Linux), so a test can stand in for many peers.
+fn connect_from(rt: &tokio::runtime::Runtime, from: [u8; 4], target: &str) -> std::net::TcpStream {
+    let target: std::net::SocketAddr = target.parse().unwrap();
+    rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind((std::net::Ipv4Addr::from(from), 0).into()).unwrap();
+        let s = tokio::time::timeout(Duration::from_secs(5), s.connect(target))
+            .await
+            .expect("connect within 5s")
+            .unwrap();
+        let s = s.into_std().unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    })
+}
+
+/// True once the agent has closed this (non-blocking) connection.
+fn closed_by_peer(s: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn idle_and_half_open_connections_cannot_lock_out_a_client_with_the_token() {
+    let op = Operator::new();
+    let tls = op.tls_init("tls");
+    let token = op.secret("token", "flood-token-0123456789abcdef");
+    let a = start_agent(&[
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--tls-cert".into(),
+        p(&tls, "agent.pem"),
+        "--tls-key".into(),
+        p(&tls, "agent-key.pem"),
+        "--token-file".into(),
+        token.clone(),
+    ]);
+    let addr = a.addr();
+    op.hosts(&format!(
+        "[defaults]\nca = \"{}\"\ntoken_file = \"{token}\"\nserver_name = \"localhost\"\n\
+         [hosts.a]\naddress = \"{addr}\"\n",
+        p(&tls, "ca.pem")
+    ));
+    op.ok(&["--host", "a", "start", "--name", "w", "--", "sleep", "1000"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // 300 connections from 30 peers (127.0.0.2-31): half never send a byte, half send the
+    // start of a TLS ClientHello and stop (a half-open handshake). More than all the agent's
+    // slots (256).
+    let hello_start: &[u8] = &[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let open_one = |i: usize| {
+        let mut s = connect_from(&rt, [127, 0, 0, 2 + (i % 30) as u8], &addr);
+        if i % 2 == 1 {
+            use std::io::Write;
+            let _ = s.write_all(hello_start);
+        }
+        s
+    };
+    let log_at_flood = a.log().len();
+    let flood_started = Instant::now();
+    let mut flood: Vec<std::net::TcpStream> = (0..300).map(open_one).collect();
+    // While the flood holds (and is renewed as the agent closes it, bounded at 3,000
+    // connections and 12 s), the client with the token gets in with new connections.
+    let mut opened = 300;
+    let mut served = 0;
+    let mut slowest = Duration::ZERO;
+    let mut first_round_closed = None;
+    while flood_started.elapsed() < Duration::from_secs(12) && opened < 3000 {
+        let t = Instant::now();
+        let out = op.run(&["--host", "a", "list", "--json"]);
+        assert!(
+            out.status.success(),
+            "list during the flood failed: {}\nagent log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            a.log()
+        );
+        slowest = slowest.max(t.elapsed());
+        served += 1;
+        for (i, s) in flood.iter_mut().enumerate() {
+            if closed_by_peer(s) {
+                *s = open_one(i);
+                opened += 1;
+            }
+        }
+        if first_round_closed.is_none() && opened >= 600 {
+            first_round_closed = Some(flood_started.elapsed());
+        }
+    }
+    eprintln!(
+        "flood: {opened} connections opened, {served} lists served, slowest {slowest:?}, \
+         the first 300 closed by {first_round_closed:?}"
+    );
+    assert!(served >= 3, "only {served} lists served");
+    assert!(
+        first_round_closed.is_some(),
+        "the agent kept the first 300 connections open"
+    );
+    drop(flood);
+    // Fewer than the caps: each connection that does not authenticate is closed at its
+    // deadline (5 s), not before and not never.
+    let opened_at = Instant::now();
+    let mut idle: Vec<std::net::TcpStream> = (0..20).map(open_one).collect();
+    let mut closed_at = Vec::new();
+    wait_until(
+        "the agent to close 20 idle and half-open connections",
+        Duration::from_secs(15),
+        || {
+            idle.retain_mut(|s| {
+                let closed = closed_by_peer(s);
+                if closed {
+                    closed_at.push(opened_at.elapsed());
+                }
+                !closed
+            });
+            idle.is_empty()
+        },
+    );
+    let (first, last) = (closed_at[0], closed_at[closed_at.len() - 1]);
+    eprintln!("idle connections closed after {first:?} to {last:?}");
+    assert!(first >= Duration::from_secs(4), "closed after {first:?}");
+    // The flood wrote a few summary lines to the agent's log, not a line per connection.
+    let flood_lines = a.log()[log_at_flood..].lines().count();
+    eprintln!("the flood added {flood_lines} lines to the agent's log");
+    assert!(flood_lines <= 6, "{}", &a.log()[log_at_flood..]);
+    // Requests with a wrong token: refused, and summarized in the log rather than a line each.
+    let wrong = op.secret("wrong", "wrong-token-0123456789abcdef");
+    let host = grpm::hosts::Host {
+        label: "a".into(),
+        address: addr.clone(),
+        server_name: Some("localhost".into()),
+        ca: Some(tls.join("ca.pem")),
+        cert: None,
+        key: None,
+        token_file: Some(wrong.into()),
+    };
+    let log_before = a.log().len();
+    rt.block_on(async {
+        let mut c = grpm::client::connect_remote(&host, &grpm::client::Timeouts::default())
+            .await
+            .unwrap();
+        for _ in 0..500 {
+            assert!(c.list().await.is_err());
+        }
+    });
+    let added = a.log()[log_before..]
+        .lines()
+        .filter(|l| l.contains("unauthenticated"))
+        .count();
+    eprintln!("500 refused requests added {added} lines to the agent's log");
+    assert!(added <= 2, "{added} log lines for 500 refused requests");
+    assert_eq!(op.list("a").len(), 1);
+}

@@ -157,3 +157,52 @@ fn leftovers_of_an_exited_main_process_are_ended_before_the_autorestart() {
     let live: Vec<u32> = all.iter().copied().filter(|p| alive(*p)).collect();
     assert!(live.len() <= 1, "several generations alive: {live:?}");
 }
+
+#[test]
+fn a_process_that_clears_its_environment_and_leaves_the_session_is_reported_by_stop() {
+    let agent = Agent::start();
+    let pidfile = agent.path("escapee");
+    let app = agent.script(
+        "escape.sh",
+        &format!("env -i setsid sh -c 'sleep 1000 & echo $! > {pidfile}'\nexec sleep 1000"),
+    );
+    agent.ok(&["start", "--name", "esc", "--", &app]);
+    let escapee = read_pids(&pidfile, 1)[0];
+    // SAFETY: kill on the pid of a process this test's app started.
+    let end = || unsafe {
+        libc::kill(escapee as i32, libc::SIGKILL);
+    };
+    let out = agent.run(&["stop", "esc"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let still = alive(escapee);
+    let detail = agent.describe("esc");
+    end();
+    assert!(
+        still,
+        "the escapee was ended after all: no need to report it"
+    );
+    assert_eq!(out.status.code(), Some(1), "stop exited 0: {err}");
+    assert!(
+        err.contains(&format!(
+            "pid {escapee} (sleep) left the app's process tree"
+        )),
+        "{err}"
+    );
+    assert_eq!(detail["status"], "stopped");
+    assert!(
+        detail["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("pid {escapee} (sleep)"))),
+        "{detail}"
+    );
+    // The next start clears it.
+    std::fs::remove_file(&pidfile).unwrap();
+    agent.ok(&["start", "esc"]);
+    let again = read_pids(&pidfile, 1)[0];
+    agent.wait_online("esc", None);
+    assert!(agent.describe("esc")["error"].is_null());
+    // SAFETY: as above, for the second instance's escapee.
+    unsafe {
+        libc::kill(again as i32, libc::SIGKILL);
+    }
+}

@@ -161,3 +161,40 @@ fn a_watched_path_that_does_not_exist_is_refused() {
     assert!(err.contains("nope does not exist"), "{err}");
     assert!(agent.list().is_empty());
 }
+
+#[test]
+fn a_tree_over_its_memory_limit_is_restarted_and_a_spike_is_not() {
+    let agent = Agent::start_with(&["--sample-interval", "200ms"]);
+    let file = agent.path("apps.toml");
+    // `hog`: a child of the main process holds 80 MiB (written, so resident).
+    // `spike`: 80 MiB for a quarter of a second (at most two samples), under a grace of 5.
+    fs::write(
+        &file,
+        r#"
+[[app]]
+name = "hog"
+cmd = ["sh", "-c", "python3 -c 'import time; b = b\"x\" * (80 << 20); time.sleep(1000)' & wait"]
+max_memory = "40M"
+
+[[app]]
+name = "spike"
+cmd = ["python3", "-c", "import time; b = b'x' * (80 << 20); time.sleep(0.25); del b; time.sleep(1000)"]
+max_memory = "40M"
+memory_grace = 5
+"#,
+    )
+    .unwrap();
+    agent.ok(&["start", &file]);
+    let hog = agent.wait_online("hog", None);
+    let spike = agent.wait_online("spike", None);
+    wait_until("a memory restart of hog", Duration::from_secs(15), || {
+        restarts_by(&agent, "hog", "memory") >= 1
+    });
+    assert_ne!(agent.wait_online("hog", Some(hog)), hog);
+    let d = agent.describe("hog");
+    assert_eq!(d["max_memory"], 40 << 20, "{d}");
+    stays("the spike restarts nothing", Duration::from_secs(2), || {
+        restarts_by(&agent, "spike", "memory") == 0
+    });
+    assert_eq!(agent.app("spike")["pid"], spike);
+}

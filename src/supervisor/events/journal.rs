@@ -102,7 +102,11 @@ impl EventLog {
             wake: Condvar::new(),
             writer: Mutex::new(None),
         });
-        log.reserve_through(next_seq);
+        // Failing here (a full disk) is not fatal: publishing tries again, and holds events
+        // back until it succeeds.
+        if let Err(e) = log.reserve_through(next_seq) {
+            tracing::error!(error = %e, path = %log.seq_path.display(), "cannot reserve event numbers");
+        }
         let w = log.clone();
         let handle = std::thread::Builder::new()
             .name("grpm-eventlog".into())
@@ -124,19 +128,17 @@ impl EventLog {
         (next, events)
     }
 
-    /// Makes sure `seq` is below the reserved mark on disk before it is handed out.
-    pub fn reserve_through(&self, seq: u64) {
+    /// Makes sure `seq` is below the reserved mark on disk before it is handed out; fails
+    /// when the mark must move and cannot be written (the number must then not be used).
+    pub fn reserve_through(&self, seq: u64) -> io::Result<()> {
         let mut st = self.lock();
         if seq < st.reserved {
-            return;
+            return Ok(());
         }
-        let mark = seq + BLOCK;
-        match write_atomic(&self.seq_path, format!("{mark}\n").as_bytes()) {
-            Ok(()) => st.reserved = mark,
-            Err(e) => {
-                tracing::error!(error = %e, path = %self.seq_path.display(), "cannot reserve event numbers")
-            }
-        }
+        let mark = seq.saturating_add(BLOCK);
+        write_atomic(&self.seq_path, format!("{mark}\n").as_bytes())?;
+        st.reserved = mark;
+        Ok(())
     }
 
     /// Queues an event for the file.
@@ -180,6 +182,11 @@ impl EventLog {
 
     fn write_loop(&self) {
         let mut file = None;
+        // A failed write may have left part of a line: the next write starts on a new line,
+        // so that the fragment stays one unreadable line (skipped on reading) and glues onto
+        // nothing. (Truncating it away instead would free space a full disk then hands to
+        // whichever write comes next.)
+        let mut torn = false;
         loop {
             let (batch, closing) = {
                 let mut st = self.lock();
@@ -190,8 +197,23 @@ impl EventLog {
                 (st.pending.drain(..).collect::<Vec<_>>(), st.closing)
             };
             if !batch.is_empty() {
-                if let Err(e) = self.write_batch(&mut file, &batch) {
-                    tracing::error!(error = %e, path = %self.path.display(), "cannot write events");
+                let written = self.write_batch(&mut file, &batch, torn);
+                torn = written.is_err();
+                if let Err(e) = written {
+                    // Counted as dropped: a gap line says so before the next batch that is
+                    // written, so a replay across a restart reports them.
+                    let mut st = self.lock();
+                    if st.dropped.is_none() {
+                        tracing::error!(error = %e, path = %self.path.display(), "cannot write events");
+                    }
+                    let lost: u64 = batch
+                        .iter()
+                        .map(|e| if e.kind == EventKind::Gap { e.lost } else { 1 })
+                        .sum();
+                    let last = batch.last().map_or(0, |e| e.seq);
+                    let d = st.dropped.get_or_insert((last, 0));
+                    d.0 = d.0.max(last);
+                    d.1 += lost;
                     file = None;
                 }
             }
@@ -201,8 +223,16 @@ impl EventLog {
         }
     }
 
-    fn write_batch(&self, file: &mut Option<fs::File>, batch: &[Arc<Event>]) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(batch.len() * 256);
+    fn write_batch(
+        &self,
+        file: &mut Option<fs::File>,
+        batch: &[Arc<Event>],
+        torn: bool,
+    ) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(batch.len() * 256 + 1);
+        if torn {
+            buf.push(b'\n');
+        }
         for e in batch {
             serde_json::to_writer(&mut buf, &**e).map_err(io::Error::other)?;
             buf.push(b'\n');
@@ -233,6 +263,9 @@ fn read_lines(path: &Path, keep: usize, into: &mut VecDeque<Event>) -> io::Resul
     };
     for line in io::BufReader::new(f).lines() {
         let Ok(line) = line else { break };
+        if line.is_empty() {
+            continue;
+        }
         match serde_json::from_str::<Event>(&line) {
             Ok(e) if into.back().is_none_or(|b| b.seq < e.seq) => {
                 into.push_back(e);
@@ -344,5 +377,41 @@ mod tests {
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
         assert_eq!(*seqs.last().unwrap(), 600);
         log.close(601);
+    }
+
+    #[test]
+    fn a_failed_batch_is_counted_and_reported_as_a_gap_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        // Appending to a directory fails, as appending to a full disk does.
+        fs::create_dir(&path).unwrap();
+        let log = EventLog::open(dir.path(), 100).unwrap();
+        log.recovered(100);
+        log.append(ev(1));
+        log.append(ev(2));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log.lock().dropped.is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the failure was not counted"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        fs::remove_dir(&path).unwrap();
+        log.append(ev(3));
+        log.close(4);
+        let text = fs::read_to_string(&path).unwrap();
+        let lines: Vec<Event> = text
+            .lines()
+            .filter(|l| !l.is_empty()) // where a failed write may have left a fragment
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines
+                .iter()
+                .map(|e| (e.kind, e.seq, e.lost))
+                .collect::<Vec<_>>(),
+            [(EventKind::Gap, 2, 2), (EventKind::Online, 3, 0)]
+        );
     }
 }

@@ -21,6 +21,7 @@ use crate::supervisor::{
     error::StoreError,
     logs::{AppLogs, Capture},
     process::{
+        escaped::{self, Escaped, PipeId},
         launch::{Launch, Spawned},
         pidfd::PidFd,
         procfs::{self, ProcStat},
@@ -28,7 +29,7 @@ use crate::supervisor::{
     },
     store::AppRecord,
     view::{effective_env, AppView},
-    Ctx, Error,
+    Ctx, Error, Samples,
 };
 
 pub type Reply = oneshot::Sender<Result<AppView, Error>>;
@@ -168,6 +169,8 @@ fn unknown_exit() -> Exit {
 enum Wake {
     Cmd(Cmd),
     Input(Input),
+    /// A new sample of the apps' trees (only for an app with a memory limit).
+    Sampled,
 }
 
 /// How long the output pipes may stay open after the tree has ended before we stop reading.
@@ -196,10 +199,20 @@ pub struct Actor {
     probing: Probing,
     /// Its schedule and watched files.
     triggers: Triggers,
+    /// With a memory limit: the samples of every app's tree, and how many in a row were over.
+    memory: Option<(watch::Receiver<Arc<Samples>>, u32)>,
     /// Commands that arrived while an operation was under way.
     deferred: VecDeque<Request>,
     /// A failed wait for the state file, reported to the pending command.
     unsaved: Option<StoreError>,
+    /// The running instance's output pipes, to find who holds them after its tree ended.
+    pipes: Vec<PipeId>,
+    /// Processes that left the last instance's tree beyond reach (found by its output pipes
+    /// after the tree ended): reported to the pending command, shown by `describe` until the
+    /// next start.
+    escaped: Option<Escaped>,
+    /// `escaped` is news for the pending command.
+    escaped_news: bool,
     ended: bool,
     view: watch::Sender<AppView>,
     logs: Arc<AppLogs>,
@@ -216,6 +229,11 @@ impl Actor {
         let spec = Arc::new(rec.spec);
         let probing = Probing::new(&spec, &ctx.notify_dir, rec.id);
         let triggers = Triggers::new(&spec);
+        let memory = spec.max_memory.map(|_| {
+            let mut rx = ctx.samples.subscribe();
+            rx.mark_unchanged();
+            (rx, 0)
+        });
         let (view, rx) = watch::channel(AppView {
             id: rec.id,
             spec: spec.clone(),
@@ -246,8 +264,12 @@ impl Actor {
             held: Vec::new(),
             probing,
             triggers,
+            memory,
             deferred: VecDeque::new(),
             unsaved: None,
+            pipes: Vec::new(),
+            escaped: None,
+            escaped_news: false,
             ended: false,
             view,
             ctx,
@@ -287,10 +309,16 @@ impl Actor {
                 () = wait_until(backoff) => Wake::Input(Input::BackoffElapsed),
                 verdict = self.probing.verdict() => Wake::Input(verdict),
                 cause = self.triggers.next() => Wake::Input(Input::Trigger(cause)),
+                () = sampled(&mut self.memory) => Wake::Sampled,
             };
             // Boxed: what a command or a fact sets in motion (a spawn, a tree's end) lives on
             // the heap while it runs, so a resting owner (a thousand of them) stays small.
             match wake {
+                Wake::Sampled => {
+                    if self.over_memory() {
+                        Box::pin(self.feed(Input::Trigger(Cause::Memory), &mut rx)).await;
+                    }
+                }
                 Wake::Cmd(cmd) => Box::pin(self.request(cmd.into(), &mut rx)).await,
                 Wake::Input(input) => {
                     if let Input::Exited(exit) = &input {
@@ -302,6 +330,30 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// With the latest sample: whether the tree has stayed over `max_memory` for
+    /// `memory_grace` samples in a row (the count starts over then, and whenever it is under).
+    fn over_memory(&mut self) -> bool {
+        let (Some(max), Some((rx, over))) = (self.spec.max_memory, self.memory.as_mut()) else {
+            return false;
+        };
+        let used = rx.borrow_and_update().get(self.id).memory_bytes;
+        let running = matches!(
+            self.life.state,
+            State::Online { .. } | State::Unready { .. }
+        );
+        if running && used > max {
+            *over += 1;
+            tracing::info!(app = %self.spec.name, used, max, over = *over, "tree over its memory limit");
+        } else {
+            *over = 0;
+        }
+        if *over >= self.spec.memory_grace {
+            *over = 0;
+            return true;
+        }
+        false
     }
 
     /// A command: carried out to its answer, or kept for later when the machine defers it.
@@ -394,7 +446,9 @@ impl Actor {
             }
             Effect::Drain => {
                 if let Some(c) = self.capture.take() {
-                    c.finish(DRAIN_GRACE).await;
+                    if c.finish(DRAIN_GRACE).await {
+                        self.find_escaped().await;
+                    }
                 }
                 queue.push_back(Input::Drained);
             }
@@ -428,7 +482,7 @@ impl Actor {
             }
             Effect::Release(result) => {
                 for (pending, unsaved) in std::mem::take(&mut self.held) {
-                    let r = self.result(unsaved, result.clone());
+                    let r = self.result(unsaved, None, result.clone());
                     answer(pending, r);
                 }
             }
@@ -444,6 +498,22 @@ impl Actor {
         }
     }
 
+    /// A pipe outlived the tree: names the processes outside it that hold the app's output
+    /// (they escaped `stop`: a new session, a cleared environment), for the log, the pending
+    /// command's reply and `describe`.
+    async fn find_escaped(&mut self) {
+        let pipes = std::mem::take(&mut self.pipes);
+        let found = tokio::task::spawn_blocking(move || escaped::pipe_holders(&pipes, &[]))
+            .await
+            .unwrap_or_default();
+        if found.is_empty() {
+            return;
+        }
+        tracing::warn!(app = %self.spec.name, pids = ?found.pids(), "{found}");
+        self.escaped = Some(found);
+        self.escaped_news = self.pending.is_some();
+    }
+
     async fn wait_saved(&mut self, gen: u64) {
         if let Err(e) = self.ctx.store.flushed(gen).await {
             self.unsaved = Some(e);
@@ -452,22 +522,31 @@ impl Actor {
 
     fn reply(&mut self, result: Result<(), Refusal>) {
         let unsaved = self.unsaved.take();
-        let result = self.result(unsaved, result);
+        // Processes that escaped the tree are news to the command that ended it.
+        let escaped = std::mem::take(&mut self.escaped_news)
+            .then(|| self.escaped.clone())
+            .flatten();
+        let result = self.result(unsaved, escaped, result);
         if let Some(p) = self.pending.take() {
             answer(p, result);
         }
     }
 
-    /// A command's answer: a state-file failure first, then the machine's verdict.
+    /// A command's answer: a state-file failure first, then processes that escaped the tree,
+    /// then the machine's verdict.
     fn result(
         &self,
         unsaved: Option<StoreError>,
+        escaped: Option<Escaped>,
         result: Result<(), Refusal>,
     ) -> Result<AppView, Error> {
         let app = self.spec.name.to_string();
         match (unsaved, result) {
             (Some(cause), _) => Err(Error::Persist { app, cause }),
-            (None, Ok(())) => Ok(self.snapshot()),
+            (None, Ok(())) => match escaped {
+                Some(cause) => Err(Error::Escaped { app, cause }),
+                None => Ok(self.snapshot()),
+            },
             (None, Err(Refusal::Start(cause))) => Err(Error::StartFailed { app, cause }),
             (None, Err(Refusal::Stop(cause))) => Err(Error::StopFailed { app, cause }),
             (None, Err(Refusal::NotReady(cause))) => Err(Error::NotReady { app, cause }),
@@ -495,6 +574,11 @@ impl Actor {
                 stdout,
                 stderr,
             }) => {
+                self.pipes = [&stdout, &stderr]
+                    .iter()
+                    .filter_map(|fd| PipeId::of(*fd).ok())
+                    .collect();
+                self.escaped = None;
                 self.capture = Some(Capture::start(
                     vec![
                         (stdout, self.logs.out.clone()),
@@ -622,7 +706,12 @@ impl Actor {
             desired: self.life.desired,
             restarts: self.life.restarts,
             last_exit: self.life.last_exit,
-            error: self.life.last_failure.as_ref().map(ToString::to_string),
+            error: self
+                .life
+                .last_failure
+                .as_ref()
+                .map(ToString::to_string)
+                .or_else(|| self.escaped.as_ref().map(ToString::to_string)),
             created_at_unix_ms: self.created_at_unix_ms,
             stdout_path: self.logs.out.path().to_path_buf(),
             stderr_path: self.logs.err.path().to_path_buf(),
@@ -654,6 +743,18 @@ fn adoptable(pid: u32, starttime: u64) -> Option<PidFd> {
 async fn wait_exit(main: &mut Option<Main>) -> Exit {
     match main {
         Some(m) => m.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next sample of the apps' trees, for an app with a memory limit; never otherwise.
+async fn sampled(memory: &mut Option<(watch::Receiver<Arc<Samples>>, u32)>) {
+    match memory {
+        Some((rx, _)) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
         None => std::future::pending().await,
     }
 }

@@ -108,8 +108,9 @@ impl Capture {
 
     /// Waits until every byte the instance wrote is in its log files: the pipes end once the
     /// whole tree is gone. After `grace`, whatever still holds a pipe open is not waited for:
-    /// what is in the pipe now is written and reading stops.
-    pub async fn finish(mut self, grace: Duration) {
+    /// what is in the pipe now is written and reading stops. Returns true in that case: a
+    /// process outside the tree holds the app's output (see `process::escaped`).
+    pub async fn finish(mut self, grace: Duration) -> bool {
         let all = futures_util::future::join_all(self.tasks.iter_mut());
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!(
@@ -119,7 +120,9 @@ impl Capture {
             for t in self.tasks {
                 let _ = t.await;
             }
+            return true;
         }
+        false
     }
 }
 

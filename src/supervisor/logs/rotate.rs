@@ -25,7 +25,8 @@ pub enum Cut {
 /// - everything, when it fits;
 /// - else up to the last newline that fits;
 /// - else, when the file ends inside a line, through the newline that finishes that line if it
-///   comes within [`FINISH_SLACK`] past the limit (split there otherwise);
+///   comes within [`FINISH_SLACK`] past the limit (split there otherwise: the file never grows
+///   past `max + FINISH_SLACK`);
 /// - else, when the file is not empty, nothing (rotate first: the line starts a new file);
 /// - else (a single line longer than `max`): `max` bytes; only such a line is split.
 pub fn cut(len: u64, max: u64, mid_line: bool, data: &[u8]) -> Cut {
@@ -38,7 +39,11 @@ pub fn cut(len: u64, max: u64, mid_line: bool, data: &[u8]) -> Cut {
         return Cut::At(i + 1);
     }
     if mid_line {
-        let limit = (room as u64 + FINISH_SLACK).min(data.len() as u64) as usize;
+        // The slack counts from the limit, not from this write: a file ends at most
+        // FINISH_SLACK past `max` however many writes finish the line.
+        let limit = (max + FINISH_SLACK)
+            .saturating_sub(len)
+            .min(data.len() as u64) as usize;
         return match memchr::memchr(b'\n', &data[..limit]) {
             Some(i) => Cut::At(i + 1),
             None => Cut::At(limit),
@@ -105,6 +110,39 @@ mod tests {
         assert_eq!(cut(9, 10, true, b"abc\nxyz\n"), Cut::At(4));
         let long = vec![b'x'; FINISH_SLACK as usize + 10];
         assert_eq!(cut(9, 10, true, &long), Cut::At(FINISH_SLACK as usize + 1));
+    }
+
+    #[test]
+    fn a_stream_without_newlines_stays_within_the_slack() {
+        // The writer's loop, fed pieces of one endless line as the line splitter emits them.
+        let max = 100_000u64;
+        let piece = vec![b'x'; FINISH_SLACK as usize + 1];
+        let (mut len, mut mid, mut largest, mut rotations) = (0u64, false, 0u64, 0);
+        for _ in 0..50 {
+            let mut rest = &piece[..];
+            while !rest.is_empty() {
+                let n = match cut(len, max, mid, rest) {
+                    Cut::All => rest.len(),
+                    Cut::At(n) => n,
+                };
+                if n > 0 {
+                    len += n as u64;
+                    mid = rest[n - 1] != b'\n';
+                    rest = &rest[n..];
+                }
+                largest = largest.max(len);
+                if !rest.is_empty() {
+                    (len, mid) = (0, false);
+                    rotations += 1;
+                }
+            }
+        }
+        assert!(rotations > 10);
+        assert!(
+            largest <= max + FINISH_SLACK,
+            "a file grew to {largest}, {} past the limit",
+            largest - max
+        );
     }
 
     #[test]

@@ -46,20 +46,54 @@ pub fn parse_stat(pid: u32, text: &str) -> Option<ProcStat> {
 }
 
 pub fn read_stat(pid: u32) -> io::Result<ProcStat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_stat(pid, &text)
+    let f = fs::File::open(format!("/proc/{pid}/stat"))?;
+    stat_from(pid, f)
+}
+
+/// Reads and parses an open `/proc/PID/stat`: one read (a stat line is far below the buffer),
+/// where `read_to_string` would also stat the file for a size /proc does not know.
+fn stat_from(pid: u32, mut f: fs::File) -> io::Result<ProcStat> {
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    let mut len = 0;
+    loop {
+        let n = f.read(&mut buf[len..])?;
+        len += n;
+        if n == 0 || len == buf.len() {
+            break;
+        }
+    }
+    let text = std::str::from_utf8(&buf[..len])
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "/proc stat is not UTF-8"))?;
+    parse_stat(pid, text)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc stat"))
 }
 
-/// Every process visible now. Processes that vanish while we read are skipped.
+/// Every process visible now. Processes that vanish while we read are skipped. Each stat file
+/// is opened relative to one descriptor of `/proc` (`openat`), which spares the kernel a
+/// lookup of `/proc` itself per process (a scan is thousands of opens).
 pub fn scan() -> Vec<ProcStat> {
+    use std::os::fd::{AsFd, FromRawFd, IntoRawFd};
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let proc_fd = fs::File::open("/proc").ok();
     dir.filter_map(|e| {
         let name = e.ok()?.file_name();
         let pid: u32 = name.to_str()?.parse().ok()?;
-        read_stat(pid).ok()
+        let Some(proc_fd) = &proc_fd else {
+            return read_stat(pid).ok();
+        };
+        let fd = nix::fcntl::openat(
+            proc_fd.as_fd(),
+            format!("{pid}/stat").as_str(),
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()?;
+        // SAFETY: `fd` is a descriptor we own, just opened; the File takes it over.
+        let file = unsafe { fs::File::from_raw_fd(fd.into_raw_fd()) };
+        stat_from(pid, file).ok()
     })
     .collect()
 }

@@ -24,19 +24,34 @@ pub struct Snapshot {
     pub identity: HashMap<u32, (String, AppId)>,
 }
 
+/// Identities read before, by `(pid, starttime)`: a process's environment is set when it
+/// starts, so each process's is read once, not at every scan.
+pub type Identities = HashMap<(u32, u64), Option<(String, AppId)>>;
+
 impl Snapshot {
-    /// Takes a snapshot now. Blocking.
-    pub fn take() -> Snapshot {
+    /// Takes a snapshot now, reading only the identities `known` lacks; `known` is left with
+    /// the processes of this snapshot only. Blocking.
+    pub fn take_with(known: &mut Identities) -> Snapshot {
         let me = std::process::id();
         let procs: Vec<ProcStat> = procfs::scan()
             .into_iter()
             .filter(|p| !p.is_dead() && p.pid != me)
             .collect();
+        let mut seen = Identities::with_capacity(known.len());
         let identity = procs
             .iter()
             .filter(|p| p.ppid == 1 || p.ppid == me || p.session == p.pid || p.pgrp == p.pid)
-            .filter_map(|p| Some((p.pid, procfs::grpm_identity(p.pid)?)))
+            .filter_map(|p| {
+                let key = (p.pid, p.starttime);
+                let id = match known.remove(&key) {
+                    Some(id) => id,
+                    None => procfs::grpm_identity(p.pid),
+                };
+                seen.insert(key, id.clone());
+                Some((p.pid, id?))
+            })
             .collect();
+        *known = seen;
         Snapshot { procs, identity }
     }
 }
@@ -52,6 +67,8 @@ struct State {
 pub struct Scanner {
     state: Mutex<State>,
     done: Notify,
+    /// Identities from the previous scans (only the scanning task touches it).
+    known: Arc<Mutex<Identities>>,
 }
 
 impl Scanner {
@@ -76,9 +93,13 @@ impl Scanner {
                     // `running` set forever.
                     let me = self.clone();
                     tokio::spawn(async move {
-                        let snap = tokio::task::spawn_blocking(Snapshot::take)
-                            .await
-                            .unwrap_or_default();
+                        let known = me.known.clone();
+                        let snap = tokio::task::spawn_blocking(move || {
+                            let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
+                            Snapshot::take_with(&mut known)
+                        })
+                        .await
+                        .unwrap_or_default();
                         let mut st = me.state.lock().unwrap_or_else(|e| e.into_inner());
                         st.latest = Some((began, Arc::new(snap)));
                         st.running = None;

@@ -31,33 +31,75 @@ pub struct TreeKey {
 
 /// Every process of the tree in `snap`.
 pub fn find(snap: &Snapshot, key: &TreeKey) -> Vec<ProcStat> {
-    let procs = &snap.procs;
-    let mut children: HashMap<u32, Vec<usize>> = HashMap::new();
-    for (i, p) in procs.iter().enumerate() {
-        children.entry(p.ppid).or_default().push(i);
-    }
-    let mut seeds: Vec<usize> = Vec::new();
-    for (i, p) in procs.iter().enumerate() {
-        let in_group = key.root.is_some_and(|r| p.pgrp == r || p.pid == r);
-        let marked = snap
-            .identity
-            .get(&p.pid)
-            .is_some_and(|(agent, app)| *agent == key.agent_id && *app == key.app_id);
-        if in_group || marked {
-            seeds.push(i);
+    Forest::new(snap).members(key)
+}
+
+/// A snapshot indexed once (children, groups, grpm identities), so that finding many apps'
+/// trees in it costs each app its own tree's size rather than a pass over every process.
+pub struct Forest<'a> {
+    procs: &'a [ProcStat],
+    children: HashMap<u32, Vec<usize>>,
+    /// Members of each process group, and the process whose pid is that number.
+    groups: HashMap<u32, Vec<usize>>,
+    marked: HashMap<(&'a str, AppId), Vec<usize>>,
+}
+
+impl<'a> Forest<'a> {
+    pub fn new(snap: &'a Snapshot) -> Forest<'a> {
+        let procs = snap.procs.as_slice();
+        let mut children: HashMap<u32, Vec<usize>> = HashMap::new();
+        let mut groups: HashMap<u32, Vec<usize>> = HashMap::new();
+        let mut index: HashMap<u32, usize> = HashMap::with_capacity(procs.len());
+        for (i, p) in procs.iter().enumerate() {
+            children.entry(p.ppid).or_default().push(i);
+            groups.entry(p.pgrp).or_default().push(i);
+            index.insert(p.pid, i);
         }
-    }
-    let mut seen: HashSet<usize> = HashSet::new();
-    while let Some(i) = seeds.pop() {
-        if seen.insert(i) {
-            if let Some(kids) = children.get(&procs[i].pid) {
-                seeds.extend(kids);
+        // A root that is not its group's leader is still a seed (see `members`).
+        for (i, p) in procs.iter().enumerate() {
+            if p.pgrp != p.pid {
+                groups.entry(p.pid).or_default().push(i);
             }
         }
+        let mut marked: HashMap<(&str, AppId), Vec<usize>> = HashMap::new();
+        for (pid, (agent, app)) in &snap.identity {
+            if let Some(&i) = index.get(pid) {
+                marked.entry((agent.as_str(), *app)).or_default().push(i);
+            }
+        }
+        Forest {
+            procs,
+            children,
+            groups,
+            marked,
+        }
     }
-    let mut out: Vec<ProcStat> = seen.into_iter().map(|i| procs[i]).collect();
-    out.sort_by_key(|p| p.pid);
-    out
+
+    /// The tree of `key`: the root's process group and the root itself, the processes marked
+    /// with the app's identity, and all their descendants.
+    pub fn members(&self, key: &TreeKey) -> Vec<ProcStat> {
+        let mut seeds: Vec<usize> = Vec::new();
+        if let Some(r) = key.root {
+            seeds.extend(self.groups.get(&r).into_iter().flatten());
+        }
+        seeds.extend(
+            self.marked
+                .get(&(key.agent_id.as_str(), key.app_id))
+                .into_iter()
+                .flatten(),
+        );
+        let mut seen: HashSet<usize> = HashSet::new();
+        while let Some(i) = seeds.pop() {
+            if seen.insert(i) {
+                if let Some(kids) = self.children.get(&self.procs[i].pid) {
+                    seeds.extend(kids);
+                }
+            }
+        }
+        let mut out: Vec<ProcStat> = seen.into_iter().map(|i| self.procs[i]).collect();
+        out.sort_by_key(|p| p.pid);
+        out
+    }
 }
 
 /// Why a tree could not be ended.

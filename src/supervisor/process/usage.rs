@@ -1,72 +1,347 @@
-//! CPU and memory of main processes, sampled when someone lists apps.
+//! Tree usage: the CPU and memory of every app's whole tree (the same set `stop` would end),
+//! sampled on a fixed interval from one shared `/proc` snapshot per tick. Listing reads the
+//! last sample; nothing here runs per request.
 
-use std::{collections::HashMap, sync::Mutex, time::Instant};
+use std::{
+    collections::HashMap,
+    fs,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use super::procfs;
+use tokio_util::sync::CancellationToken;
 
-/// Resource use of one process.
+use super::{
+    procfs::{self, ProcStat},
+    scan::{Scanner, Snapshot},
+    tree::{Forest, TreeKey},
+};
+use crate::model::AppId;
+
+/// Resource use of one app's tree, as of the last sample.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Usage {
-    /// Percent of one core since the previous sample (or since the process started).
+    /// Percent of one core used by the tree over the last sampling interval.
     pub cpu_percent: f64,
+    /// PSS summed over the tree where `/proc/PID/smaps_rollup` is readable (shared pages split
+    /// between the processes that map them, so never counted twice), RSS otherwise. PSS is read
+    /// every `MEMORY_EVERY` ticks per process and follows its RSS in between.
     pub memory_bytes: u64,
+    /// Live processes in the tree.
+    pub processes: u32,
+    /// CPU seconds the app's trees used while sampled, since the app was created in this agent
+    /// (a counter: it never goes down).
+    pub cpu_seconds_total: f64,
 }
 
-/// Remembers the previous sample of each process, so CPU is a rate over the time between two
-/// listings rather than a lifetime average.
+/// Per-app figures of the last tick.
+#[derive(Debug, Default)]
+pub struct Samples {
+    pub by_app: HashMap<AppId, Usage>,
+}
+
+impl Samples {
+    pub fn get(&self, id: AppId) -> Usage {
+        self.by_app.get(&id).copied().unwrap_or_default()
+    }
+}
+
+/// What a sampler remembers between ticks.
 #[derive(Default)]
-pub struct Sampler {
-    prev: Mutex<HashMap<(u32, u64), (Instant, u64)>>,
+pub struct TreeSampler {
+    /// CPU ticks of each process `(pid, starttime)` at the previous tick.
+    prev: HashMap<(u32, u64), u64>,
+    /// Seconds since boot at the previous tick.
+    prev_uptime: Option<f64>,
+    /// Cumulative CPU seconds per app.
+    totals: HashMap<AppId, f64>,
+    /// The last memory reading of each process, with its RSS (pages) at that moment.
+    memory: HashMap<(u32, u64), (u64, u64)>,
+    ticks: u64,
 }
 
-impl Sampler {
-    /// Samples `pids` (blocking: reads /proc). Unknown or exited pids get zero use.
-    pub fn sample(&self, pids: &[u32]) -> Vec<Usage> {
-        let ticks = procfs::ticks_per_second() as f64;
-        let page = procfs::page_size();
-        let now = Instant::now();
-        let uptime = std::fs::read_to_string("/proc/uptime")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
-        let mut prev = self.prev.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = HashMap::with_capacity(pids.len());
-        let out = pids
-            .iter()
-            .map(|&pid| {
-                let Ok(st) = procfs::read_stat(pid) else {
-                    return Usage::default();
-                };
-                let key = (pid, st.starttime);
-                let cpu_percent = match prev.get(&key) {
-                    Some((then, ticks_then)) => {
-                        let secs = now.duration_since(*then).as_secs_f64();
-                        let used = st.cpu_ticks.saturating_sub(*ticks_then) as f64 / ticks;
-                        if secs > 0.0 {
-                            100.0 * used / secs
-                        } else {
-                            0.0
-                        }
-                    }
-                    None => match uptime {
-                        Some(up) => {
-                            let alive = up - st.starttime as f64 / ticks;
-                            if alive > 0.0 {
-                                100.0 * st.cpu_ticks as f64 / ticks / alive
-                            } else {
-                                0.0
-                            }
-                        }
-                        None => 0.0,
+/// A process's PSS is read when it is new, when its RSS moved by more than 1/8 since the last
+/// reading, and otherwise every this many ticks: reading PSS costs the kernel a walk of the
+/// process's page tables (more, the more memory it maps). Processes are spread over the ticks
+/// by pid. In between, the figure follows the process's RSS (free: it is in the snapshot) at
+/// the PSS/RSS ratio of the last reading, so growth shows at once and sharing stays accounted
+/// for.
+const MEMORY_EVERY: u64 = 16;
+
+/// Facts from outside the snapshot, so the arithmetic is testable.
+pub struct Clock {
+    /// Seconds since boot now (`/proc/uptime`).
+    pub uptime: f64,
+    /// Clock ticks per second.
+    pub hz: f64,
+}
+
+impl TreeSampler {
+    /// One tick: `running` are the apps with a main process (their trees are found in `snap`),
+    /// `known` every app (others are forgotten). `memory` gives one process's memory in bytes.
+    pub fn sample(
+        &mut self,
+        snap: &Snapshot,
+        running: &[TreeKey],
+        known: &[AppId],
+        clock: &Clock,
+        memory: impl Fn(&ProcStat) -> u64,
+    ) -> Samples {
+        let forest = Forest::new(snap);
+        self.ticks += 1;
+        let mut next = HashMap::with_capacity(self.prev.len());
+        let mut next_memory = HashMap::with_capacity(self.memory.len());
+        let mut by_app = HashMap::with_capacity(known.len());
+        let elapsed = self.prev_uptime.map(|then| clock.uptime - then);
+        for key in running {
+            let members = forest.members(key);
+            let mut ticks = 0u64;
+            let mut mem = 0u64;
+            for p in &members {
+                let k = (p.pid, p.starttime);
+                ticks += match self.prev.get(&k) {
+                    Some(then) => p.cpu_ticks.saturating_sub(*then),
+                    // New since the last tick: all its time falls in this interval. Seen for
+                    // the first time but older (the first tick, an adopted tree): none does.
+                    None => match self.prev_uptime {
+                        Some(then) if p.starttime as f64 / clock.hz >= then => p.cpu_ticks,
+                        _ => 0,
                     },
                 };
-                next.insert(key, (now, st.cpu_ticks));
+                next.insert(k, p.cpu_ticks);
+                let (m, rss_then) = match self.memory.get(&k) {
+                    Some(&(m, rss_then))
+                        if (u64::from(p.pid) + self.ticks) % MEMORY_EVERY != 0
+                            && p.rss_pages.abs_diff(rss_then) * 8 <= rss_then =>
+                    {
+                        (m, rss_then)
+                    }
+                    _ => (memory(p), p.rss_pages),
+                };
+                next_memory.insert(k, (m, rss_then));
+                mem += if rss_then > 0 && rss_then != p.rss_pages {
+                    (m as f64 * p.rss_pages as f64 / rss_then as f64) as u64
+                } else {
+                    m
+                };
+            }
+            let secs = ticks as f64 / clock.hz;
+            let total = self.totals.entry(key.app_id).or_default();
+            *total += secs;
+            let cpu_percent = match elapsed {
+                Some(e) if e > 0.0 => 100.0 * secs / e,
+                _ => 0.0,
+            };
+            by_app.insert(
+                key.app_id,
                 Usage {
                     cpu_percent,
-                    memory_bytes: st.rss_pages * page,
-                }
-            })
-            .collect();
-        *prev = next;
-        out
+                    memory_bytes: mem,
+                    processes: members.len() as u32,
+                    cpu_seconds_total: *total,
+                },
+            );
+        }
+        self.totals.retain(|id, _| known.contains(id));
+        for id in known {
+            if let Some(total) = self.totals.get(id) {
+                by_app.entry(*id).or_insert(Usage {
+                    cpu_seconds_total: *total,
+                    ..Usage::default()
+                });
+            }
+        }
+        self.prev = next;
+        self.memory = next_memory;
+        self.prev_uptime = Some(clock.uptime);
+        Samples { by_app }
+    }
+}
+
+/// The sampling task: every `interval`, one shared snapshot (from `scanner`, so concurrent
+/// stops share it too) and every running app's tree in it; the result replaces `out`. Ticks
+/// with no app running read nothing. Ends when `cancel` fires.
+pub async fn run(
+    scanner: Arc<Scanner>,
+    interval: Duration,
+    apps: impl Fn() -> (Vec<TreeKey>, Vec<AppId>),
+    out: tokio::sync::watch::Sender<Arc<Samples>>,
+    cancel: CancellationToken,
+) {
+    let sampler = Arc::new(Mutex::new(TreeSampler::default()));
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let (running, known) = apps();
+        let snap = if running.is_empty() {
+            Arc::new(Snapshot::default())
+        } else {
+            scanner.fresh().await
+        };
+        let sampler = sampler.clone();
+        let taken = tokio::task::spawn_blocking(move || {
+            let clock = Clock::now();
+            lock(&sampler).sample(&snap, &running, &known, &clock, memory)
+        })
+        .await;
+        if let Ok(samples) = taken {
+            // Owners with a memory limit watch this; the others never wake.
+            out.send_replace(Arc::new(samples));
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        let uptime = fs::read_to_string("/proc/uptime")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        Clock {
+            uptime,
+            hz: procfs::ticks_per_second() as f64,
+        }
+    }
+}
+
+/// A process's memory: its PSS from `smaps_rollup` when readable, else its RSS.
+pub fn memory(p: &ProcStat) -> u64 {
+    fs::read_to_string(format!("/proc/{}/smaps_rollup", p.pid))
+        .ok()
+        .and_then(|text| pss_kib(&text))
+        .map_or_else(|| p.rss_pages * procfs::page_size(), |kib| kib * 1024)
+}
+
+/// The `Pss:` line of `smaps_rollup`, in KiB.
+fn pss_kib(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("Pss:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pid: u32, ppid: u32, pgrp: u32, ticks: u64, start: u64) -> ProcStat {
+        ProcStat {
+            pid,
+            state: 'S',
+            ppid,
+            pgrp,
+            session: pgrp,
+            cpu_ticks: ticks,
+            starttime: start,
+            rss_pages: 1,
+        }
+    }
+
+    fn key(app_id: AppId, root: u32) -> TreeKey {
+        TreeKey {
+            agent_id: "a".into(),
+            app_id,
+            root: Some(root),
+        }
+    }
+
+    #[test]
+    fn cpu_is_a_rate_over_the_interval_and_memory_a_sum_over_the_tree() {
+        let mut s = TreeSampler::default();
+        let clock = |uptime| Clock { uptime, hz: 100.0 };
+        // App 1: a master and two workers; app 2: one process. Started at 1 s after boot.
+        let snap = |w: u64| Snapshot {
+            procs: vec![
+                p(10, 1, 10, 50, 100),
+                p(11, 10, 10, w, 100),
+                p(12, 10, 10, w, 100),
+                p(20, 1, 20, 7, 100),
+            ],
+            identity: HashMap::new(),
+        };
+        let keys = [key(1, 10), key(2, 20)];
+        let first = s.sample(&snap(100), &keys, &[1, 2], &clock(10.0), |_| 1000);
+        // The first tick knows no interval: no rate, no time counted for old processes.
+        assert_eq!(first.get(1).processes, 3);
+        assert_eq!(first.get(1).memory_bytes, 3000);
+        assert_eq!(first.get(1).cpu_percent, 0.0);
+        // Two seconds later each worker used 0.5 s: 1 s of CPU in 2 s is 50 %.
+        let second = s.sample(&snap(150), &keys, &[1, 2], &clock(12.0), |_| 1000);
+        assert!((second.get(1).cpu_percent - 50.0).abs() < 1e-9);
+        assert!((second.get(1).cpu_seconds_total - 1.0).abs() < 1e-9);
+        assert_eq!(second.get(2).cpu_percent, 0.0);
+        // A process born in the interval counts with all its time; a vanished one drops out.
+        let mut third_snap = snap(150);
+        third_snap.procs.retain(|p| p.pid != 12);
+        third_snap.procs.push(p(13, 10, 10, 20, 1300));
+        let third = s.sample(&third_snap, &keys, &[1, 2], &clock(14.0), |_| 1000);
+        assert!((third.get(1).cpu_percent - 10.0).abs() < 1e-9);
+        assert_eq!(third.get(1).processes, 3);
+        // Stopped (no main process): zeros, and the counter stays; deleted: forgotten.
+        let fourth = s.sample(&third_snap, &keys[1..], &[1, 2], &clock(16.0), |_| 1000);
+        assert_eq!(fourth.get(1).processes, 0);
+        assert!((fourth.get(1).cpu_seconds_total - 1.2).abs() < 1e-9);
+        let fifth = s.sample(&third_snap, &keys[1..], &[2], &clock(18.0), |_| 1000);
+        assert_eq!(fifth.get(1), Usage::default());
+    }
+
+    #[test]
+    fn memory_is_read_now_and_then_and_follows_rss_in_between() {
+        let mut s = TreeSampler::default();
+        let clock = Clock {
+            uptime: 10.0,
+            hz: 100.0,
+        };
+        let reads = std::cell::Cell::new(0);
+        let pss = |_: &ProcStat| {
+            reads.set(reads.get() + 1);
+            500
+        };
+        let mut proc = p(10, 1, 10, 0, 100);
+        let snap = |p: ProcStat| Snapshot {
+            procs: vec![p],
+            identity: HashMap::new(),
+        };
+        let keys = [key(1, 10)];
+        let mut seen = Vec::new();
+        for tick in 0..MEMORY_EVERY {
+            // RSS grows by 1/16 after the first tick: PSS scales with it until read again.
+            proc.rss_pages = if tick == 0 { 16 } else { 17 };
+            let usage = s.sample(&snap(proc), &keys, &[1], &clock, pss).get(1);
+            seen.push(usage.memory_bytes);
+        }
+        assert_eq!(
+            reads.get(),
+            2,
+            "read when new and once per {MEMORY_EVERY} ticks"
+        );
+        assert_eq!(seen[0], 500);
+        assert!(seen[1..].iter().all(|&m| m == 531 || m == 500), "{seen:?}");
+        assert!(seen.contains(&531), "{seen:?}");
+        // RSS doubling is read at once.
+        proc.rss_pages = 34;
+        s.sample(&snap(proc), &keys, &[1], &clock, pss);
+        assert_eq!(reads.get(), 3);
+    }
+
+    #[test]
+    fn reads_pss_from_smaps_rollup() {
+        let text = "55d0-7ffd ---p 00000000 00:00 0  [rollup]\nRss:                4096 kB\n\
+                    Pss:                1234 kB\nPss_Dirty:  100 kB\n";
+        assert_eq!(pss_kib(text), Some(1234));
+        assert_eq!(pss_kib("Rss: 1 kB\n"), None);
+        let me = procfs::read_stat(std::process::id()).unwrap();
+        assert!(memory(&me) > 0);
     }
 }
