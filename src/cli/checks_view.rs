@@ -86,6 +86,12 @@ pub fn describe_lines(d: &AppDetail) -> Vec<(&'static str, String)> {
     if let Some(e) = &d.watch_error {
         out.push(("watch error", e.clone()));
     }
+    if let Some((cause, at)) = &d.last_restart {
+        out.push((
+            "last restart",
+            format!("{} ({}) at {}", cause.word(), cause.text(), rfc3339_ms(*at)),
+        ));
+    }
     if d.spec.user.is_some() || d.spec.group.is_some() {
         let who = match (&d.spec.user, &d.spec.group) {
             (Some(u), Some(g)) => format!("{u}, group {g}"),
@@ -214,5 +220,12 @@ pub fn describe_json(d: &AppDetail) -> Vec<(String, serde_json::Value)> {
             serde_json::to_value(d.spec.max_memory).unwrap_or_default(),
         ),
         ("memory_grace".into(), d.spec.memory_grace.into()),
+        (
+            "last_restart".into(),
+            d.last_restart.as_ref().map_or(
+                serde_json::Value::Null,
+                |(c, at)| serde_json::json!({ "cause": c.word(), "at_unix_ms": at }),
+            ),
+        ),
     ]
 }

@@ -94,6 +94,8 @@ pub struct AppDetail {
     pub next_restart_unix_ms: Option<u64>,
     /// Why its watch does not work, if it does not.
     pub watch_error: Option<String>,
+    /// Its last restart: why, and when (ms since the epoch).
+    pub last_restart: Option<(super::Cause, u64)>,
 }
 
 /// Hand-written so that env values (which often hold secrets) never reach a log.
@@ -113,6 +115,7 @@ impl fmt::Debug for AppDetail {
             .field("probe", &self.probe)
             .field("next_restart_unix_ms", &self.next_restart_unix_ms)
             .field("watch_error", &self.watch_error)
+            .field("last_restart", &self.last_restart)
             .finish()
     }
 }

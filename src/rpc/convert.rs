@@ -377,6 +377,8 @@ pub fn detail(v: &AppView, usage: Usage) -> pb::AppDetail {
         stderr_path: v.stderr_path.to_string_lossy().into_owned(),
         restart_in_ms,
         next_restart_unix_ms: v.triggers.next_restart_unix_ms.unwrap_or(0),
+        last_restart_cause: v.last_restart.as_ref().map(|(c, _)| cause_to_pb(c)),
+        last_restart_unix_ms: v.last_restart.as_ref().map_or(0, |(_, at)| *at),
         watch_error: v.triggers.watch_error.clone().unwrap_or_default(),
         probe: v
             .probe
@@ -551,6 +553,12 @@ pub fn detail_from_pb(d: pb::AppDetail) -> Result<model::AppDetail, String> {
         stderr_path: d.stderr_path.into(),
         restart_in_ms: d.restart_in_ms,
         next_restart_unix_ms: (d.next_restart_unix_ms > 0).then_some(d.next_restart_unix_ms),
+        last_restart: match d.last_restart_cause {
+            Some(c) if d.last_restart_unix_ms > 0 => {
+                Some((cause_from_pb(c)?, d.last_restart_unix_ms))
+            }
+            _ => None,
+        },
         watch_error: (!d.watch_error.is_empty()).then_some(d.watch_error),
         probe: d.probe.map(|r| model::ProbeReport {
             check: r.check,

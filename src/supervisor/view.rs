@@ -4,7 +4,7 @@
 use std::{fmt, path::PathBuf, sync::Arc};
 
 use super::{lifecycle::TriggerReport, probes::Live};
-use crate::model::{AppId, AppSpec, Desired, Env, Exit, Status};
+use crate::model::{AppId, AppSpec, Cause, Desired, Env, Exit, Status};
 
 #[derive(Clone)]
 pub struct AppView {
@@ -26,6 +26,8 @@ pub struct AppView {
     pub probe: Option<Live>,
     /// Its next scheduled restart, and why watching fails, if it does.
     pub triggers: TriggerReport,
+    /// Its last restart: why, and when (ms since the epoch).
+    pub last_restart: Option<(Cause, u64)>,
 }
 
 impl AppView {

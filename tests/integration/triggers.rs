@@ -55,6 +55,7 @@ fn a_schedule_restarts_the_app_and_describe_shows_the_next_firing() {
         restarts_by(&agent, "cron", "schedule") >= 2
     });
     assert!(agent.app("cron")["restarts"].as_u64().unwrap() >= 2);
+    assert_eq!(agent.describe("cron")["last_restart"]["cause"], "schedule");
     // Stopped, nothing fires, and describe says so.
     agent.ok(&["stop", "cron"]);
     assert!(agent.describe("cron")["next_restart_unix_ms"].is_null());
@@ -136,6 +137,7 @@ fn watched_files_restart_once_per_burst_and_ignored_ones_never() {
     );
     let d = agent.describe("dev");
     assert_eq!(d["watch"][0], "src", "{d}");
+    assert_eq!(d["last_restart"]["cause"], "watch", "{d}");
     // The watched directory goes away: reported.
     fs::remove_dir_all(format!("{dir}/src")).unwrap();
     wait_until(
@@ -193,6 +195,7 @@ memory_grace = 5
     assert_ne!(agent.wait_online("hog", Some(hog)), hog);
     let d = agent.describe("hog");
     assert_eq!(d["max_memory"], 40 << 20, "{d}");
+    assert_eq!(d["last_restart"]["cause"], "memory", "{d}");
     stays("the spike restarts nothing", Duration::from_secs(2), || {
         restarts_by(&agent, "spike", "memory") == 0
     });

@@ -52,6 +52,8 @@ pub struct Life {
     pub last_exit: Option<Exit>,
     /// Why it is errored, or why its last start failed; cleared by a successful spawn.
     pub last_failure: Option<Failure>,
+    /// The last restart (a request, an autorestart, a trigger): why, and when (ms).
+    pub last_restart: Option<(Cause, u64)>,
     history: History,
 }
 
@@ -64,6 +66,7 @@ impl Life {
             restarts,
             last_exit: None,
             last_failure: None,
+            last_restart: None,
             history: History::default(),
         }
     }
@@ -264,6 +267,7 @@ impl Life {
             Input::BackoffElapsed => {
                 if matches!(self.state, State::Backoff { .. }) {
                     self.restarts = self.restarts.saturating_add(1);
+                    self.last_restart = Some((Cause::Backoff, now_ms));
                     self.spawn(Origin::Autorestart, &mut fx);
                 }
             }
@@ -440,6 +444,7 @@ impl Life {
                 None => {
                     self.history = History::default();
                     self.restarts = self.restarts.saturating_add(1);
+                    self.last_restart = Some((cause.clone(), now_ms));
                     self.spawn(Origin::Request { cause, wait }, fx);
                 }
             },

@@ -249,6 +249,7 @@ impl Actor {
             stderr_path: logs.err.path().to_path_buf(),
             probe: None,
             triggers: Default::default(),
+            last_restart: None,
         });
         let actor = Actor {
             id: rec.id,
@@ -718,6 +719,7 @@ impl Actor {
             probe: (self.spec.ready.is_some() || self.spec.alive.is_some())
                 .then(|| self.probing.live()),
             triggers: self.triggers.report(),
+            last_restart: self.life.last_restart.clone(),
         }
     }
 }
