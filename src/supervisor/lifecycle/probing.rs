@@ -23,8 +23,9 @@ pub struct Probing {
     notify: Option<NotifySocket>,
     task: Option<JoinHandle<()>>,
     generation: u64,
-    tx: mpsc::Sender<(u64, Verdict)>,
-    rx: mpsc::Receiver<(u64, Verdict)>,
+    /// Where verdicts come back; only for an app with checks (a channel costs ~1 KiB, and a
+    /// thousand apps without checks need none).
+    verdicts: Option<(mpsc::Sender<(u64, Verdict)>, mpsc::Receiver<(u64, Verdict)>)>,
     report: watch::Sender<ProbeReport>,
     /// Where this instance's output starts, and what the app had notified before it.
     log_from: [u64; 2],
@@ -42,13 +43,12 @@ impl Probing {
                 })
                 .ok()
         });
-        let (tx, rx) = mpsc::channel(4);
+        let verdicts = (spec.ready.is_some() || spec.alive.is_some()).then(|| mpsc::channel(4));
         Probing {
             notify: notify.flatten(),
             task: None,
             generation: 0,
-            tx,
-            rx,
+            verdicts,
             report: watch::Sender::new(ProbeReport::default()),
             log_from: [0, 0],
             notified: NotifyState::default(),
@@ -104,7 +104,10 @@ impl Probing {
                 // The machine asks only for checks the spec has.
                 _ => return,
             };
-        let (generation, tx) = (self.generation, self.tx.clone());
+        let Some((tx, _)) = &self.verdicts else {
+            return;
+        };
+        let (generation, tx) = (self.generation, tx.clone());
         self.task = Some(tokio::spawn(async move {
             let v = verdict.await;
             let _ = tx.send((generation, v)).await;
@@ -122,7 +125,10 @@ impl Probing {
     /// The next verdict of the current probe, as a machine input.
     pub async fn verdict(&mut self) -> Input {
         loop {
-            match self.rx.recv().await {
+            let Some((_, rx)) = self.verdicts.as_mut() else {
+                return std::future::pending().await;
+            };
+            match rx.recv().await {
                 Some((g, v)) if g == self.generation => {
                     self.task = None;
                     return match v {

@@ -31,8 +31,8 @@ pub struct Triggers {
     /// The next firing: when (for the timer) and when by the wall clock (for `describe`).
     next: Option<(Instant, u64)>,
     watcher: Option<Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>>,
-    tx: mpsc::Sender<Watched>,
-    rx: mpsc::Receiver<Watched>,
+    /// What the watcher's thread sends; only for an app that watches files.
+    watched: Option<(mpsc::Sender<Watched>, mpsc::Receiver<Watched>)>,
     /// A burst ends once no change came for this long (the debouncer's batches of a long
     /// burst are folded here into one restart).
     debounce: std::time::Duration,
@@ -41,7 +41,7 @@ pub struct Triggers {
 
 impl Triggers {
     pub fn new(spec: &AppSpec) -> Triggers {
-        let (tx, rx) = mpsc::channel(4);
+        let watched = (!spec.watch.is_empty()).then(|| mpsc::channel(4));
         Triggers {
             // Checked at the edge; a hand-edited state file is not, so a bad one arms nothing.
             schedule: spec
@@ -50,8 +50,7 @@ impl Triggers {
                 .and_then(|e| parse_schedule(e).ok()),
             next: None,
             watcher: None,
-            tx,
-            rx,
+            watched,
             debounce: spec.watch_debounce,
             report: TriggerReport::default(),
         }
@@ -127,7 +126,10 @@ impl Triggers {
             .filter(|(_, p)| p.is_none())
             .map(|(r, _)| r.clone())
             .collect();
-        let tx = self.tx.clone();
+        let Some((tx, _)) = &self.watched else {
+            return Err("no watched paths".into());
+        };
+        let tx = tx.clone();
         let base = cwd.clone();
         let handler = move |res: DebounceEventResult| {
             // A watched directory that went away is watched no more: say so.
@@ -189,7 +191,7 @@ impl Triggers {
                     self.arm_schedule();
                     return Cause::Schedule;
                 }
-                msg = self.rx.recv() => match msg {
+                msg = recv(&mut self.watched) => match msg {
                     Some(Watched::Changed) => {
                         self.quiet().await;
                         return Cause::Watch;
@@ -209,11 +211,22 @@ impl Triggers {
 impl Triggers {
     /// Waits until no change has come for the debounce time (failures are recorded).
     async fn quiet(&mut self) {
-        while let Ok(Some(msg)) = tokio::time::timeout(self.debounce, self.rx.recv()).await {
+        while let Ok(Some(msg)) = tokio::time::timeout(self.debounce, recv(&mut self.watched)).await
+        {
             if let Watched::Failed(e) = msg {
                 self.report.watch_error = Some(e);
             }
         }
+    }
+}
+
+/// The watcher's next message; never, for an app that watches nothing.
+async fn recv(
+    watched: &mut Option<(mpsc::Sender<Watched>, mpsc::Receiver<Watched>)>,
+) -> Option<Watched> {
+    match watched {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
