@@ -19,13 +19,16 @@ use crate::supervisor::{
     process::reaper::Reaper,
 };
 
+/// Verdicts, each with the generation of the probe that gave it.
+type Channel = (mpsc::Sender<(u64, Verdict)>, mpsc::Receiver<(u64, Verdict)>);
+
 pub struct Probing {
     notify: Option<NotifySocket>,
     task: Option<JoinHandle<()>>,
     generation: u64,
     /// Where verdicts come back; only for an app with checks (a channel costs ~1 KiB, and a
     /// thousand apps without checks need none).
-    verdicts: Option<(mpsc::Sender<(u64, Verdict)>, mpsc::Receiver<(u64, Verdict)>)>,
+    verdicts: Option<Channel>,
     report: watch::Sender<ProbeReport>,
     /// Where this instance's output starts, and what the app had notified before it.
     log_from: [u64; 2],
