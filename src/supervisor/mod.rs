@@ -267,18 +267,9 @@ impl Supervisor {
                 let recovered = view.wait_for(|v| v.status != crate::model::Status::Stopped);
                 let _ = tokio::time::timeout(RECOVERY_GRACE, recovered).await;
             }
-            let members = Self::names(&handles)
-                .into_iter()
-                .map(|n| {
-                    // Its turn: started if it still waits for it; a command given meanwhile
-                    // (a stop, say) stands.
-                    let m = Member {
-                        act: Act::Resume,
-                        reason: Reason::Named,
-                    };
-                    (n, m)
-                })
-                .collect();
+            // Its turn: started if it still waits for it; a command given meanwhile (a
+            // stop, say) stands.
+            let members = named_members(Self::names(&handles), Act::Resume);
             let started = match sup.table() {
                 Ok(table) => {
                     sup.start_in_order(table, members, Cause::Recovery, true)
@@ -417,16 +408,7 @@ impl Supervisor {
             self.ctx.store.set_next_id(reg.next_id);
             Table::of(reg.apps.values())
         };
-        let members = new
-            .into_iter()
-            .map(|n| {
-                let m = Member {
-                    act: Act::Start,
-                    reason: Reason::Named,
-                };
-                (n, m)
-            })
-            .collect();
+        let members = named_members(new, Act::Start);
         self.start_in_order(table, members, cause, wait).await
     }
 
@@ -440,16 +422,7 @@ impl Supervisor {
         wait: bool,
     ) -> Result<Vec<Acted>, Error> {
         let named = Self::names(&self.handles(target)?);
-        let members = named
-            .into_iter()
-            .map(|n| {
-                let m = Member {
-                    act: Act::Start,
-                    reason: Reason::Named,
-                };
-                (n, m)
-            })
-            .collect();
+        let members = named_members(named, Act::Start);
         self.start_in_order(self.table()?, members, cause, wait)
             .await
     }
@@ -778,4 +751,18 @@ impl Supervisor {
         }
         Ok(found)
     }
+}
+
+/// The apps a request names, each to be acted on with `act`.
+fn named_members<M: FromIterator<(String, Member)>>(names: Vec<String>, act: Act) -> M {
+    names
+        .into_iter()
+        .map(|n| {
+            let m = Member {
+                act: act.clone(),
+                reason: Reason::Named,
+            };
+            (n, m)
+        })
+        .collect()
 }
