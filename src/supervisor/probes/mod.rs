@@ -261,8 +261,11 @@ pub async fn alive(l: Liveness, t: Target) -> Verdict {
 
 async fn poll_alive(l: &Liveness, t: &Target, check: Polled<'_>) -> Verdict {
     let mut failures = 0;
+    // One timer for the probe's life, not one per attempt.
+    let mut ticks = tokio::time::interval_at(Instant::now() + l.period, l.period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        sleep(l.period).await;
+        ticks.tick().await;
         let r = attempt_once(t, check, l.timeout).await;
         t.record(&r);
         match r {
