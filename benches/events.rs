@@ -24,7 +24,6 @@
 mod common;
 
 use std::{
-    fs,
     path::Path,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -34,7 +33,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{ms, of_home, print_table, Agent, Row, Stats, BIN};
+use common::{cpu_time, ms, of_home, print_table, Agent, Row, Stats, BIN};
 use grpm::{
     client::{connect_unix, Client, EventStream, Subscription},
     model::{Env, EventKind, StatusKind},
@@ -780,32 +779,6 @@ async fn connect(sock: &Path) -> Client {
     connect_unix(sock)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", sock.display()))
-}
-
-/// CPU time (user + system) that process `pid` (0: this process) has used so far, from
-/// /proc/PID/stat; zero if it cannot be read.
-fn cpu_time(pid: u32) -> Duration {
-    let path = match pid {
-        0 => "/proc/self/stat".to_string(),
-        p => format!("/proc/{p}/stat"),
-    };
-    let Ok(stat) = fs::read_to_string(path) else {
-        return Duration::ZERO;
-    };
-    // After the command name: state is field 3; utime and stime are fields 14 and 15.
-    let fields: Vec<&str> = stat
-        .rfind(')')
-        .map_or(Vec::new(), |i| stat[i + 1..].split_whitespace().collect());
-    let ticks: u64 = fields
-        .get(11..13)
-        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
-    // SAFETY: sysconf only reads a configuration value.
-    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let per_sec = u64::try_from(per_sec)
-        .ok()
-        .filter(|&t| t > 0)
-        .unwrap_or(100);
-    Duration::from_secs_f64(ticks as f64 / per_sec as f64)
 }
 
 /// CPU used by the agent and by this process (its subscribers and publishers) over a span.

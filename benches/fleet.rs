@@ -12,13 +12,12 @@ use std::{
     fmt::Write as _,
     fs,
     os::unix::fs::PermissionsExt,
-    path::Path,
     process::{Command, Output},
     thread,
     time::{Duration, Instant},
 };
 
-use common::{ms, print_table, Agent, Row, Stats, BIN};
+use common::{ms, print_table, rss_kib, Agent, Row, Stats, BIN};
 
 const AGENTS: usize = 50;
 const ROLLING: usize = 10;
@@ -258,13 +257,4 @@ fn main() {
         "(stopped every agent in {:.1} s)",
         t.elapsed().as_secs_f64()
     );
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(Path::new(&format!("/proc/{pid}/status")))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }

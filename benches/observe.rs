@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{ms, print_table, Agent, Row, Stats, BIN};
+use common::{cpu_time, ms, print_table, rss_kib, Agent, Row, Stats, BIN};
 
 const APPS: usize = 1_000;
 const SAMPLE_WINDOW: Duration = Duration::from_secs(30);
@@ -47,9 +47,9 @@ fn main() {
         start_many(&agent, APPS, "sleep 1000");
         // Let the start settle (and the first samples happen).
         thread::sleep(Duration::from_secs(5));
-        let before = cpu_seconds(agent.pid());
+        let before = cpu_time(agent.pid()).as_secs_f64();
         thread::sleep(SAMPLE_WINDOW);
-        let used = cpu_seconds(agent.pid()) - before;
+        let used = cpu_time(agent.pid()).as_secs_f64() - before;
         println!(
             "\n[1] {label} agent (--sample-interval {interval}), {APPS} apps online: {:.3} s of \
              CPU in {:?} ({:.2} % of one core)",
@@ -168,7 +168,7 @@ fn main() {
             .parse()
             .expect("the pane's pid");
         thread::sleep(MONIT_RUN);
-        let used = cpu_seconds(pid);
+        let used = cpu_time(pid).as_secs_f64();
         let _ = tmux(&["send-keys", "-t", "monit", "q"]).output();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !frames_file.exists() && Instant::now() < deadline {
@@ -237,30 +237,4 @@ fn scrape(addr: &str) -> String {
     let raw = String::from_utf8_lossy(&raw).into_owned();
     assert!(raw.starts_with("HTTP/1.1 200"), "scrape failed: {raw:.200}");
     raw
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("no /proc stat");
-    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 (utime, stime) are f[11] and f[12] after the command name.
-    let ticks: f64 = f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }

@@ -27,7 +27,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use common::{ms, print_table, Agent, Row, Stats};
+use common::{cpu_time, ms, print_table, rss_kib, Agent, Row, Stats};
 use grpm::{
     client::{self, Subscription},
     model::EventKind,
@@ -42,32 +42,6 @@ fn now_ms_f64() -> f64 {
         .unwrap_or_default()
         .as_secs_f64()
         * 1e3
-}
-
-/// CPU time (user + system) `pid` has used so far.
-fn cpu_time(pid: u32) -> Duration {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return Duration::ZERO;
-    };
-    let fields: Vec<&str> = stat
-        .rfind(')')
-        .map_or(Vec::new(), |i| stat[i + 1..].split_whitespace().collect());
-    let ticks: u64 = fields
-        .get(11..13)
-        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
-    // SAFETY: sysconf only reads a configuration value.
-    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Duration::from_secs_f64(ticks as f64 / per_sec)
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 /// Restarts `app` `SAMPLES` times; each time, from the app's own timestamp (in `stamp`) to the
@@ -229,7 +203,7 @@ fn main() {
         let (c0, w0) = (cpu_time(agent.pid()), Instant::now());
         thread::sleep(Duration::from_secs(10));
         let share = (cpu_time(agent.pid()) - c0).as_secs_f64() / w0.elapsed().as_secs_f64() * 100.0;
-        let rss = rss_mib(agent.pid());
+        let rss = rss_kib(agent.pid()) as f64 / 1024.0;
         println!("    agent CPU over 10 s: {share:.2} % of one core; RSS {rss:.1} MiB");
         rows.push(Row::at_most(
             format!("{MANY} apps, checks, {label}: agent CPU"),

@@ -367,3 +367,35 @@ pub fn print_table(rows: &[Row], decimals: usize, measured_width: usize) {
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
+
+// These two serve only some of the benchmarks that include this module.
+
+/// CPU time (user + system) process `pid` has used so far, from /proc/PID/stat; zero if it
+/// cannot be read.
+#[allow(dead_code)]
+pub fn cpu_time(pid: u32) -> Duration {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // After the command name: utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rfind(')')
+        .map_or(Vec::new(), |i| stat[i + 1..].split_whitespace().collect());
+    let ticks: u64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    // SAFETY: sysconf only reads a configuration value.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Duration::from_secs_f64(ticks as f64 / per_sec)
+}
+
+/// VmRSS of process `pid`, in KiB; zero if it cannot be read.
+#[allow(dead_code)]
+pub fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
