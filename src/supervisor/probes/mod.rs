@@ -69,19 +69,25 @@ pub struct Target {
 }
 
 impl Target {
+    /// Keeps an attempt's result. Readers look when asked (`describe`); none waits for a
+    /// change, so a passing attempt after a passing one only moves the time, with no wake-up.
     fn record(&self, result: &Result<(), String>) {
-        self.report.send_modify(|r| {
-            r.at_unix_ms = now_unix_ms();
+        let at = now_unix_ms();
+        self.report.send_if_modified(|r| {
+            r.at_unix_ms = at;
             match result {
                 Ok(()) => {
+                    let changed = !r.ok || r.error.is_some() || r.failures != 0;
                     r.ok = true;
                     r.error = None;
                     r.failures = 0;
+                    changed
                 }
                 Err(e) => {
                     r.ok = false;
                     r.error = Some(e.clone());
                     r.failures = r.failures.saturating_add(1);
+                    true
                 }
             }
         });
@@ -91,8 +97,8 @@ impl Target {
 /// One attempt of a polled check.
 async fn attempt_once(t: &Target, check: Polled<'_>, limit: Duration) -> Result<(), String> {
     match check {
-        Polled::Http(u) => attempt::bounded(&u.to_string(), limit, attempt::http(u)).await,
-        Polled::Tcp(a) => attempt::bounded(a, limit, attempt::tcp(a)).await,
+        Polled::Http(u) => attempt::bounded(u, limit, attempt::http(u)).await,
+        Polled::Tcp(a, target) => attempt::bounded(a, limit, attempt::tcp(target)).await,
         Polled::Exec(argv) => attempt::exec(&t.reaper, argv, &t.env, &t.cwd, limit).await,
     }
 }
@@ -100,7 +106,7 @@ async fn attempt_once(t: &Target, check: Polled<'_>, limit: Duration) -> Result<
 #[derive(Clone, Copy)]
 enum Polled<'a> {
     Http(&'a crate::model::HttpUrl),
-    Tcp(&'a str),
+    Tcp(&'a str, attempt::TcpTarget<'a>),
     Exec(&'a [String]),
 }
 
@@ -115,7 +121,10 @@ pub async fn ready(r: Readiness, t: Target) -> Verdict {
     let deadline = started + r.start_timeout;
     let last = match &r.check {
         ReadyCheck::Http(u) => poll_ready(&r, &t, Polled::Http(u), deadline).await,
-        ReadyCheck::Tcp(a) => poll_ready(&r, &t, Polled::Tcp(a), deadline).await,
+        ReadyCheck::Tcp(a) => {
+            let check = Polled::Tcp(a, attempt::TcpTarget::new(a));
+            poll_ready(&r, &t, check, deadline).await
+        }
         ReadyCheck::Exec(argv) => poll_ready(&r, &t, Polled::Exec(argv), deadline).await,
         ReadyCheck::Log(re) => log_ready(re, &t, deadline).await,
         ReadyCheck::Notify => notify_ready(&t, deadline).await,
@@ -253,7 +262,7 @@ pub async fn alive(l: Liveness, t: Target) -> Verdict {
     });
     match &l.check {
         AliveCheck::Http(u) => poll_alive(&l, &t, Polled::Http(u)).await,
-        AliveCheck::Tcp(a) => poll_alive(&l, &t, Polled::Tcp(a)).await,
+        AliveCheck::Tcp(a) => poll_alive(&l, &t, Polled::Tcp(a, attempt::TcpTarget::new(a))).await,
         AliveCheck::Exec(argv) => poll_alive(&l, &t, Polled::Exec(argv)).await,
         AliveCheck::Watchdog(d) => watchdog(*d, &t).await,
     }
