@@ -364,7 +364,8 @@ pub fn event_json(e: &Event, host: Option<&str>) -> serde_json::Value {
             uid,
             pid,
             peer,
-        } => (Some(method), *uid, *pid, Some(peer)),
+        } => (Some(method.as_str()), *uid, *pid, Some(peer)),
+        Cause::Apply { uid, pid, peer } => (Some("Apply"), *uid, *pid, Some(peer)),
         _ => (None, None, None, None),
     };
     let mut v = serde_json::json!({
