@@ -572,4 +572,50 @@ log_keep = 3
             assert!(e.starts_with(at) && e.contains(what), "{text:?} gave {e:?}");
         }
     }
+
+    #[test]
+    fn profiles_merge_the_files_and_the_apps_own() {
+        let text = r#"
+[env_profiles.production]
+LEVEL = "warn"
+REGION = "eu"
+[[app]]
+name = "web"
+cmd = "x"
+[app.env_profiles.production]
+REGION = "us"
+[[app]]
+name = "job"
+cmd = "y"
+"#;
+        let apps = parse(
+            text,
+            "apps.toml",
+            Some(Path::new("/srv")),
+            Some("production"),
+        )
+        .unwrap();
+        let web = apps[0].profile.as_ref().unwrap();
+        assert_eq!(web.name, "production");
+        assert_eq!(
+            (web.env["LEVEL"].as_str(), web.env["REGION"].as_str()),
+            ("warn", "us")
+        );
+        assert_eq!(apps[1].profile.as_ref().unwrap().env["REGION"], "eu");
+        // No profile asked: none applies.
+        assert!(p(text).unwrap()[0].profile.is_none());
+        let e = parse(text, "apps.toml", None, Some("staging")).unwrap_err();
+        assert!(
+            e.contains("\"staging\" is not declared (declared: production)"),
+            "{e}"
+        );
+        let e = parse(
+            "[env_profiles.\"a b\"]\nX = 1\n[[app]]\nname = \"w\"\ncmd = \"x\"\n",
+            "apps.toml",
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("apps.toml:1: env_profiles:"), "{e}");
+    }
 }
