@@ -35,6 +35,9 @@ use crate::model::{
 struct Doc {
     #[serde(default)]
     app: Vec<Spanned<Entry>>,
+    /// Profiles for every app of the file: `[env_profiles.production]`.
+    #[serde(default)]
+    env_profiles: BTreeMap<Spanned<String>, BTreeMap<String, Spanned<Scalar>>>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +75,9 @@ struct Entry {
     limits: BTreeMap<String, Spanned<Scalar>>,
     max_memory: Option<Spanned<Size>>,
     memory_grace: Option<Spanned<i64>>,
+    /// This app's profiles: `[app.env_profiles.production]`, over the file's.
+    #[serde(default)]
+    env_profiles: BTreeMap<Spanned<String>, BTreeMap<String, Spanned<Scalar>>>,
 }
 
 /// One path or pattern, or several.
@@ -121,26 +127,51 @@ enum Scalar {
     Bool(bool),
 }
 
-/// Reads the apps of `path` as checked drafts, ready to send. For the local agent, `cwd`s are made
-/// absolute against the file's directory; for remote agents (`remote`) this machine's paths
-/// mean nothing, so a `cwd` must be absolute, and without one an app runs in the agent's home.
-pub fn load(path: &Path, remote: bool) -> Result<Vec<AppDraft>, String> {
+/// Reads the apps of `path` as checked drafts, ready to send, each marked with the file's
+/// canonical path (the apps `grpm apply` of this file may change). For the local agent, `cwd`s
+/// are made absolute against the file's directory; for remote agents (`remote`) this machine's
+/// paths mean nothing, so a `cwd` must be absolute, and without one an app runs in the agent's
+/// home. `profile`: the env profile to apply (`--env-profile`); one the file does not declare
+/// is an error.
+pub fn load(path: &Path, remote: bool, profile: Option<&str>) -> Result<Vec<AppDraft>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let dir = path
+    let canonical = path
         .canonicalize()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("."));
-    parse(
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let dir = canonical
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let mut drafts = parse(
         &text,
         &path.display().to_string(),
         (!remote).then_some(dir.as_path()),
-    )
+        profile,
+    )?;
+    for d in &mut drafts {
+        d.file = Some(canonical.clone());
+    }
+    Ok(drafts)
+}
+
+/// A scalar as an environment value: text as is, numbers and booleans written out.
+fn scalar_text(v: &Scalar) -> String {
+    match v {
+        Scalar::Text(s) => s.clone(),
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Float(f) => f.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+    }
 }
 
 /// Parses app-file text; `file` names it in errors, `dir` anchors relative cwds (`None`: the
-/// apps go to a remote agent, see [`load`]).
-pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>, String> {
+/// apps go to a remote agent, see [`load`]); `profile` picks an env profile.
+pub fn parse(
+    text: &str,
+    file: &str,
+    dir: Option<&Path>,
+    profile: Option<&str>,
+) -> Result<Vec<AppDraft>, String> {
     let doc: Doc = toml::from_str(text).map_err(|e| {
         let at = e
             .span()
@@ -151,6 +182,48 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>
     if doc.app.is_empty() {
         return Err(format!("{file}: no [[app]] tables; nothing to start"));
     }
+    // Every profile name the file declares is a word, and the one asked for is declared.
+    let mut declared: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for name in doc
+        .env_profiles
+        .keys()
+        .chain(doc.app.iter().flat_map(|a| a.get_ref().env_profiles.keys()))
+    {
+        crate::model::check_profile_name(name.get_ref()).map_err(|m| {
+            format!(
+                "{file}:{}: env_profiles: {m}",
+                line_of(text, name.span().start)
+            )
+        })?;
+        declared.insert(name.get_ref().clone());
+    }
+    if let Some(p) = profile {
+        crate::model::check_profile_name(p).map_err(|m| format!("--env-profile: {m}"))?;
+        if !declared.contains(p) {
+            let known: Vec<&str> = declared.iter().map(String::as_str).collect();
+            return Err(format!(
+                "{file}: env profile {p:?} is not declared ({}); declare [env_profiles.{p}] or \
+                 [app.env_profiles.{p}]",
+                if known.is_empty() {
+                    "the file declares no profiles".to_string()
+                } else {
+                    format!("declared: {}", known.join(", "))
+                }
+            ));
+        }
+    }
+    let profile_vars = |tables: &BTreeMap<Spanned<String>, BTreeMap<String, Spanned<Scalar>>>| {
+        let p = profile?;
+        tables
+            .iter()
+            .find(|(k, _)| k.get_ref() == p)
+            .map(|(_, vars)| -> Env {
+                vars.iter()
+                    .map(|(k, v)| (k.clone(), scalar_text(v.get_ref())))
+                    .collect()
+            })
+    };
+    let file_profile = profile_vars(&doc.env_profiles);
     let mut names = HashSet::new();
     let mut out = Vec::with_capacity(doc.app.len());
     for entry in doc.app {
@@ -201,16 +274,17 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>
         let env: Env = e
             .env
             .iter()
-            .map(|(k, v)| {
-                let value = match v.get_ref() {
-                    Scalar::Text(s) => s.clone(),
-                    Scalar::Int(i) => i.to_string(),
-                    Scalar::Float(f) => f.to_string(),
-                    Scalar::Bool(b) => b.to_string(),
-                };
-                (k.clone(), value)
-            })
+            .map(|(k, v)| (k.clone(), scalar_text(v.get_ref())))
             .collect();
+        // The file's profile, then the app's own on top.
+        let app_profile = profile.map(|name| {
+            let mut env = file_profile.clone().unwrap_or_default();
+            env.extend(profile_vars(&e.env_profiles).unwrap_or_default());
+            crate::model::EnvProfile {
+                name: name.to_string(),
+                env,
+            }
+        });
         let ms = |d: &Option<Spanned<Dur>>, key: &str| -> Result<Option<Duration>, String> {
             let Some(d) = d else { return Ok(None) };
             let dur = match d.get_ref() {
@@ -337,6 +411,8 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>
                 None => None,
             },
             memory_grace: count(&e.memory_grace, "memory_grace")?,
+            profile: app_profile,
+            file: None,
         };
         // The model's rules, pointed at the key that breaks one (or the entry, for a key
         // left out).
@@ -361,6 +437,12 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>
                 Field::Watch => e.watch.as_ref().map(Spanned::span),
                 Field::RunAs => e.user.as_ref().map(Spanned::span),
                 Field::MaxMemory => e.max_memory.as_ref().map(Spanned::span),
+                Field::EnvProfile => e
+                    .env_profiles
+                    .keys()
+                    .find(|k| Some(k.get_ref().as_str()) == profile)
+                    .map(Spanned::span),
+                Field::File => None,
             };
             return Err(err(span(at), bad.field.key(), bad.problem));
         }
@@ -378,7 +460,7 @@ mod tests {
     use super::*;
 
     fn p(text: &str) -> Result<Vec<AppDraft>, String> {
-        parse(text, "apps.toml", Some(Path::new("/srv")))
+        parse(text, "apps.toml", Some(Path::new("/srv")), None)
     }
 
     #[test]
@@ -489,5 +571,51 @@ log_keep = 3
             let e = p(text).expect_err(text);
             assert!(e.starts_with(at) && e.contains(what), "{text:?} gave {e:?}");
         }
+    }
+
+    #[test]
+    fn profiles_merge_the_files_and_the_apps_own() {
+        let text = r#"
+[env_profiles.production]
+LEVEL = "warn"
+REGION = "eu"
+[[app]]
+name = "web"
+cmd = "x"
+[app.env_profiles.production]
+REGION = "us"
+[[app]]
+name = "job"
+cmd = "y"
+"#;
+        let apps = parse(
+            text,
+            "apps.toml",
+            Some(Path::new("/srv")),
+            Some("production"),
+        )
+        .unwrap();
+        let web = apps[0].profile.as_ref().unwrap();
+        assert_eq!(web.name, "production");
+        assert_eq!(
+            (web.env["LEVEL"].as_str(), web.env["REGION"].as_str()),
+            ("warn", "us")
+        );
+        assert_eq!(apps[1].profile.as_ref().unwrap().env["REGION"], "eu");
+        // No profile asked: none applies.
+        assert!(p(text).unwrap()[0].profile.is_none());
+        let e = parse(text, "apps.toml", None, Some("staging")).unwrap_err();
+        assert!(
+            e.contains("\"staging\" is not declared (declared: production)"),
+            "{e}"
+        );
+        let e = parse(
+            "[env_profiles.\"a b\"]\nX = 1\n[[app]]\nname = \"w\"\ncmd = \"x\"\n",
+            "apps.toml",
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("apps.toml:1: env_profiles:"), "{e}");
     }
 }

@@ -63,6 +63,13 @@ pub enum Command {
     },
     /// Start a new app (`--name N -- CMD...`), the apps of a TOML file, or a stopped app.
     Start(Box<StartArgs>),
+    /// Make the apps match an app file: create new ones, restart changed ones with their new
+    /// spec, start stopped ones, leave the rest alone; prints the plan, then the apps. Exit
+    /// code with --dry-run: 0 nothing to do, 3 changes to make.
+    Apply(ApplyArgs),
+    /// What `grpm apply FILE` would do, without doing it (= apply --dry-run). Exit code: 0
+    /// nothing to do, 3 changes to make.
+    Diff(DiffArgs),
     /// Stop apps: their whole process trees. TARGET is a name, an id or "all".
     Stop { target: String },
     /// Restart apps: exactly stop + start, with the same spec and environment.
@@ -134,6 +141,36 @@ pub enum Command {
         #[arg(long = "data", value_name = "K=V", value_parser = parse_env_pair)]
         data: Vec<(String, String)>,
     },
+}
+
+/// What `apply` and `diff` read and how.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The app file (.toml).
+    pub file: PathBuf,
+    /// Also delete the apps created from this file that it no longer lists.
+    #[arg(long)]
+    pub prune: bool,
+    /// Replace the captured environment of the file's apps with this shell's (the remote
+    /// agent's own with --host); apps whose environment differs are restarted.
+    #[arg(long)]
+    pub update_env: bool,
+    /// Apply this env profile ([env_profiles.NAME] and [app.env_profiles.NAME]).
+    #[arg(long, value_name = "NAME")]
+    pub env_profile: Option<String>,
+}
+
+/// `grpm apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub diff: DiffArgs,
+    /// Print the plan without touching anything (exit 0: nothing to do, 3: changes to make).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Return once the apps are spawned, without waiting for their readiness checks.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 /// The agent's TCP listener. Without TLS and client authentication on a non-loopback address,
@@ -268,6 +305,10 @@ pub struct StartArgs {
     /// An app file (.toml), or the name, id or "all" of existing apps to start again.
     #[arg(value_name = "FILE|TARGET")]
     pub what: Option<String>,
+    /// With an app file: apply this env profile ([env_profiles.NAME] and
+    /// [app.env_profiles.NAME]) to the apps it creates.
+    #[arg(long, value_name = "NAME")]
+    pub env_profile: Option<String>,
     /// Name of the new app (default: the command's file name).
     #[arg(long)]
     pub name: Option<String>,

@@ -7,6 +7,10 @@ use std::process::ExitCode;
 
 use crate::client::{self, Code};
 
+/// The exit code of `grpm diff FILE` and `grpm apply FILE --dry-run` when applying would
+/// change something (0: nothing to do; 1 and 2 keep their meanings: failed, bad usage).
+pub const EXIT_CHANGES: u8 = 3;
+
 /// A failed command.
 #[derive(Debug)]
 pub enum Failure {

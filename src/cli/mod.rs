@@ -8,6 +8,7 @@
 
 mod action;
 pub mod appfile;
+mod apply;
 mod args;
 mod boot;
 mod checks;
@@ -156,6 +157,8 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
             .await
         }
         Command::Start(args) => start::start(&place, *args, json).await,
+        Command::Apply(args) => apply::apply(&place, args, json).await,
+        Command::Diff(args) => apply::diff(&place, args, json).await,
         Command::Stop { target } => action::act(&place, target, Action::Stop, json).await,
         Command::Restart {
             target,

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::model::{
-    format_duration, rfc3339_ms, AppDetail, AppInfo, Cause, Desired, Event, EventKind,
+    format_duration, rfc3339_ms, AppDetail, AppInfo, Cause, Desired, EnvOrigin, Event, EventKind,
 };
 
 /// One app as `--json` prints it.
@@ -240,12 +240,28 @@ pub fn detail(d: &AppDetail) -> String {
     }
     line("stdout", d.stdout_path.to_string_lossy().into_owned());
     line("stderr", d.stderr_path.to_string_lossy().into_owned());
+    if let Some(f) = &spec.file {
+        line("file", f.to_string_lossy().into_owned());
+    }
+    if let Some(p) = &spec.profile {
+        line("env profile", p.name.clone());
+    }
+    // How many variables come from where; then every variable but the captured ones, with
+    // its source.
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for o in d.env_sources.values() {
+        *counts.entry(o.text()).or_default() += 1;
+    }
+    let by_source: Vec<String> = counts.iter().map(|(o, n)| format!("{n} {o}")).collect();
     line(
         "env",
-        format!("{} variables ({} declared)", d.env.len(), spec.env.len()),
+        format!("{} variables ({})", d.env.len(), by_source.join(", ")),
     );
-    for (k, v) in &spec.env {
-        out.push_str(&format!("  {k}={v}\n"));
+    for (k, v) in &d.env {
+        match d.env_sources.get(k) {
+            Some(EnvOrigin::Captured) | None => {}
+            Some(o) => out.push_str(&format!("  {k}={v}  ({})\n", o.text())),
+        }
     }
     out
 }
@@ -272,6 +288,38 @@ pub fn detail_json(d: &AppDetail, host: Option<&str>) -> serde_json::Value {
         obj.insert(
             "env".into(),
             serde_json::to_value(&d.env).unwrap_or_default(),
+        );
+        // Where each variable comes from: {"origin": "captured" | "declared" | "profile" |
+        // "grpm"}, with "profile": NAME for a profile's.
+        let sources: serde_json::Map<String, serde_json::Value> = d
+            .env_sources
+            .iter()
+            .map(|(k, o)| {
+                let mut v = serde_json::json!({ "origin": o.word() });
+                if let EnvOrigin::Profile(p) = o {
+                    v["profile"] = p.clone().into();
+                }
+                (k.clone(), v)
+            })
+            .collect();
+        obj.insert("env_sources".into(), sources.into());
+        obj.insert(
+            "env_profile".into(),
+            spec.profile
+                .as_ref()
+                .map_or(serde_json::Value::Null, |p| p.name.clone().into()),
+        );
+        obj.insert(
+            "profile_env".into(),
+            spec.profile.as_ref().map_or(serde_json::Value::Null, |p| {
+                serde_json::to_value(&p.env).unwrap_or_default()
+            }),
+        );
+        obj.insert(
+            "file".into(),
+            spec.file
+                .as_ref()
+                .map_or(serde_json::Value::Null, |f| f.to_string_lossy().into()),
         );
         obj.insert(
             "kill_timeout_ms".into(),
@@ -316,7 +364,8 @@ pub fn event_json(e: &Event, host: Option<&str>) -> serde_json::Value {
             uid,
             pid,
             peer,
-        } => (Some(method), *uid, *pid, Some(peer)),
+        } => (Some(method.as_str()), *uid, *pid, Some(peer)),
+        Cause::Apply { uid, pid, peer } => (Some("Apply"), *uid, *pid, Some(peer)),
         _ => (None, None, None, None),
     };
     let mut v = serde_json::json!({

@@ -26,6 +26,12 @@ pub async fn start(place: &Place, args: StartArgs, json: bool) -> Result<(), Fai
                 "give either a command after -- or {what:?}, not both"
             )));
         }
+        if args.env_profile.is_some() {
+            return Err(Failure::Usage(
+                "--env-profile picks a profile of an app file: grpm start FILE --env-profile NAME"
+                    .into(),
+            ));
+        }
         let draft = draft_from_args(args, remote)?;
         // A remote agent gives its apps its own environment, never this shell's.
         let base_env = (!remote).then(caller_env);
@@ -52,8 +58,14 @@ pub async fn start(place: &Place, args: StartArgs, json: bool) -> Result<(), Fai
         )));
     }
     if is_file {
-        let drafts = appfile::load(Path::new(&what), remote).map_err(Failure::Usage)?;
+        let drafts = appfile::load(Path::new(&what), remote, args.env_profile.as_deref())
+            .map_err(Failure::Usage)?;
         return start_file(place, drafts, no_wait, json).await;
+    }
+    if args.env_profile.is_some() {
+        return Err(Failure::Usage(format!(
+            "--env-profile picks a profile of an app file; {what:?} is not one"
+        )));
     }
     check_target(&what)?;
     let outcomes = place
@@ -90,6 +102,8 @@ fn flag(field: Field) -> Option<&'static str> {
         Field::Watch => "--watch",
         Field::RunAs => "--user",
         Field::MaxMemory => "--max-memory",
+        Field::EnvProfile => "--env-profile",
+        Field::File => return None,
     })
 }
 
@@ -163,6 +177,8 @@ fn draft_from_args(a: StartArgs, remote: bool) -> Result<AppDraft, Failure> {
         limits: a.limits.into_iter().collect(),
         max_memory: a.max_memory,
         memory_grace: None,
+        profile: None,
+        file: None,
     };
     // The model's message as the agent would give it, after the flag it came from.
     draft.validate().map_err(|e| {

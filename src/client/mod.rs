@@ -24,7 +24,7 @@ use tonic::{
 };
 
 use crate::{
-    model::{AppDetail, AppDraft, AppInfo, Env, Event},
+    model::{AppDetail, AppDraft, AppInfo, Env, Event, Plan},
     rpc::{convert, pb, pb::process_manager_client::ProcessManagerClient},
 };
 
@@ -101,6 +101,23 @@ impl std::fmt::Debug for BaseEnv {
 }
 
 type CallResult<T> = std::result::Result<T, Error>;
+
+/// What an apply sends (see [`Client::apply`]).
+#[derive(Debug, Clone, Default)]
+pub struct ApplyCall {
+    /// The app file, canonical and absolute: it names which apps are the file's.
+    pub file: std::path::PathBuf,
+    /// The file's apps, in its order.
+    pub drafts: Vec<AppDraft>,
+    /// The base environment for new apps (and with `update_env` for all of the file's);
+    /// `None`: the agent's own.
+    pub base_env: Option<Env>,
+    pub update_env: bool,
+    /// Delete the file's apps that it no longer lists.
+    pub prune: bool,
+    /// Only the plan.
+    pub dry_run: bool,
+}
 
 fn infos(apps: Vec<pb::AppInfo>) -> Vec<AppInfo> {
     apps.into_iter().map(convert::info_from_pb).collect()
@@ -250,6 +267,23 @@ impl Client {
     pub async fn logs(&mut self, query: &LogsQuery) -> CallResult<ChunkStream> {
         let stream = self.raw.logs(query.to_pb()).await?.into_inner();
         Ok(ChunkStream::new(stream))
+    }
+
+    /// Makes the agent's apps match an app file (or, with `call.dry_run`, only says how it
+    /// would): the plan, and the apps acted on.
+    pub async fn apply(&mut self, call: &ApplyCall) -> CallResult<(Plan, Vec<AppInfo>)> {
+        let req = pb::ApplyRequest {
+            file: call.file.to_string_lossy().into_owned(),
+            apps: call.drafts.iter().map(convert::draft_to_pb).collect(),
+            client_env: call.base_env.as_ref().map(convert::env_to_pb),
+            update_env: call.update_env,
+            prune: call.prune,
+            dry_run: call.dry_run,
+            no_wait: self.no_wait,
+        };
+        let answer = self.raw.apply(req).await?.into_inner();
+        let plan = convert::plan_from_pb(answer.plan).map_err(Error::Malformed)?;
+        Ok((plan, infos(answer.apps)))
     }
 
     /// Stops every app and ends the agent; returns the agent's pid, to wait for it to be gone

@@ -77,8 +77,10 @@ pub struct AppDetail {
     pub info: AppInfo,
     /// The spec as stored, defaults filled in.
     pub spec: AppSpec,
-    /// The environment the app starts with (base, declared, and grpm's own variables).
+    /// The environment the app starts with (base, declared, profile, and grpm's own variables).
     pub env: Env,
+    /// Where each variable of `env` comes from.
+    pub env_sources: std::collections::BTreeMap<String, super::EnvOrigin>,
     pub desired: Desired,
     pub last_exit: Option<Exit>,
     /// Why the app is errored, or why its last start failed.
@@ -105,6 +107,7 @@ impl fmt::Debug for AppDetail {
             .field("info", &self.info)
             .field("spec", &self.spec)
             .field("env_keys", &self.env.keys().collect::<Vec<_>>())
+            .field("env_sources", &self.env_sources)
             .field("desired", &self.desired)
             .field("last_exit", &self.last_exit)
             .field("error", &self.error)

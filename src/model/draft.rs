@@ -44,6 +44,10 @@ pub struct AppDraft {
     pub limits: std::collections::BTreeMap<String, u64>,
     pub max_memory: Option<u64>,
     pub memory_grace: Option<u32>,
+    /// The env profile chosen (`--env-profile`), with its variables for this app.
+    pub profile: Option<super::EnvProfile>,
+    /// The app file it comes from (canonical, absolute).
+    pub file: Option<PathBuf>,
 }
 
 /// A duration as the API carries it: whole milliseconds, at least one (zero means "default").
@@ -92,6 +96,8 @@ impl AppDraft {
             limits: self.limits.clone(),
             max_memory: self.max_memory,
             memory_grace: self.memory_grace.unwrap_or(super::DEFAULT_MEMORY_GRACE),
+            profile: self.profile.clone(),
+            file: self.file.clone(),
         }
     }
 
@@ -141,6 +147,8 @@ impl fmt::Debug for AppDraft {
             .field("limits", &self.limits)
             .field("max_memory", &self.max_memory)
             .field("memory_grace", &self.memory_grace)
+            .field("profile", &self.profile)
+            .field("file", &self.file)
             .finish()
     }
 }

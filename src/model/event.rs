@@ -116,12 +116,20 @@ pub enum Cause {
     Watch,
     /// Its tree's memory stayed above `max_memory`.
     Memory,
+    /// `grpm apply` (the Apply RPC): which caller, as for a request.
+    Apply {
+        #[serde(default)]
+        uid: Option<u32>,
+        #[serde(default)]
+        pid: Option<u32>,
+        peer: String,
+    },
 }
 
 impl Cause {
     /// Events caused by an API request are `manual`.
     pub fn is_manual(&self) -> bool {
-        matches!(self, Cause::Request { .. })
+        matches!(self, Cause::Request { .. } | Cause::Apply { .. })
     }
 
     /// The word in JSON lines and event lines: request, crash, backoff, recovery, shutdown.
@@ -136,6 +144,7 @@ impl Cause {
             Cause::Schedule => "schedule",
             Cause::Watch => "watch",
             Cause::Memory => "memory",
+            Cause::Apply { .. } => "apply",
         }
     }
 
@@ -164,6 +173,16 @@ impl Cause {
             Cause::Schedule => "restart schedule".into(),
             Cause::Watch => "watched files changed".into(),
             Cause::Memory => "memory limit".into(),
+            Cause::Apply { uid, pid, peer } => {
+                let mut s = format!("apply via {peer}");
+                if let Some(u) = uid {
+                    s.push_str(&format!(" uid {u}"));
+                }
+                if let Some(p) = pid {
+                    s.push_str(&format!(" pid {p}"));
+                }
+                s
+            }
         }
     }
 }

@@ -7,7 +7,9 @@ mod duration;
 mod event;
 mod logs;
 mod name;
+mod plan;
 mod probe;
+mod profile;
 mod run_as;
 mod signal;
 mod spec;
@@ -22,9 +24,13 @@ pub use duration::{format_duration, format_exact, parse_duration};
 pub use event::{Cause, Event, EventKind};
 pub use logs::{parse_size, LogPolicy, LogStream};
 pub use name::{validate_name, Target};
+pub use plan::{diff_env, diff_specs, FieldChange, Plan, PlanAction, PlanEntry, MASKED};
 pub use probe::{
     split_host_port, AliveCheck, Condition, Dependency, HttpUrl, Liveness, ProbeReport, Readiness,
     ReadyCheck,
+};
+pub use profile::{
+    check_profile_name, effective_env, env_origins, EnvOrigin, EnvProfile, GRPM_VARS,
 };
 pub use run_as::{check_run_as, parse_limit, parse_umask, LIMITS_KNOWN, UNLIMITED};
 pub use signal::Signal;

@@ -123,6 +123,14 @@ pub struct AppSpec {
     pub max_memory: Option<u64>,
     #[serde(default = "default_grace")]
     pub memory_grace: u32,
+    /// The env profile it was created or applied with: its variables win over `env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<super::EnvProfile>,
+    /// The app file it belongs to (canonical, absolute), when it was created from one: `grpm
+    /// apply` of that file changes it, and `--prune` may delete it. Not a setting: specs that
+    /// differ only here are equal for a plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
 }
 
 /// Consecutive samples over `max_memory` before a restart.
@@ -265,6 +273,22 @@ impl AppSpec {
                 ),
             ));
         }
+        if let Some(p) = &self.profile {
+            p.check().map_err(|e| bad(Field::EnvProfile, e))?;
+            let mut all = self.env.clone();
+            all.extend(p.env.clone());
+            validate_env(&all).map_err(|e| bad(Field::EnvProfile, e))?;
+        }
+        if let Some(f) = &self.file {
+            let text = f.to_string_lossy();
+            check_string("file", &text).map_err(|e| bad(Field::File, e))?;
+            if !f.is_absolute() {
+                return Err(bad(
+                    Field::File,
+                    format!("file {text:?} is not an absolute path"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -302,6 +326,8 @@ pub enum Field {
     Watch,
     RunAs,
     MaxMemory,
+    EnvProfile,
+    File,
 }
 
 impl Field {
@@ -327,6 +353,8 @@ impl Field {
             Field::Watch => "watch",
             Field::RunAs => "user",
             Field::MaxMemory => "max_memory",
+            Field::EnvProfile => "env_profiles",
+            Field::File => "file",
         }
     }
 }
@@ -378,6 +406,8 @@ impl fmt::Debug for AppSpec {
             .field("limits", &self.limits)
             .field("max_memory", &self.max_memory)
             .field("memory_grace", &self.memory_grace)
+            .field("profile", &self.profile)
+            .field("file", &self.file)
             .finish()
     }
 }
@@ -468,6 +498,8 @@ mod tests {
             limits: BTreeMap::new(),
             max_memory: None,
             memory_grace: DEFAULT_MEMORY_GRACE,
+            profile: None,
+            file: None,
         }
     }
 

@@ -39,7 +39,18 @@ pub fn draft_from_pb(p: pb::AppSpec) -> Result<AppDraft, Status> {
                 .map_err(|e| Status::invalid_argument(format!("stop_signal: {e}")))?,
         )
     };
+    if p.env_profile.is_empty() && !p.profile_env.is_empty() {
+        return Err(Status::invalid_argument(
+            "profile_env: variables of a profile need its name in env_profile",
+        ));
+    }
+    let profile = (!p.env_profile.is_empty()).then(|| model::EnvProfile {
+        name: p.env_profile,
+        env: p.profile_env.into_iter().collect(),
+    });
     Ok(AppDraft {
+        profile,
+        file: (!p.file.is_empty()).then(|| p.file.into()),
         name: p.name,
         cmd: p.cmd,
         cwd: (!p.cwd.is_empty()).then(|| p.cwd.into()),
@@ -233,6 +244,21 @@ pub fn draft_to_pb(d: &AppDraft) -> pb::AppSpec {
         limits: d.limits.clone().into_iter().collect(),
         max_memory: d.max_memory.unwrap_or(0),
         memory_grace: d.memory_grace.unwrap_or(0),
+        env_profile: d
+            .profile
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default(),
+        profile_env: d
+            .profile
+            .as_ref()
+            .map(|p| p.env.clone().into_iter().collect())
+            .unwrap_or_default(),
+        file: d
+            .file
+            .as_ref()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
     }
 }
 
@@ -265,6 +291,21 @@ pub fn spec_to_pb(s: &AppSpec) -> pb::AppSpec {
         limits: s.limits.clone().into_iter().collect(),
         max_memory: s.max_memory.unwrap_or(0),
         memory_grace: s.memory_grace,
+        env_profile: s
+            .profile
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default(),
+        profile_env: s
+            .profile
+            .as_ref()
+            .map(|p| p.env.clone().into_iter().collect())
+            .unwrap_or_default(),
+        file: s
+            .file
+            .as_ref()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
     }
 }
 
@@ -369,6 +410,10 @@ pub fn detail(v: &AppView, usage: Usage) -> pb::AppDetail {
         info: Some(info(v, usage)),
         spec: Some(spec_to_pb(&v.spec)),
         env: v.effective_env().into_iter().collect(),
+        env_sources: model::env_origins(&v.base_env, &v.spec)
+            .into_iter()
+            .map(|(k, o)| (k, env_source_to_pb(&o)))
+            .collect(),
         desired_online: v.desired == model::Desired::Online,
         last_exit: v.last_exit.as_ref().map(exit_to_pb),
         error: v.error.clone().unwrap_or_default(),
@@ -471,7 +516,102 @@ pub fn cause_to_pb(c: &model::Cause) -> pb::Cause {
         C::Watch => simple(pb::CauseKind::Watch),
         C::Memory => simple(pb::CauseKind::Memory),
         C::Shutdown => simple(pb::CauseKind::Shutdown),
+        C::Apply { uid, pid, peer } => pb::Cause {
+            kind: pb::CauseKind::Apply as i32,
+            method: "Apply".into(),
+            uid: *uid,
+            peer_pid: *pid,
+            peer: peer.clone(),
+        },
     }
+}
+
+pub fn env_source_to_pb(o: &model::EnvOrigin) -> pb::EnvSource {
+    use model::EnvOrigin as O;
+    let (origin, profile) = match o {
+        O::Captured => (pb::EnvOrigin::Captured, String::new()),
+        O::Declared => (pb::EnvOrigin::Declared, String::new()),
+        O::Profile(p) => (pb::EnvOrigin::Profile, p.clone()),
+        O::Grpm => (pb::EnvOrigin::Grpm, String::new()),
+    };
+    pb::EnvSource {
+        origin: origin as i32,
+        profile,
+    }
+}
+
+pub fn env_source_from_pb(s: pb::EnvSource) -> Result<model::EnvOrigin, String> {
+    use model::EnvOrigin as O;
+    Ok(match pb::EnvOrigin::try_from(s.origin) {
+        Ok(pb::EnvOrigin::Captured) => O::Captured,
+        Ok(pb::EnvOrigin::Declared) => O::Declared,
+        Ok(pb::EnvOrigin::Profile) => O::Profile(s.profile),
+        Ok(pb::EnvOrigin::Grpm) => O::Grpm,
+        Ok(pb::EnvOrigin::Unspecified) | Err(_) => {
+            return Err(format!("an env source with an unknown origin {}", s.origin))
+        }
+    })
+}
+
+pub fn plan_to_pb(p: &model::Plan) -> Vec<pb::PlanEntry> {
+    use model::PlanAction as A;
+    p.entries
+        .iter()
+        .map(|e| pb::PlanEntry {
+            name: e.name.clone(),
+            id: e.id.unwrap_or(0),
+            action: match e.action {
+                A::Create => pb::PlanAction::Create,
+                A::Change => pb::PlanAction::Change,
+                A::Start => pb::PlanAction::Start,
+                A::Unchanged => pb::PlanAction::Unchanged,
+                A::Delete => pb::PlanAction::Delete,
+            } as i32,
+            changes: e
+                .changes
+                .iter()
+                .map(|c| pb::FieldChange {
+                    field: c.field.clone(),
+                    from: c.from.clone(),
+                    to: c.to.clone(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+pub fn plan_from_pb(entries: Vec<pb::PlanEntry>) -> Result<model::Plan, String> {
+    use model::PlanAction as A;
+    let entries = entries
+        .into_iter()
+        .map(|e| {
+            let action = match pb::PlanAction::try_from(e.action) {
+                Ok(pb::PlanAction::Create) => A::Create,
+                Ok(pb::PlanAction::Change) => A::Change,
+                Ok(pb::PlanAction::Start) => A::Start,
+                Ok(pb::PlanAction::Unchanged) => A::Unchanged,
+                Ok(pb::PlanAction::Delete) => A::Delete,
+                Ok(pb::PlanAction::Unspecified) | Err(_) => {
+                    return Err(format!("a plan entry with an unknown action {}", e.action))
+                }
+            };
+            Ok(model::PlanEntry {
+                name: e.name,
+                id: (e.id != 0).then_some(e.id),
+                action,
+                changes: e
+                    .changes
+                    .into_iter()
+                    .map(|c| model::FieldChange {
+                        field: c.field,
+                        from: c.from,
+                        to: c.to,
+                    })
+                    .collect(),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(model::Plan { entries })
 }
 
 pub fn event_to_pb(e: &model::Event) -> pb::Event {
@@ -541,6 +681,11 @@ pub fn detail_from_pb(d: pb::AppDetail) -> Result<model::AppDetail, String> {
         info: info_from_pb(info),
         spec,
         env: d.env.into_iter().collect(),
+        env_sources: d
+            .env_sources
+            .into_iter()
+            .map(|(k, s)| env_source_from_pb(s).map(|o| (k, o)))
+            .collect::<Result<_, _>>()?,
         desired: if d.desired_online {
             model::Desired::Online
         } else {
@@ -589,6 +734,11 @@ pub fn cause_from_pb(c: pb::Cause) -> Result<model::Cause, String> {
         Ok(pb::CauseKind::Schedule) => C::Schedule,
         Ok(pb::CauseKind::Watch) => C::Watch,
         Ok(pb::CauseKind::Memory) => C::Memory,
+        Ok(pb::CauseKind::Apply) => C::Apply {
+            uid: c.uid,
+            pid: c.peer_pid,
+            peer: c.peer,
+        },
         Ok(pb::CauseKind::Unspecified) | Err(_) => {
             return Err(format!("an event with an unknown cause kind {}", c.kind))
         }
@@ -695,6 +845,11 @@ mod tests {
             limits: [("nofile".to_string(), 4096u64)].into(),
             max_memory: Some(512 << 20),
             memory_grace: Some(3),
+            profile: Some(model::EnvProfile {
+                name: "production".into(),
+                env: [("LEVEL".to_string(), "warn".to_string())].into(),
+            }),
+            file: Some("/srv/apps.toml".into()),
         };
         assert_eq!(draft_from_pb(draft_to_pb(&full)).unwrap(), full);
         for check in [

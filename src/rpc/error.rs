@@ -54,6 +54,9 @@ pub enum Error {
     Unauthenticated(&'static str),
     #[error("{app}: reading logs: {cause}")]
     LogRead { app: String, cause: std::io::Error },
+    /// An Apply without a usable file path.
+    #[error("file: {0:?} is not an absolute path; Apply names the app file it applies by its canonical absolute path")]
+    ApplyFile(String),
     /// A message that is not valid protobuf for its type (a string field that is not UTF-8
     /// among others): decoded by the codec, before any handler runs.
     #[error("malformed message: {0}")]
@@ -64,7 +67,7 @@ fn supervisor_code(e: &supervisor::Error) -> Code {
     use supervisor::Error as E;
     match e {
         E::NotFound(_) => Code::NotFound,
-        E::AlreadyExists { .. } => Code::AlreadyExists,
+        E::AlreadyExists { .. } | E::NotTheFiles { .. } => Code::AlreadyExists,
         E::InvalidSpec(_)
         | E::InvalidEnv { .. }
         | E::GivenTwice(_)
@@ -98,6 +101,7 @@ fn code(e: &Error) -> Code {
         | Error::BadData { .. }
         | Error::BadAppFilter(_)
         | Error::Malformed(_)
+        | Error::ApplyFile(_)
         | Error::ControlCharacter { .. } => Code::InvalidArgument,
         Error::TooManyLogReaders(_) => Code::ResourceExhausted,
         Error::Unauthenticated(_) => Code::Unauthenticated,

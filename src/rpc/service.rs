@@ -18,7 +18,9 @@ use super::{
 };
 use crate::{
     model::{Cause, Env, EventKind, Target},
-    supervisor::{Acted, AppView, Filter, ReadFrom, Reason, Replay, Samples, Supervisor, Usage},
+    supervisor::{
+        Acted, AppView, ApplyRequest, Filter, ReadFrom, Reason, Replay, Samples, Supervisor, Usage,
+    },
 };
 
 /// Who sent a request, for the events it causes (`manual`, with the caller).
@@ -430,6 +432,56 @@ impl ProcessManager for Service {
                 .iter()
                 .map(|v| convert::detail(v, Self::usage(&samples, v, true)))
                 .collect(),
+        }))
+    }
+
+    async fn apply(
+        &self,
+        req: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let cause = match origin(&req, "Apply") {
+            Cause::Request { uid, pid, peer, .. } => Cause::Apply { uid, pid, peer },
+            other => other,
+        };
+        check_env_origin(&req, req.get_ref().client_env.is_some())?;
+        let req = req.into_inner();
+        if req.apps.len() > MAX_APPS_PER_REQUEST {
+            return Err(Error::TooManyApps {
+                count: req.apps.len(),
+                max: MAX_APPS_PER_REQUEST,
+            }
+            .into());
+        }
+        let file = PathBuf::from(&req.file);
+        if req.file.is_empty() || !file.is_absolute() || req.file.contains('\0') {
+            return Err(Error::ApplyFile(req.file).into());
+        }
+        let specs = req
+            .apps
+            .into_iter()
+            .map(|a| convert::spec_from_pb(a, &self.default_cwd))
+            .collect::<Result<Vec<_>, _>>()?;
+        let base_env =
+            convert::env_from_pb(req.client_env)?.unwrap_or_else(|| self.agent_env.clone());
+        let applied = self
+            .sup
+            .apply(
+                ApplyRequest {
+                    file,
+                    specs,
+                    base_env,
+                    update_env: req.update_env,
+                    prune: req.prune,
+                    dry_run: req.dry_run,
+                },
+                cause,
+                !req.no_wait,
+            )
+            .await?;
+        Ok(Response::new(pb::ApplyResponse {
+            plan: convert::plan_to_pb(&applied.plan),
+            has_work: applied.plan.has_work(),
+            apps: self.acted(applied.acted),
         }))
     }
 

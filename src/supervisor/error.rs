@@ -19,6 +19,20 @@ pub enum Error {
     InvalidEnv { what: &'static str, problem: String },
     #[error("app {0} is given twice")]
     GivenTwice(String),
+    /// An apply would take over an app that is not the file's: another file's, or one created
+    /// without a file (`grpm start --name`, or a grpm from before files were recorded).
+    #[error(
+        "{name} (id {id}) exists but does not belong to {}: {}; apply changes only the apps it \
+         created (delete {name} first, or give the file's app another name)",
+        .file.display(),
+        match .owner { Some(o) => format!("it was created from {}", o.display()), None => "it was created without an app file (grpm start --name, or a grpm from before apply)".to_string() }
+    )]
+    NotTheFiles {
+        name: String,
+        id: AppId,
+        file: PathBuf,
+        owner: Option<PathBuf>,
+    },
     #[error("{app}: {cause}")]
     StartFailed { app: String, cause: SpawnError },
     #[error("{app}: {cause}")]

@@ -3,6 +3,7 @@
 //! order: `deps` decides what a request touches and in which order (pure), `order` sends the
 //! commands and waits for each dependency's condition. It knows nothing of gRPC.
 
+mod apply;
 mod deps;
 mod error;
 mod events;
@@ -27,6 +28,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+pub use apply::{Applied, ApplyRequest};
 pub use deps::GraphError;
 pub use error::Error;
 pub use events::{Filter, Replay, Subscription, KEEP_BYTES};
@@ -328,31 +330,7 @@ impl Supervisor {
             what: "base environment",
             problem,
         })?;
-        let mut names = std::collections::HashSet::new();
-        for spec in &specs {
-            spec.check()?;
-            // A stat per watched path: refused now rather than watched in vain.
-            if let Some(missing) = lifecycle::must_exist(spec)
-                .into_iter()
-                .find(|p| !p.exists())
-            {
-                return Err(Error::InvalidSpec(crate::model::InvalidSpec {
-                    app: spec.name.clone(),
-                    field: crate::model::Field::Watch,
-                    problem: format!("watch: {} does not exist", missing.display()),
-                }));
-            }
-            process::run_as::check(spec).map_err(|problem| {
-                Error::InvalidSpec(crate::model::InvalidSpec {
-                    app: spec.name.clone(),
-                    field: crate::model::Field::RunAs,
-                    problem,
-                })
-            })?;
-            if !names.insert(spec.name.as_str()) {
-                return Err(Error::GivenTwice(spec.name.clone()));
-            }
-        }
+        let names = admit(&specs)?;
         let base_env = Arc::new(base_env);
         let new: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
         let table = {
@@ -382,34 +360,59 @@ impl Supervisor {
             );
             let new: Vec<&str> = new.iter().map(String::as_str).collect();
             graph.check(&new)?;
-            for spec in specs {
-                let id = reg.next_id;
-                reg.next_id += 1;
-                let rec = AppRecord {
-                    id,
-                    spec,
-                    base_env: base_env.clone(),
-                    desired: Desired::Stopped,
-                    created_at_unix_ms: now_unix_ms(),
-                    restarts: 0,
-                    pid: None,
-                    pid_starttime: None,
-                };
-                // Registered under the lock, so a concurrent create of the same name sees it.
-                self.ctx.hub.publish(Event::new(
-                    EventKind::Created,
-                    id,
-                    &rec.spec.name,
-                    cause.clone(),
-                ));
-                let handle = self.start_owner(rec, Init::New);
-                reg.apps.insert(id, handle.clone());
-            }
-            self.ctx.store.set_next_id(reg.next_id);
+            self.register(&mut reg, specs, &base_env, &cause);
             Table::of(reg.apps.values())
         };
         let members = named_members(new, Act::Start);
         self.start_in_order(table, members, cause, wait).await
+    }
+
+    /// Creates the records and owners of new apps (ids in order), under the registry's lock,
+    /// so a concurrent create of the same name sees them; each gets a `created` event.
+    fn register(
+        &self,
+        reg: &mut Registry,
+        specs: Vec<AppSpec>,
+        base_env: &Arc<Env>,
+        cause: &Cause,
+    ) {
+        for spec in specs {
+            let id = reg.next_id;
+            reg.next_id += 1;
+            let rec = AppRecord {
+                id,
+                spec,
+                base_env: base_env.clone(),
+                desired: Desired::Stopped,
+                created_at_unix_ms: now_unix_ms(),
+                restarts: 0,
+                pid: None,
+                pid_starttime: None,
+            };
+            self.ctx.hub.publish(Event::new(
+                EventKind::Created,
+                id,
+                &rec.spec.name,
+                cause.clone(),
+            ));
+            let handle = self.start_owner(rec, Init::New);
+            reg.apps.insert(id, handle);
+        }
+        self.ctx.store.set_next_id(reg.next_id);
+    }
+
+    /// Forgets the owners that ended (deleted apps), counting their log bytes.
+    fn forget_deleted(&self) {
+        let mut gone = 0;
+        self.lock().apps.retain(|_, h| {
+            let closed = h.tx.is_closed();
+            if closed {
+                gone += log_bytes(&h.logs).iter().sum::<u64>();
+            }
+            !closed
+        });
+        self.deleted_log_bytes
+            .fetch_add(gone, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Starts stopped or errored apps, after what they depend on (started too, when it does
@@ -479,7 +482,10 @@ impl Supervisor {
                 let base_env = (reason == Reason::Named)
                     .then(|| base_env.clone())
                     .flatten();
-                let act = Act::Restart { base_env };
+                let act = Act::Restart {
+                    base_env,
+                    spec: None,
+                };
                 (n, Member { act, reason })
             })
             .collect();
@@ -514,16 +520,7 @@ impl Supervisor {
             .await
             .map(|acted| acted.into_iter().map(|a| a.view).collect());
         // Deleted owners have ended; forget them (also after a partial failure).
-        let mut gone = 0;
-        self.lock().apps.retain(|_, h| {
-            let closed = h.tx.is_closed();
-            if closed {
-                gone += log_bytes(&h.logs).iter().sum::<u64>();
-            }
-            !closed
-        });
-        self.deleted_log_bytes
-            .fetch_add(gone, std::sync::atomic::Ordering::Relaxed);
+        self.forget_deleted();
         views
     }
 
@@ -751,6 +748,37 @@ impl Supervisor {
         }
         Ok(found)
     }
+}
+
+/// Checks specs before anything is created or changed: the model's rules, watched paths that
+/// must exist, who the apps run as, and names given twice. Returns the names.
+fn admit(specs: &[AppSpec]) -> Result<std::collections::HashSet<String>, Error> {
+    let mut names = std::collections::HashSet::new();
+    for spec in specs {
+        spec.check()?;
+        // A stat per watched path: refused now rather than watched in vain.
+        if let Some(missing) = lifecycle::must_exist(spec)
+            .into_iter()
+            .find(|p| !p.exists())
+        {
+            return Err(Error::InvalidSpec(crate::model::InvalidSpec {
+                app: spec.name.clone(),
+                field: crate::model::Field::Watch,
+                problem: format!("watch: {} does not exist", missing.display()),
+            }));
+        }
+        process::run_as::check(spec).map_err(|problem| {
+            Error::InvalidSpec(crate::model::InvalidSpec {
+                app: spec.name.clone(),
+                field: crate::model::Field::RunAs,
+                problem,
+            })
+        })?;
+        if !names.insert(spec.name.clone()) {
+            return Err(Error::GivenTwice(spec.name.clone()));
+        }
+    }
+    Ok(names)
 }
 
 /// The apps a request names, each to be acted on with `act`.

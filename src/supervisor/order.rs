@@ -18,7 +18,7 @@ use super::{
     lifecycle::{Cmd, Reply},
     AppView, Error, Handle, Supervisor,
 };
-use crate::model::{Cause, Condition, Env, Status};
+use crate::model::{AppSpec, Cause, Condition, Env, Status};
 
 /// An app a request acted on, and why it did.
 #[derive(Debug, Clone)]
@@ -122,9 +122,10 @@ pub(super) enum Act {
     /// A new agent's turn to start an app it queued (see `Cmd::Resume`).
     Resume,
     /// Stop + start (stopped already, for a restart's dependents); with `base_env`, the
-    /// captured environment is replaced first.
+    /// captured environment is replaced first; with `spec`, the new instance runs with it.
     Restart {
         base_env: Option<Env>,
+        spec: Option<Box<AppSpec>>,
     },
 }
 
@@ -342,8 +343,9 @@ impl Supervisor {
                             reply,
                         },
                         Act::Resume => Cmd::Resume { reply },
-                        Act::Restart { base_env } => Cmd::Restart {
+                        Act::Restart { base_env, spec } => Cmd::Restart {
                             base_env,
+                            spec,
                             cause,
                             wait: waits,
                             reply,

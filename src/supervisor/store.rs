@@ -397,6 +397,14 @@ fn repair_spec(spec: &mut AppSpec, said: &mut dyn FnMut(String)) -> Result<(), S
                 spec.memory_grace = crate::model::DEFAULT_MEMORY_GRACE;
                 said(format!("{}: the memory limit removed", e.problem));
             }
+            Field::EnvProfile => {
+                spec.profile = None;
+                said(format!("{}: the env profile removed", e.problem));
+            }
+            Field::File => {
+                spec.file = None;
+                said(format!("{}: it belongs to no app file now", e.problem));
+            }
             // Who it runs as has no safe default: the app is set aside.
             Field::RunAs => return Err(e.problem),
             Field::Name | Field::Cmd | Field::Cwd | Field::Env => return Err(e.problem),
@@ -744,6 +752,8 @@ mod tests {
                 limits: Default::default(),
                 max_memory: None,
                 memory_grace: crate::model::DEFAULT_MEMORY_GRACE,
+                profile: None,
+                file: None,
                 logs: Default::default(),
             },
             base_env: Arc::new(Env::new()),

@@ -41,16 +41,7 @@ impl AppView {
     }
 }
 
-/// Base environment, then declared variables, then grpm's own identity variables (which mark
-/// every descendant as part of the app's tree).
-pub fn effective_env(base: &Env, spec: &AppSpec, agent_id: &str, id: AppId) -> Env {
-    let mut env = base.clone();
-    env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    env.insert("GRPM_AGENT_ID".into(), agent_id.into());
-    env.insert("GRPM_APP_ID".into(), id.to_string());
-    env.insert("GRPM_APP_NAME".into(), spec.name.clone());
-    env
-}
+pub use crate::model::effective_env;
 
 /// Hand-written: the environment stays out of logs.
 impl fmt::Debug for AppView {

@@ -84,7 +84,7 @@ fn a_bad_spec_creates_nothing_and_a_failed_start_fails_the_command() {
 #[test]
 fn the_demo_file_parses() {
     let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.toml");
-    let apps = grpm::cli::appfile::load(&demo, false).unwrap();
+    let apps = grpm::cli::appfile::load(&demo, false, None).unwrap();
     let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["web", "worker"]);
 }

@@ -4,6 +4,7 @@ mod common;
 
 mod agent;
 mod appfile;
+mod apply;
 mod autorestart;
 mod concurrency;
 mod depends;

@@ -1130,3 +1130,45 @@ fn idle_and_half_open_connections_cannot_lock_out_a_client_with_the_token() {
     assert!(added <= 2, "{added} log lines for 500 refused requests");
     assert_eq!(op.list("a").len(), 1);
 }
+
+#[test]
+fn apply_runs_per_host_and_rolls_with_serial() {
+    let op = Operator::new();
+    let token = op.secret("token", "apply-token-0123456789abcdef");
+    let (a, b) = (token_agent(&token), token_agent(&token));
+    op.token_hosts(
+        &token,
+        &[("a", &a.addr()), ("b", &b.addr())],
+        "[groups]\nboth = [\"a\", \"b\"]\n",
+    );
+    let file = op.dir.path().join("apps.toml");
+    fs::write(&file, "[[app]]\nname = \"w\"\ncmd = \"sleep 1000\"\n").unwrap();
+    let f = file.to_str().unwrap();
+    // b runs an app of its own: apply leaves it alone.
+    b.ok(&["start", "--name", "other", "--", "sleep", "1000"]);
+    let out = op.run(&["--host", "@both", "diff", f]);
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("a: create     w") && text.contains("b: create     w"),
+        "{text}"
+    );
+    assert!(a.list().is_empty());
+    op.ok(&["--host", "@both", "--serial", "1", "apply", f]);
+    let (pa, pb) = (a.wait_online("w", None), b.wait_online("w", None));
+    // Each host computed its own plan: unchanged everywhere, exit 0.
+    let plans: Value =
+        serde_json::from_str(&op.ok(&["--host", "@both", "diff", f, "--json"])).unwrap();
+    assert_eq!(plans[0]["host"], "a");
+    assert_eq!(plans[1]["plan"][0]["action"], "unchanged");
+    // A rolling change: both hosts restart w in place.
+    fs::write(&file, "[[app]]\nname = \"w\"\ncmd = \"sleep 1001\"\n").unwrap();
+    let out = op.ok(&["--host", "@both", "--serial", "1", "apply", f]);
+    assert!(
+        out.contains("a: change     w (id 1)") && out.contains("b: change     w (id 2)"),
+        "{out}"
+    );
+    assert_ne!(a.wait_online("w", Some(pa)), pa);
+    assert_ne!(b.wait_online("w", Some(pb)), pb);
+    assert_eq!(b.app("w")["restarts"], 1);
+}

@@ -46,9 +46,12 @@ pub enum Cmd {
         cause: Cause,
         reply: Reply,
     },
-    /// Stop then start; with `base_env`, the captured environment is replaced first.
+    /// Stop then start; with `base_env`, the captured environment is replaced first; with
+    /// `spec`, the new instance runs with that spec (applied once the old tree is gone, so the
+    /// old instance is stopped as its own spec says).
     Restart {
         base_env: Option<Env>,
+        spec: Option<Box<AppSpec>>,
         cause: Cause,
         wait: bool,
         reply: Reply,
@@ -87,15 +90,18 @@ enum Pending {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// A command taken apart: the machine's input, who waits, and a new base environment.
+/// A command taken apart: the machine's input, who waits, a new base environment and a new
+/// spec.
 struct Request {
     input: Input,
     pending: Pending,
     base_env: Option<Env>,
+    spec: Option<Box<AppSpec>>,
 }
 
 impl From<Cmd> for Request {
     fn from(cmd: Cmd) -> Request {
+        let mut spec = None;
         let (input, pending, base_env) = match cmd {
             Cmd::Start { cause, wait, reply } => {
                 (Input::Start { cause, wait }, Pending::App(reply), None)
@@ -103,14 +109,18 @@ impl From<Cmd> for Request {
             Cmd::Stop { cause, reply } => (Input::Stop(cause), Pending::App(reply), None),
             Cmd::Restart {
                 base_env,
+                spec: new,
                 cause,
                 wait,
                 reply,
-            } => (
-                Input::Restart { cause, wait },
-                Pending::App(reply),
-                base_env,
-            ),
+            } => {
+                spec = new;
+                (
+                    Input::Restart { cause, wait },
+                    Pending::App(reply),
+                    base_env,
+                )
+            }
             Cmd::Delete {
                 purge_logs,
                 cause,
@@ -127,6 +137,7 @@ impl From<Cmd> for Request {
             input,
             pending,
             base_env,
+            spec,
         }
     }
 }
@@ -205,6 +216,8 @@ pub struct Actor {
     deferred: VecDeque<Request>,
     /// A failed wait for the state file, reported to the pending command.
     unsaved: Option<StoreError>,
+    /// The spec the next spawn of the pending command runs with (an apply's restart).
+    next_spec: Option<Box<AppSpec>>,
     /// The running instance's output pipes, to find who holds them after its tree ended.
     pipes: Vec<PipeId>,
     /// Processes that left the last instance's tree beyond reach (found by its output pipes
@@ -268,6 +281,7 @@ impl Actor {
             memory,
             deferred: VecDeque::new(),
             unsaved: None,
+            next_spec: None,
             pipes: Vec::new(),
             escaped: None,
             escaped_news: false,
@@ -363,6 +377,7 @@ impl Actor {
             input,
             pending,
             base_env,
+            spec,
         } = req;
         let effects = self.life.step(input.clone(), &self.rules(), now_unix_ms());
         if let [Effect::Defer] = effects.as_slice() {
@@ -370,12 +385,14 @@ impl Actor {
                 input,
                 pending,
                 base_env,
+                spec,
             });
             return;
         }
         if let Some(env) = base_env {
             self.base_env = Arc::new(env);
         }
+        self.next_spec = spec;
         self.pending = Some(pending);
         self.unsaved = None;
         self.carry_out_all(effects, rx).await;
@@ -427,7 +444,12 @@ impl Actor {
     ) {
         match effect {
             Effect::Emit(note) => self.emit(note),
-            Effect::Spawn => queue.push_back(self.spawn().await),
+            Effect::Spawn => {
+                if let Some(spec) = self.next_spec.take() {
+                    self.replace_spec(*spec);
+                }
+                queue.push_back(self.spawn().await)
+            }
             Effect::Adopt => self.main = self.survivor.take(),
             Effect::Probe(which) => {
                 let env = self.env();
@@ -477,6 +499,7 @@ impl Actor {
             }
             Effect::Reply(result) => self.reply(result),
             Effect::Hold => {
+                self.next_spec = None;
                 if let Some(p) = self.pending.take() {
                     self.held.push((p, self.unsaved.take()));
                 }
@@ -522,6 +545,8 @@ impl Actor {
     }
 
     fn reply(&mut self, result: Result<(), Refusal>) {
+        // A restart that never spawned (its stop failed) leaves the spec as it was.
+        self.next_spec = None;
         let unsaved = self.unsaved.take();
         // Processes that escaped the tree are news to the command that ended it.
         let escaped = std::mem::take(&mut self.escaped_news)
@@ -552,6 +577,38 @@ impl Actor {
             (None, Err(Refusal::Stop(cause))) => Err(Error::StopFailed { app, cause }),
             (None, Err(Refusal::NotReady(cause))) => Err(Error::NotReady { app, cause }),
         }
+    }
+
+    /// Takes a new spec (an apply's restart, between the old tree's end and the new spawn):
+    /// its checks, triggers, memory limit and log rotation follow it. The name stays.
+    fn replace_spec(&mut self, spec: AppSpec) {
+        let spec = Arc::new(spec);
+        if spec.ready != self.spec.ready
+            || spec.alive != self.spec.alive
+            || spec.uses_notify() != self.spec.uses_notify()
+        {
+            // The old notify socket goes first: the new one binds the same path.
+            self.probing = Probing::idle();
+            self.probing = Probing::new(&spec, &self.ctx.notify_dir, self.id);
+        }
+        if spec.restart_schedule != self.spec.restart_schedule
+            || spec.watch != self.spec.watch
+            || spec.watch_ignore != self.spec.watch_ignore
+            || spec.watch_debounce != self.spec.watch_debounce
+            || spec.cwd != self.spec.cwd
+        {
+            self.triggers = Triggers::new(&spec);
+        }
+        self.memory = spec.max_memory.map(|_| {
+            let mut rx = self.ctx.samples.subscribe();
+            rx.mark_unchanged();
+            (rx, 0)
+        });
+        if spec.logs != self.spec.logs {
+            self.logs.set_policy(spec.logs);
+        }
+        tracing::info!(app = %spec.name, "spec replaced");
+        self.spec = spec;
     }
 
     /// The environment the app's processes (and its exec checks) get.

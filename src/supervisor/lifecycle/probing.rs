@@ -58,6 +58,19 @@ impl Probing {
         }
     }
 
+    /// No socket, no probe: a placeholder while a new spec's probing is made.
+    pub fn idle() -> Probing {
+        Probing {
+            notify: None,
+            task: None,
+            generation: 0,
+            verdicts: None,
+            report: watch::Sender::new(ProbeReport::default()),
+            log_from: [0, 0],
+            notified: NotifyState::default(),
+        }
+    }
+
     /// Before a spawn: where the instance's output will start, what was notified so far, and
     /// the variables that tell the app where to notify.
     pub fn before_spawn(&mut self, spec: &AppSpec, logs: &AppLogs, env: &mut Env) {

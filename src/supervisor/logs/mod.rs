@@ -75,6 +75,12 @@ impl AppLogs {
         }
     }
 
+    /// New rotation and timestamp settings for both streams (see `StreamLog::set_policy`).
+    pub fn set_policy(&self, policy: LogPolicy) {
+        self.out.set_policy(policy);
+        self.err.set_policy(policy);
+    }
+
     /// Blocking.
     pub fn flush(&self) -> std::io::Result<()> {
         self.out.flush()?;

@@ -41,7 +41,8 @@ pub struct Segment {
 pub struct StreamLog {
     path: PathBuf,
     offset_path: PathBuf,
-    policy: LogPolicy,
+    /// Rotation and timestamps; replaced when an apply changes them (between instances).
+    policy: Mutex<LogPolicy>,
     inner: Mutex<Inner>,
     state: watch::Sender<LogState>,
 }
@@ -67,13 +68,24 @@ impl StreamLog {
         StreamLog {
             path,
             offset_path,
-            policy,
+            policy: Mutex::new(policy),
             inner: Mutex::new(Inner {
                 lines: Lines::new(policy.time),
                 ..Inner::default()
             }),
             state: watch::channel(LogState::default()).0,
         }
+    }
+
+    fn policy(&self) -> LogPolicy {
+        *self.policy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// New rotation and timestamp settings, for the next instance's output (no pipe is being
+    /// read when this is called: an apply's restart, after the old instance's output drained).
+    pub fn set_policy(&self, policy: LogPolicy) {
+        *self.policy.lock().unwrap_or_else(|e| e.into_inner()) = policy;
+        self.lock().lines = Lines::new(policy.time);
     }
 
     pub fn path(&self) -> &Path {
@@ -165,7 +177,7 @@ impl StreamLog {
     /// Appends `data`, rotating where [`rotate::cut`] says.
     fn write_out(&self, inner: &mut Inner, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
-            let n = match rotate::cut(inner.len, self.policy.max_size, inner.mid_line, data) {
+            let n = match rotate::cut(inner.len, self.policy().max_size, inner.mid_line, data) {
                 Cut::All => data.len(),
                 Cut::At(n) => n,
             };
@@ -203,7 +215,7 @@ impl StreamLog {
     /// `X.log` becomes `X.log.1` (the older ones shift), and a new `X.log` starts empty.
     fn rotate(&self, inner: &mut Inner) -> io::Result<()> {
         inner.file = None;
-        rotate::shift(&self.path, self.policy.keep)?;
+        rotate::shift(&self.path, self.policy().keep)?;
         self.restart_at(inner, inner.start + inner.len)
     }
 
@@ -229,7 +241,7 @@ impl StreamLog {
         let mut inner = self.lock();
         self.load(&mut inner);
         inner.file = None;
-        for n in 1..=self.policy.keep {
+        for n in 1..=self.policy().keep {
             remove(&rotate::rotated(&self.path, n))?;
         }
         remove(&self.path)?;
@@ -244,7 +256,7 @@ impl StreamLog {
     pub fn purge(&self) -> io::Result<()> {
         let mut inner = self.lock();
         inner.file = None;
-        for n in 1..=self.policy.keep {
+        for n in 1..=self.policy().keep {
             remove(&rotate::rotated(&self.path, n))?;
         }
         remove(&self.path)?;
@@ -278,7 +290,7 @@ impl StreamLog {
             len: inner.len,
         });
         let mut start = inner.start;
-        for n in 1..=self.policy.keep {
+        for n in 1..=self.policy().keep {
             let Ok(file) = File::open(rotate::rotated(&self.path, n)) else {
                 break;
             };
