@@ -132,7 +132,7 @@ pub fn run(source: Source, file: &Path) -> Result<(), Failure> {
 
 /// Checks every app against the model (leaving out what it refuses), then drops dependencies
 /// on apps that were left out.
-fn finish(apps: Vec<OutApp>, dir: &Path, notes: &mut Notes) -> Vec<OutApp> {
+pub(super) fn finish(apps: Vec<OutApp>, dir: &Path, notes: &mut Notes) -> Vec<OutApp> {
     let mut apps: Vec<OutApp> = apps
         .into_iter()
         .filter_map(|a| a.checked(dir, notes))

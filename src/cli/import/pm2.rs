@@ -815,3 +815,7 @@ fn instances(v: &Value, ctx: &Context, out: &mut OutApp, notes: &mut Notes) {
         out.instances = Some(count);
     }
 }
+
+#[cfg(test)]
+#[path = "pm2_tests.rs"]
+mod tests;

@@ -666,3 +666,7 @@ fn is_true(v: &str) -> bool {
         "true" | "yes" | "on" | "1"
     )
 }
+
+#[cfg(test)]
+#[path = "supervisord_tests.rs"]
+mod tests;

@@ -148,24 +148,24 @@ pub fn sanitize_name(raw: &str) -> String {
 /// A name grpm accepts and not yet `taken`, noting any change.
 pub fn unique_name(raw: &str, taken: &[String], notes: &mut Notes) -> String {
     let base = sanitize_name(raw);
-    if base != raw {
-        notes.note(
-            Some(&base),
-            "name",
-            format!("{raw:?} renamed {base:?}: grpm names are letters, digits, '.', '_', '-'"),
-        );
-    }
     let mut name = base.clone();
     let mut n = 2;
     while taken.contains(&name) {
         name = format!("{}-{n}", &base[..base.len().min(60)]);
         n += 1;
     }
+    let mut why = Vec::new();
+    if base != raw {
+        why.push("grpm names are letters, digits, '.', '_' and '-'");
+    }
     if name != base {
+        why.push("another app has that name (grpm names are unique)");
+    }
+    if !why.is_empty() {
         notes.note(
             Some(&name),
             "name",
-            format!("a second app named {base:?}: renamed {name:?} (grpm names are unique)"),
+            format!("{raw:?} renamed {name:?}: {}", why.join("; ")),
         );
     }
     name
