@@ -11,6 +11,7 @@ mod environment;
 mod events;
 mod faults;
 mod grpcurl;
+mod import;
 mod input;
 mod logs;
 mod observe;
