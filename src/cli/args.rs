@@ -195,10 +195,16 @@ fn parse_sample_interval(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
     /// A PM2 ecosystem file: .json, .yaml, .yml, or .js/.cjs/.mjs (evaluated with node).
-    Pm2 { file: PathBuf },
+    Pm2 {
+        /// The ecosystem file (e.g. ecosystem.config.js).
+        file: PathBuf,
+    },
     /// A supervisord.conf: its [program:x] sections, and those of the files its [include]
     /// names.
-    Supervisord { file: PathBuf },
+    Supervisord {
+        /// The configuration file (e.g. /etc/supervisor/supervisord.conf).
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

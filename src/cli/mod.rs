@@ -87,6 +87,9 @@ pub fn main() -> ExitCode {
              result with --host)"
                 .into(),
         ))),
+        Command::Import { .. } if cli.json => Some(Err(Failure::Usage(
+            "import prints a TOML app file; --json does not apply".into(),
+        ))),
         Command::Import { source } => Some(match source {
             ImportCommand::Pm2 { file } => import::run(import::Source::Pm2, file),
             ImportCommand::Supervisord { file } => import::run(import::Source::Supervisord, file),

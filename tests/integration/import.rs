@@ -256,6 +256,12 @@ fn bad_files_are_refused_with_what_is_wrong() {
         let err = agent.fails(2, &["import", kind, &file]);
         assert!(err.contains(what), "{file}: {err}");
     }
+    // Flags that do not apply.
+    let ok = write("ok.json", r#"[{ "script": "a.js" }]"#);
+    let err = agent.fails(2, &["import", "pm2", &ok, "--json"]);
+    assert!(err.contains("--json does not apply"), "{err}");
+    let err = agent.fails(2, &["import", "pm2", &ok, "--host", "box1:7472"]);
+    assert!(err.contains("talks to no agent"), "{err}");
     // A file with no app at all: nothing printed, exit 1.
     let empty = write("empty.json", r#"{ "apps": [] }"#);
     let err = agent.fails(1, &["import", "pm2", &empty]);
