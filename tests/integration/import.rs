@@ -282,6 +282,33 @@ fn echo_supervisord_conf() -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// How supervisord itself reads `conf`: each program's argv (its command split as supervisord
+/// splits it), environment and directory, from supervisor's own `ServerOptions`.
+fn supervisord_reads(conf: &Path) -> serde_json::Value {
+    let script = r#"
+import sys, json, shlex
+from supervisor.options import ServerOptions
+o = ServerOptions()
+o.configfile = sys.argv[1]
+o.process_config(do_usage=False)
+print(json.dumps({p.name: {"cmd": shlex.split(p.command), "env": p.environment or {},
+                           "directory": p.directory}
+                  for g in o.process_group_configs for p in g.process_configs}))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "supervisor could not read {}: {}",
+        conf.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn a_supervisord_conf_with_an_include_runs_under_grpm() {
     let agent = Agent::start();
@@ -345,6 +372,16 @@ files = conf.d/*.conf
         web["cwd"].as_str().unwrap().ends_with("/etc/conf.d"),
         "{web}"
     );
+    // What supervisord itself makes of the same file.
+    let theirs = supervisord_reads(&main);
+    for name in ["db", "web"] {
+        let ours = agent.describe(name);
+        assert_eq!(ours["cmd"], theirs[name]["cmd"], "{name}");
+        assert_eq!(ours["declared_env"], theirs[name]["env"], "{name}");
+        if let Some(d) = theirs[name]["directory"].as_str() {
+            assert_eq!(ours["cwd"], d, "{name}");
+        }
+    }
     // Ordering: stopping db stops web first, as supervisord stops by descending priority.
     let out = agent.ok(&["stop", "db"]);
     assert!(out.contains("web"), "{out}");

@@ -354,7 +354,9 @@ fn app(
                 let profile = &k[4..];
                 let mut vars = Default::default();
                 env(v, &mut vars, &name, k, notes);
-                out.env_profiles.insert(profile.to_string(), vars);
+                if v.is_object() {
+                    out.env_profiles.insert(profile.to_string(), vars);
+                }
             }
             "port" => match text(v) {
                 Some(p) => {

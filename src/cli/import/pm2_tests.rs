@@ -271,7 +271,7 @@ fn names_values_and_refusals() {
     let doc = json!({ "apps": [
         { "name": "My App", "script": "a.js", "log_date_format": "YYYY-MM-DD" },
         { "name": "My App", "script": "b.js", "cron_restart": "61 * * * *",
-          "max_memory_restart": "10K", "env": { "NESTED": { "x": 1 } } },
+          "max_memory_restart": "10K", "env": { "NESTED": { "x": 1 } }, "env_staging": "x" },
         { "name": "noscript" },
         { "script": "c.js", "cron_restart": 0 },
         "not an app",
@@ -288,6 +288,7 @@ fn names_values_and_refusals() {
         "{text}"
     );
     assert!(!text.contains("restart_schedule"), "{text}");
+    assert!(!text.contains("env_profiles"), "{text}");
     for n in [
         "note: My-App: name: \"My App\" renamed \"My-App\"",
         "note: My-App-2: name: \"My App\" renamed \"My-App-2\": grpm names are letters, digits, '.', '_' and '-'; another app has",
@@ -296,6 +297,7 @@ fn names_values_and_refusals() {
         "not translated: My-App-2: max_memory_restart (as max_memory): max_memory is below 1M",
         "not translated: My-App-2: env.NESTED = {\"x\":1}:",
         "not translated: noscript: script: missing",
+        "not translated: My-App-2: env_staging = \"x\": not an object of variables",
         "not translated: apps[4] = \"not an app\": an app is an object",
     ] {
         assert!(has(&notes, n), "{n} not in {notes:#?}");
