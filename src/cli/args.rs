@@ -121,6 +121,12 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Translate a PM2 ecosystem file or a supervisord.conf into a grpm app file, printed on
+    /// stdout; what is not translated (or differs) is listed on stderr.
+    Import {
+        #[command(subcommand)]
+        source: ImportCommand,
+    },
     /// Print the man page (roff; `grpm man | man -l -`), or write every page to --out DIR.
     Man {
         /// Write grpm.1 and a page per command (grpm-start.1...) to this directory.
@@ -221,6 +227,21 @@ fn parse_sample_interval(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// A PM2 ecosystem file: .json, .yaml, .yml, or .js/.cjs/.mjs (evaluated with node).
+    Pm2 {
+        /// The ecosystem file (e.g. ecosystem.config.js).
+        file: PathBuf,
+    },
+    /// A supervisord.conf: its [program:x] sections, and those of the files its [include]
+    /// names.
+    Supervisord {
+        /// The configuration file (e.g. /etc/supervisor/supervisord.conf).
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

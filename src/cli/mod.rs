@@ -3,8 +3,8 @@
 //! liveness and dependencies), `action` (stop, restart,
 //! delete, flush, list, describe), `events`, `follow` (a fleet's merged events), `logs`,
 //! `local` (the agent itself, kill, tls init), `fleet` (one local agent or many remote ones),
-//! `monit` (the live view), `boot` (startup unit, completions, man page) and `render` (tables
-//! and JSON). It talks to agents only through [`crate::client`], in model types.
+//! `monit` (the live view), `boot` (startup unit, completions, man page), `import` (PM2 and
+//! supervisord files as grpm app files) and `render` (tables and JSON). It talks to agents only through [`crate::client`], in model types.
 
 mod action;
 pub mod appfile;
@@ -17,6 +17,7 @@ mod events;
 mod failure;
 mod fleet;
 mod follow;
+mod import;
 mod local;
 mod logs;
 mod monit;
@@ -31,7 +32,7 @@ pub use args::Cli;
 pub use failure::Failure;
 
 use action::Action;
-use args::{Command, StartupCommand, TlsCommand};
+use args::{Command, ImportCommand, StartupCommand, TlsCommand};
 use failure::fail;
 use fleet::Place;
 
@@ -82,6 +83,18 @@ pub fn main() -> ExitCode {
         } => Some(boot::startup_systemd(&home, *user, *install)),
         Command::Completions { shell } => Some(boot::completions(*shell)),
         Command::Man { out } => Some(boot::man(out.as_deref())),
+        Command::Import { .. } if !cli.hosts.is_empty() => Some(Err(Failure::Usage(
+            "import reads a file here and prints an app file; it talks to no agent (start the \
+             result with --host)"
+                .into(),
+        ))),
+        Command::Import { .. } if cli.json => Some(Err(Failure::Usage(
+            "import prints a TOML app file; --json does not apply".into(),
+        ))),
+        Command::Import { source } => Some(match source {
+            ImportCommand::Pm2 { file } => import::run(import::Source::Pm2, file),
+            ImportCommand::Supervisord { file } => import::run(import::Source::Supervisord, file),
+        }),
         _ => None,
     };
     if let Some(result) = generated {
@@ -125,6 +138,7 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
         | Command::Tls { .. }
         | Command::Startup { .. }
         | Command::Completions { .. }
+        | Command::Import { .. }
         | Command::Man { .. } => {
             unreachable!("handled before the runtime starts")
         }

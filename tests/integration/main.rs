@@ -12,6 +12,7 @@ mod environment;
 mod events;
 mod faults;
 mod grpcurl;
+mod import;
 mod input;
 mod logs;
 mod observe;
