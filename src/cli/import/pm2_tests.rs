@@ -144,7 +144,7 @@ fn the_output_loads_in_grpm() {
         "max_memory_restart": 1073741824u64, "exp_backoff_restart_delay": 100,
         "cron": "*/5 * * * *", "watch": true, "kill_timeout": 250 }]);
     let (text, _) = import(&doc);
-    let apps = appfile::parse(&text, "out.toml", Some(Path::new("/srv"))).unwrap();
+    let apps = appfile::parse(&text, "out.toml", Some(Path::new("/srv")), None).unwrap();
     let w = &apps[0];
     assert_eq!(w.cmd, ["python3", "w.py", "-u"]);
     assert_eq!(w.max_memory, Some(1 << 30));
@@ -210,7 +210,7 @@ fn interpreters_follow_pm2s_rules() {
         { "name": "h", "script": "server", "interpreter_args": "-x" },
     ]);
     let (text, notes) = import_in(&doc, dir.path());
-    let apps = appfile::parse(&text, "out.toml", Some(dir.path())).unwrap();
+    let apps = appfile::parse(&text, "out.toml", Some(dir.path()), None).unwrap();
     let cmds: Vec<Vec<String>> = apps.into_iter().map(|a| a.cmd).collect();
     assert_eq!(
         cmds,

@@ -163,7 +163,7 @@ fn priority_becomes_a_chain_of_started_dependencies() {
          [program:api]\ncommand=sleep 100\npriority=20\n\
          [program:web]\ncommand=sleep 100\n",
     );
-    let apps = appfile::parse(&text, "out.toml", Some(Path::new("/srv"))).unwrap();
+    let apps = appfile::parse(&text, "out.toml", Some(Path::new("/srv")), None).unwrap();
     let deps: Vec<(String, Vec<String>)> = apps
         .iter()
         .map(|a| {

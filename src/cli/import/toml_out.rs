@@ -213,6 +213,9 @@ impl OutApp {
             limits: BTreeMap::new(),
             max_memory: self.max_memory,
             memory_grace: None,
+            // Profiles are checked on their own (`bad_env`); the file is known when it is read.
+            profile: None,
+            file: None,
         }
     }
 
@@ -349,6 +352,11 @@ impl OutApp {
                 take(self, "max_memory", true);
                 self.max_memory = None;
             }
+            Field::EnvProfile => {
+                take(self, "env_profiles", !self.env_profiles.is_empty());
+                self.env_profiles.clear();
+            }
+            Field::File => {}
         }
         Some(gone)
     }
@@ -417,7 +425,7 @@ mod tests {
         assert!(text.starts_with("# from a test\n"), "{text}");
         assert!(text.contains("max_memory = \"200M\""), "{text}");
         assert!(text.contains("umask = \"022\""), "{text}");
-        let drafts = appfile::parse(&text, "out.toml", Some(Path::new("/srv"))).unwrap();
+        let drafts = appfile::parse(&text, "out.toml", Some(Path::new("/srv")), None).unwrap();
         assert_eq!(drafts.len(), 2);
         let web = &drafts[1];
         assert_eq!(web.cmd, ["sleep", "it's \"10\""]);
