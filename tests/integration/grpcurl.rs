@@ -38,10 +38,11 @@ fn grpcurl() -> String {
     })
 }
 
-/// `grpcurl -plaintext -unix -authority localhost [-d DATA] $GRPM_HOME/agent.sock ARGS...`
+/// `grpcurl -plaintext -unix [-d DATA] $GRPM_HOME/agent.sock ARGS...`: no `-authority`, the
+/// agent takes the socket path grpcurl sends as `:authority`.
 pub fn call(agent: &Agent, data: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new(grpcurl());
-    cmd.args(["-plaintext", "-unix", "-authority", "localhost"]);
+    cmd.args(["-plaintext", "-unix"]);
     if let Some(d) = data {
         cmd.args(["-d", d]);
     }
@@ -130,7 +131,7 @@ fn subscribe_streams_live_events() {
     let agent = Agent::start();
     agent.ok(&["start", "--name", "web", "--", "sleep", "1000"]);
     let mut sub = Command::new(grpcurl())
-        .args(["-plaintext", "-unix", "-authority", "localhost", "-d", "{}"])
+        .args(["-plaintext", "-unix", "-d", "{}"])
         .arg(agent.home.join("agent.sock"))
         .arg("grpm.v1.ProcessManager/Subscribe")
         .stdout(Stdio::piped())

@@ -10,6 +10,7 @@ mod depends;
 mod environment;
 mod events;
 mod faults;
+mod grpcio;
 mod grpcurl;
 mod input;
 mod logs;
