@@ -5,6 +5,7 @@ mod common;
 mod agent;
 mod appfile;
 mod autorestart;
+mod buf;
 mod concurrency;
 mod depends;
 mod environment;
