@@ -332,3 +332,23 @@ fn a_subscriber_that_never_reads_blocks_nothing_and_stays_bounded() {
         }
     });
 }
+
+#[test]
+fn an_unknown_app_in_the_filter_is_refused_as_stop_refuses_it() {
+    let agent = Agent::start();
+    agent.ok(&["start", "--name", "web", "--", "sleep", "1000"]);
+    agent.ok(&["start", "--name", "db", "--", "sleep", "1000"]);
+    let stop = agent.fails(1, &["stop", "nosuch"]);
+    for args in [
+        &["events", "--app", "nosuch"][..],
+        &["events", "--app", "web", "--app", "nosuch", "--no-follow"],
+    ] {
+        let e = agent.fails(1, args);
+        assert_eq!(e, stop, "grpm {args:?}");
+    }
+    assert!(stop.contains(r#"no app matches "nosuch""#), "{stop}");
+    // A deleted app's kept events are still reachable by its name.
+    agent.ok(&["delete", "db"]);
+    let evs = events(&agent, &["--from", "0", "--app", "db"]);
+    assert_eq!(evs.last().unwrap()["kind"], "deleted");
+}

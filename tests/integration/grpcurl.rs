@@ -276,3 +276,30 @@ fn grpcurl_is_refused_what_the_cli_refuses_with_the_same_message() {
     assert_eq!(cli.trim_end(), format!("grpm: --max-restarts: {message}"));
     assert!(agent.list().is_empty());
 }
+
+#[test]
+fn subscribe_refuses_an_unknown_app_as_stop_does() {
+    let agent = Agent::start();
+    agent.ok(&["start", "--name", "web", "--", "sleep", "1000"]);
+    let message = |out: Output| {
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(stderr.contains("Code: NotFound"), "{stderr}");
+        stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Message: ").map(str::to_string))
+            .unwrap_or_else(|| panic!("no message in {stderr}"))
+    };
+    let sub = message(call(
+        &agent,
+        Some(r#"{"apps":["web","nosuch"]}"#),
+        &["grpm.v1.ProcessManager/Subscribe"],
+    ));
+    let stop = message(call(
+        &agent,
+        Some(r#"{"target":"nosuch"}"#),
+        &["grpm.v1.ProcessManager/Stop"],
+    ));
+    assert_eq!(sub, stop);
+    assert_eq!(sub, r#"no app matches "nosuch""#);
+}
