@@ -251,6 +251,12 @@ fn filters_and_notify_round_trip() {
         (Some("deploy"), Some("v1.2"))
     );
     assert_eq!(n["data"]["sha"], "abc1");
+    // Fields that do not apply are null, `data` included.
+    assert!(
+        evs[0]["data"].is_null() && evs[0]["action"].is_null(),
+        "{}",
+        evs[0]
+    );
     assert_eq!(n["cause"]["method"], "NotifyGod");
     let e = agent.fails(1, &["notify", "nosuch", "--action", "deploy"]);
     assert!(e.contains("no app matches"), "{e}");
@@ -261,6 +267,12 @@ fn filters_and_notify_round_trip() {
     assert!(
         text.contains("web[1] notify deploy: v1.2 sha=abc1") && text.contains("manual: NotifyGod"),
         "{text}"
+    );
+    let bare = json_lines(&agent.ok(&["notify", "web", "--action", "ping", "--json"]));
+    assert!(
+        bare[0]["data"].is_null() && bare[0]["message"].is_null(),
+        "{}",
+        bare[0]
     );
 }
 
