@@ -76,6 +76,19 @@ impl Policy {
     }
 }
 
+/// What a caller must present, as one word for the agent's log: `client-certificate`,
+/// `token`, `client-certificate+token`, or `none` (a loopback listener without either).
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match (self.require_cert, self.token.is_some()) {
+            (true, true) => "client-certificate+token",
+            (true, false) => "client-certificate",
+            (false, true) => "token",
+            (false, false) => "none",
+        })
+    }
+}
+
 /// Puts [`Auth`] in front of a service.
 #[derive(Debug, Clone)]
 pub struct AuthLayer(pub Arc<Policy>);

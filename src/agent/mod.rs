@@ -2,6 +2,7 @@
 //! supervisor until asked to stop.
 
 pub mod auth;
+mod authority;
 pub mod listen;
 pub mod log;
 pub mod metrics;
@@ -138,7 +139,7 @@ async fn bind_tcp(home: &Home, l: Listen) -> Result<(TcpListener, Listen), Strin
         .map_err(|e| format!("cannot listen on {}: {e}", l.addr))?;
     crate::home::write_atomic(&home.addr_file(), format!("{bound}\n").as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", home.addr_file().display()))?;
-    tracing::info!(%bound, tls = l.tls.is_some(), policy = ?l.policy, "listening on TCP");
+    tracing::info!(%bound, tls = l.tls.is_some(), auth = %l.policy, "listening on TCP");
     Ok((listener, l))
 }
 

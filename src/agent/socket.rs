@@ -9,6 +9,7 @@ use std::{
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::{wrappers::UnixListenerStream, Stream, StreamExt};
 
+use super::authority::FixAuthority;
 use crate::home::Home;
 
 /// Binds `$GRPM_HOME/agent.sock` with mode 0600.
@@ -54,11 +55,15 @@ pub fn bind(home: &Home) -> io::Result<UnixListener> {
 }
 
 /// Accepted connections whose peer runs as our own uid; others are closed at once and logged.
-pub fn incoming(listener: UnixListener) -> impl Stream<Item = io::Result<UnixStream>> {
+/// Each is read through [`FixAuthority`], so the `:authority` stock gRPC clients send over a
+/// unix socket (the socket path) does not get their requests refused.
+pub fn incoming(
+    listener: UnixListener,
+) -> impl Stream<Item = io::Result<FixAuthority<UnixStream>>> {
     let uid = nix::unistd::getuid().as_raw();
     UnixListenerStream::new(listener).filter_map(move |conn| match conn {
         Ok(stream) => match stream.peer_cred() {
-            Ok(cred) if cred.uid() == uid => Some(Ok(stream)),
+            Ok(cred) if cred.uid() == uid => Some(Ok(FixAuthority::new(stream))),
             Ok(cred) => {
                 tracing::warn!(peer_uid = cred.uid(), peer_pid = ?cred.pid(), "refused a connection from another user");
                 None

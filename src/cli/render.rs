@@ -390,7 +390,9 @@ pub fn event_json(e: &Event, host: Option<&str>) -> serde_json::Value {
         "error": e.error,
         "action": (!e.action.is_empty()).then_some(&e.action),
         "message": (!e.message.is_empty()).then_some(&e.message),
-        "data": e.data,
+        // Like `action` and `message`: null when there is none (every event but a notify
+        // with --data), as the README says of the fields that do not apply.
+        "data": (!e.data.is_empty()).then_some(&e.data),
         "lost": (e.kind == EventKind::Gap).then_some(e.lost),
     });
     if let (Some(h), Some(obj)) = (host, v.as_object_mut()) {

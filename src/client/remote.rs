@@ -30,11 +30,16 @@ impl Default for Timeouts {
     }
 }
 
-/// Connects to `host`. Errors say which host, where, and why (refused, timed out, a TLS
-/// failure, an unreadable certificate).
+/// Connects to `host`. Errors say where, when the caller's label for the host ("box1: ") does
+/// not already say it, and why (refused, timed out, a TLS failure, an unreadable certificate).
 pub async fn connect_remote(host: &Host, t: &Timeouts) -> Result<Client, ConnectError> {
+    let at = if host.label == host.address {
+        String::new()
+    } else {
+        format!("{}: ", host.address)
+    };
     let fail = |why: String| ConnectError::Remote {
-        message: format!("{}: {why}", host.address),
+        message: format!("{at}{why}"),
         dropped: false,
     };
     let credentials = match &host.token_file {
@@ -81,7 +86,7 @@ pub async fn connect_remote(host: &Host, t: &Timeouts) -> Result<Client, Connect
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             return Err(ConnectError::Remote {
-                message: format!("{}: {}", host.address, chain(&e)),
+                message: format!("{at}{}", chain(&e)),
                 dropped: dropped(&e),
             })
         }

@@ -4,7 +4,11 @@
 //! ([`AppSpec::check`]), so the CLI, app files and the agent's edge refuse the same values with
 //! the same messages.
 
-use std::{fmt, path::PathBuf, time::Duration};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use super::{
     AppSpec, Dependency, Env, InvalidSpec, Liveness, LogPolicy, Readiness, RestartPolicy, Signal,
@@ -55,6 +59,18 @@ pub fn whole_millis(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis().clamp(1, u128::from(u64::MAX)) as u64)
 }
 
+/// `path` without `.` components, repeated or trailing separators (`/x/examples/.` is
+/// `/x/examples`), lexically: `..` stays, and no symlink is resolved (so the spec says what was
+/// asked for, and a symlinked release directory keeps working across deploys).
+fn lexical(path: &Path) -> PathBuf {
+    let clean: PathBuf = path.components().collect();
+    if clean.as_os_str().is_empty() {
+        path.to_path_buf()
+    } else {
+        clean
+    }
+}
+
 impl AppDraft {
     /// The spec this draft declares, with defaults filled in and `default_cwd` where no cwd is
     /// given; not checked (see [`AppDraft::resolve`]).
@@ -64,10 +80,7 @@ impl AppDraft {
         AppSpec {
             name: self.name.clone(),
             cmd: self.cmd.clone(),
-            cwd: self
-                .cwd
-                .clone()
-                .unwrap_or_else(|| default_cwd.to_path_buf()),
+            cwd: lexical(self.cwd.as_deref().unwrap_or(default_cwd)),
             env: self.env.clone(),
             kill_timeout: ms(self.kill_timeout, AppSpec::DEFAULT_KILL_TIMEOUT),
             stop_signal: self.stop_signal.unwrap_or(Signal::TERM),
@@ -164,6 +177,27 @@ mod tests {
             cmd: vec!["sleep".into(), "1".into()],
             ..AppDraft::default()
         }
+    }
+
+    #[test]
+    fn cwds_are_normalised_lexically() {
+        for (given, spec) in [
+            ("/x/examples/.", "/x/examples"),
+            ("/x/./examples/", "/x/examples"),
+            ("/x//examples/./.", "/x/examples"),
+            ("/x/link/../y", "/x/link/../y"),
+            ("/.", "/"),
+            ("/", "/"),
+        ] {
+            let mut d = draft();
+            d.cwd = Some(given.into());
+            assert_eq!(
+                d.fill(Path::new("/srv")).cwd,
+                PathBuf::from(spec),
+                "{given}"
+            );
+        }
+        assert_eq!(draft().fill(Path::new("/srv/.")).cwd, PathBuf::from("/srv"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod store;
 mod view;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     io,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -600,13 +600,16 @@ impl Supervisor {
             .collect()
     }
 
-    /// Subscribes to events: replay as `from` says, then live ones when `follow`.
+    /// Subscribes to events: replay as `from` says, then live ones when `follow`. An app in
+    /// the filter must exist, or be named by a kept event (a deleted app's history stays
+    /// reachable); any other name is refused as an unknown target is (`NotFound`).
     pub fn subscribe(
         &self,
         from: Replay,
         filter: Filter,
         follow: bool,
     ) -> Result<(Vec<Arc<Event>>, Option<Subscription>), Error> {
+        self.check_known(&filter.apps)?;
         self.ctx
             .hub
             .subscribe(from, filter, follow)
@@ -725,6 +728,28 @@ impl Supervisor {
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(w) = writer {
             let _ = w.await;
+        }
+    }
+
+    /// The first (by name) of `names` that is neither an app nor named by a kept event.
+    fn check_known(&self, names: &HashSet<String>) -> Result<(), Error> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let current: HashSet<String> = self
+            .lock()
+            .apps
+            .values()
+            .map(|h| h.view.borrow().name().to_string())
+            .collect();
+        let mut unknown: Vec<&String> = names
+            .iter()
+            .filter(|n| !current.contains(*n) && !self.ctx.hub.has_events_about(n))
+            .collect();
+        unknown.sort_unstable();
+        match unknown.first() {
+            Some(name) => Err(Error::NotFound((*name).clone())),
+            None => Ok(()),
         }
     }
 

@@ -88,3 +88,40 @@ fn the_demo_file_parses() {
     let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["web", "worker"]);
 }
+
+#[test]
+fn a_relative_cwd_is_stored_without_dot_components() {
+    let agent = Agent::start();
+    std::fs::create_dir(agent.path("www")).unwrap();
+    let file = write(
+        &agent,
+        r#"
+[[app]]
+name = "here"
+cmd = "sleep 1000"
+cwd = "."
+[[app]]
+name = "www"
+cmd = "sleep 1000"
+cwd = "./www/."
+"#,
+    );
+    agent.ok(&["start", &file]);
+    // The file's directory, as the agent's temp dir is spelled (symlinks resolved by the CLI
+    // for the file's own path only).
+    let dir = std::fs::canonicalize(agent.dir.path()).unwrap();
+    assert_eq!(agent.describe("here")["cwd"], dir.display().to_string());
+    assert_eq!(
+        agent.describe("www")["cwd"],
+        dir.join("www").display().to_string()
+    );
+    // From --cwd too, with no symlink resolved: a `.` is dropped, a `..` kept.
+    let odd = format!("{}/./www/../www/.", agent.dir.path().display());
+    agent.ok(&[
+        "start", "--name", "api", "--cwd", &odd, "--", "sleep", "1000",
+    ]);
+    assert_eq!(
+        agent.describe("api")["cwd"],
+        format!("{}/www/../www", agent.dir.path().display())
+    );
+}

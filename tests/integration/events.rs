@@ -251,6 +251,12 @@ fn filters_and_notify_round_trip() {
         (Some("deploy"), Some("v1.2"))
     );
     assert_eq!(n["data"]["sha"], "abc1");
+    // Fields that do not apply are null, `data` included.
+    assert!(
+        evs[0]["data"].is_null() && evs[0]["action"].is_null(),
+        "{}",
+        evs[0]
+    );
     assert_eq!(n["cause"]["method"], "NotifyGod");
     let e = agent.fails(1, &["notify", "nosuch", "--action", "deploy"]);
     assert!(e.contains("no app matches"), "{e}");
@@ -261,6 +267,12 @@ fn filters_and_notify_round_trip() {
     assert!(
         text.contains("web[1] notify deploy: v1.2 sha=abc1") && text.contains("manual: NotifyGod"),
         "{text}"
+    );
+    let bare = json_lines(&agent.ok(&["notify", "web", "--action", "ping", "--json"]));
+    assert!(
+        bare[0]["data"].is_null() && bare[0]["message"].is_null(),
+        "{}",
+        bare[0]
     );
 }
 
@@ -331,4 +343,24 @@ fn a_subscriber_that_never_reads_blocks_nothing_and_stays_bounded() {
             assert_eq!(w[1].seq - lost, w[0].seq, "discontinuity");
         }
     });
+}
+
+#[test]
+fn an_unknown_app_in_the_filter_is_refused_as_stop_refuses_it() {
+    let agent = Agent::start();
+    agent.ok(&["start", "--name", "web", "--", "sleep", "1000"]);
+    agent.ok(&["start", "--name", "db", "--", "sleep", "1000"]);
+    let stop = agent.fails(1, &["stop", "nosuch"]);
+    for args in [
+        &["events", "--app", "nosuch"][..],
+        &["events", "--app", "web", "--app", "nosuch", "--no-follow"],
+    ] {
+        let e = agent.fails(1, args);
+        assert_eq!(e, stop, "grpm {args:?}");
+    }
+    assert!(stop.contains(r#"no app matches "nosuch""#), "{stop}");
+    // A deleted app's kept events are still reachable by its name.
+    agent.ok(&["delete", "db"]);
+    let evs = events(&agent, &["--from", "0", "--app", "db"]);
+    assert_eq!(evs.last().unwrap()["kind"], "deleted");
 }

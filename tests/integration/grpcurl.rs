@@ -38,10 +38,11 @@ pub fn grpcurl() -> String {
     })
 }
 
-/// `grpcurl -plaintext -unix -authority localhost [-d DATA] $GRPM_HOME/agent.sock ARGS...`
+/// `grpcurl -plaintext -unix [-d DATA] $GRPM_HOME/agent.sock ARGS...`: no `-authority`, the
+/// agent takes the socket path grpcurl sends as `:authority`.
 pub fn call(agent: &Agent, data: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new(grpcurl());
-    cmd.args(["-plaintext", "-unix", "-authority", "localhost"]);
+    cmd.args(["-plaintext", "-unix"]);
     if let Some(d) = data {
         cmd.args(["-d", d]);
     }
@@ -130,7 +131,7 @@ fn subscribe_streams_live_events() {
     let agent = Agent::start();
     agent.ok(&["start", "--name", "web", "--", "sleep", "1000"]);
     let mut sub = Command::new(grpcurl())
-        .args(["-plaintext", "-unix", "-authority", "localhost", "-d", "{}"])
+        .args(["-plaintext", "-unix", "-d", "{}"])
         .arg(agent.home.join("agent.sock"))
         .arg("grpm.v1.ProcessManager/Subscribe")
         .stdout(Stdio::piped())
@@ -274,4 +275,31 @@ fn grpcurl_is_refused_what_the_cli_refuses_with_the_same_message() {
     );
     assert_eq!(cli.trim_end(), format!("grpm: --max-restarts: {message}"));
     assert!(agent.list().is_empty());
+}
+
+#[test]
+fn subscribe_refuses_an_unknown_app_as_stop_does() {
+    let agent = Agent::start();
+    agent.ok(&["start", "--name", "web", "--", "sleep", "1000"]);
+    let message = |out: Output| {
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(stderr.contains("Code: NotFound"), "{stderr}");
+        stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Message: ").map(str::to_string))
+            .unwrap_or_else(|| panic!("no message in {stderr}"))
+    };
+    let sub = message(call(
+        &agent,
+        Some(r#"{"apps":["web","nosuch"]}"#),
+        &["grpm.v1.ProcessManager/Subscribe"],
+    ));
+    let stop = message(call(
+        &agent,
+        Some(r#"{"target":"nosuch"}"#),
+        &["grpm.v1.ProcessManager/Stop"],
+    ));
+    assert_eq!(sub, stop);
+    assert_eq!(sub, r#"no app matches "nosuch""#);
 }

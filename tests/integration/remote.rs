@@ -431,6 +431,21 @@ fn wrong_credentials_and_plaintext_are_refused_and_change_nothing() {
     let cert_agent = start_agent(&mtls(&tls));
     let token_agent = token_agent(&token);
     let (c, t) = (cert_agent.addr(), token_agent.addr());
+    // The agent's log says what a caller must present, in words, not as a Rust debug dump.
+    for (agent, auth) in [
+        (&cert_agent, "auth=client-certificate"),
+        (&token_agent, "auth=token"),
+    ] {
+        wait_until("the listening line", Duration::from_secs(20), || {
+            agent.log().contains("listening on TCP")
+        });
+        let log = agent.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("listening on TCP"))
+            .unwrap();
+        assert!(line.contains(auth) && !line.contains("Policy"), "{line}");
+    }
     let (ca, cert, key) = (
         p(&tls, "ca.pem"),
         p(&tls, "client.pem"),
@@ -1171,4 +1186,20 @@ fn apply_runs_per_host_and_rolls_with_serial() {
     assert_ne!(a.wait_online("w", Some(pa)), pa);
     assert_ne!(b.wait_online("w", Some(pb)), pb);
     assert_eq!(b.app("w")["restarts"], 1);
+}
+
+#[test]
+fn an_unreachable_address_is_named_once() {
+    let agent = Agent::start();
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let err = agent.fails(1, &["--host", &addr, "list"]);
+    assert!(err.starts_with(&format!("grpm: {addr}: ")), "{err}");
+    assert_eq!(err.matches(&addr).count(), 1, "{err}");
+    assert!(err.contains("refused"), "{err}");
 }

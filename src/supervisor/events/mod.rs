@@ -470,6 +470,11 @@ impl Hub {
         inner.subscribers.shrink_to_fit();
     }
 
+    /// Whether a kept event is about the app named `app`.
+    pub fn has_events_about(&self, app: &str) -> bool {
+        self.lock().kept.iter().any(|e| e.app == app)
+    }
+
     /// The sequence number the next event will get.
     pub fn next_seq(&self) -> u64 {
         self.lock().next_seq
