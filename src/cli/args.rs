@@ -61,7 +61,8 @@ pub enum Command {
         #[command(subcommand)]
         command: TlsCommand,
     },
-    /// Start a new app (`--name N -- CMD...`), the apps of a TOML file, or a stopped app.
+    /// Start a new app (`--name N -- CMD...`, a script, a quoted command line), the apps of a
+    /// TOML file, or stopped apps.
     Start(Box<StartArgs>),
     /// Stop apps: their whole process trees. TARGET is a name, an id or "all".
     Stop { target: String },
@@ -107,7 +108,7 @@ pub enum Command {
     /// Have the agent start at boot: print (or --install) a service unit for it.
     Startup {
         #[command(subcommand)]
-        system: StartupCommand,
+        system: Option<StartupCommand>,
     },
     /// Print a shell completion script (e.g. `grpm completions bash > /etc/bash_completion.d/grpm`).
     Completions {
@@ -247,7 +248,8 @@ pub struct EventsArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// A name, an id or "all".
+    /// A name, an id or "all" (the default).
+    #[arg(default_value = "all")]
     pub target: String,
     /// How many of the last lines of each stream to show first.
     #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=100_000))]
@@ -265,10 +267,13 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// An app file (.toml), or the name, id or "all" of existing apps to start again.
-    #[arg(value_name = "FILE|TARGET")]
+    /// An app file (.toml); a script to run (app.py: the interpreter its #! line or its
+    /// extension names); a command line in one argument ("python3 -m http.server 8099", split
+    /// like a shell); or the name, id or "all" of existing apps to start again.
+    #[arg(value_name = "FILE|SCRIPT|CMDLINE|TARGET")]
     pub what: Option<String>,
-    /// Name of the new app (default: the command's file name).
+    /// Name of the new app (default: the script's file stem, `app` for app.py or `python3
+    /// app.py`; else the command's file name).
     #[arg(long)]
     pub name: Option<String>,
     /// Working directory (default: the current one).
@@ -339,7 +344,7 @@ pub struct StartArgs {
     /// Return once the apps are spawned, without waiting for their readiness checks.
     #[arg(long)]
     pub no_wait: bool,
-    /// The command and its arguments, after `--`.
+    /// The command and its arguments, after `--` (after a script: the script's arguments).
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,
 }

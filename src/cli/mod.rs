@@ -16,10 +16,12 @@ mod events;
 mod failure;
 mod fleet;
 mod follow;
+mod habits;
 mod local;
 mod logs;
 mod monit;
 mod render;
+mod script;
 mod start;
 
 use std::process::ExitCode;
@@ -41,7 +43,10 @@ use crate::{
 
 /// Entry point of the binary: parses, runs, prints, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return parse_error(e),
+    };
     let home = match Home::from_env() {
         Ok(h) => h,
         Err(e) => return fail(Failure::Usage(e)),
@@ -76,8 +81,9 @@ pub fn main() -> ExitCode {
         Command::Startup { .. } if !cli.hosts.is_empty() => Some(Err(Failure::Usage(
             "startup writes a unit for this machine's agent; run it on each host".into(),
         ))),
+        Command::Startup { system: None } => Some(Err(Failure::Usage(habits::STARTUP.into()))),
         Command::Startup {
-            system: StartupCommand::Systemd { user, install },
+            system: Some(StartupCommand::Systemd { user, install }),
         } => Some(boot::startup_systemd(&home, *user, *install)),
         Command::Completions { shell } => Some(boot::completions(*shell)),
         Command::Man { out } => Some(boot::man(out.as_deref())),
@@ -110,6 +116,23 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => fail(f),
     }
+}
+
+/// A command line clap refused: a PM2 command grpm has no use for gets its one-line answer
+/// (exit 2) instead of a "similar subcommand" tip; anything else clap's own message.
+fn parse_error(e: clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() == ErrorKind::InvalidSubcommand {
+        if let Some(ContextValue::String(word)) = e.get(ContextKind::InvalidSubcommand) {
+            if let Some(answer) = habits::answer(word) {
+                return fail(Failure::Usage(format!(
+                    "there is no `{word}` command: {answer}"
+                )));
+            }
+        }
+    }
+    let _ = e.print();
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
 async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {

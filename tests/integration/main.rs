@@ -6,6 +6,7 @@ mod agent;
 mod appfile;
 mod autorestart;
 mod concurrency;
+mod day_one;
 mod depends;
 mod environment;
 mod events;

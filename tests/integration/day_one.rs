@@ -1,0 +1,184 @@
+//! Issue #16, the CLI half: what a PM2 user meets first. Scripts and one-argument command
+//! lines for `start`, default names after the script, `logs` without a target, PM2 words
+//! answered, streams that end with their reader, scoped help, GRPM_HOME creation, the
+//! environment captured without the launching tool's variables, and tables for terminals.
+
+use std::{fs, path::Path};
+
+use crate::common::*;
+
+fn write(dir: &Path, name: &str, body: &str) -> String {
+    let p = dir.join(name);
+    fs::write(&p, body).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_script_runs_with_its_interpreter_and_is_named_after_its_stem() {
+    let agent = Agent::start();
+    let dir = agent.dir.path();
+    write(
+        dir,
+        "app.py",
+        "import sys, time\nprint('args', sys.argv[1:], flush=True)\ntime.sleep(1000)\n",
+    );
+    // No extension, not executable: its #! line names the interpreter.
+    write(
+        dir,
+        "worker",
+        "#!/bin/sh\necho worker $1\nexec sleep 1000\n",
+    );
+    let out = agent.run(&["start", "app.py", "--", "x", "y z"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one line says the interpreter: {err}"
+    );
+    assert!(
+        err.contains("app.py: run with python3 (its extension .py)"),
+        "{err}"
+    );
+    let d = agent.describe("app");
+    let script = dir.join("app.py").canonicalize().unwrap();
+    assert_eq!(
+        d["cmd"],
+        serde_json::json!(["python3", script.to_str().unwrap(), "x", "y z"])
+    );
+    let err = stderr_of(&agent.run(&["start", "worker", "--", "1"]));
+    assert!(
+        err.contains("worker: run with /bin/sh (its #! line)"),
+        "{err}"
+    );
+    wait_until(
+        "both scripts' output",
+        std::time::Duration::from_secs(20),
+        || {
+            let logs = agent.ok(&["logs", "--lines", "5"]);
+            logs.contains("app out | args ['x', 'y z']") && logs.contains("worker out | worker 1")
+        },
+    );
+    // PM2's flags still describe the app.
+    agent.ok(&["start", "app.py", "--name", "app2", "--env", "A=1"]);
+    assert_eq!(agent.describe("app2")["declared_env"]["A"], "1");
+}
+
+#[test]
+fn the_default_name_is_the_script_not_the_interpreter() {
+    let agent = Agent::start();
+    let dir = agent.dir.path();
+    write(dir, "api.py", "import time\ntime.sleep(1000)\n");
+    write(dir, "jobs.py", "import time\ntime.sleep(1000)\n");
+    agent.ok(&["start", "--", "python3", "-u", "api.py"]);
+    agent.ok(&["start", "--", "python3", "jobs.py"]);
+    agent.ok(&["start", "--", "sleep", "1000"]);
+    // --name still wins.
+    agent.ok(&["start", "--name", "third", "--", "python3", "api.py"]);
+    let names: Vec<String> = agent
+        .list()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["api", "jobs", "sleep", "third"]);
+}
+
+#[test]
+fn one_argument_with_spaces_is_a_command_line() {
+    let agent = Agent::start();
+    agent.ok(&["start", "sh -c 'echo \"one two\"; exec sleep 1000'"]);
+    assert_eq!(
+        agent.describe("sh")["cmd"],
+        serde_json::json!(["sh", "-c", "echo \"one two\"; exec sleep 1000"])
+    );
+    agent.ok(&["start", "sleep 1000", "--name", "nap"]);
+    agent.wait_online("nap", None);
+    let err = agent.fails(2, &["start", "sleep 1000", "--", "sleep", "5"]);
+    assert!(err.contains("not both"), "{err}");
+    let err = agent.fails(2, &["start", "sh -c 'unbalanced"]);
+    assert!(err.contains("unbalanced quotes"), "{err}");
+}
+
+#[test]
+fn files_that_cannot_run_are_refused_and_create_nothing() {
+    let agent = Agent::start();
+    let dir = agent.dir.path();
+    write(dir, "apps.json", "{}\n");
+    write(dir, "apps.yaml", "apps: []\n");
+    write(dir, "app.ts", "console.log(1)\n");
+    write(dir, "notes.txt", "hello\n");
+    write(dir, "x.py", "#!/usr/bin/env grpm-no-such-interpreter\n");
+    let cases: [(&str, &str); 5] = [
+        ("apps.json", "app files are TOML"),
+        ("apps.yaml", "app files are TOML"),
+        ("app.ts", "npx tsx"),
+        ("notes.txt", "give the command after --"),
+        ("x.py", "grpm-no-such-interpreter, which is not on PATH"),
+    ];
+    for (file, says) in cases {
+        let err = agent.fails(2, &["start", file]);
+        assert!(err.contains(says), "{file}: {err}");
+    }
+    assert!(agent.list().is_empty());
+}
+
+#[test]
+fn logs_without_a_target_shows_every_app_and_silence_is_explained() {
+    let agent = Agent::start();
+    agent.ok(&[
+        "start",
+        "--name",
+        "a",
+        "--",
+        "sh",
+        "-c",
+        "echo from-a; exec sleep 1000",
+    ]);
+    agent.ok(&[
+        "start",
+        "--name",
+        "b",
+        "--",
+        "sh",
+        "-c",
+        "echo from-b >&2; exec sleep 1000",
+    ]);
+    agent.ok(&["start", "--name", "quiet", "--", "sleep", "1000"]);
+    wait_until("both lines", std::time::Duration::from_secs(20), || {
+        let logs = agent.ok(&["logs"]);
+        logs.contains("a out | from-a") && logs.contains("b err | from-b")
+    });
+    let out = agent.run(&["logs", "3"]);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = stderr_of(&out);
+    let file = agent.home.join("logs/3-quiet.out.log");
+    assert!(
+        err.contains("quiet (id 3) has no output yet") && err.contains(file.to_str().unwrap()),
+        "{err}"
+    );
+    // Scripts see no note in --json's stdout.
+    assert_eq!(agent.ok(&["logs", "quiet", "--json"]), "");
+}
+
+#[test]
+fn pm2_words_get_a_one_line_answer() {
+    let agent = Agent::start();
+    for (word, says) in [
+        ("save", "grpm saves every change automatically"),
+        ("dump", "grpm saves every change automatically"),
+        ("resurrect", "starts again every app that should be running"),
+        ("jlist", "grpm list --json"),
+        ("prettylist", "grpm describe all"),
+        ("startup", "grpm startup systemd"),
+    ] {
+        let err = agent.fails(2, &[word]);
+        assert_eq!(err.trim_end().lines().count(), 1, "{word}: {err}");
+        assert!(err.contains(says), "{word}: {err}");
+        assert!(!err.contains("similar"), "{word}: {err}");
+    }
+}
