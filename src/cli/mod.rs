@@ -3,8 +3,10 @@
 //! liveness and dependencies), `action` (stop, restart,
 //! delete, flush, list, describe), `events`, `follow` (a fleet's merged events), `logs`,
 //! `local` (the agent itself, kill, tls init), `fleet` (one local agent or many remote ones),
-//! `monit` (the live view), `boot` (startup unit, completions, man page) and `render` (tables
-//! and JSON). It talks to agents only through [`crate::client`], in model types.
+//! `monit` (the live view), `boot` (startup unit, completions, man page), `render` (tables
+//! and JSON), `script` (what `start WHAT` means: app file, script, command line, target),
+//! `habits` (answers to PM2 commands grpm has no use for) and `reader` (a follow ends when its
+//! reader leaves). It talks to agents only through [`crate::client`], in model types.
 
 mod action;
 pub mod appfile;
@@ -20,6 +22,7 @@ mod habits;
 mod local;
 mod logs;
 mod monit;
+mod reader;
 mod render;
 mod script;
 mod start;
@@ -161,7 +164,9 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
             }
             local::kill(home, json).await
         }
-        Command::Events(args) => events::events(&place, args, json).await,
+        Command::Events(args) if args.no_follow => events::events(&place, args, json).await,
+        // A stream that follows ends as soon as its reader goes away, even while quiet.
+        Command::Events(args) => reader::until_gone(events::events(&place, args, json)).await,
         Command::Notify {
             target,
             action,
@@ -203,6 +208,9 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
             action::act(&place, target, Action::Delete { purge_logs }, json).await
         }
         Command::Flush { target } => action::act(&place, target, Action::Flush, json).await,
+        Command::Logs(args) if args.follow => {
+            reader::until_gone(logs::run(&place, args, json)).await
+        }
         Command::Logs(args) => logs::run(&place, args, json).await,
         Command::List => action::list(&place, json).await,
         Command::Describe { target } => action::describe(&place, target, json).await,

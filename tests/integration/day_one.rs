@@ -182,3 +182,57 @@ fn pm2_words_get_a_one_line_answer() {
         assert!(!err.contains("similar"), "{word}: {err}");
     }
 }
+
+/// Spawns `cmd` with its stdout piped, reads `n` lines, then closes the pipe (its reader goes
+/// away, as `| head -n` does) and asserts the command ends at once, exit 0, though the stream
+/// is quiet.
+pub fn ends_when_its_reader_leaves(mut cmd: std::process::Command, n: usize) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = ChildGuard(Some(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let stdout = child.0.as_mut().unwrap().stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
+    for i in 0..n {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "line {i} never came"
+        );
+    }
+    drop(reader);
+    let status = child.wait_exit(std::time::Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn quiet_follows_end_when_their_reader_leaves() {
+    let agent = Agent::start();
+    // Two lines, then silence: only the closed pipe can end the follow.
+    agent.ok(&[
+        "start",
+        "--name",
+        "quiet",
+        "--",
+        "sh",
+        "-c",
+        "echo a; echo b; exec sleep 1000",
+    ]);
+    wait_until(
+        "both lines on disk",
+        std::time::Duration::from_secs(20),
+        || agent.ok(&["logs", "quiet"]).lines().count() == 2,
+    );
+    let mut logs = agent.cmd();
+    logs.args(["logs", "quiet", "-f"]);
+    ends_when_its_reader_leaves(logs, 2);
+    let mut events = agent.cmd();
+    // Its one online event, then silence.
+    events.args(["events", "--app", "quiet", "--kind", "online"]);
+    ends_when_its_reader_leaves(events, 1);
+}
