@@ -46,7 +46,7 @@ use crate::{
 
 /// Entry point of the binary: parses, runs, prints, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return parse_error(e),
     };
@@ -61,7 +61,7 @@ pub fn main() -> ExitCode {
         observe,
     } = cli.command
     {
-        if !cli.hosts.is_empty() {
+        if !cli.reach.hosts.is_empty() {
             return fail(Failure::Usage(
                 "the agent runs here; --host is for commands sent to remote agents".into(),
             ));
@@ -72,16 +72,18 @@ pub fn main() -> ExitCode {
         };
     }
     if let Command::Tls {
-        command: TlsCommand::Init { out, force },
+        command: TlsCommand::Init { hosts, out, force },
     } = &cli.command
     {
-        return match local::tls_init(&cli.hosts, out, *force, cli.json) {
+        // Before `tls`, --host was global once: its names still count.
+        let names: Vec<String> = cli.reach.hosts.iter().chain(hosts).cloned().collect();
+        return match local::tls_init(&names, out, *force, cli.json) {
             Ok(()) => ExitCode::SUCCESS,
             Err(f) => fail(f),
         };
     }
     let generated = match &cli.command {
-        Command::Startup { .. } if !cli.hosts.is_empty() => Some(Err(Failure::Usage(
+        Command::Startup { .. } if !cli.reach.hosts.is_empty() => Some(Err(Failure::Usage(
             "startup writes a unit for this machine's agent; run it on each host".into(),
         ))),
         Command::Startup { system: None } => Some(Err(Failure::Usage(habits::STARTUP.into()))),
@@ -100,7 +102,8 @@ pub fn main() -> ExitCode {
     }
     // One thread for the local agent; on a fleet, TLS handshakes and decoding for many hosts
     // are spread over the cores.
-    let mut builder = if cli.hosts.is_empty() {
+    let reach = std::mem::take(&mut cli.reach).merge(cli.command.reach());
+    let mut builder = if reach.hosts.is_empty() {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -115,7 +118,7 @@ pub fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(Failure::Failed(format!("cannot start the runtime: {e}"))),
     };
-    match runtime.block_on(run(cli, &home)) {
+    match runtime.block_on(run(cli, reach, &home)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => fail(f),
     }
@@ -138,13 +141,13 @@ fn parse_error(e: clap::Error) -> ExitCode {
     ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
-async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
+async fn run(cli: Cli, reach: args::Reach, home: &Home) -> Result<(), Failure> {
     let json = cli.json;
     let timeouts = Timeouts {
-        connect: cli.connect_timeout,
-        request: Some(cli.timeout),
+        connect: reach.connect_timeout(),
+        request: Some(reach.timeout()),
     };
-    let place = Place::new(home, &cli.hosts, cli.serial, timeouts)?;
+    let place = Place::new(home, &reach.hosts, reach.serial, timeouts)?;
     match cli.command {
         Command::Agent { .. }
         | Command::Tls { .. }
@@ -172,6 +175,7 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
             action,
             message,
             data,
+            ..
         } => {
             events::notify(
                 &place,
@@ -184,11 +188,12 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
             .await
         }
         Command::Start(args) => start::start(&place, *args, json).await,
-        Command::Stop { target } => action::act(&place, target, Action::Stop, json).await,
+        Command::Stop { target, .. } => action::act(&place, target, Action::Stop, json).await,
         Command::Restart {
             target,
             update_env,
             no_wait,
+            ..
         } => {
             action::check_target(&target)?;
             let env = match (update_env, place.is_remote()) {
@@ -204,15 +209,15 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
             };
             action::act(&place, target, Action::Restart { env, no_wait }, json).await
         }
-        Command::Delete { target, purge_logs } => {
-            action::act(&place, target, Action::Delete { purge_logs }, json).await
-        }
-        Command::Flush { target } => action::act(&place, target, Action::Flush, json).await,
+        Command::Delete {
+            target, purge_logs, ..
+        } => action::act(&place, target, Action::Delete { purge_logs }, json).await,
+        Command::Flush { target, .. } => action::act(&place, target, Action::Flush, json).await,
         Command::Logs(args) if args.follow => {
             reader::until_gone(logs::run(&place, args, json)).await
         }
         Command::Logs(args) => logs::run(&place, args, json).await,
-        Command::List => action::list(&place, json).await,
-        Command::Describe { target } => action::describe(&place, target, json).await,
+        Command::List { .. } => action::list(&place, json).await,
+        Command::Describe { target, .. } => action::describe(&place, target, json).await,
     }
 }

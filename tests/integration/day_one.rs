@@ -236,3 +236,28 @@ fn quiet_follows_end_when_their_reader_leaves() {
     events.args(["events", "--app", "quiet", "--kind", "online"]);
     ends_when_its_reader_leaves(events, 1);
 }
+
+#[test]
+fn agent_options_work_before_or_after_the_command_and_help_names_what_they_mean() {
+    let agent = Agent::start();
+    for args in [&["--serial", "2", "list"][..], &["list", "--serial", "2"]] {
+        let err = agent.fails(2, args);
+        assert!(err.contains("add --host"), "{args:?}: {err}");
+    }
+    agent.ok(&["list", "--timeout", "5s"]);
+    let help = agent.ok(&["tls", "init", "--help"]);
+    assert!(help.contains("certificate is valid for"), "{help}");
+    assert!(!help.contains("Run on remote agents"), "{help}");
+    for cmd in ["agent", "kill"] {
+        let help = agent.ok(&[cmd, "--help"]);
+        for flag in ["--host", "--serial", "--connect-timeout", "--timeout"] {
+            assert!(!help.contains(flag), "{cmd} --help shows {flag}: {help}");
+        }
+    }
+    let help = agent.ok(&["stop", "--help"]);
+    assert!(
+        help.contains("<TARGET>  A name, an id or \"all\""),
+        "{help}"
+    );
+    assert!(help.contains("--host <HOSTS>"), "{help}");
+}
