@@ -148,6 +148,10 @@ async fn run(cli: Cli, reach: args::Reach, home: &Home) -> Result<(), Failure> {
         request: Some(reach.timeout()),
     };
     let place = Place::new(home, &reach.hosts, reach.serial, timeouts)?;
+    // Every local command but kill starts an agent when none answers: its home first.
+    if !place.is_remote() && !matches!(cli.command, Command::Kill) {
+        local::ensure_home(home)?;
+    }
     match cli.command {
         Command::Agent { .. }
         | Command::Tls { .. }

@@ -261,3 +261,39 @@ fn agent_options_work_before_or_after_the_command_and_help_names_what_they_mean(
     );
     assert!(help.contains("--host <HOSTS>"), "{help}");
 }
+
+#[test]
+fn grpm_home_is_created_like_mkdir_without_p_and_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |home: &Path, args: &[&str]| {
+        let mut cmd = std::process::Command::new(BIN);
+        base_env(&mut cmd, home);
+        cmd.args(args).output().unwrap()
+    };
+    // A missing parent: an error naming it, and nothing created.
+    let deep = dir.path().join("missing/home");
+    let out = run(&deep, &["list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    let parent = dir.path().join("missing");
+    assert!(
+        err.contains(&format!(
+            "parent directory {} does not exist",
+            parent.display()
+        )),
+        "{err}"
+    );
+    assert!(!parent.exists());
+    // The last component: created, said once.
+    let home = dir.path().join("home");
+    let out = run(&home, &["list"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(
+        stderr_of(&out),
+        format!("grpm: created GRPM_HOME {}\n", home.display())
+    );
+    let out = run(&home, &["list"]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    let out = run(&home, &["kill"]);
+    assert!(out.status.success(), "{out:?}");
+}
