@@ -5,13 +5,14 @@
 //! `local` (the agent itself, kill, tls init), `fleet` (one local agent or many remote ones),
 //! `monit` (the live view), `boot` (startup unit, completions, man page), `render` (tables
 //! and JSON), `script` (what `start WHAT` means: app file, script, command line, target),
-//! `habits` (answers to PM2 commands grpm has no use for) and `reader` (a follow ends when its
+//! `caller_env` (the environment new apps capture), `habits` (answers to PM2 commands grpm has no use for) and `reader` (a follow ends when its
 //! reader leaves). It talks to agents only through [`crate::client`], in model types.
 
 mod action;
 pub mod appfile;
 mod args;
 mod boot;
+mod caller_env;
 mod checks;
 mod checks_view;
 mod events;
@@ -209,7 +210,7 @@ async fn run(cli: Cli, reach: args::Reach, home: &Home) -> Result<(), Failure> {
                     );
                     BaseEnv::Agent
                 }
-                (true, false) => BaseEnv::This(start::caller_env()),
+                (true, false) => BaseEnv::This(caller_env::caller_env()),
             };
             action::act(&place, target, Action::Restart { env, no_wait }, json).await
         }

@@ -8,6 +8,7 @@ use super::{
     action::{check_target, print_apps, report},
     appfile,
     args::StartArgs,
+    caller_env::caller_env,
     checks,
     failure::{out, Failure},
     fleet::{self, prefix, Place},
@@ -15,7 +16,7 @@ use super::{
 };
 use crate::{
     client::{Client, Code},
-    model::{validate_name, AppDraft, AppInfo, Env, Field},
+    model::{validate_name, AppDraft, AppInfo, Field},
 };
 
 pub async fn start(place: &Place, mut args: StartArgs, json: bool) -> Result<(), Failure> {
@@ -225,29 +226,6 @@ fn draft_from_args(
         })
     })?;
     Ok(draft)
-}
-
-/// This process's environment, as the base of apps it creates. Entries that are not UTF-8
-/// cannot cross the API; they are left out, and said so.
-pub fn caller_env() -> Env {
-    let mut vars = Env::new();
-    for (k, v) in std::env::vars_os() {
-        match (k.into_string(), v.into_string()) {
-            (Ok(k), Ok(v)) => {
-                if !matches!(
-                    k.as_str(),
-                    "GRPM_APP_ID" | "GRPM_AGENT_ID" | "GRPM_APP_NAME"
-                ) {
-                    vars.insert(k, v);
-                }
-            }
-            (k, _) => eprintln!(
-                "grpm: warning: environment variable {:?} is not UTF-8; left out",
-                k.unwrap_or_else(|os| os.to_string_lossy().into_owned())
-            ),
-        }
-    }
-    vars
 }
 
 /// What starting an app file did on one agent.

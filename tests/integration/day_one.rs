@@ -297,3 +297,56 @@ fn grpm_home_is_created_like_mkdir_without_p_and_said_once() {
     let out = run(&home, &["kill"]);
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn the_launchers_variables_stay_out_of_the_captured_environment() {
+    let agent = Agent::start();
+    let exe_dir = Path::new(BIN)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    // What `cargo run` (through rustup) adds to the environment of the program it runs.
+    let cargo_run = |cmd: &mut std::process::Command| {
+        cmd.env("CARGO", "/r/toolchains/stable/bin/cargo")
+            .env("CARGO_HOME", "/c")
+            .env("CARGO_PKG_NAME", "grpm")
+            .env("CARGO_MANIFEST_DIR", "/src/grpm")
+            .env("RUSTUP_HOME", "/r")
+            .env("RUSTUP_TOOLCHAIN", "stable")
+            .env("RUST_RECURSION_COUNT", "1")
+            .env(
+                "LD_LIBRARY_PATH",
+                format!("{exe_dir}:{exe_dir}/deps:/r/toolchains/stable/lib:/opt/lib"),
+            )
+            // The user's own: kept.
+            .env("RUST_LOG", "debug")
+            .env("RUST_BACKTRACE", "1")
+            .env("MY_VAR", "x");
+    };
+    let mut start = agent.cmd();
+    start.args(["start", "--name", "e", "--", "sleep", "1000"]);
+    cargo_run(&mut start);
+    assert!(start.status().unwrap().success());
+    let mut restart = agent.cmd();
+    restart.args(["restart", "e", "--update-env"]);
+    cargo_run(&mut restart);
+    assert!(restart.status().unwrap().success());
+    let env = &agent.describe("e")["env"];
+    for gone in [
+        "CARGO",
+        "CARGO_HOME",
+        "CARGO_PKG_NAME",
+        "CARGO_MANIFEST_DIR",
+        "RUSTUP_HOME",
+        "RUSTUP_TOOLCHAIN",
+        "RUST_RECURSION_COUNT",
+    ] {
+        assert!(env.get(gone).is_none(), "{gone} in {env}");
+    }
+    assert_eq!(env["LD_LIBRARY_PATH"], "/opt/lib");
+    assert_eq!(env["RUST_LOG"], "debug");
+    assert_eq!(env["RUST_BACKTRACE"], "1");
+    assert_eq!(env["MY_VAR"], "x");
+}
