@@ -350,3 +350,82 @@ fn the_launchers_variables_stay_out_of_the_captured_environment() {
     assert_eq!(env["RUST_BACKTRACE"], "1");
     assert_eq!(env["MY_VAR"], "x");
 }
+
+/// Runs `grpm ARGS` in a tmux terminal `width` columns wide (extra environment `env`) and
+/// returns the screen with its colour escapes, once the command has printed `until`.
+fn in_terminal(agent: &Agent, width: u16, env: &[(&str, &str)], args: &str, until: &str) -> String {
+    let socket = agent
+        .dir
+        .path()
+        .join(format!("tmux-{width}-{}.sock", env.len()));
+    let tmux = |args: &[&str]| {
+        let mut c = std::process::Command::new("tmux");
+        base_env(&mut c, &agent.home);
+        c.env("TERM", "xterm-256color")
+            .arg("-u")
+            .arg("-S")
+            .arg(&socket);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.args(args).output().expect("tmux is installed");
+        assert!(out.status.success(), "tmux {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let width = width.to_string();
+    let command = format!("{BIN} {args}; sleep 30");
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        &width,
+        "-y",
+        "20",
+        &command,
+    ]);
+    let mut screen = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        screen = tmux(&["capture-pane", "-p", "-e", "-t", "t"]);
+        if screen.contains(until) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    tmux(&["kill-server"]);
+    assert!(
+        screen.contains(until),
+        "no {until:?} on the screen:\n{screen}"
+    );
+    screen
+}
+
+#[test]
+fn tables_are_coloured_and_fitted_on_a_terminal_only() {
+    let agent = Agent::start();
+    let long = "a-very-long-application-name-that-goes-on-and-on-and-on";
+    agent.ok(&["start", "--name", long, "--", "sleep", "1000"]);
+    agent.ok(&["start", "--name", "short", "--", "sleep", "1000"]);
+    agent.wait_online(long, None);
+    agent.wait_online("short", None);
+    let screen = in_terminal(&agent, 80, &[], "list", "PROCS");
+    assert!(screen.contains("\x1b[32monline"), "{screen:?}");
+    let row = screen.lines().find(|l| l.contains("a-very-long-")).unwrap();
+    assert!(row.contains('…') && !row.contains(long), "{screen}");
+    let visible = row
+        .replace("\x1b[32m", "")
+        .replace("\x1b[39m", "")
+        .replace("\x1b[0m", "");
+    assert!(visible.trim_end().chars().count() <= 80, "{visible:?}");
+    // NO_COLOR: fitted, not coloured.
+    let screen = in_terminal(&agent, 80, &[("NO_COLOR", "1")], "list", "PROCS");
+    assert!(!screen.contains("\x1b[32m"), "{screen:?}");
+    assert!(screen.contains('…'), "{screen}");
+    // A pipe, and --json: whole names, no escapes.
+    let piped = agent.ok(&["list"]);
+    assert!(piped.contains(long) && !piped.contains('\x1b'), "{piped}");
+    let json = agent.ok(&["list", "--json"]);
+    assert!(json.contains(long) && !json.contains('\x1b'), "{json}");
+}
