@@ -65,14 +65,31 @@ impl Home {
         self.root.join("logs")
     }
 
-    /// Creates the home (mode 0700) if needed; refuses one owned by another user, and tightens
-    /// an existing one to 0700, since the socket inside grants code execution.
-    pub fn ensure(&self) -> io::Result<()> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.root)?;
+    /// Creates the home (mode 0700) if needed, as `mkdir` without `-p` would: only its last
+    /// component, so that a mistyped GRPM_HOME is an error rather than a new tree. True if it
+    /// was created. Refuses one owned by another user, and tightens an existing one to 0700,
+    /// since the socket inside grants code execution.
+    pub fn ensure(&self) -> io::Result<bool> {
+        let created = match fs::DirBuilder::new().mode(0o700).create(&self.root) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let parent = self.root.parent().unwrap_or(Path::new("/"));
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "its parent directory {} does not exist (grpm creates only the last \
+                         component of GRPM_HOME)",
+                        parent.display()
+                    ),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
         let meta = fs::metadata(&self.root)?;
+        if !meta.is_dir() {
+            return Err(io::Error::other("it is not a directory"));
+        }
         let uid = nix::unistd::getuid().as_raw();
         if meta.uid() != uid {
             return Err(io::Error::new(
@@ -87,7 +104,7 @@ impl Home {
         if meta.mode() & 0o777 != 0o700 {
             fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))?;
         }
-        Ok(())
+        Ok(created)
     }
 }
 
@@ -117,6 +134,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_last_component_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().join("a/b"));
+        let e = home.ensure().unwrap_err().to_string();
+        assert!(
+            e.contains(&dir.path().join("a").display().to_string()),
+            "{e}"
+        );
+        assert!(!dir.path().join("a").exists());
+        let home = Home::new(dir.path().join("a"));
+        assert!(home.ensure().unwrap());
+        assert!(!home.ensure().unwrap());
+        let meta = fs::metadata(&home.root).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o700);
+    }
 
     #[test]
     fn a_failed_atomic_write_leaves_no_temporary_file() {

@@ -73,8 +73,12 @@ pub fn main(home: &Home, options: &Options) -> Result<(), String> {
     // An insecure or unreadable TCP setup is refused before anything is touched or bound.
     let listen = options.listen.load()?;
     let metrics = options.metrics.load()?;
-    home.ensure()
-        .map_err(|e| format!("cannot use {}: {e}", home.root.display()))?;
+    if home
+        .ensure()
+        .map_err(|e| format!("cannot use {}: {e}", home.root.display()))?
+    {
+        tracing::info!(home = %home.root.display(), "created GRPM_HOME");
+    }
     let _lock = lock(home)?;
     // Orphaned descendants of apps become our children (and get reaped) instead of PID 1's.
     // SAFETY: prctl with an integer option has no memory-safety preconditions.

@@ -144,7 +144,7 @@ pub fn print_apps(oks: &[(Option<String>, Vec<AppInfo>)], json: bool) -> Result<
         if json {
             out(render::json(&render::rows(apps)))?;
         } else {
-            out(render::table(apps).trim_end())?;
+            out(render::table(apps, render::Look::stdout()).trim_end())?;
         }
         return Ok(());
     }
@@ -155,7 +155,7 @@ pub fn print_apps(oks: &[(Option<String>, Vec<AppInfo>)], json: bool) -> Result<
     if json {
         out(render::json(&render::host_rows(&rows)))?;
     } else {
-        out(render::host_table(&rows).trim_end())?;
+        out(render::host_table(&rows, render::Look::stdout()).trim_end())?;
     }
     Ok(())
 }

@@ -7,10 +7,10 @@ use super::{
     action::print_apps,
     appfile,
     args::{ApplyArgs, DiffArgs},
+    caller_env::caller_env,
     failure::{out, Failure, EXIT_CHANGES},
     fleet::{self, prefix, Place},
     render,
-    start::caller_env,
 };
 use crate::{
     client::{ApplyCall, Client},

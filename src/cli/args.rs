@@ -22,23 +22,57 @@ pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Also accepted after the command (`grpm list --host box1`), where it is shown only for
+    /// the commands that talk to agents.
+    #[command(flatten)]
+    pub reach: Reach,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Which agents a command talks to, and how long it waits for them: given before the command
+/// (`grpm --host box1 list`) or after it (`grpm list --host box1`), and shown in the help of
+/// the commands that talk to agents only.
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = "Agent options")]
+pub struct Reach {
     /// Run on remote agents instead of the local one: NAME (from $GRPM_HOME/hosts.toml),
     /// HOST:PORT, a comma list, or @group; may be repeated.
-    #[arg(long = "host", global = true, value_name = "HOSTS")]
+    #[arg(long = "host", value_name = "HOSTS")]
     pub hosts: Vec<String>,
     /// With --host: act on N hosts at a time, in order, and stop at the first failure (a
     /// rolling restart).
-    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub serial: Option<u32>,
-    /// With --host: how long connecting to a host may take.
-    #[arg(long, global = true, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
-    pub connect_timeout: Duration,
+    /// With --host: how long connecting to a host may take [default: 3s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub connect_timeout: Option<Duration>,
     /// How long each request may take (the local agent's too; a stream until its first
-    /// answer).
-    #[arg(long, global = true, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
-    pub timeout: Duration,
-    #[command(subcommand)]
-    pub command: Command,
+    /// answer) [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+impl Reach {
+    /// `self` (before the command) with `after` (after it) on top: hosts add up, the other
+    /// options given after the command win.
+    pub fn merge(mut self, after: Option<&Reach>) -> Reach {
+        if let Some(a) = after {
+            self.hosts.extend(a.hosts.iter().cloned());
+            self.serial = a.serial.or(self.serial);
+            self.connect_timeout = a.connect_timeout.or(self.connect_timeout);
+            self.timeout = a.timeout.or(self.timeout);
+        }
+        self
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout.unwrap_or(Duration::from_secs(3))
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(Duration::from_secs(60))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,7 +95,8 @@ pub enum Command {
         #[command(subcommand)]
         command: TlsCommand,
     },
-    /// Start a new app (`--name N -- CMD...`), the apps of a TOML file, or a stopped app.
+    /// Start a new app (`--name N -- CMD...`, a script, a quoted command line), the apps of a
+    /// TOML file, or stopped apps.
     Start(Box<StartArgs>),
     /// Make the apps match an app file: create new ones, restart changed ones with their new
     /// spec, start stopped ones, leave the rest alone; prints the plan, then the apps. Exit
@@ -70,11 +105,19 @@ pub enum Command {
     /// What `grpm apply FILE` would do, without doing it (= apply --dry-run). Exit code: 0
     /// nothing to do, 3 changes to make.
     Diff(DiffArgs),
-    /// Stop apps: their whole process trees. TARGET is a name, an id or "all".
-    Stop { target: String },
+    /// Stop apps: their whole process trees.
+    Stop {
+        /// A name, an id or "all".
+        target: String,
+        #[command(flatten)]
+        reach: Reach,
+    },
     /// Restart apps: exactly stop + start, with the same spec and environment.
     Restart {
+        /// A name, an id or "all".
         target: String,
+        #[command(flatten)]
+        reach: Reach,
         /// Replace the apps' captured environment with this shell's (declared --env entries
         /// still win). Without it, the caller's environment never reaches an app.
         #[arg(long)]
@@ -86,7 +129,10 @@ pub enum Command {
     /// Stop apps and forget them (their log files stay, unless --purge-logs).
     #[command(visible_alias = "del", alias = "rm")]
     Delete {
+        /// A name, an id or "all".
         target: String,
+        #[command(flatten)]
+        reach: Reach,
         /// Also remove the apps' log files.
         #[arg(long)]
         purge_logs: bool,
@@ -98,13 +144,23 @@ pub enum Command {
         /// A name, an id or "all".
         #[arg(default_value = "all")]
         target: String,
+        #[command(flatten)]
+        reach: Reach,
     },
     /// Show every app: id, name, status, pid, restarts, uptime, cpu, memory.
     #[command(visible_alias = "ls")]
-    List,
+    List {
+        #[command(flatten)]
+        reach: Reach,
+    },
     /// Show everything about apps.
     #[command(visible_alias = "show")]
-    Describe { target: String },
+    Describe {
+        /// A name, an id or "all".
+        target: String,
+        #[command(flatten)]
+        reach: Reach,
+    },
     /// Stop every app and the local agent (apps that should run come back with the next agent).
     Kill,
     /// Show events: the recent ones, then new ones as they happen (Ctrl-C ends).
@@ -114,7 +170,7 @@ pub enum Command {
     /// Have the agent start at boot: print (or --install) a service unit for it.
     Startup {
         #[command(subcommand)]
-        system: StartupCommand,
+        system: Option<StartupCommand>,
     },
     /// Print a shell completion script (e.g. `grpm completions bash > /etc/bash_completion.d/grpm`).
     Completions {
@@ -146,6 +202,8 @@ pub enum Command {
         /// Details, K=V; may be repeated.
         #[arg(long = "data", value_name = "K=V", value_parser = parse_env_pair)]
         data: Vec<(String, String)>,
+        #[command(flatten)]
+        reach: Reach,
     },
 }
 
@@ -164,6 +222,8 @@ pub struct DiffArgs {
     /// Apply this env profile ([env_profiles.NAME] and [app.env_profiles.NAME]).
     #[arg(long, value_name = "NAME")]
     pub env_profile: Option<String>,
+    #[command(flatten)]
+    pub reach: Reach,
 }
 
 /// `grpm apply`.
@@ -229,6 +289,34 @@ fn parse_sample_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+impl Command {
+    /// The agent options given after the command, for the commands that talk to agents.
+    pub fn reach(&self) -> Option<&Reach> {
+        Some(match self {
+            Command::Start(a) => &a.reach,
+            Command::Stop { reach, .. }
+            | Command::Restart { reach, .. }
+            | Command::Delete { reach, .. }
+            | Command::Flush { reach, .. }
+            | Command::List { reach }
+            | Command::Describe { reach, .. }
+            | Command::Notify { reach, .. } => reach,
+            Command::Logs(a) => &a.reach,
+            Command::Apply(a) => &a.diff.reach,
+            Command::Diff(a) => &a.reach,
+            Command::Events(a) => &a.reach,
+            Command::Monit(a) => &a.reach,
+            Command::Agent { .. }
+            | Command::Tls { .. }
+            | Command::Kill
+            | Command::Import { .. }
+            | Command::Startup { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. } => return None,
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
     /// A PM2 ecosystem file: .json, .yaml, .yml, or .js/.cjs/.mjs (evaluated with node).
@@ -267,6 +355,8 @@ pub struct MonitArgs {
     /// For the benchmark: write the frames drawn and the seconds run to FILE on exit.
     #[arg(long, hide = true, value_name = "FILE")]
     pub frames_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub reach: Reach,
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +364,10 @@ pub enum TlsCommand {
     /// Make a CA, an agent certificate for the --host names/IPs, and a client certificate:
     /// ca.pem, agent.pem, agent-key.pem, client.pem, client-key.pem (keys 0600).
     Init {
+        /// A name or IP address the agent's certificate is valid for (what clients put in
+        /// hosts.toml); a comma list; may be repeated.
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
         /// Directory to write them to (created 0700).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
@@ -301,11 +395,14 @@ pub struct EventsArgs {
     /// End after the replay instead of following.
     #[arg(long)]
     pub no_follow: bool,
+    #[command(flatten)]
+    pub reach: Reach,
 }
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// A name, an id or "all".
+    /// A name, an id or "all" (the default).
+    #[arg(default_value = "all")]
     pub target: String,
     /// How many of the last lines of each stream to show first.
     #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=100_000))]
@@ -319,18 +416,23 @@ pub struct LogsArgs {
     /// Keep printing new output (across rotations and restarts) until Ctrl-C.
     #[arg(long, short = 'f')]
     pub follow: bool,
+    #[command(flatten)]
+    pub reach: Reach,
 }
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// An app file (.toml), or the name, id or "all" of existing apps to start again.
-    #[arg(value_name = "FILE|TARGET")]
+    /// An app file (.toml); a script to run (app.py: the interpreter its #! line or its
+    /// extension names); a command line in one argument ("python3 -m http.server 8099", split
+    /// like a shell); or the name, id or "all" of existing apps to start again.
+    #[arg(value_name = "FILE|SCRIPT|CMDLINE|TARGET")]
     pub what: Option<String>,
     /// With an app file: apply this env profile ([env_profiles.NAME] and
     /// [app.env_profiles.NAME]) to the apps it creates.
     #[arg(long, value_name = "NAME")]
     pub env_profile: Option<String>,
-    /// Name of the new app (default: the command's file name).
+    /// Name of the new app (default: the script's file stem, `app` for app.py or `python3
+    /// app.py`; else the command's file name).
     #[arg(long)]
     pub name: Option<String>,
     /// Working directory (default: the current one).
@@ -401,7 +503,9 @@ pub struct StartArgs {
     /// Return once the apps are spawned, without waiting for their readiness checks.
     #[arg(long)]
     pub no_wait: bool,
-    /// The command and its arguments, after `--`.
+    #[command(flatten)]
+    pub reach: Reach,
+    /// The command and its arguments, after `--` (after a script: the script's arguments).
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,
 }
@@ -499,6 +603,57 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// Every positional argument of every command says what it is.
+    #[test]
+    fn every_positional_argument_is_described() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_positionals() {
+                if a.get_help().is_none() {
+                    missing.push(format!("{path} <{}>", a.get_id()));
+                }
+            }
+            for sub in c.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "grpm", &mut missing);
+        assert!(missing.is_empty(), "no description: {missing:?}");
+    }
+
+    /// The agent options show only where they mean something.
+    #[test]
+    fn agent_options_are_shown_only_by_commands_that_talk_to_agents() {
+        let cli = Cli::command();
+        let has = |path: &[&str], id: &str| {
+            let mut c = &cli;
+            for p in path {
+                c = c.find_subcommand(p).unwrap();
+            }
+            c.get_arguments().any(|a| a.get_id() == id)
+        };
+        for path in [
+            &["agent"][..],
+            &["kill"],
+            &["tls", "init"],
+            &["startup", "systemd"],
+            &["man"],
+        ] {
+            for id in ["serial", "connect_timeout", "timeout"] {
+                assert!(!has(path, id), "{path:?} shows --{id}");
+            }
+        }
+        assert!(!has(&["agent"], "hosts") && !has(&["kill"], "hosts"));
+        for cmd in [
+            "start", "stop", "restart", "delete", "logs", "flush", "list", "describe", "events",
+            "monit", "notify",
+        ] {
+            for id in ["hosts", "serial", "connect_timeout", "timeout"] {
+                assert!(has(&[cmd], id), "{cmd} lacks --{id}");
+            }
+        }
     }
 
     #[test]

@@ -53,6 +53,21 @@ pub fn agent(
     crate::agent::main(home, &options).map_err(Failure::Failed)
 }
 
+/// Creates the local agent's home when it is missing (its last component only), and says so;
+/// an existing one is left to the agent's own checks.
+pub fn ensure_home(home: &Home) -> Result<(), Failure> {
+    if crate::home::exists(&home.root) {
+        return Ok(());
+    }
+    let created = home.ensure().map_err(|e| {
+        Failure::Failed(format!("cannot use GRPM_HOME {}: {e}", home.root.display()))
+    })?;
+    if created {
+        eprintln!("grpm: created GRPM_HOME {}", home.root.display());
+    }
+    Ok(())
+}
+
 /// The agent logs through a writer that never blocks or panics (see `agent::log`); when even
 /// that cannot start, straight to stderr.
 fn init_tracing(home: &Home) -> Option<crate::agent::log::Sink> {

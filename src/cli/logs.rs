@@ -73,10 +73,37 @@ pub async fn logs(
     host: Option<&str>,
 ) -> Result<(), Failure> {
     let mut printer = Printer::new(json, host, req.follow);
+    let target = req.target.clone();
     match stream_into(client, req, &mut printer).await {
         Ok(Ended::Interrupted) => Ok(()),
-        Ok(Ended::Done) => printer.finish(),
+        Ok(Ended::Done) => {
+            printer.finish()?;
+            if printer.printed == 0 {
+                no_output_yet(client, &target, host).await;
+            }
+            Ok(())
+        }
         Err((f, _)) => Err(f),
+    }
+}
+
+/// Says on stderr that the apps of `target` wrote nothing yet, and where their files are (a
+/// user who just started an app otherwise sees nothing at all).
+async fn no_output_yet(client: &mut Client, target: &str, host: Option<&str>) {
+    let tag = host.map_or_else(String::new, |h| format!("{h}: "));
+    match client.describe(target).await {
+        Ok(apps) if !apps.is_empty() => {
+            for d in apps {
+                eprintln!(
+                    "grpm: {tag}{} (id {}) has no output yet; its files: {} and {}",
+                    d.info.name,
+                    d.info.id,
+                    d.stdout_path.display(),
+                    d.stderr_path.display()
+                );
+            }
+        }
+        _ => eprintln!("grpm: {tag}no output yet"),
     }
 }
 
@@ -177,6 +204,8 @@ struct Printer<'a> {
     positions: HashMap<(AppId, LogStream), u64>,
     /// Something arrived since the last connection was made.
     received: bool,
+    /// Lines (and notes of skipped bytes) printed.
+    printed: u64,
     /// Stdout is a terminal: control characters are shown, not sent.
     terminal: bool,
 }
@@ -201,6 +230,7 @@ impl<'a> Printer<'a> {
             carry: HashMap::new(),
             positions: HashMap::new(),
             received: false,
+            printed: 0,
             terminal: std::io::IsTerminal::is_terminal(&std::io::stdout()),
         }
     }
@@ -267,7 +297,7 @@ impl<'a> Printer<'a> {
     }
 
     fn line(
-        &self,
+        &mut self,
         app: &str,
         id: u64,
         stream: &str,
@@ -281,7 +311,7 @@ impl<'a> Printer<'a> {
     /// shown as escapes (an app's output cannot drive the operator's terminal); redirected,
     /// the app's text goes out as it is; JSON escapes them anyway.
     fn piece(
-        &self,
+        &mut self,
         app: &str,
         id: u64,
         stream: &str,
@@ -290,6 +320,7 @@ impl<'a> Printer<'a> {
         continues: bool,
     ) -> Result<(), Failure> {
         let text = String::from_utf8_lossy(bytes);
+        self.printed += 1;
         if self.json {
             let mut v = serde_json::json!({
                 "app": app, "id": id, "stream": stream, "offset": offset, "line": text,
@@ -314,13 +345,14 @@ impl<'a> Printer<'a> {
     }
 
     fn skipped(
-        &self,
+        &mut self,
         app: &str,
         id: u64,
         stream: &str,
         offset: u64,
         n: u64,
     ) -> Result<(), Failure> {
+        self.printed += 1;
         if self.json {
             let mut v = serde_json::json!({
                 "app": app, "id": id, "stream": stream, "offset": offset, "skipped": n,

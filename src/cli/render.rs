@@ -54,16 +54,67 @@ pub fn rows(apps: &[AppInfo]) -> Vec<AppRow> {
     apps.iter().map(AppRow::from).collect()
 }
 
+/// How a table is drawn: for a terminal (status words coloured, names fitted to its width) or
+/// plain (a pipe, a file: every name whole, no escape sequences).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Look {
+    /// Colour the status word: `online` green, `errored` red, `starting`/`stopping` yellow.
+    pub colour: bool,
+    /// The terminal's width: longer names are cut, with an ellipsis, to fit it.
+    pub width: Option<usize>,
+}
+
+impl Look {
+    /// For stdout: plain unless it is a terminal; colour there unless `NO_COLOR` is set (to
+    /// anything but the empty string, as no-color.org says) or `TERM` is `dumb`.
+    pub fn stdout() -> Look {
+        use std::io::IsTerminal;
+        if !std::io::stdout().is_terminal() {
+            return Look::default();
+        }
+        let colour = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
+        let width = ratatui::crossterm::terminal::size()
+            .ok()
+            .map(|(w, _)| usize::from(w))
+            .filter(|&w| w > 0);
+        Look { colour, width }
+    }
+}
+
 /// The `list` table.
-pub fn table(apps: &[AppInfo]) -> String {
+pub fn table(apps: &[AppInfo], look: Look) -> String {
     let rows: Vec<(Option<&str>, &AppInfo)> = apps.iter().map(|a| (None, a)).collect();
-    grid(&rows, false)
+    grid(&rows, false, look)
 }
 
 /// The table of several hosts' apps, with a HOST column first.
-pub fn host_table(rows: &[(&str, &AppInfo)]) -> String {
+pub fn host_table(rows: &[(&str, &AppInfo)], look: Look) -> String {
     let rows: Vec<(Option<&str>, &AppInfo)> = rows.iter().map(|(h, a)| (Some(*h), *a)).collect();
-    grid(&rows, true)
+    grid(&rows, true, look)
+}
+
+/// The terminal colour of a status word, if it has one.
+fn status_colour(word: &str) -> Option<&'static str> {
+    match word {
+        "online" => Some("\x1b[32m"),
+        "errored" => Some("\x1b[31m"),
+        "starting" | "stopping" => Some("\x1b[33m"),
+        _ => None,
+    }
+}
+
+/// Narrowest a fitted NAME column gets (the table may then still be wider than the terminal).
+const NAME_MIN: usize = 8;
+
+/// `cell` cut to `width` characters, its last one an ellipsis.
+fn cut(cell: &str, width: usize) -> String {
+    if cell.chars().count() <= width {
+        return cell.to_string();
+    }
+    let mut s: String = cell.chars().take(width.saturating_sub(1)).collect();
+    s.push('…');
+    s
 }
 
 /// `rows` for JSON, each with its `host`.
@@ -79,7 +130,7 @@ pub fn host_rows(rows: &[(&str, &AppInfo)]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn grid(apps: &[(Option<&str>, &AppInfo)], with_host: bool) -> String {
+fn grid(apps: &[(Option<&str>, &AppInfo)], with_host: bool, look: Look) -> String {
     let mut header = vec![
         "ID", "NAME", "STATUS", "PID", "RESTARTS", "UPTIME", "CPU", "MEM", "PROCS",
     ];
@@ -124,7 +175,7 @@ fn grid(apps: &[(Option<&str>, &AppInfo)], with_host: bool) -> String {
         ]);
         cells.push(row);
     }
-    let widths: Vec<usize> = (0..header.len())
+    let mut widths: Vec<usize> = (0..header.len())
         .map(|c| {
             cells
                 .iter()
@@ -133,12 +184,34 @@ fn grid(apps: &[(Option<&str>, &AppInfo)], with_host: bool) -> String {
                 .unwrap_or(0)
         })
         .collect();
+    let name_col = usize::from(with_host) + 1;
+    let status_col = name_col + 1;
+    // Too wide for the terminal: the NAME column gives up what is needed (names stay whole
+    // in --json and describe).
+    if let Some(term) = look.width {
+        let total = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+        if total > term {
+            let w = &mut widths[name_col];
+            *w = w.saturating_sub(total - term).max(NAME_MIN).min(*w);
+            for row in &mut cells {
+                row[name_col] = cut(&row[name_col], widths[name_col]);
+            }
+        }
+    }
     let mut out = String::new();
-    for row in &cells {
+    for (r, row) in cells.iter().enumerate() {
         let line: Vec<String> = row
             .iter()
             .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
+            .enumerate()
+            .map(|(c, (cell, w))| match status_colour(cell) {
+                // Padding outside the colour, so the columns line up.
+                Some(code) if look.colour && r > 0 && c == status_col => {
+                    let pad = w.saturating_sub(cell.chars().count());
+                    format!("{code}{cell}\x1b[0m{:pad$}", "")
+                }
+                _ => format!("{cell:<w$}"),
+            })
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
@@ -478,6 +551,68 @@ pub fn event_line(e: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::StatusKind;
+
+    fn app(id: u64, name: &str, status: StatusKind) -> AppInfo {
+        AppInfo {
+            id,
+            name: name.into(),
+            status,
+            pid: None,
+            restarts: 0,
+            uptime_ms: 0,
+            cpu_percent: 0.0,
+            memory_bytes: 0,
+            needed_by: None,
+            dependent_of: None,
+            processes: 0,
+        }
+    }
+
+    #[test]
+    fn a_terminal_table_colours_status_words_and_fits_names() {
+        let long = "a-very-long-application-name-that-goes-on-and-on";
+        let apps = [
+            app(1, "web", StatusKind::Online),
+            app(2, long, StatusKind::Errored),
+            app(3, "db", StatusKind::Stopped),
+        ];
+        let plain = table(&apps, Look::default());
+        assert!(!plain.contains('\x1b') && plain.contains(long), "{plain}");
+        let fitted = table(
+            &apps,
+            Look {
+                colour: true,
+                width: Some(70),
+            },
+        );
+        assert!(fitted.contains("\x1b[32monline\x1b[0m"), "{fitted}");
+        assert!(fitted.contains("\x1b[31merrored\x1b[0m"), "{fitted}");
+        assert!(fitted.contains("a-very-long-appl…  "), "{fitted}");
+        for line in fitted.lines() {
+            let visible = line
+                .replace("\x1b[32m", "")
+                .replace("\x1b[31m", "")
+                .replace("\x1b[0m", "");
+            assert!(visible.chars().count() <= 70, "{visible:?}");
+        }
+        // Columns line up whether or not the status is coloured.
+        let bare: Vec<String> = fitted
+            .lines()
+            .map(|l| {
+                l.replace("\x1b[32m", "")
+                    .replace("\x1b[31m", "")
+                    .replace("\x1b[0m", "")
+            })
+            .collect();
+        let pid_at = bare[0].find("PID").unwrap();
+        assert!(
+            bare.iter()
+                .skip(1)
+                .all(|l| l.chars().nth(pid_at) == Some('-')),
+            "{bare:?}"
+        );
+    }
 
     #[test]
     fn control_characters_are_shown_not_sent() {

@@ -8,56 +8,75 @@ use super::{
     action::{check_target, print_apps, report},
     appfile,
     args::StartArgs,
+    caller_env::caller_env,
     checks,
     failure::{out, Failure},
     fleet::{self, prefix, Place},
+    script::{self, What},
 };
 use crate::{
     client::{Client, Code},
-    model::{validate_name, AppDraft, AppInfo, Env, Field},
+    model::{validate_name, AppDraft, AppInfo, Field},
 };
 
-pub async fn start(place: &Place, args: StartArgs, json: bool) -> Result<(), Failure> {
+pub async fn start(place: &Place, mut args: StartArgs, json: bool) -> Result<(), Failure> {
     let remote = place.is_remote();
     let no_wait = args.no_wait;
-    if !args.cmd.is_empty() {
-        if let Some(what) = &args.what {
+    let Some(what) = args.what.clone() else {
+        if args.cmd.is_empty() {
+            return Err(Failure::Usage(
+                "nothing to start: give `--name NAME -- CMD [ARG...]`, a script, an app file, \
+                 or a target"
+                    .into(),
+            ));
+        }
+        let cmd = std::mem::take(&mut args.cmd);
+        return start_new(place, args, cmd, None, json).await;
+    };
+    let what_kind = script::classify(&what).map_err(Failure::Usage)?;
+    match what_kind {
+        What::Script(path) => {
+            if remote {
+                return Err(Failure::Usage(format!(
+                    "{what} is a file on this machine, not on the remote hosts: give the command \
+                     after -- (e.g. `-- python3 /srv/app.py`)"
+                )));
+            }
+            let path_var = std::env::var("PATH").ok();
+            let run = script::how_to_run(&path, path_var.as_deref()).map_err(Failure::Usage)?;
+            eprintln!("grpm: {}", run.said);
+            let name = script::stem_name(&path);
+            if name.is_none() && args.name.is_none() {
+                return Err(Failure::Usage(format!(
+                    "cannot derive an app name from {what:?}; give --name"
+                )));
+            }
+            // Arguments after -- go to the script.
+            let mut cmd = run.argv;
+            cmd.append(&mut args.cmd);
+            return start_new(place, args, cmd, name, json).await;
+        }
+        What::CommandLine(words) => {
+            if !args.cmd.is_empty() {
+                return Err(Failure::Usage(format!(
+                    "give the command either as one argument ({what:?}) or after --, not both"
+                )));
+            }
+            return start_new(place, args, words, None, json).await;
+        }
+        What::AppFile | What::Target if !args.cmd.is_empty() => {
             return Err(Failure::Usage(format!(
                 "give either a command after -- or {what:?}, not both"
             )));
         }
-        if args.env_profile.is_some() {
-            return Err(Failure::Usage(
-                "--env-profile picks a profile of an app file: grpm start FILE --env-profile NAME"
-                    .into(),
-            ));
-        }
-        let draft = draft_from_args(args, remote)?;
-        // A remote agent gives its apps its own environment, never this shell's.
-        let base_env = (!remote).then(caller_env);
-        let outcomes = place
-            .each(|mut c| {
-                let (draft, base_env) = (draft.clone(), base_env.clone());
-                async move {
-                    c.set_no_wait(no_wait);
-                    Ok(c.start(&[draft], base_env.as_ref()).await?)
-                }
-            })
-            .await;
-        return report(outcomes, json, "started");
+        What::AppFile | What::Target => {}
     }
-    let Some(what) = args.what.clone() else {
-        return Err(Failure::Usage(
-            "nothing to start: give `--name NAME -- CMD [ARG...]`, an app file, or a target".into(),
-        ));
-    };
-    let is_file = what.ends_with(".toml") || Path::new(&what).is_file();
     if args.has_spec_flags() {
         return Err(Failure::Usage(format!(
             "options such as --name or --env describe a new app; put the command after -- (or, for {what:?}, drop them)"
         )));
     }
-    if is_file {
+    if what_kind == What::AppFile {
         let drafts = appfile::load(Path::new(&what), remote, args.env_profile.as_deref())
             .map_err(Failure::Usage)?;
         return start_file(place, drafts, no_wait, json).await;
@@ -74,6 +93,38 @@ pub async fn start(place: &Place, args: StartArgs, json: bool) -> Result<(), Fai
             async move {
                 c.set_no_wait(no_wait);
                 Ok(c.start_target(&target).await?)
+            }
+        })
+        .await;
+    report(outcomes, json, "started")
+}
+
+/// Starts one new app running `cmd`, described by the flags of `args`; `name` is its default
+/// name (a script's stem) when --name is not given.
+async fn start_new(
+    place: &Place,
+    args: StartArgs,
+    cmd: Vec<String>,
+    name: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    let remote = place.is_remote();
+    let no_wait = args.no_wait;
+    if args.env_profile.is_some() {
+        return Err(Failure::Usage(
+            "--env-profile picks a profile of an app file: grpm start FILE --env-profile NAME"
+                .into(),
+        ));
+    }
+    let draft = draft_from_args(args, cmd, name, remote)?;
+    // A remote agent gives its apps its own environment, never this shell's.
+    let base_env = (!remote).then(caller_env);
+    let outcomes = place
+        .each(|mut c| {
+            let (draft, base_env) = (draft.clone(), base_env.clone());
+            async move {
+                c.set_no_wait(no_wait);
+                Ok(c.start(&[draft], base_env.as_ref()).await?)
             }
         })
         .await;
@@ -110,21 +161,24 @@ fn flag(field: Field) -> Option<&'static str> {
 /// The draft of `start --name ... -- CMD`, checked by the model's rules. Locally a relative or
 /// missing --cwd is taken from this shell; on a remote agent --cwd must be absolute, and
 /// without it the app runs in the agent's home directory.
-fn draft_from_args(a: StartArgs, remote: bool) -> Result<AppDraft, Failure> {
-    let name = match a.name {
-        Some(n) => n,
-        None => {
-            let base = Path::new(&a.cmd[0])
-                .file_name()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if validate_name(&base).is_err() {
-                return Err(Failure::Usage(format!(
+fn draft_from_args(
+    a: StartArgs,
+    cmd: Vec<String>,
+    default: Option<String>,
+    remote: bool,
+) -> Result<AppDraft, Failure> {
+    let name = match (a.name, default) {
+        (Some(n), _) | (None, Some(n)) => n,
+        // Locally, the script the command runs names it (`python3 app.py` is `app`).
+        (None, None) => {
+            let here = PathBuf::from(".");
+            let dir = (!remote).then(|| a.cwd.as_deref().unwrap_or(&here));
+            script::default_name(&cmd, dir).ok_or_else(|| {
+                Failure::Usage(format!(
                     "cannot derive an app name from {:?}; give --name",
-                    a.cmd[0]
-                )));
-            }
-            base
+                    cmd[0]
+                ))
+            })?
         }
     };
     validate_name(&name).map_err(Failure::Usage)?;
@@ -151,7 +205,7 @@ fn draft_from_args(a: StartArgs, remote: bool) -> Result<AppDraft, Failure> {
     } = a.checks.into_model().map_err(Failure::Usage)?;
     let draft = AppDraft {
         name,
-        cmd: a.cmd,
+        cmd,
         cwd,
         env: a.env.into_iter().collect(),
         kill_timeout: a.kill_timeout,
@@ -188,29 +242,6 @@ fn draft_from_args(a: StartArgs, remote: bool) -> Result<AppDraft, Failure> {
         })
     })?;
     Ok(draft)
-}
-
-/// This process's environment, as the base of apps it creates. Entries that are not UTF-8
-/// cannot cross the API; they are left out, and said so.
-pub fn caller_env() -> Env {
-    let mut vars = Env::new();
-    for (k, v) in std::env::vars_os() {
-        match (k.into_string(), v.into_string()) {
-            (Ok(k), Ok(v)) => {
-                if !matches!(
-                    k.as_str(),
-                    "GRPM_APP_ID" | "GRPM_AGENT_ID" | "GRPM_APP_NAME"
-                ) {
-                    vars.insert(k, v);
-                }
-            }
-            (k, _) => eprintln!(
-                "grpm: warning: environment variable {:?} is not UTF-8; left out",
-                k.unwrap_or_else(|os| os.to_string_lossy().into_owned())
-            ),
-        }
-    }
-    vars
 }
 
 /// What starting an app file did on one agent.

@@ -68,6 +68,7 @@ pub async fn connect_local_with(
         return Err(ConnectError::NoAgent(home.socket()));
     }
     home.ensure()
+        .map(drop)
         .map_err(|e| ConnectError::Home(format!("cannot use {}: {e}", home.root.display())))?;
     let mut child = spawn_agent(home).map_err(|e| ConnectError::Spawn(e.to_string()))?;
     let deadline = Instant::now() + SPAWN_DEADLINE;

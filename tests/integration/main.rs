@@ -8,6 +8,7 @@ mod apply;
 mod autorestart;
 mod buf;
 mod concurrency;
+mod day_one;
 mod depends;
 mod environment;
 mod events;

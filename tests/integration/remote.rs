@@ -925,6 +925,37 @@ fn fleet_logs_are_tagged_and_a_followed_host_resumes_after_a_network_cut() {
 }
 
 #[test]
+fn fleet_follows_end_when_their_reader_leaves() {
+    let op = Operator::new();
+    let token = op.secret("token", "quiet-token-0123456789abcdef");
+    let (a, b) = (token_agent(&token), token_agent(&token));
+    op.token_hosts(&token, &[("a", &a.addr()), ("b", &b.addr())], "");
+    op.ok(&[
+        "--host",
+        "a,b",
+        "start",
+        "--name",
+        "quiet",
+        "--",
+        "sh",
+        "-c",
+        "echo a; exec sleep 1000",
+    ]);
+    wait_until("a line on each host", Duration::from_secs(20), || {
+        op.ok(&["--host", "a,b", "logs", "quiet"]).lines().count() == 2
+    });
+    let mut logs = op.cmd();
+    logs.args(["--host", "a,b", "logs", "quiet", "-f"]);
+    crate::day_one::ends_when_its_reader_leaves(logs, 2);
+    let mut events = op.cmd();
+    // Each host's one online event, then silence.
+    events.args([
+        "--host", "a,b", "events", "--app", "quiet", "--kind", "online",
+    ]);
+    crate::day_one::ends_when_its_reader_leaves(events, 2);
+}
+
+#[test]
 fn an_agent_killed_mid_command_is_named_and_the_others_are_reported() {
     let op = Operator::new();
     let token = op.secret("token", "midway-token-0123456789abcdef");
