@@ -260,7 +260,7 @@ fn bad_files_are_refused_with_what_is_wrong() {
     let ok = write("ok.json", r#"[{ "script": "a.js" }]"#);
     let err = agent.fails(2, &["import", "pm2", &ok, "--json"]);
     assert!(err.contains("--json does not apply"), "{err}");
-    let err = agent.fails(2, &["import", "pm2", &ok, "--host", "box1:7472"]);
+    let err = agent.fails(2, &["--host", "box1:7472", "import", "pm2", &ok]);
     assert!(err.contains("talks to no agent"), "{err}");
     // A file with no app at all: nothing printed, exit 1.
     let empty = write("empty.json", r#"{ "apps": [] }"#);

@@ -54,8 +54,11 @@ fn a_schedule_restarts_the_app_and_describe_shows_the_next_firing() {
     wait_until("two scheduled restarts", Duration::from_secs(8), || {
         restarts_by(&agent, "cron", "schedule") >= 2
     });
-    assert!(agent.app("cron")["restarts"].as_u64().unwrap() >= 2);
-    assert_eq!(agent.describe("cron")["last_restart"]["cause"], "schedule");
+    // The `restarting` event comes before the count and the cause are kept: wait for them.
+    wait_until("the count of the restarts", Duration::from_secs(5), || {
+        agent.app("cron")["restarts"].as_u64().unwrap() >= 2
+            && agent.describe("cron")["last_restart"]["cause"] == "schedule"
+    });
     // Stopped, nothing fires, and describe says so.
     agent.ok(&["stop", "cron"]);
     assert!(agent.describe("cron")["next_restart_unix_ms"].is_null());
