@@ -206,6 +206,37 @@ fn a_pm2_yaml_file_runs_under_grpm() {
     assert_eq!(d["autorestart"], false);
 }
 
+/// PM2's `env_<profile>` becomes an env profile, and `grpm apply --env-profile` picks it: the
+/// round trip of `pm2 start ecosystem.config.js --env production`.
+#[test]
+fn a_pm2_env_profile_applies_with_env_profile() {
+    let agent = Agent::start();
+    let dir = agent.dir.path().join("profiled");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("worker.sh"),
+        "echo \"$MODE\" > mode.txt\nexec sleep 1000\n",
+    )
+    .unwrap();
+    let eco = dir.join("ecosystem.config.json");
+    fs::write(
+        &eco,
+        r#"{ "apps": [{ "name": "worker", "script": "worker.sh",
+             "env": { "MODE": "dev" }, "env_production": { "MODE": "prod" } }] }"#,
+    )
+    .unwrap();
+    let (toml, _) = import_to_file(&agent, "pm2", eco.to_str().unwrap());
+    agent.ok(&["apply", &toml, "--env-profile", "production"]);
+    agent.wait_online("worker", None);
+    assert_eq!(wait_file(&dir.join("mode.txt")), "prod\n");
+    let d = agent.describe("worker");
+    assert_eq!(d["env"]["MODE"], "prod");
+    assert_eq!(d["env_sources"]["MODE"]["profile"], "production");
+    // The same file without the profile: a change back to the declared value.
+    let out = agent.run(&["diff", &toml]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+}
+
 #[test]
 fn a_js_file_without_node_is_refused_clearly() {
     let agent = Agent::start();
