@@ -93,9 +93,11 @@ pub async fn kill(home: &Home, json: bool) -> Result<(), Failure> {
         }
         Err(e) => return Err(e.into()),
     };
+    let keeper = keeper_pid(home);
     let pid = c.shutdown().await?;
     let deadline = tokio::time::Instant::now() + KILL_WAIT;
-    while client::process_alive(pid) {
+    // The keeper exits once its agent has stopped.
+    while client::process_alive(pid) || keeper.is_some_and(client::process_alive) {
         if tokio::time::Instant::now() >= deadline {
             return Err(Failure::Failed(format!(
                 "agent pid {pid} is still alive after {}s",
@@ -111,6 +113,72 @@ pub async fn kill(home: &Home, json: bool) -> Result<(), Failure> {
         ))?;
     } else {
         out(format_args!("agent {pid} stopped"))?;
+    }
+    Ok(())
+}
+
+/// The running keeper of `home`, if any (its pid file names a live `grpm-keeper`).
+fn keeper_pid(home: &Home) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(crate::keeper::pid_file(home))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "grpm-keeper" && client::process_alive(pid)).then_some(pid)
+}
+
+/// How long `grpm agent upgrade` waits for the new agent to answer.
+const UPGRADE_WAIT: Duration = Duration::from_secs(15);
+
+/// `grpm agent upgrade`: the agent hands over to its keeper, which re-execs the binary on
+/// disk and starts the new agent; returns once the new agent answers.
+pub async fn upgrade(home: &Home, json: bool) -> Result<(), Failure> {
+    let mut c = match client::connect_local(home, false).await {
+        Ok(c) => c,
+        Err(ConnectError::NoAgent(_)) => {
+            return Err(Failure::Failed(format!(
+                "no agent is running for {}",
+                home.root.display()
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (old, keeper) = c.upgrade().await?;
+    drop(c);
+    let deadline = tokio::time::Instant::now() + UPGRADE_WAIT;
+    let new = loop {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Failure::Failed(format!(
+                "no new agent answered within {}s; see {}",
+                UPGRADE_WAIT.as_secs(),
+                home.log_file().display()
+            )));
+        }
+        let pid = std::fs::read_to_string(home.pid_file())
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|p| *p != old);
+        if let Some(pid) = pid {
+            if let Ok(mut c) = client::connect_local(home, false).await {
+                if c.list().await.is_ok() {
+                    break pid;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    if json {
+        out(format_args!(
+            "{}",
+            render::json(
+                &serde_json::json!({ "old_agent_pid": old, "agent_pid": new, "keeper_pid": keeper })
+            )
+        ))?;
+    } else {
+        out(format_args!(
+            "agent {old} replaced by agent {new} (keeper {keeper})"
+        ))?;
     }
     Ok(())
 }

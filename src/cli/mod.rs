@@ -30,7 +30,7 @@ pub use args::Cli;
 pub use failure::Failure;
 
 use action::Action;
-use args::{Command, StartupCommand, TlsCommand};
+use args::{AgentCommand, Command, StartupCommand, TlsCommand};
 use failure::fail;
 use fleet::Place;
 
@@ -51,12 +51,19 @@ pub fn main() -> ExitCode {
         events_kept_bytes,
         listen,
         observe,
+        no_keeper,
+        action: None,
     } = cli.command
     {
         if !cli.hosts.is_empty() {
             return fail(Failure::Usage(
                 "the agent runs here; --host is for commands sent to remote agents".into(),
             ));
+        }
+        if !no_keeper {
+            // The keeper runs the agent (this same command, with --no-keeper) as its child.
+            let e = crate::keeper::become_keeper();
+            return fail(Failure::Failed(format!("cannot start the keeper: {e}")));
         }
         return match local::agent(&home, (events_kept, events_kept_bytes), listen, observe) {
             Ok(()) => ExitCode::SUCCESS,
@@ -120,6 +127,17 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
     };
     let place = Place::new(home, &cli.hosts, cli.serial, timeouts)?;
     match cli.command {
+        Command::Agent {
+            action: Some(AgentCommand::Upgrade),
+            ..
+        } => {
+            if place.is_remote() {
+                return Err(Failure::Usage(
+                    "upgrade replaces the local agent; on a remote host, run it there".into(),
+                ));
+            }
+            local::upgrade(home, json).await
+        }
         Command::Agent { .. }
         | Command::Tls { .. }
         | Command::Startup { .. }
