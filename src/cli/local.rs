@@ -118,7 +118,7 @@ pub async fn kill(home: &Home, json: bool) -> Result<(), Failure> {
 }
 
 /// The running keeper of `home`, if any (its pid file names a live `grpm-keeper`).
-fn keeper_pid(home: &Home) -> Option<u32> {
+pub(super) fn keeper_pid(home: &Home) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(crate::keeper::pid_file(home))
         .ok()?
         .trim()
@@ -126,6 +126,11 @@ fn keeper_pid(home: &Home) -> Option<u32> {
         .ok()?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     (comm.trim() == "grpm-keeper" && client::process_alive(pid)).then_some(pid)
+}
+
+/// Whether a local agent may still come back: it is up, or a keeper will start the next.
+pub(super) fn may_come_back(home: &Home) -> bool {
+    home.socket().exists() || keeper_pid(home).is_some()
 }
 
 /// How long `grpm agent upgrade` waits for the new agent to answer.

@@ -513,11 +513,12 @@ fn bad_log_options_are_usage_errors_and_change_nothing() {
     agent.fails(1, &["flush", "nope"]);
 }
 
-/// The known limit of capturing through pipes (until a keeper process holds them, see
-/// DESIGN §3): after `kill -9` of the agent, a running app's next write finds no reader and it
-/// dies of SIGPIPE; the next agent starts it again, and its output is captured again.
+/// Without a keeper (`--no-keeper`, or after the keeper itself was killed), the pipes die with
+/// the agent: after `kill -9` of the agent, a running app's next write finds no reader and it
+/// dies of SIGPIPE; the next agent starts it again, and its output is captured again. (Under
+/// a keeper nothing of this happens: see `keeper.rs`.)
 #[test]
-fn after_an_agent_crash_a_writing_app_is_restarted_and_captured_again() {
+fn without_a_keeper_an_agent_crash_restarts_a_writing_app_and_captures_it_again() {
     let mut agent = Agent::start();
     agent.ok(&[
         "start",
