@@ -235,7 +235,8 @@ pub async fn run(
         }));
     }
     tracing::info!(home = %home.root.display(), pid = std::process::id(), "agent ready");
-    let pid = std::process::id();
+    // Under a keeper, the keeper is the service's main process (it outlives this agent).
+    let pid = sup.keeper_pid().unwrap_or_else(std::process::id);
     sdnotify::notify(options.notify.as_ref(), &format!("READY=1\nMAINPID={pid}"));
     sup.keeper_ready();
     tokio::select! {

@@ -21,10 +21,33 @@ pub fn agent(
     kept: (u32, u64),
     listen: ListenArgs,
     observe: ObserveArgs,
+    keeper: bool,
 ) -> Result<(), Failure> {
-    let (events_kept, events_kept_bytes) = kept;
+    if keeper {
+        // Refused before anything is touched (the keeper makes the home): what the agent
+        // would refuse at once, the keeper is not started for.
+        let options = options(kept, listen, observe, None, false);
+        options.listen.load().map_err(Failure::Failed)?;
+        options.metrics.load().map_err(Failure::Failed)?;
+        // The keeper runs the agent (this same command, with --no-keeper) as its child.
+        let e = crate::keeper::become_keeper();
+        return Err(Failure::Failed(format!("cannot start the keeper: {e}")));
+    }
     crate::agent::limit_arenas();
     let log = init_tracing(home);
+    let options = options(kept, listen, observe, log, true);
+    crate::agent::main(home, &options).map_err(Failure::Failed)
+}
+
+/// The agent's settings from its flags.
+fn options(
+    kept: (u32, u64),
+    listen: ListenArgs,
+    observe: ObserveArgs,
+    log: Option<crate::agent::log::Sink>,
+    for_agent: bool,
+) -> crate::agent::Options {
+    let (events_kept, events_kept_bytes) = kept;
     // The agent's certificate also secures the metrics endpoint; without --listen, the TLS
     // flags are for the metrics alone.
     let metrics = crate::agent::metrics::MetricsSpec {
@@ -35,7 +58,7 @@ pub fn agent(
         token_file: observe.metrics_token_file,
     };
     let for_api = listen.listen.is_some() || metrics.addr.is_none();
-    let options = crate::agent::Options {
+    crate::agent::Options {
         events_kept: events_kept as usize,
         events_kept_bytes: usize::try_from(events_kept_bytes).unwrap_or(usize::MAX),
         listen: crate::agent::listen::ListenSpec {
@@ -48,9 +71,11 @@ pub fn agent(
         log,
         metrics,
         sample_interval: observe.sample_interval,
-        notify: crate::agent::sdnotify::take_from_env(),
-    };
-    crate::agent::main(home, &options).map_err(Failure::Failed)
+        // Taken (and removed from the environment) only by the agent itself.
+        notify: for_agent
+            .then(crate::agent::sdnotify::take_from_env)
+            .flatten(),
+    }
 }
 
 /// The agent logs through a writer that never blocks or panics (see `agent::log`); when even

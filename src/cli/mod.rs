@@ -60,12 +60,8 @@ pub fn main() -> ExitCode {
                 "the agent runs here; --host is for commands sent to remote agents".into(),
             ));
         }
-        if !no_keeper {
-            // The keeper runs the agent (this same command, with --no-keeper) as its child.
-            let e = crate::keeper::become_keeper();
-            return fail(Failure::Failed(format!("cannot start the keeper: {e}")));
-        }
-        return match local::agent(&home, (events_kept, events_kept_bytes), listen, observe) {
+        let kept = (events_kept, events_kept_bytes);
+        return match local::agent(&home, kept, listen, observe, !no_keeper) {
             Ok(()) => ExitCode::SUCCESS,
             Err(f) => fail(f),
         };

@@ -294,10 +294,17 @@ impl Keeper {
             .env(FD_ENV, raw.to_string())
             .env_remove(MODE_ENV)
             .env_remove(STATE_ENV);
-        // SAFETY: fcntl only, between fork and exec.
+        // SAFETY: fcntl and sigprocmask only, between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The keeper blocks the signals it reads from its signalfd; a blocked mask is
+                // inherited across exec, and the agent (and its apps) must start with none.
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                if libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
                     return Err(io::Error::last_os_error());
                 }
                 Ok(())

@@ -266,8 +266,10 @@ impl StreamLog {
                 Ok((0, false)) => break,
                 Ok((n, _)) => moved += n,
                 Err(e) => {
+                    // The disk refuses (full, read-only): what the pipe holds is dropped, so
+                    // the app never blocks on a log that cannot be written (said once).
+                    moved += discard(pipe, left);
                     result = Err(e);
-                    break;
                 }
             }
         }
@@ -518,4 +520,11 @@ fn peek(pipe: &File, len: usize) -> io::Result<Vec<u8>> {
     let mut out = vec![0; n as usize];
     File::from(r).read_exact(&mut out)?;
     Ok(out)
+}
+
+/// Reads and drops up to `len` bytes of `pipe`; how many.
+fn discard(pipe: &File, len: usize) -> usize {
+    use std::io::Read as _;
+    let mut buf = vec![0; len.min(256 * 1024)];
+    (&*pipe).read(&mut buf).unwrap_or(0)
 }
