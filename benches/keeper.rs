@@ -69,6 +69,16 @@ fn wait_adopted(a: &Agent, old: u32, want: &[u64], t0: Instant) -> Duration {
     }
 }
 
+/// A `/proc/PID/status` field in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn main() {
     println!("grpm keeper benchmark ({BIN})");
     let mut table = Vec::new();
@@ -83,8 +93,19 @@ fn main() {
         thread::sleep(Duration::from_secs(5));
         let cpu = cpu_time(keeper) - cpu0;
         let rss = rss_kib(keeper) as f64 / 1024.0;
-        println!("\n[idle keeper] RSS {rss:.2} MiB, CPU over 5 s: {cpu:?}");
+        let anon = status_kib(keeper, "RssAnon:") as f64 / 1024.0;
+        let file = status_kib(keeper, "RssFile:") as f64 / 1024.0;
+        println!(
+            "\n[idle keeper] RSS {rss:.2} MiB (anonymous {anon:.2}, pages of the binary {file:.2}), \
+             CPU over 5 s: {cpu:?}"
+        );
         table.push(Row::at_most("keeper RSS, idle", rss, 1.5, "MiB"));
+        table.push(Row::at_most(
+            "keeper anonymous memory, idle",
+            anon,
+            1.5,
+            "MiB",
+        ));
         table.push(Row::at_most(
             "keeper CPU, idle (5 s)",
             cpu.as_secs_f64() / 5.0 * 100.0,
@@ -99,7 +120,7 @@ fn main() {
     let mut toml = String::new();
     for i in 0..APPS {
         toml.push_str(&format!(
-            "[[apps]]\nname = \"s{i}\"\ncmd = [\"sleep\", \"100000\"]\n\n"
+            "[[app]]\nname = \"s{i}\"\ncmd = [\"sleep\", \"100000\"]\n\n"
         ));
     }
     let file = a.dir.path().join("apps.toml");

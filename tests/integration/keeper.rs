@@ -183,6 +183,8 @@ fn an_app_that_exits_while_the_agent_is_dead_gets_its_exit_code_and_its_policy()
     kill(Pid::from_raw(old as i32), Signal::SIGSTOP).unwrap();
     fs::write(&go, "").unwrap();
     wait_until("the app to exit", Duration::from_secs(10), || !alive(first));
+    // Its next instance waits again.
+    fs::remove_file(&go).unwrap();
     kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
     wait_new_agent(&agent, old);
     // The autorestart policy applied: a new instance runs.
