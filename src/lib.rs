@@ -17,6 +17,9 @@
 //! - [`model`]: domain types shared by all of the above; no gRPC, no syscalls.
 //! - [`certs`]: `grpm tls init`, the certificates for mutual TLS.
 //! - [`hosts`]: remote agents by name (`$GRPM_HOME/hosts.toml`) and the `--host` syntax.
+//! - [`keeper`]: the process that owns the agent and outlives it (no runtime, no gRPC): holds
+//!   the apps' pipes and sockets, reaps orphaned apps, hands everything to the next agent; and
+//!   the agent's side of their socket pair.
 //! - [`home`]: the paths under `GRPM_HOME`, and `write_atomic` for the files in it.
 
 pub mod agent;
@@ -25,6 +28,7 @@ pub mod cli;
 pub mod client;
 pub mod home;
 pub mod hosts;
+pub mod keeper;
 pub mod model;
 pub mod rpc;
 pub mod supervisor;

@@ -30,7 +30,22 @@ pub struct Agent {
 impl Agent {
     /// Starts `grpm agent ARGS` in a fresh home and waits until its socket accepts
     /// connections.
+    #[allow(dead_code)]
     pub fn start(label: &'static str, args: &[&str]) -> Agent {
+        let mut all: Vec<&str> = args.to_vec();
+        // The agent alone (its pid is the child's), as the figures before the keeper.
+        all.push("--no-keeper");
+        Agent::launch(label, &all)
+    }
+
+    /// Starts `grpm agent ARGS` under its keeper (as users run it): `pid()` is the keeper's,
+    /// and the agent's is in `agent.pid`.
+    #[allow(dead_code)]
+    pub fn start_kept(label: &'static str, args: &[&str]) -> Agent {
+        Agent::launch(label, args)
+    }
+
+    fn launch(label: &'static str, args: &[&str]) -> Agent {
         // A short prefix keeps the socket path well under the ~100-byte limit.
         let dir = tempfile::Builder::new()
             .prefix("grpm")
@@ -325,6 +340,7 @@ impl Row {
     }
 
     /// A duration (or other fractional figure) without a target.
+    #[allow(dead_code)]
     pub fn info(metric: impl Into<String>, value: f64, unit: &'static str) -> Row {
         Row {
             metric: metric.into(),

@@ -80,6 +80,15 @@ pub fn main(home: &Home, options: &Options) -> Result<(), String> {
         tracing::info!(home = %home.root.display(), "created GRPM_HOME");
     }
     let _lock = lock(home)?;
+    // Under a keeper: its socket pair and what it handed over (read before the runtime starts).
+    let keeper = match crate::keeper::link::from_env() {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => {
+            tracing::error!("{e}; running without the keeper's hand-over");
+            None
+        }
+    };
     // Orphaned descendants of apps become our children (and get reaped) instead of PID 1's.
     // SAFETY: prctl with an integer option has no memory-safety preconditions.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
@@ -112,8 +121,10 @@ pub fn main(home: &Home, options: &Options) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {}: {e}", home.socket().display()))?;
         let shutdown = CancellationToken::new();
         spawn_signal_handlers(shutdown.clone(), options.log.clone())?;
-        run(home, options, listener, tcp, metrics, shutdown).await
+        run(home, options, listener, tcp, metrics, shutdown, keeper).await
     });
+    // After a hand-over, the apps' tasks are left as they are: the process exits now.
+    runtime.shutdown_timeout(Duration::from_millis(100));
     let _ = fs::remove_file(home.socket());
     let _ = fs::remove_file(home.addr_file());
     let _ = fs::remove_file(metrics_addr_file(home));
@@ -173,8 +184,10 @@ pub async fn run(
     tcp: Option<(TcpListener, Listen)>,
     metrics: Option<(TcpListener, metrics::Metrics)>,
     shutdown: CancellationToken,
+    keeper: Option<(crate::keeper::link::Pending, crate::keeper::link::Handover)>,
 ) -> Result<(), String> {
     let (sup, warning) = Supervisor::open(Config {
+        keeper,
         state_path: home.state_file(),
         logs_dir: home.logs_dir(),
         notify_dir: home.root.join("notify"),
@@ -194,7 +207,9 @@ pub async fn run(
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
         .unwrap_or_else(|| PathBuf::from("/"));
-    let service = Service::new(sup.clone(), agent_env, default_cwd, shutdown.clone());
+    let handed_over = CancellationToken::new();
+    let service = Service::new(sup.clone(), agent_env, default_cwd, shutdown.clone())
+        .with_hand_over(handed_over.clone());
     let routes = routes(service).await?;
     let stop_serving = CancellationToken::new();
     let unix = Server::builder()
@@ -225,9 +240,21 @@ pub async fn run(
         }));
     }
     tracing::info!(home = %home.root.display(), pid = std::process::id(), "agent ready");
-    let pid = std::process::id();
+    // Under a keeper, the keeper is the service's main process (it outlives this agent).
+    let pid = sup.keeper_pid().unwrap_or_else(std::process::id);
     sdnotify::notify(options.notify.as_ref(), &format!("READY=1\nMAINPID={pid}"));
-    shutdown.cancelled().await;
+    sup.keeper_ready();
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = handed_over.cancelled() => {
+            // An upgrade: the apps run on; the keeper starts the next agent once we are gone.
+            tracing::info!("handed over to the keeper for an upgrade; exiting, apps keep running");
+            stop_serving.cancel();
+            let all = futures_util::future::join_all(servers);
+            let _ = tokio::time::timeout(Duration::from_millis(20), all).await;
+            return Ok(());
+        }
+    }
     sdnotify::notify(options.notify.as_ref(), "STOPPING=1");
     tracing::info!("stopping every app");
     sup.shutdown().await;

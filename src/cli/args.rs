@@ -89,6 +89,12 @@ pub enum Command {
         listen: ListenArgs,
         #[command(flatten)]
         observe: ObserveArgs,
+        /// Run without a keeper: when this agent dies, its apps' output pipes die with it (a
+        /// later agent adopts the apps, without their output). For debugging, and tests.
+        #[arg(long)]
+        no_keeper: bool,
+        #[command(subcommand)]
+        action: Option<AgentCommand>,
     },
     /// Certificates for remote agents.
     Tls {
@@ -330,6 +336,14 @@ pub enum ImportCommand {
         /// The configuration file (e.g. /etc/supervisor/supervisord.conf).
         file: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Replace the running agent (and its keeper) with the binary on disk now: the apps run
+    /// on, untouched, with their output; event numbers go on. Returns once the new agent
+    /// answers.
+    Upgrade,
 }
 
 #[derive(Debug, Subcommand)]

@@ -45,8 +45,10 @@ impl Unit {
         ));
         s.push_str("After=network.target\n\n");
         s.push_str("[Service]\n");
-        // The agent says READY=1 once its socket is up, STOPPING=1 when it begins to stop.
-        s.push_str("Type=notify\nNotifyAccess=main\n");
+        // The agent says READY=1 once its socket is up, STOPPING=1 when it begins to stop. It
+        // runs as the child of its keeper (the unit's main process, whose pid it reports as
+        // MAINPID), hence NotifyAccess=all.
+        s.push_str("Type=notify\nNotifyAccess=all\n");
         if let Some(u) = &self.user {
             s.push_str(&format!("User={u}\n"));
         }
@@ -58,7 +60,7 @@ impl Unit {
             "ExecStart={} agent\n",
             quote(&self.exe.display().to_string())
         ));
-        // `systemctl stop` sends SIGTERM to the agent alone, which ends every app's tree itself
+        // `systemctl stop` sends SIGTERM to the keeper alone, which passes it to the agent, which ends every app's tree itself
         // and keeps the desired states (as `grpm kill` does). When the agent crashes, systemd
         // kills nothing else either: the apps run on, and the restarted agent adopts them.
         // (control-group or mixed would kill every app on a crash too.)

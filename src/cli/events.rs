@@ -31,16 +31,61 @@ pub async fn events(place: &Place, args: EventsArgs, json: bool) -> Result<(), F
         } => return follow::merged(hosts, *timeouts, sub, json).await,
     };
     let mut c = client::connect_local_with(home, true, t.request).await?;
-    let mut stream = c.subscribe(&sub).await?;
+    let mut last: Option<u64> = None;
+    let mut reconnect = follow::Reconnect::new();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    // When the agent goes away without ending the stream (a crash, an upgrade: its keeper
+    // starts the next one), reconnect and resume after the last event printed.
     loop {
-        let next = tokio::select! {
-            n = stream.next() => n?,
-            _ = &mut ctrl_c => return Ok(()),
+        let mut req = sub.clone();
+        if let Some(seq) = last {
+            req.from_seq = Some(seq);
+        }
+        let why = match c.subscribe(&req).await {
+            Err(e) if sub.no_follow || e.code().is_some_and(follow::permanent) => {
+                return Err(e.into())
+            }
+            Err(e) => Failure::from(e),
+            Ok(mut stream) => {
+                if reconnect.connected() {
+                    let after = last.map_or_else(String::new, |s| format!(" after seq {s}"));
+                    eprintln!("grpm: reconnected; resuming{after}");
+                }
+                loop {
+                    let next = tokio::select! {
+                        n = stream.next() => n,
+                        _ = &mut ctrl_c => return Ok(()),
+                    };
+                    match next {
+                        Ok(Some(e)) => {
+                            last = Some(e.seq);
+                            print_event(&e, None, json)?;
+                        }
+                        Ok(None) => return Ok(()),
+                        Err(e) if sub.no_follow => return Err(e.into()),
+                        Err(e) => break Failure::from(e),
+                    }
+                }
+            }
         };
-        let Some(e) = next else { return Ok(()) };
-        print_event(&e, None, json)?;
+        if !super::local::may_come_back(home) {
+            return Err(why);
+        }
+        if let Some(text) = reconnect.dropped(&why) {
+            eprintln!("grpm: {text}");
+        }
+        c = loop {
+            tokio::select! {
+                () = reconnect.wait() => {}
+                _ = &mut ctrl_c => return Ok(()),
+            }
+            match client::connect_local_with(home, false, t.request).await {
+                Ok(c) => break c,
+                Err(e) if !super::local::may_come_back(home) => return Err(e.into()),
+                Err(_) => {}
+            }
+        };
     }
 }
 

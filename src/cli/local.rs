@@ -21,10 +21,33 @@ pub fn agent(
     kept: (u32, u64),
     listen: ListenArgs,
     observe: ObserveArgs,
+    keeper: bool,
 ) -> Result<(), Failure> {
-    let (events_kept, events_kept_bytes) = kept;
+    if keeper {
+        // Refused before anything is touched (the keeper makes the home): what the agent
+        // would refuse at once, the keeper is not started for.
+        let options = options(kept, listen, observe, None, false);
+        options.listen.load().map_err(Failure::Failed)?;
+        options.metrics.load().map_err(Failure::Failed)?;
+        // The keeper runs the agent (this same command, with --no-keeper) as its child.
+        let e = crate::keeper::become_keeper();
+        return Err(Failure::Failed(format!("cannot start the keeper: {e}")));
+    }
     crate::agent::limit_arenas();
     let log = init_tracing(home);
+    let options = options(kept, listen, observe, log, true);
+    crate::agent::main(home, &options).map_err(Failure::Failed)
+}
+
+/// The agent's settings from its flags.
+fn options(
+    kept: (u32, u64),
+    listen: ListenArgs,
+    observe: ObserveArgs,
+    log: Option<crate::agent::log::Sink>,
+    for_agent: bool,
+) -> crate::agent::Options {
+    let (events_kept, events_kept_bytes) = kept;
     // The agent's certificate also secures the metrics endpoint; without --listen, the TLS
     // flags are for the metrics alone.
     let metrics = crate::agent::metrics::MetricsSpec {
@@ -35,7 +58,7 @@ pub fn agent(
         token_file: observe.metrics_token_file,
     };
     let for_api = listen.listen.is_some() || metrics.addr.is_none();
-    let options = crate::agent::Options {
+    crate::agent::Options {
         events_kept: events_kept as usize,
         events_kept_bytes: usize::try_from(events_kept_bytes).unwrap_or(usize::MAX),
         listen: crate::agent::listen::ListenSpec {
@@ -48,9 +71,11 @@ pub fn agent(
         log,
         metrics,
         sample_interval: observe.sample_interval,
-        notify: crate::agent::sdnotify::take_from_env(),
-    };
-    crate::agent::main(home, &options).map_err(Failure::Failed)
+        // Taken (and removed from the environment) only by the agent itself.
+        notify: for_agent
+            .then(crate::agent::sdnotify::take_from_env)
+            .flatten(),
+    }
 }
 
 /// Creates the local agent's home when it is missing (its last component only), and says so;
@@ -108,9 +133,11 @@ pub async fn kill(home: &Home, json: bool) -> Result<(), Failure> {
         }
         Err(e) => return Err(e.into()),
     };
+    let keeper = keeper_pid(home);
     let pid = c.shutdown().await?;
     let deadline = tokio::time::Instant::now() + KILL_WAIT;
-    while client::process_alive(pid) {
+    // The keeper exits once its agent has stopped.
+    while client::process_alive(pid) || keeper.is_some_and(client::process_alive) {
         if tokio::time::Instant::now() >= deadline {
             return Err(Failure::Failed(format!(
                 "agent pid {pid} is still alive after {}s",
@@ -126,6 +153,77 @@ pub async fn kill(home: &Home, json: bool) -> Result<(), Failure> {
         ))?;
     } else {
         out(format_args!("agent {pid} stopped"))?;
+    }
+    Ok(())
+}
+
+/// The running keeper of `home`, if any (its pid file names a live `grpm-keeper`).
+pub(super) fn keeper_pid(home: &Home) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(crate::keeper::pid_file(home))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "grpm-keeper" && client::process_alive(pid)).then_some(pid)
+}
+
+/// Whether a local agent may still come back: it is up, or a keeper will start the next.
+pub(super) fn may_come_back(home: &Home) -> bool {
+    home.socket().exists() || keeper_pid(home).is_some()
+}
+
+/// How long `grpm agent upgrade` waits for the new agent to answer.
+const UPGRADE_WAIT: Duration = Duration::from_secs(15);
+
+/// `grpm agent upgrade`: the agent hands over to its keeper, which re-execs the binary on
+/// disk and starts the new agent; returns once the new agent answers.
+pub async fn upgrade(home: &Home, json: bool) -> Result<(), Failure> {
+    let mut c = match client::connect_local(home, false).await {
+        Ok(c) => c,
+        Err(ConnectError::NoAgent(_)) => {
+            return Err(Failure::Failed(format!(
+                "no agent is running for {}",
+                home.root.display()
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (old, keeper) = c.upgrade().await?;
+    drop(c);
+    let deadline = tokio::time::Instant::now() + UPGRADE_WAIT;
+    let new = loop {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Failure::Failed(format!(
+                "no new agent answered within {}s; see {}",
+                UPGRADE_WAIT.as_secs(),
+                home.log_file().display()
+            )));
+        }
+        let pid = std::fs::read_to_string(home.pid_file())
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|p| *p != old);
+        if let Some(pid) = pid {
+            if let Ok(mut c) = client::connect_local(home, false).await {
+                if c.list().await.is_ok() {
+                    break pid;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    if json {
+        out(format_args!(
+            "{}",
+            render::json(
+                &serde_json::json!({ "old_agent_pid": old, "agent_pid": new, "keeper_pid": keeper })
+            )
+        ))?;
+    } else {
+        out(format_args!(
+            "agent {old} replaced by agent {new} (keeper {keeper})"
+        ))?;
     }
     Ok(())
 }

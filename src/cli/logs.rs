@@ -33,6 +33,10 @@ pub async fn run(place: &Place, args: LogsArgs, json: bool) -> Result<(), Failur
         from: Vec::new(),
     };
     let outcomes = match place {
+        Place::Local(home, t) if query.follow => vec![fleet::Outcome {
+            host: None,
+            result: follow_local(home, t, query.clone(), json).await,
+        }],
         Place::Fleet {
             hosts, timeouts, ..
         } if query.follow => {
@@ -146,6 +150,53 @@ pub async fn follow_remote(
         }
         if let Some(text) = reconnect.dropped(&why) {
             eprintln!("grpm: {}: {text}", host.label);
+        }
+        reconnect.wait().await;
+    }
+}
+
+/// `logs --follow` on the local agent: as [`follow_remote`], for an agent that goes away
+/// without ending the stream (a crash, an upgrade: its keeper starts the next one). An agent
+/// stopped by `grpm kill` ends the stream, and the command.
+pub async fn follow_local(
+    home: &crate::home::Home,
+    t: &Timeouts,
+    req: LogsQuery,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut printer = Printer::new(json, None, true);
+    let mut reconnect = Reconnect::new();
+    let mut first = true;
+    loop {
+        let mut req = req.clone();
+        req.from = printer
+            .positions
+            .iter()
+            .map(|(&(app_id, stream), &offset)| LogPosition {
+                app_id,
+                stream,
+                offset,
+            })
+            .collect();
+        let why = match client::connect_local_with(home, first, t.request).await {
+            Err(e) if first => return Err(e.into()),
+            Err(e) => Failure::from(e),
+            Ok(mut c) => match stream_into(&mut c, req, &mut printer).await {
+                Ok(Ended::Interrupted) => return Ok(()),
+                Ok(Ended::Done) => return printer.finish(),
+                Err((f, false)) => return Err(f),
+                Err((f, true)) => f,
+            },
+        };
+        first = false;
+        if !super::local::may_come_back(home) {
+            return Err(why);
+        }
+        if std::mem::take(&mut printer.received) {
+            reconnect.connected();
+        }
+        if let Some(text) = reconnect.dropped(&why) {
+            eprintln!("grpm: {text}");
         }
         reconnect.wait().await;
     }

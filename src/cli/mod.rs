@@ -40,7 +40,7 @@ pub use args::Cli;
 pub use failure::Failure;
 
 use action::Action;
-use args::{Command, ImportCommand, StartupCommand, TlsCommand};
+use args::{AgentCommand, Command, ImportCommand, StartupCommand, TlsCommand};
 use failure::fail;
 use fleet::Place;
 
@@ -64,6 +64,8 @@ pub fn main() -> ExitCode {
         events_kept_bytes,
         listen,
         observe,
+        no_keeper,
+        action: None,
     } = cli.command
     {
         if !cli.reach.hosts.is_empty() {
@@ -71,7 +73,8 @@ pub fn main() -> ExitCode {
                 "the agent runs here; --host is for commands sent to remote agents".into(),
             ));
         }
-        return match local::agent(&home, (events_kept, events_kept_bytes), listen, observe) {
+        let kept = (events_kept, events_kept_bytes);
+        return match local::agent(&home, kept, listen, observe, !no_keeper) {
             Ok(()) => ExitCode::SUCCESS,
             Err(f) => fail(f),
         };
@@ -170,6 +173,17 @@ async fn run(cli: Cli, reach: args::Reach, home: &Home) -> Result<(), Failure> {
         local::ensure_home(home)?;
     }
     match cli.command {
+        Command::Agent {
+            action: Some(AgentCommand::Upgrade),
+            ..
+        } => {
+            if place.is_remote() {
+                return Err(Failure::Usage(
+                    "upgrade replaces the local agent; on a remote host, run it there".into(),
+                ));
+            }
+            local::upgrade(home, json).await
+        }
         Command::Agent { .. }
         | Command::Tls { .. }
         | Command::Startup { .. }

@@ -288,6 +288,13 @@ impl Client {
 
     /// Stops every app and ends the agent; returns the agent's pid, to wait for it to be gone
     /// (see [`process_alive`]).
+    /// Asks the local agent to hand over to the binary on disk; returns (agent pid, keeper
+    /// pid).
+    pub async fn upgrade(&mut self) -> CallResult<(u32, u32)> {
+        let r = self.raw.upgrade(pb::UpgradeRequest {}).await?.into_inner();
+        Ok((r.agent_pid, r.keeper_pid))
+    }
+
     pub async fn shutdown(&mut self) -> CallResult<u32> {
         Ok(self
             .raw

@@ -79,7 +79,8 @@ fn supervisor_code(e: &supervisor::Error) -> Code {
         | E::NotStarted { .. }
         | E::NotCompleted { .. }
         | E::DependedOn { .. }
-        | E::Escaped { .. } => Code::FailedPrecondition,
+        | E::Escaped { .. }
+        | E::NoKeeper => Code::FailedPrecondition,
         E::Persist { .. } | E::Logs { .. } | E::EventsHeld => Code::Internal,
         E::TooManySubscribers(_) => Code::ResourceExhausted,
         E::ShuttingDown => Code::Unavailable,

@@ -105,6 +105,8 @@ pub struct Service {
     shutdown: CancellationToken,
     /// One permit per open Logs stream.
     log_readers: Arc<Semaphore>,
+    /// Cancelled by `Upgrade` once this agent is ready to leave its apps to the next one.
+    hand_over: CancellationToken,
 }
 
 impl Service {
@@ -120,7 +122,14 @@ impl Service {
             default_cwd,
             shutdown,
             log_readers: Arc::new(Semaphore::new(MAX_LOG_READERS)),
+            hand_over: CancellationToken::new(),
         }
+    }
+
+    /// The token `Upgrade` cancels (the agent then exits, leaving its apps running).
+    pub fn with_hand_over(mut self, token: CancellationToken) -> Service {
+        self.hand_over = token;
+        self
     }
 
     /// Listing fields for each view, with the usage of the last sample (`sample: false` for
@@ -482,6 +491,25 @@ impl ProcessManager for Service {
             plan: convert::plan_to_pb(&applied.plan),
             has_work: applied.plan.has_work(),
             apps: self.acted(applied.acted),
+        }))
+    }
+
+    async fn upgrade(
+        &self,
+        _req: Request<pb::UpgradeRequest>,
+    ) -> Result<Response<pb::UpgradeResponse>, Status> {
+        tracing::info!("upgrade requested");
+        let keeper_pid = self.sup.keeper_pid().unwrap_or(0);
+        self.sup.hand_over().await?;
+        // The answer goes out before the agent leaves.
+        let token = self.hand_over.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            token.cancel();
+        });
+        Ok(Response::new(pb::UpgradeResponse {
+            agent_pid: std::process::id(),
+            keeper_pid,
         }))
     }
 

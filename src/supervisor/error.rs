@@ -68,6 +68,12 @@ pub enum Error {
     /// Deleting `app` would leave apps depending on nothing: `by` (delete them too, or first).
     #[error("{app}: cannot delete: {} depend{} on it; delete {} first, or in the same request", .by.join(", "), if .by.len() == 1 { "s" } else { "" }, .by.join(", "))]
     DependedOn { app: String, by: Vec<String> },
+    /// An upgrade needs the keeper, which this agent does not run under (any more).
+    #[error(
+        "this agent runs without a keeper (started with --no-keeper, or its keeper died), so \
+         it cannot be upgraded in place; stop it (grpm kill) and start the new binary"
+    )]
+    NoKeeper,
     #[error("too many subscribers ({0}); try again later")]
     TooManySubscribers(usize),
     #[error(

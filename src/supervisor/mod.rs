@@ -39,7 +39,7 @@ pub use view::AppView;
 
 use lifecycle::{Actor, Cmd, Init};
 use order::{Act, Member, Table};
-use process::{launch, reaper::Reaper, scan, tree};
+use process::{handover, launch, reaper::Reaper, scan, tree};
 use store::{AppRecord, Store};
 
 use crate::model::{now_unix_ms, AppId, AppSpec, Cause, Desired, Env, Event, EventKind, Target};
@@ -61,6 +61,11 @@ pub(crate) struct Ctx {
     log_pool: Arc<logs::WriterPool>,
     /// The last tree usage sample of every app, replaced every `sample_interval`.
     samples: watch::Sender<Arc<Samples>>,
+    /// The keeper this agent runs under, if any: it holds duplicates of every app's output
+    /// pipes and notify socket.
+    keeper: Option<Arc<crate::keeper::link::Link>>,
+    /// Exit statuses of adopted apps, reaped by the keeper.
+    exits: Arc<handover::ExitBoard>,
 }
 
 #[derive(Clone)]
@@ -139,6 +144,8 @@ pub struct Config {
     pub events_kept_bytes: usize,
     /// How often every app's tree is sampled for CPU and memory.
     pub sample_interval: std::time::Duration,
+    /// The keeper's socket pair and what it handed over, when the agent runs under one.
+    pub keeper: Option<(crate::keeper::link::Pending, crate::keeper::link::Handover)>,
 }
 
 /// Commands queued per app before senders wait.
@@ -160,6 +167,7 @@ impl Supervisor {
             events_kept,
             events_kept_bytes,
             sample_interval,
+            keeper,
         } = config;
         let state_path = state_path.as_path();
         let path = state_path.to_path_buf();
@@ -180,7 +188,24 @@ impl Supervisor {
         let store = Store::new(state_path.to_path_buf(), &loaded.state);
         let writer = tokio::spawn(store.clone().run_writer(tasks.clone()));
         let agent_id: Arc<str> = Arc::from(loaded.state.agent_id.as_str());
+        let exits = Arc::new(handover::ExitBoard::default());
+        let (link, mut handed) = match keeper {
+            Some((pending, h)) => {
+                let board = exits.clone();
+                let link = pending.start(Box::new(move |e| board.put(e)))?;
+                tracing::info!(
+                    keeper = link.keeper_pid(),
+                    descriptors = h.held.len(),
+                    exits = h.exits.len(),
+                    "running under a keeper"
+                );
+                (Some(Arc::new(link)), handover::by_app(h))
+            }
+            None => (None, Default::default()),
+        };
         let ctx = Arc::new(Ctx {
+            keeper: link,
+            exits,
             spawner: launch::Spawner::start(reaper.clone(), 2)?,
             notify_dir,
             reaper,
@@ -214,11 +239,27 @@ impl Supervisor {
             .map(|r| r.id)
             .collect();
         for rec in loaded.state.apps {
+            let mut h = handed.remove(&rec.id).unwrap_or_default();
+            let notify = h.notify.take();
             let init = Init::Recovered {
                 recorded: rec.pid.zip(rec.pid_starttime),
                 survivors: survivors.remove(&rec.id).unwrap_or_default(),
+                handed: h,
             };
-            sup.spawn_owner(rec, init);
+            let id = rec.id;
+            let handle = sup.start_owner(rec, init, notify);
+            sup.lock().apps.insert(id, handle);
+        }
+        // Held for apps that no longer exist: the keeper may let them go.
+        if let Some(k) = &sup.ctx.keeper {
+            for (app, h) in handed {
+                for i in h.instances {
+                    k.release(app, i.pid);
+                }
+                if h.notify.is_some() {
+                    k.release(app, 0);
+                }
+            }
         }
         sup.start_sampling(sample_interval);
         // Processes of apps that no longer exist: end them.
@@ -294,24 +335,24 @@ impl Supervisor {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts the owner task of `rec`; the caller registers the handle.
-    fn start_owner(&self, rec: AppRecord, init: Init) -> Handle {
+    /// Starts the owner task of `rec` (`notify`: its socket, handed over by the keeper); the
+    /// caller registers the handle.
+    fn start_owner(
+        &self,
+        rec: AppRecord,
+        init: Init,
+        notify: Option<std::os::fd::OwnedFd>,
+    ) -> Handle {
         let logs = Arc::new(logs::AppLogs::new(
             &self.ctx.logs_dir,
             rec.id,
             &rec.spec.name,
             rec.spec.logs,
         ));
-        let (actor, view) = Actor::new(self.ctx.clone(), rec, logs.clone());
+        let (actor, view) = Actor::new(self.ctx.clone(), rec, logs.clone(), notify);
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(actor.run(rx, init));
         Handle { tx, view, logs }
-    }
-
-    fn spawn_owner(&self, rec: AppRecord, init: Init) {
-        let id = rec.id;
-        let handle = self.start_owner(rec, init);
-        self.lock().apps.insert(id, handle);
     }
 
     /// Creates apps from specs, in order (ids follow it), each with `base_env` as its captured
@@ -395,7 +436,7 @@ impl Supervisor {
                 &rec.spec.name,
                 cause.clone(),
             ));
-            let handle = self.start_owner(rec, Init::New);
+            let handle = self.start_owner(rec, Init::New, None);
             reg.apps.insert(id, handle);
         }
         self.ctx.store.set_next_id(reg.next_id);
@@ -751,6 +792,55 @@ impl Supervisor {
             Some(name) => Err(Error::NotFound((*name).clone())),
             None => Ok(()),
         }
+    }
+
+    /// Tells the keeper (if any) that this agent serves.
+    pub fn keeper_ready(&self) {
+        if let Some(k) = &self.ctx.keeper {
+            k.ready();
+        }
+    }
+
+    /// The pid of the keeper this agent runs under, while it answers.
+    pub fn keeper_pid(&self) -> Option<u32> {
+        self.ctx
+            .keeper
+            .as_ref()
+            .filter(|k| k.alive())
+            .map(|k| k.keeper_pid())
+    }
+
+    /// Prepares this agent's exit for an upgrade, leaving every app running: no more requests
+    /// or events; exits of children from now on are left to the keeper (which reaps them once
+    /// we are gone); the event log records the exact next number and state.json is written.
+    /// Then tells the keeper to re-exec itself once this agent has exited.
+    pub async fn hand_over(&self) -> Result<(), Error> {
+        let Some(keeper) = self.ctx.keeper.clone().filter(|k| k.alive()) else {
+            return Err(Error::NoKeeper);
+        };
+        {
+            let mut reg = self.lock();
+            if reg.closed {
+                return Err(Error::ShuttingDown);
+            }
+            reg.closed = true;
+        }
+        self.ctx.reaper.freeze();
+        let hub = self.ctx.hub.clone();
+        let _ = tokio::task::spawn_blocking(move || hub.seal()).await;
+        self.tasks.cancel();
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
+        tokio::task::spawn_blocking(move || keeper.upgrade())
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot ask the keeper for the upgrade");
+                Error::NoKeeper
+            })
     }
 
     fn handles(&self, target: &Target) -> Result<Vec<Handle>, Error> {

@@ -78,6 +78,9 @@ pub struct Agent {
     child: Option<Child>,
     /// Extra arguments for `grpm agent`.
     args: Vec<String>,
+    /// Run the agent under its keeper (as users do). Off by default: most tests exercise
+    /// the agent itself, and `crash` then kills the agent, not its keeper.
+    pub keeper: bool,
 }
 
 impl Agent {
@@ -88,6 +91,15 @@ impl Agent {
 
     /// Starts an agent with extra `grpm agent` arguments.
     pub fn start_with(args: &[&str]) -> Agent {
+        Agent::launch(args, false)
+    }
+
+    /// Starts `grpm agent` under its keeper (the default for users); `pid()` is the keeper's.
+    pub fn with_keeper() -> Agent {
+        Agent::launch(&[], true)
+    }
+
+    fn launch(args: &[&str], keeper: bool) -> Agent {
         let dir = tempfile::Builder::new().prefix("grpm").tempdir().unwrap();
         let home = dir.path().join("h");
         let mut agent = Agent {
@@ -95,6 +107,7 @@ impl Agent {
             home,
             child: None,
             args: args.iter().map(|s| s.to_string()).collect(),
+            keeper,
         };
         agent.spawn();
         agent
@@ -112,6 +125,7 @@ impl Agent {
         base_env(&mut cmd, &self.home);
         cmd.arg("agent")
             .args(&self.args)
+            .args((!self.keeper).then_some("--no-keeper"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

@@ -115,7 +115,7 @@ fn two_clis_on_a_fresh_home_share_one_agent() {
         .filter(|p| {
             alive(*p)
                 && std::fs::read(format!("/proc/{p}/cmdline"))
-                    .is_ok_and(|c| c.ends_with(b"agent\0"))
+                    .is_ok_and(|c| c.ends_with(b"agent\0--no-keeper\0"))
                 && std::fs::read(format!("/proc/{p}/environ")).is_ok_and(|e| {
                     e.split(|&b| b == 0)
                         .any(|v| v == format!("GRPM_HOME={}", home.display()).as_bytes())

@@ -87,7 +87,13 @@ fn a_fast_writer_is_captured_byte_for_byte_across_rotations() {
     assert_eq!(sha256(Path::new(&all)), sha256(Path::new(&data)));
     for f in &files {
         let len = fs::metadata(f).unwrap().len();
-        assert!(len <= 1 << 20, "{} is {len} bytes", f.display());
+        // Output is spliced as it comes, so a file may end inside a line near the limit and
+        // then grow (at most 64 KiB) past it to finish that line.
+        assert!(
+            len <= (1 << 20) + (64 << 10),
+            "{} is {len} bytes",
+            f.display()
+        );
         let bytes = fs::read(f).unwrap();
         assert_eq!(
             bytes.last(),
@@ -124,7 +130,8 @@ fn rotation_under_load_keeps_every_line_exactly_once_in_order() {
     // Rotation falls between lines: each file holds whole lines and stays within its bound.
     for f in &files {
         let t = fs::read_to_string(f).unwrap();
-        assert!(t.len() <= 64 * 1024 && t.ends_with('\n') && t.starts_with("line "));
+        // Within the limit, or past it by the end of the line it had begun.
+        assert!(t.len() <= 64 * 1024 + 13 && t.ends_with('\n') && t.starts_with("line "));
     }
 }
 
@@ -506,11 +513,12 @@ fn bad_log_options_are_usage_errors_and_change_nothing() {
     agent.fails(1, &["flush", "nope"]);
 }
 
-/// The known limit of capturing through pipes (until a keeper process holds them, see
-/// DESIGN §3): after `kill -9` of the agent, a running app's next write finds no reader and it
-/// dies of SIGPIPE; the next agent starts it again, and its output is captured again.
+/// Without a keeper (`--no-keeper`, or after the keeper itself was killed), the pipes die with
+/// the agent: after `kill -9` of the agent, a running app's next write finds no reader and it
+/// dies of SIGPIPE; the next agent starts it again, and its output is captured again. (Under
+/// a keeper nothing of this happens: see `keeper.rs`.)
 #[test]
-fn after_an_agent_crash_a_writing_app_is_restarted_and_captured_again() {
+fn without_a_keeper_an_agent_crash_restarts_a_writing_app_and_captures_it_again() {
     let mut agent = Agent::start();
     agent.ok(&[
         "start",

@@ -208,6 +208,8 @@ struct Inner {
     keep_bytes: usize,
     subscribers: Vec<Weak<Shared>>,
     closed: bool,
+    /// Handed over to the next agent: nothing more is numbered.
+    sealed: bool,
     /// Events published by this hub, by kind (for metrics).
     published: HashMap<EventKind, u64>,
 }
@@ -247,6 +249,7 @@ impl Hub {
                 keep_bytes: usize::MAX,
                 subscribers: Vec::new(),
                 closed: false,
+                sealed: false,
                 published: HashMap::new(),
             }),
             log,
@@ -308,6 +311,9 @@ impl Hub {
     /// and `describe` stay true); only the stream misses those transitions.
     pub fn publish(&self, e: Event) -> Option<Arc<Event>> {
         let mut inner = self.lock();
+        if inner.sealed {
+            return None;
+        }
         if let Some(log) = &self.log {
             let needed = inner.next_seq + u64::from(inner.held.is_some());
             if let Err(err) = log.reserve_through(needed) {
@@ -478,6 +484,18 @@ impl Hub {
     /// The sequence number the next event will get.
     pub fn next_seq(&self) -> u64 {
         self.lock().next_seq
+    }
+
+    /// For a hand-over to the next agent: no event is numbered from now on, and the log
+    /// records exactly the next number, so the next agent goes on from it. Subscriptions are
+    /// left as they are: they break when this agent exits, and their clients resume from the
+    /// next agent.
+    pub fn seal(&self) {
+        let mut inner = self.lock();
+        inner.sealed = true;
+        if let Some(log) = &self.log {
+            log.close(inner.next_seq);
+        }
     }
 
     /// Ends every subscription (after what they have queued) and flushes the log.

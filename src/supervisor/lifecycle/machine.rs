@@ -16,7 +16,7 @@
 use std::{collections::VecDeque, time::Duration};
 
 pub use super::state::{
-    Effect, Failure, Input, Note, Origin, Probe, Refusal, State, Survivor, Then,
+    Effect, Failure, Gone, Input, Note, Origin, Probe, Refusal, State, Survivor, Then,
 };
 use crate::model::{Cause, Desired, EventKind, Exit, RestartPolicy, Status};
 use crate::supervisor::process::tree::Unkillable;
@@ -155,9 +155,10 @@ impl Life {
             Input::Recovered {
                 survivor,
                 leftovers,
+                gone,
             } => {
                 if self.state == State::Stopped {
-                    self.recover(survivor, leftovers, rules, &mut fx);
+                    self.recover(survivor, leftovers, gone, rules, &mut fx);
                 }
             }
             Input::Spawned { pid } => {
@@ -359,16 +360,38 @@ impl Life {
         fx.push(Effect::EndTree);
     }
 
-    /// A previous agent's app: adopted if its main process survived, its leftovers ended
-    /// otherwise; then, if it should run, queued for a start (in dependency order).
+    /// A previous agent's app: adopted if its main process survived; if it ended meanwhile
+    /// (`gone`, known from the keeper), its exit is published and the restart policy decides,
+    /// as after a crash; otherwise its leftovers are ended; then, if it should run, queued for
+    /// a start (in dependency order).
     fn recover(
         &mut self,
         survivor: Option<Survivor>,
         leftovers: bool,
+        gone: Option<Gone>,
         rules: &Rules,
         fx: &mut Vec<Effect>,
     ) {
         let wanted = self.desired == Desired::Online;
+        if let (None, Some(g)) = (survivor, gone) {
+            self.last_exit = Some(g.exit);
+            fx.push(Effect::Emit(exited(Cause::Recovery, g.pid, g.exit)));
+            if wanted {
+                self.state = State::Stopping {
+                    pid: None,
+                    then: Then::Crashed {
+                        uptime_ms: g.exit.at_unix_ms.saturating_sub(g.since_ms),
+                        why: Cause::Recovery,
+                        waiting: None,
+                    },
+                    announce: false,
+                };
+                fx.push(Effect::EndTree);
+            } else if leftovers {
+                self.end_tree(Then::Recover, fx);
+            }
+            return;
+        }
         match survivor {
             Some(s) if wanted => {
                 self.state = State::Online {
@@ -476,7 +499,9 @@ impl Life {
                     fx.push(E::Release(Err(Refusal::NotReady(text))));
                 }
                 // Ended for its checks, it did not exit on its own: the exit is not the app's.
-                let exit = (why == Cause::Crash).then_some(self.last_exit).flatten();
+                let exit = matches!(why, Cause::Crash | Cause::Recovery)
+                    .then_some(self.last_exit)
+                    .flatten();
                 self.decide(exit, uptime_ms, why, rules, now_ms, fx);
                 fx.push(E::Persist { wait: false });
             }

@@ -49,6 +49,19 @@ fn exit(code: i32) -> Exit {
     }
 }
 
+/// A main process the keeper reaped between two agents: exit 7 after 5 s.
+fn gone() -> Gone {
+    Gone {
+        pid: 30,
+        since_ms: NOW - 6_000,
+        exit: Exit {
+            code: Some(7),
+            signal: None,
+            at_unix_ms: NOW - 1_000,
+        },
+    }
+}
+
 fn unkillable() -> Unkillable {
     Unkillable(vec![ProcStat {
         pid: 66,
@@ -190,6 +203,16 @@ fn state(name: &str) -> Life {
             life
         }
         "draining-recover" => draining(Then::Recover, false, false, Up),
+        "draining-recovered-exit" => {
+            let then = Then::Crashed {
+                uptime_ms: 5_000,
+                why: Cause::Recovery,
+                waiting: None,
+            };
+            let mut life = draining(then, false, false, Up);
+            life.last_exit = Some(gone().exit);
+            life
+        }
         "draining-recover-survived" => draining(Then::Recover, false, true, Up),
         "draining-recover-down" => draining(Then::Recover, false, false, Down),
         "backoff" => with(
@@ -258,14 +281,22 @@ fn input(name: &str) -> Input {
         "recovered" => Input::Recovered {
             survivor: Some(survivor),
             leftovers: true,
+            gone: None,
         },
         "recovered-leftovers" => Input::Recovered {
             survivor: None,
             leftovers: true,
+            gone: None,
         },
         "recovered-nothing" => Input::Recovered {
             survivor: None,
             leftovers: false,
+            gone: None,
+        },
+        "recovered-exited" | "recovered-exited-leftovers" => Input::Recovered {
+            survivor: None,
+            leftovers: name.ends_with("leftovers"),
+            gone: Some(gone()),
         },
         "spawned" => Input::Spawned { pid: 20 },
         "spawn-failed" => Input::SpawnFailed(SpawnError::SpawnerGone),
@@ -533,6 +564,13 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("stopped-up", "recovered-leftovers", "stopping:recover:- up", "end-tree"),
     ("stopped-up", "recovered-nothing",   "queued up",             ""),
     ("stopped", "recovered-nothing",      "=",                     ""),
+    // Recovery of an app whose main process ended between two agents (the keeper kept its
+    // exit): published, its leftovers ended and its output drained, then the restart policy.
+    ("stopped-up", "recovered-exited",    "stopping:crashed:- up", "emit:exited end-tree"),
+    ("stopped-up", "recovered-exited-leftovers", "stopping:crashed:- up", "emit:exited end-tree"),
+    ("stopped", "recovered-exited",       "stopped down",          "emit:exited"),
+    ("stopped", "recovered-exited-leftovers", "stopping:recover:- down", "emit:exited end-tree"),
+    ("draining-recovered-exit", "drained", "backoff:+100 up",      "emit:autorestart_scheduled arm:100ms persist"),
     // Queued after a new agent started: its turn comes with a start.
     ("queued", "start",           "starting:request up",      "emit:starting spawn"),
     ("queued", "stop",            "stopping:stop:- down",     "emit:stopping end-tree"),
@@ -891,4 +929,54 @@ fn events_carry_pids_exits_and_causes() {
         Effect::Emit(Note { kind: EventKind::AutorestartScheduled, delay: Some(d), cause: Cause::Crash, .. })
             if d.as_millis() == 100
     )));
+}
+
+#[test]
+fn an_exit_between_two_agents_is_published_and_the_policy_applies() {
+    let recovered = Input::Recovered {
+        survivor: None,
+        leftovers: false,
+        gone: Some(gone()),
+    };
+    // Autorestart on: the exit, then a restart after the backoff, with the exit recorded.
+    let mut life = state("stopped-up");
+    let fx = life.step(recovered.clone(), &rules(), NOW);
+    assert_eq!(
+        fx[0],
+        Effect::Emit(Note {
+            exit: Some(gone().exit),
+            ..Note::new(EventKind::Exited, Cause::Recovery).pid(Some(30))
+        })
+    );
+    let fx = run(
+        &mut life,
+        &rules(),
+        vec![(Input::TreeGone, NOW), (Input::Drained, NOW)],
+    );
+    assert_eq!(
+        fx.join(" "),
+        "drain emit:autorestart_scheduled arm:100ms persist"
+    );
+    assert_eq!(life.last_exit, Some(gone().exit));
+    // Autorestart off: errored, saying how it exited.
+    let off = Rules {
+        autorestart: false,
+        ..rules()
+    };
+    let mut life = state("stopped-up");
+    run(
+        &mut life,
+        &off,
+        vec![
+            (recovered, NOW),
+            (Input::TreeGone, NOW),
+            (Input::Drained, NOW),
+        ],
+    );
+    assert_eq!(
+        life.status(),
+        Status::Errored {
+            cause: "exited with exit code 7 (autorestart is off)".into()
+        }
+    );
 }

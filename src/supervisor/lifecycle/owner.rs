@@ -4,7 +4,12 @@
 //! never interleave, and two instances can never run at once. All decisions are the machine's;
 //! this file only acts.
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    os::fd::{AsFd, OwnedFd},
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -12,16 +17,18 @@ use tokio::{
 };
 
 use super::{
-    machine::{Effect, Input, Life, Note, Refusal, Rules, State, Survivor},
+    machine::{Effect, Gone, Input, Life, Note, Refusal, Rules, State, Survivor},
     probing::Probing,
     triggers::Triggers,
 };
+use crate::keeper::wire::Kind;
 use crate::model::{now_unix_ms, AppId, AppSpec, Cause, Desired, Env, Event, Exit};
 use crate::supervisor::{
     error::StoreError,
     logs::{AppLogs, Capture},
     process::{
         escaped::{self, Escaped, PipeId},
+        handover::{Handed, Instance},
         launch::{Launch, Spawned},
         pidfd::PidFd,
         procfs::{self, ProcStat},
@@ -76,11 +83,13 @@ pub enum Cmd {
 pub enum Init {
     /// Just created: wait for the first command.
     New,
-    /// Loaded from state.json: the main process last recorded (pid, start time), and the
-    /// processes of the app that survived the previous agent.
+    /// Loaded from state.json: the main process last recorded (pid, start time), the
+    /// processes of the app that survived the previous agent, and what the keeper handed over
+    /// (output pipes of its instances, exit statuses).
     Recovered {
         recorded: Option<(u32, u64)>,
         survivors: Vec<ProcStat>,
+        handed: Handed,
     },
 }
 
@@ -146,7 +155,8 @@ impl From<Cmd> for Request {
 enum ExitWatch {
     /// Our child: the reaper sends its exit status.
     Child(oneshot::Receiver<Exit>),
-    /// Adopted from a previous agent: only the fact of its exit is known.
+    /// Adopted from a previous agent: the fact of its exit comes from the pidfd, and its
+    /// status from the keeper (whose child it is) when a keeper runs.
     Adopted(PidFd),
 }
 
@@ -158,16 +168,26 @@ struct Main {
 }
 
 impl Main {
-    async fn wait(&mut self) -> Exit {
+    async fn wait(&mut self, ctx: &Ctx) -> Exit {
         match &mut self.exit {
             ExitWatch::Child(rx) => rx.await.unwrap_or_else(|_| unknown_exit()),
             ExitWatch::Adopted(fd) => {
                 fd.exited().await;
-                unknown_exit()
+                match &ctx.keeper {
+                    Some(k) if k.alive() => ctx
+                        .exits
+                        .wait(self.pid, KEEPER_EXIT_GRACE)
+                        .await
+                        .unwrap_or_else(unknown_exit),
+                    _ => unknown_exit(),
+                }
             }
         }
     }
 }
+
+/// How long an adopted process's exit status may take to come from the keeper.
+const KEEPER_EXIT_GRACE: Duration = Duration::from_millis(500);
 
 fn unknown_exit() -> Exit {
     Exit {
@@ -220,6 +240,8 @@ pub struct Actor {
     next_spec: Option<Box<AppSpec>>,
     /// The running instance's output pipes, to find who holds them after its tree ended.
     pipes: Vec<PipeId>,
+    /// The main process whose pipes the keeper holds, released once they are drained.
+    held_pid: Option<u32>,
     /// Processes that left the last instance's tree beyond reach (found by its output pipes
     /// after the tree ended): reported to the pending command, shown by `describe` until the
     /// next start.
@@ -233,14 +255,20 @@ pub struct Actor {
 
 impl Actor {
     /// Builds the owner and the receiver of its published view.
+    /// `notify`: the app's notify socket as the keeper handed it over.
     pub fn new(
         ctx: Arc<Ctx>,
         rec: AppRecord,
         logs: Arc<AppLogs>,
+        notify: Option<OwnedFd>,
     ) -> (Actor, watch::Receiver<AppView>) {
         let life = Life::new(rec.desired, rec.restarts);
         let spec = Arc::new(rec.spec);
-        let probing = Probing::new(&spec, &ctx.notify_dir, rec.id);
+        let handed = notify.is_some();
+        let probing = Probing::new(&spec, &ctx.notify_dir, rec.id, notify);
+        if let (false, Some(k), Some(fd)) = (handed, &ctx.keeper, probing.notify_fd()) {
+            k.hold(rec.id, Kind::Notify, 0, 0, fd);
+        }
         let triggers = Triggers::new(&spec);
         let memory = spec.max_memory.map(|_| {
             let mut rx = ctx.samples.subscribe();
@@ -283,6 +311,7 @@ impl Actor {
             unsaved: None,
             next_spec: None,
             pipes: Vec::new(),
+            held_pid: None,
             escaped: None,
             escaped_news: false,
             ended: false,
@@ -299,9 +328,10 @@ impl Actor {
         if let Init::Recovered {
             recorded,
             survivors,
+            handed,
         } = init
         {
-            let input = self.recovered(recorded, &survivors);
+            let input = self.recovered(recorded, &survivors, handed).await;
             Box::pin(self.feed(input, &mut rx)).await;
         }
         while !self.ended {
@@ -320,7 +350,7 @@ impl Actor {
                     Some(cmd) => Wake::Cmd(cmd),
                     None => break,
                 },
-                exit = wait_exit(&mut self.main) => Wake::Input(Input::Exited(exit)),
+                exit = wait_exit(&mut self.main, &self.ctx) => Wake::Input(Input::Exited(exit)),
                 () = wait_until(backoff) => Wake::Input(Input::BackoffElapsed),
                 verdict = self.probing.verdict() => Wake::Input(verdict),
                 cause = self.triggers.next() => Wake::Input(Input::Trigger(cause)),
@@ -473,6 +503,9 @@ impl Actor {
                         self.find_escaped().await;
                     }
                 }
+                if let (Some(k), Some(pid)) = (&self.ctx.keeper, self.held_pid.take()) {
+                    k.release(self.id, pid);
+                }
                 queue.push_back(Input::Drained);
             }
             Effect::ArmBackoff(delay) => self.backoff = Some(Instant::now() + delay),
@@ -494,6 +527,9 @@ impl Actor {
                 }
             }
             Effect::Forget => {
+                if let Some(k) = &self.ctx.keeper {
+                    k.release(self.id, 0);
+                }
                 let gen = self.ctx.store.remove(self.id);
                 self.wait_saved(gen).await;
             }
@@ -527,7 +563,9 @@ impl Actor {
     /// command's reply and `describe`.
     async fn find_escaped(&mut self) {
         let pipes = std::mem::take(&mut self.pipes);
-        let found = tokio::task::spawn_blocking(move || escaped::pipe_holders(&pipes, &[]))
+        // The keeper holds the pipes' read ends: it is not a process that escaped.
+        let keeper: Vec<u32> = self.ctx.keeper.iter().map(|k| k.keeper_pid()).collect();
+        let found = tokio::task::spawn_blocking(move || escaped::pipe_holders(&pipes, &keeper))
             .await
             .unwrap_or_default();
         if found.is_empty() {
@@ -587,9 +625,16 @@ impl Actor {
             || spec.alive != self.spec.alive
             || spec.uses_notify() != self.spec.uses_notify()
         {
-            // The old notify socket goes first: the new one binds the same path.
+            // The old notify socket goes first: the new one binds the same path. The keeper
+            // lets go of the old one and holds the new one.
             self.probing = Probing::idle();
-            self.probing = Probing::new(&spec, &self.ctx.notify_dir, self.id);
+            if let Some(k) = &self.ctx.keeper {
+                k.release(self.id, 0);
+            }
+            self.probing = Probing::new(&spec, &self.ctx.notify_dir, self.id, None);
+            if let (Some(k), Some(fd)) = (&self.ctx.keeper, self.probing.notify_fd()) {
+                k.hold(self.id, Kind::Notify, 0, 0, fd);
+            }
         }
         if spec.restart_schedule != self.spec.restart_schedule
             || spec.watch != self.spec.watch
@@ -637,6 +682,14 @@ impl Actor {
                     .filter_map(|fd| PipeId::of(*fd).ok())
                     .collect();
                 self.escaped = None;
+                // The keeper holds duplicates of the read ends, so that the app's output
+                // outlives this agent. Queued: the start does not wait for the keeper.
+                if let Some(k) = &self.ctx.keeper {
+                    let start = starttime.unwrap_or(0);
+                    k.hold(self.id, Kind::Out, pid, start, stdout.as_fd());
+                    k.hold(self.id, Kind::Err, pid, start, stderr.as_fd());
+                    self.held_pid = Some(pid);
+                }
                 self.capture = Some(Capture::start(
                     vec![
                         (stdout, self.logs.out.clone()),
@@ -677,7 +730,7 @@ impl Actor {
         let exit = match self.main.take() {
             // The main process is dead; the reaper hands over its status as soon as it reaps it.
             Some(mut m) => Some(
-                timeout(EXIT_GRACE, m.wait())
+                timeout(EXIT_GRACE, m.wait(&self.ctx))
                     .await
                     .unwrap_or_else(|_| unknown_exit()),
             ),
@@ -693,19 +746,56 @@ impl Actor {
         (exit, ended)
     }
 
-    /// A previous agent's app: its recorded main process, if it still runs as recorded and can
-    /// be watched, and whether any of its processes survive.
-    fn recovered(&mut self, recorded: Option<(u32, u64)>, survivors: &[ProcStat]) -> Input {
-        let survivor = recorded.and_then(|(pid, starttime)| {
+    /// A previous agent's app: its main process, if it still runs and can be watched (the
+    /// newest instance the keeper holds pipes of, else the one state.json recorded), or how it
+    /// ended meanwhile (the keeper reaped it); and whether any of its processes survive. The
+    /// handed-over pipes of that instance are read from where the previous agent stopped;
+    /// those of older instances are read to their end first.
+    async fn recovered(
+        &mut self,
+        recorded: Option<(u32, u64)>,
+        survivors: &[ProcStat],
+        mut handed: Handed,
+    ) -> Input {
+        let alive = |pid: u32, start: u64| {
             survivors
                 .iter()
-                .any(|p| p.pid == pid && p.starttime == starttime)
+                .any(|p| p.pid == pid && p.starttime == start)
+        };
+        let current = handed
+            .instances
+            .iter()
+            .rev()
+            .find(|x| x.exit.is_none() && alive(x.pid, x.start))
+            .map(|x| (x.pid, x.start))
+            .or(recorded);
+        let survivor = current.and_then(|(pid, starttime)| {
+            alive(pid, starttime)
                 .then(|| adoptable(pid, starttime))
                 .flatten()
                 .map(|fd| (pid, starttime, fd))
         });
         if !survivors.is_empty() {
             tracing::info!(app = %self.spec.name, count = survivors.len(), "processes left by a previous agent");
+        }
+        let gone = match survivor {
+            Some(_) => None,
+            None => handed
+                .instances
+                .iter()
+                .rev()
+                .find_map(|x| x.exit.map(|e| (x.pid, x.start, e))),
+        };
+        let mine = survivor
+            .as_ref()
+            .map(|(pid, start, _)| (*pid, *start))
+            .or(gone.map(|(pid, start, _)| (pid, start)))
+            .and_then(|(pid, start)| handed.take(pid, start));
+        for old in std::mem::take(&mut handed.instances) {
+            self.drain_old(old).await;
+        }
+        if let Some(inst) = mine {
+            self.capture_handed(inst);
         }
         let survivor = survivor.map(|(pid, starttime, fd)| {
             self.survivor = Some(Main {
@@ -718,9 +808,53 @@ impl Actor {
                 since_ms: procfs::start_unix_ms(starttime).unwrap_or_else(now_unix_ms),
             }
         });
+        let gone = gone.map(|(pid, start, exit)| {
+            tracing::info!(app = %self.spec.name, pid, exit = %exit.text(), "main process exited while no agent ran");
+            Gone {
+                pid,
+                since_ms: procfs::start_unix_ms(start).unwrap_or(exit.at_unix_ms),
+                exit,
+            }
+        });
         Input::Recovered {
             survivor,
             leftovers: !survivors.is_empty(),
+            gone,
+        }
+    }
+
+    /// Reads the handed-over pipes of the instance being recovered: what waited in them comes
+    /// first, in order, then what the app writes from now on.
+    fn capture_handed(&mut self, inst: Instance) {
+        let pipes: Vec<(OwnedFd, Arc<crate::supervisor::logs::StreamLog>)> = [
+            inst.out.map(|fd| (fd, self.logs.out.clone())),
+            inst.err.map(|fd| (fd, self.logs.err.clone())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if pipes.is_empty() {
+            return;
+        }
+        self.pipes = pipes
+            .iter()
+            .filter_map(|(fd, _)| PipeId::of(fd).ok())
+            .collect();
+        self.capture = Some(Capture::start(pipes, self.ctx.log_pool.clone()));
+        self.held_pid = Some(inst.pid);
+    }
+
+    /// An older instance's handed-over pipes: read to their end (bounded by the drain grace),
+    /// then released.
+    async fn drain_old(&mut self, inst: Instance) {
+        let pid = inst.pid;
+        self.capture_handed(inst);
+        if let Some(c) = self.capture.take() {
+            c.finish(DRAIN_GRACE).await;
+        }
+        self.pipes.clear();
+        if let (Some(k), Some(pid)) = (&self.ctx.keeper, self.held_pid.take().or(Some(pid))) {
+            k.release(self.id, pid);
         }
     }
 
@@ -799,9 +933,9 @@ fn adoptable(pid: u32, starttime: u64) -> Option<PidFd> {
     (st.starttime == starttime && !st.is_dead()).then_some(fd)
 }
 
-async fn wait_exit(main: &mut Option<Main>) -> Exit {
+async fn wait_exit(main: &mut Option<Main>, ctx: &Ctx) -> Exit {
     match main {
-        Some(m) => m.wait().await,
+        Some(m) => m.wait(ctx).await,
         None => std::future::pending().await,
     }
 }

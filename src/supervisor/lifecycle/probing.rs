@@ -36,15 +36,26 @@ pub struct Probing {
 }
 
 impl Probing {
-    /// For an app with this spec: binds its notify socket (in `notify_dir`) when it uses one.
-    /// A socket that cannot be made is logged; a notify check then fails with that cause.
-    pub fn new(spec: &AppSpec, notify_dir: &Path, id: u64) -> Probing {
+    /// For an app with this spec: binds its notify socket (in `notify_dir`) when it uses one,
+    /// or takes the one `handed` over by the keeper (still bound: what the app sent while no
+    /// agent ran waits in it). A socket that cannot be made is logged; a notify check then
+    /// fails with that cause.
+    pub fn new(
+        spec: &AppSpec,
+        notify_dir: &Path,
+        id: u64,
+        handed: Option<std::os::fd::OwnedFd>,
+    ) -> Probing {
+        let path = notify_dir.join(format!("{id}.sock"));
         let notify = spec.uses_notify().then(|| {
-            NotifySocket::bind(&notify_dir.join(format!("{id}.sock")))
-                .inspect_err(|e| {
-                    tracing::error!(app = %spec.name, error = %e, "cannot make the notify socket");
-                })
-                .ok()
+            match handed {
+                Some(fd) => NotifySocket::adopt(&path, fd),
+                None => NotifySocket::bind(&path),
+            }
+            .inspect_err(|e| {
+                tracing::error!(app = %spec.name, error = %e, "cannot make the notify socket");
+            })
+            .ok()
         });
         let verdicts = (spec.ready.is_some() || spec.alive.is_some()).then(|| mpsc::channel(4));
         Probing {
@@ -69,6 +80,11 @@ impl Probing {
             log_from: [0, 0],
             notified: NotifyState::default(),
         }
+    }
+
+    /// The bound notify socket, for the keeper to hold.
+    pub fn notify_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.notify.as_ref().map(NotifySocket::fd)
     }
 
     /// Before a spawn: where the instance's output will start, what was notified so far, and

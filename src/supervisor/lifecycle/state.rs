@@ -177,10 +177,12 @@ pub enum Input {
     /// queued, nothing otherwise (a command since then decided).
     Resume,
     /// A new agent loaded the app: `survivor` is its recorded main process if that still runs
-    /// as recorded; `leftovers`: some processes of the app survive (the survivor among them).
+    /// as recorded; `leftovers`: some processes of the app survive (the survivor among them);
+    /// `gone`: its main process ended while no agent watched it, and the keeper kept how.
     Recovered {
         survivor: Option<Survivor>,
         leftovers: bool,
+        gone: Option<Gone>,
     },
     Spawned {
         pid: u32,
@@ -227,6 +229,15 @@ impl Input {
 pub struct Survivor {
     pub pid: u32,
     pub since_ms: u64,
+}
+
+/// A main process that ended between two agents: the keeper reaped it and kept its status.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gone {
+    pub pid: u32,
+    /// When it had started (ms since the epoch).
+    pub since_ms: u64,
+    pub exit: Exit,
 }
 
 /// Which check a probe runs.

@@ -1,4 +1,8 @@
-//! Reading an app's stdout and stderr pipes. One task per pipe on the async runtime (no thread
+//! Reading an app's stdout and stderr pipes. Without timestamps (the default), the bytes are
+//! moved from the pipe to the log file by splice(2), never held in the agent's memory, so a
+//! `kill -9` of the agent at any instant loses none of them (see `StreamLog::take_from`).
+//! With `--log-time`, lines are read, prefixed and written: a kill between the read and the
+//! write loses that batch. One task per pipe on the async runtime (no thread
 //! per app): it waits until the pipe is readable, then a log writer thread reads everything
 //! there is (up to 256 KiB) and writes it; the pipe is watched again only when that batch is
 //! on disk. That is the backpressure: while the disk is slow, the pipe fills and the
@@ -20,11 +24,13 @@ use std::{
 use tokio::{net::unix::pipe, sync::oneshot, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use super::writer::StreamLog;
+use super::writer::{StreamLog, Took};
 use crate::model::now_unix_ms;
 
 /// Most bytes read before they are written.
 const BATCH: usize = 256 * 1024;
+/// Most bytes spliced from a pipe into its log at a time (a full enlarged pipe).
+const MOVE: usize = 1024 * 1024;
 /// A batch this big means a fast writer: its buffer is kept (and the pipe enlarged).
 const SMALL: usize = 64 * 1024;
 /// The buffer a batch starts with; it grows to [`BATCH`] when a read fills it.
@@ -212,6 +218,16 @@ async fn pump(
         let Some((fd, mut b, n, read, held)) = pool
             .run(move || {
                 let mut b = b;
+                if l.splices() {
+                    // Straight from the pipe to the file: no byte is ever only in our memory.
+                    let (n, read) = match l.take_from(&fd, MOVE) {
+                        Ok(Took::Bytes(n)) => (n, Ok(Read::Data)),
+                        Ok(Took::Empty) => (0, Ok(Read::Empty)),
+                        Ok(Took::Eof) => (0, Ok(Read::Eof)),
+                        Err(e) => (0, Err(e)),
+                    };
+                    return (fd, b, n, read, None);
+                }
                 let (n, read) = fill(&fd, &mut b);
                 let held = (n > 0).then(|| l.feed(&b[..n], now));
                 (fd, b, n, read, held)

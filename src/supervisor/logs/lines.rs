@@ -40,6 +40,12 @@ impl Lines {
         }
     }
 
+    /// The file already ends inside a line (left so by a previous agent): what comes first
+    /// continues it, without a timestamp.
+    pub fn continue_line(&mut self, mid_line: bool) {
+        self.mid_line = mid_line;
+    }
+
     /// True when a partial line is held back.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()

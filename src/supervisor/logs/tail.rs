@@ -131,7 +131,19 @@ fn read_full(f: &std::fs::File, buf: &mut [u8], at: u64) -> io::Result<usize> {
 /// when there are fewer).
 fn tail_start(segs: &[Segment], end: u64, lines: u32) -> io::Result<u64> {
     if lines == 0 {
-        return Ok(end);
+        // Output is written as it comes, so the log may end inside a line: a reader that
+        // starts "now" starts at the beginning of that line, never in its middle.
+        let mut last = [0u8; 1];
+        let ends_whole = match segs.first() {
+            Some(seg) if seg.start + seg.len == end && seg.len > 0 => {
+                read_full(&seg.file, &mut last, seg.len - 1)? == 1 && last[0] == b'\n'
+            }
+            _ => true,
+        };
+        if ends_whole {
+            return Ok(end);
+        }
+        return tail_start(segs, end, 1);
     }
     let mut need = lines;
     let mut buf = vec![0u8; CHUNK];

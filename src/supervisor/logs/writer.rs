@@ -10,7 +10,10 @@
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, Write},
-    os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt},
+    },
     path::{Path, PathBuf},
     sync::{Mutex, MutexGuard},
 };
@@ -57,6 +60,8 @@ struct Inner {
     len: u64,
     /// The current file does not end with a newline.
     mid_line: bool,
+    /// Bytes were spliced in since `mid_line` was last known: read the file's last byte.
+    mid_line_stale: bool,
     lines: Lines,
     /// The last write error, reported once until writes succeed again.
     failing: bool,
@@ -117,6 +122,8 @@ impl StreamLog {
             inner.mid_line =
                 inner.len > 0 && f.read_at(&mut last, inner.len - 1).is_ok() && last[0] != b'\n';
         }
+        // A previous agent may have left a line unfinished: it continues without a prefix.
+        inner.lines.continue_line(inner.mid_line);
         self.publish(inner);
     }
 
@@ -156,8 +163,12 @@ impl StreamLog {
         let mut inner = self.lock();
         self.load(&mut inner);
         let mut lines = std::mem::take(&mut inner.lines);
-        let r = lines.release(eof, &mut |b| self.write_out(&mut inner, b));
+        let mut r = lines.release(eof, &mut |b| self.write_out(&mut inner, b));
         inner.lines = lines;
+        // Spliced output that ends inside a line: the line ends with the output.
+        if r.is_ok() && eof && self.splices() && self.fresh_mid_line(&mut inner) {
+            r = self.write_out(&mut inner, b"\n");
+        }
         self.report(&mut inner, r);
         self.publish(&inner);
     }
@@ -177,7 +188,8 @@ impl StreamLog {
     /// Appends `data`, rotating where [`rotate::cut`] says.
     fn write_out(&self, inner: &mut Inner, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
-            let n = match rotate::cut(inner.len, self.policy().max_size, inner.mid_line, data) {
+            let mid_line = self.fresh_mid_line(inner);
+            let n = match rotate::cut(inner.len, self.policy().max_size, mid_line, data) {
                 Cut::All => data.len(),
                 Cut::At(n) => n,
             };
@@ -186,7 +198,7 @@ impl StreamLog {
                     Some(f) => f,
                     None => inner.file.insert(self.open_current()?),
                 };
-                file.write_all(&data[..n])?;
+                file.write_all_at(&data[..n], inner.len)?;
                 inner.len += n as u64;
                 inner.mid_line = data[n - 1] != b'\n';
                 data = &data[n..];
@@ -205,11 +217,156 @@ impl StreamLog {
                 .mode(0o700)
                 .create(dir)?;
         }
+        // Not O_APPEND: splice(2) refuses such a file. Only this log writes it, at `len`.
         OpenOptions::new()
             .create(true)
-            .append(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
             .mode(0o600)
             .open(&self.path)
+    }
+
+    /// Whether the current file ends inside a line (read from its last byte after splices).
+    fn fresh_mid_line(&self, inner: &mut Inner) -> bool {
+        if inner.mid_line_stale {
+            inner.mid_line_stale = false;
+            let mut last = [0u8; 1];
+            inner.mid_line = inner.len > 0
+                && inner
+                    .file
+                    .as_ref()
+                    .is_some_and(|f| f.read_at(&mut last, inner.len - 1).is_ok())
+                && last[0] != b'\n';
+        }
+        inner.mid_line
+    }
+
+    /// Whether output goes in with [`StreamLog::take_from`] (no timestamps to add).
+    pub fn splices(&self) -> bool {
+        !self.policy().time
+    }
+
+    /// Moves up to `max` bytes of what `pipe` holds now into the log with splice(2): they go
+    /// from the pipe to the file inside the kernel and never sit in our memory, so an agent
+    /// killed at any instant loses nothing (what it had not moved is still in the pipe, whose
+    /// read end the keeper holds for the next agent). Near the size limit, what comes is
+    /// looked at first (tee(2): copied, not taken) to rotate at a line boundary.
+    pub fn take_from(&self, pipe: &File, max: usize) -> io::Result<Took> {
+        let mut inner = self.lock();
+        self.load(&mut inner);
+        let avail = pipe_bytes(pipe)?;
+        if avail == 0 {
+            return Ok(if pipe_hung_up(pipe) {
+                Took::Eof
+            } else {
+                Took::Empty
+            });
+        }
+        let want = avail.min(max);
+        let mut moved = 0;
+        let mut result = Ok(());
+        while moved < want {
+            let room = self.policy().max_size.saturating_sub(inner.len);
+            let left = want - moved;
+            let step = if left as u64 <= room {
+                self.splice_in(&mut inner, pipe, left).map(|n| (n, false))
+            } else {
+                self.cut_and_splice(&mut inner, pipe, left, room)
+            };
+            match step {
+                Ok((0, false)) => break,
+                Ok((n, _)) => moved += n,
+                Err(e) => {
+                    // The disk refuses (full, read-only): what the pipe holds is dropped, so
+                    // the app never blocks on a log that cannot be written (said once).
+                    moved += discard(pipe, left);
+                    result = Err(e);
+                }
+            }
+        }
+        self.report(&mut inner, result);
+        self.publish(&inner);
+        Ok(Took::Bytes(moved))
+    }
+
+    /// Near the limit: moves up to the line boundary [`rotate::cut`] picks, then rotates.
+    /// Returns the bytes moved, and whether it rotated (progress even when none moved).
+    fn cut_and_splice(
+        &self,
+        inner: &mut Inner,
+        pipe: &File,
+        left: usize,
+        room: u64,
+    ) -> io::Result<(usize, bool)> {
+        let look = usize::try_from(room)
+            .unwrap_or(usize::MAX)
+            .saturating_add(rotate::FINISH_SLACK as usize + 1)
+            .min(left);
+        let ahead = peek(pipe, look)?;
+        if ahead.is_empty() {
+            return Ok((0, false));
+        }
+        let mid_line = self.fresh_mid_line(inner);
+        match rotate::cut(inner.len, self.policy().max_size, mid_line, &ahead) {
+            Cut::All => Ok((self.splice_in(inner, pipe, ahead.len())?, false)),
+            Cut::At(k) => {
+                let got = if k > 0 {
+                    self.splice_in(inner, pipe, k)?
+                } else {
+                    0
+                };
+                if got < k {
+                    return Ok((got, false));
+                }
+                self.rotate(inner)?;
+                Ok((got, true))
+            }
+        }
+    }
+
+    /// Splices up to `len` bytes from `pipe` to the end of the current file.
+    fn splice_in(&self, inner: &mut Inner, pipe: &File, len: usize) -> io::Result<usize> {
+        let file = match &mut inner.file {
+            Some(f) => f,
+            None => inner.file.insert(self.open_current()?),
+        };
+        let mut off = inner.len as libc::loff_t;
+        // SAFETY: splice between two descriptors we hold, with an offset we own.
+        let n = unsafe {
+            libc::splice(
+                pipe.as_raw_fd(),
+                std::ptr::null_mut(),
+                file.as_raw_fd(),
+                &mut off,
+                len,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                // A file system that cannot splice: through memory, as before.
+                _ if e.raw_os_error() == Some(libc::EINVAL) => self.copy_in(inner, pipe, len),
+                _ => Err(e),
+            };
+        }
+        inner.len += n as u64;
+        inner.mid_line_stale = true;
+        Ok(n as usize)
+    }
+
+    fn copy_in(&self, inner: &mut Inner, pipe: &File, len: usize) -> io::Result<usize> {
+        use std::io::Read as _;
+        let mut buf = vec![0; len.min(256 * 1024)];
+        let n = match (&*pipe).read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        self.write_out(inner, &buf[..n])?;
+        Ok(n)
     }
 
     /// `X.log` becomes `X.log.1` (the older ones shift), and a new `X.log` starts empty.
@@ -224,6 +381,7 @@ impl StreamLog {
         inner.start = start;
         inner.len = 0;
         inner.mid_line = false;
+        inner.mid_line_stale = false;
         inner.file = Some(self.open_current()?);
         let tmp = rotate::rotated(&self.offset_path, 0);
         OpenOptions::new()
@@ -310,4 +468,75 @@ fn remove(p: &Path) -> io::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// What [`StreamLog::take_from`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Took {
+    Bytes(usize),
+    /// The pipe is empty, but writers remain.
+    Empty,
+    /// The pipe is empty and no writer remains.
+    Eof,
+}
+
+/// Bytes waiting in a pipe.
+fn pipe_bytes(pipe: &File) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n.max(0) as usize)
+}
+
+/// An empty pipe whose writers are all gone.
+fn pipe_hung_up(pipe: &File) -> bool {
+    let mut p = libc::pollfd {
+        fd: pipe.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd we own, no wait.
+    unsafe { libc::poll(&mut p, 1, 0) };
+    p.revents & libc::POLLIN == 0 && p.revents & (libc::POLLHUP | libc::POLLERR) != 0
+}
+
+/// Up to `len` bytes from the front of `pipe`, left in it (tee(2) into a scratch pipe).
+fn peek(pipe: &File, len: usize) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors, which we own from here.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl and tee on pipes we hold.
+    let n = unsafe {
+        libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 1024 * 1024);
+        libc::tee(
+            pipe.as_raw_fd(),
+            w.as_raw_fd(),
+            len,
+            libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::WouldBlock {
+            Ok(Vec::new())
+        } else {
+            Err(e)
+        };
+    }
+    let mut out = vec![0; n as usize];
+    File::from(r).read_exact(&mut out)?;
+    Ok(out)
+}
+
+/// Reads and drops up to `len` bytes of `pipe`; how many.
+fn discard(pipe: &File, len: usize) -> usize {
+    use std::io::Read as _;
+    let mut buf = vec![0; len.min(256 * 1024)];
+    (&*pipe).read(&mut buf).unwrap_or(0)
 }

@@ -41,6 +41,8 @@ pub struct NotifySocket {
     path: PathBuf,
     state: watch::Receiver<NotifyState>,
     reader: JoinHandle<()>,
+    /// The socket's descriptor, owned by the reader task.
+    fd: std::os::fd::RawFd,
 }
 
 /// The longest path a unix socket address holds (`sun_path`, less its NUL).
@@ -69,13 +71,33 @@ impl NotifySocket {
         }
         let sock = UnixDatagram::bind(path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Self::serve(path, sock)
+    }
+
+    /// Takes over a socket a previous agent bound at `path` (handed over by the keeper).
+    pub fn adopt(path: &Path, fd: std::os::fd::OwnedFd) -> io::Result<NotifySocket> {
+        let sock = std::os::unix::net::UnixDatagram::from(fd);
+        sock.set_nonblocking(true)?;
+        Self::serve(path, UnixDatagram::from_std(sock)?)
+    }
+
+    fn serve(path: &Path, sock: UnixDatagram) -> io::Result<NotifySocket> {
+        use std::os::fd::AsRawFd;
+        let fd = sock.as_raw_fd();
         let (tx, state) = watch::channel(NotifyState::default());
         let reader = tokio::spawn(read(sock, tx));
         Ok(NotifySocket {
             path: path.to_path_buf(),
             state,
             reader,
+            fd,
         })
+    }
+
+    /// The socket's descriptor (valid while this lives).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the reader task owns the socket until `self` is dropped (which aborts it).
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) }
     }
 
     pub fn path(&self) -> &Path {

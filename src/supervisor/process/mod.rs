@@ -3,6 +3,7 @@
 //! lifecycle decides; this module acts.
 
 pub(super) mod escaped;
+pub(super) mod handover;
 pub(super) mod launch;
 pub(super) mod pidfd;
 pub(super) mod procfs;

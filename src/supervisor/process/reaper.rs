@@ -23,6 +23,9 @@ use crate::model::{now_unix_ms, Exit};
 
 #[derive(Default)]
 pub struct Reaper {
+    /// Set when the agent hands over to the next one: children that end from then on are
+    /// left to the keeper (which reaps them once this agent is gone, keeping their status).
+    frozen: std::sync::atomic::AtomicBool,
     /// Main pids whose exit someone waits for. The lock is held across `spawn` and across each
     /// reaping pass, so a child that exits at once cannot be reaped before it is registered.
     waiters: Mutex<HashMap<u32, oneshot::Sender<Exit>>>,
@@ -62,9 +65,18 @@ impl Reaper {
         Ok((pid, rx))
     }
 
+    /// From now on, reaps nothing (see `frozen`).
+    pub fn freeze(&self) {
+        let _w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Reaps every child that has exited.
     pub fn reap(&self) {
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if self.frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         loop {
             let (pid, exit) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, exit(Some(code), None)),
