@@ -70,7 +70,8 @@ impl<'a> TcpTarget<'a> {
 
 /// A TCP connect to `target` (HOST:PORT). The connection is then reset, not closed: a check
 /// that runs every second for hundreds of apps would otherwise leave a TIME_WAIT socket per
-/// attempt for a minute, and fill the local port range (HAProxy's checks do the same).
+/// attempt for a minute, and fill the local port range (easeprobe resets too; Kubernetes sets
+/// SO_LINGER on its probes for the same reason, kubernetes#115143).
 pub async fn tcp(target: TcpTarget<'_>) -> Result<(), String> {
     let stream = match target {
         TcpTarget::Addr(addr) => connect(addr).await,
