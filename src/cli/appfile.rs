@@ -72,6 +72,35 @@ struct Entry {
     limits: BTreeMap<String, Spanned<Scalar>>,
     max_memory: Option<Spanned<Size>>,
     memory_grace: Option<Spanned<i64>>,
+    instances: Option<Spanned<i64>>,
+    #[serde(default)]
+    sockets: Option<Spanned<Vec<SocketEntry>>>,
+    reload_grace: Option<Spanned<Dur>>,
+}
+
+/// `{ name = "http", listen = "127.0.0.1:8080", backlog = 1024 }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SocketEntry {
+    name: String,
+    listen: String,
+    backlog: Option<i64>,
+}
+
+impl SocketEntry {
+    fn into_model(self) -> Result<crate::model::SocketSpec, String> {
+        let backlog = match self.backlog {
+            None => crate::model::DEFAULT_BACKLOG,
+            Some(b) => u32::try_from(b)
+                .map_err(|_| format!("socket {}: backlog {b} is out of range", self.name))?,
+        };
+        Ok(crate::model::SocketSpec {
+            listen: crate::model::Listen::parse(&self.listen)
+                .map_err(|e| format!("socket {}: {e}", self.name))?,
+            name: self.name,
+            backlog,
+        })
+    }
 }
 
 /// One path or pattern, or several.
@@ -337,6 +366,27 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>
                 None => None,
             },
             memory_grace: count(&e.memory_grace, "memory_grace")?,
+            instances: count(&e.instances, "instances")?,
+            sockets: match &e.sockets {
+                Some(s) => {
+                    let span = s.span();
+                    let list: Vec<SocketEntry> = s
+                        .get_ref()
+                        .iter()
+                        .map(|x| SocketEntry {
+                            name: x.name.clone(),
+                            listen: x.listen.clone(),
+                            backlog: x.backlog,
+                        })
+                        .collect();
+                    list.into_iter()
+                        .map(SocketEntry::into_model)
+                        .collect::<Result<_, _>>()
+                        .map_err(|m| err(span, "sockets", m))?
+                }
+                None => Vec::new(),
+            },
+            reload_grace: ms(&e.reload_grace, "reload_grace")?,
         };
         // The model's rules, pointed at the key that breaks one (or the entry, for a key
         // left out).
@@ -361,6 +411,9 @@ pub fn parse(text: &str, file: &str, dir: Option<&Path>) -> Result<Vec<AppDraft>
                 Field::Watch => e.watch.as_ref().map(Spanned::span),
                 Field::RunAs => e.user.as_ref().map(Spanned::span),
                 Field::MaxMemory => e.max_memory.as_ref().map(Spanned::span),
+                Field::Instances => e.instances.as_ref().map(Spanned::span),
+                Field::Sockets => e.sockets.as_ref().map(Spanned::span),
+                Field::ReloadGrace => e.reload_grace.as_ref().map(Spanned::span),
             };
             return Err(err(span(at), bad.field.key(), bad.problem));
         }

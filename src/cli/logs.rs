@@ -98,8 +98,9 @@ pub async fn follow_remote(
         req.from = printer
             .positions
             .iter()
-            .map(|(&(app_id, stream), &offset)| LogPosition {
+            .map(|(&(app_id, instance, stream), &offset)| LogPosition {
                 app_id,
+                instance,
                 stream,
                 offset,
             })
@@ -172,9 +173,9 @@ struct Printer<'a> {
     host: Option<&'a str>,
     /// Without follow, streams come one after the other: a new one means the previous ended.
     follow: bool,
-    carry: HashMap<(AppId, LogStream), Carry>,
+    carry: HashMap<(AppId, u32, LogStream), Carry>,
     /// Where each (app, stream) was received up to: the resume points after a reconnection.
-    positions: HashMap<(AppId, LogStream), u64>,
+    positions: HashMap<(AppId, u32, LogStream), u64>,
     /// Something arrived since the last connection was made.
     received: bool,
     /// Stdout is a terminal: control characters are shown, not sent.
@@ -206,7 +207,15 @@ impl<'a> Printer<'a> {
     }
 
     fn chunk(&mut self, c: &LogChunk) -> Result<(), Failure> {
-        let key = (c.app_id, c.stream);
+        let key = (c.app_id, c.instance, c.stream);
+        // Lines of instance N > 0 are tagged `app:N`; instance 0 (an app's only one, usually)
+        // keeps the app's name.
+        let app = if c.instance > 0 {
+            format!("{}:{}", c.app, c.instance)
+        } else {
+            c.app.clone()
+        };
+        let c = &LogChunk { app, ..c.clone() };
         self.positions.insert(key, c.offset + c.data.len() as u64);
         let stream = c.stream.word();
         if !self.follow && self.carry.keys().any(|k| *k != key) {
@@ -260,7 +269,7 @@ impl<'a> Printer<'a> {
     fn finish(&mut self) -> Result<(), Failure> {
         let mut left: Vec<_> = self.carry.drain().collect();
         left.sort_by_key(|(k, _)| *k);
-        for ((id, s), carry) in left {
+        for ((id, _, s), carry) in left {
             self.line(&carry.app, id, s.word(), carry.offset, &carry.bytes)?;
         }
         Ok(())

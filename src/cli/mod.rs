@@ -180,6 +180,12 @@ async fn run(cli: Cli, home: &Home) -> Result<(), Failure> {
             action::act(&place, target, Action::Delete { purge_logs }, json).await
         }
         Command::Flush { target } => action::act(&place, target, Action::Flush, json).await,
+        Command::Reload { target, parallel } => {
+            action::act(&place, target, Action::Reload { parallel }, json).await
+        }
+        Command::Scale { target, instances } => {
+            action::act(&place, target, Action::Scale { instances }, json).await
+        }
         Command::Logs(args) => logs::run(&place, args, json).await,
         Command::List => action::list(&place, json).await,
         Command::Describe { target } => action::describe(&place, target, json).await,

@@ -90,6 +90,9 @@ fn flag(field: Field) -> Option<&'static str> {
         Field::Watch => "--watch",
         Field::RunAs => "--user",
         Field::MaxMemory => "--max-memory",
+        Field::Instances => "--instances",
+        Field::Sockets => "--socket",
+        Field::ReloadGrace => "--reload-grace",
     })
 }
 
@@ -163,6 +166,9 @@ fn draft_from_args(a: StartArgs, remote: bool) -> Result<AppDraft, Failure> {
         limits: a.limits.into_iter().collect(),
         max_memory: a.max_memory,
         memory_grace: None,
+        instances: a.instances,
+        sockets: a.sockets,
+        reload_grace: a.reload_grace,
     };
     // The model's message as the agent would give it, after the flag it came from.
     draft.validate().map_err(|e| {
@@ -183,7 +189,11 @@ pub fn caller_env() -> Env {
             (Ok(k), Ok(v)) => {
                 if !matches!(
                     k.as_str(),
-                    "GRPM_APP_ID" | "GRPM_AGENT_ID" | "GRPM_APP_NAME"
+                    "GRPM_APP_ID"
+                        | "GRPM_AGENT_ID"
+                        | "GRPM_APP_NAME"
+                        | "GRPM_INSTANCE"
+                        | "GRPM_SLOT"
                 ) {
                     vars.insert(k, v);
                 }

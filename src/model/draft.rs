@@ -44,6 +44,10 @@ pub struct AppDraft {
     pub limits: std::collections::BTreeMap<String, u64>,
     pub max_memory: Option<u64>,
     pub memory_grace: Option<u32>,
+    /// How many instances (default 1).
+    pub instances: Option<u32>,
+    pub sockets: Vec<super::SocketSpec>,
+    pub reload_grace: Option<Duration>,
 }
 
 /// A duration as the API carries it: whole milliseconds, at least one (zero means "default").
@@ -92,6 +96,9 @@ impl AppDraft {
             limits: self.limits.clone(),
             max_memory: self.max_memory,
             memory_grace: self.memory_grace.unwrap_or(super::DEFAULT_MEMORY_GRACE),
+            instances: self.instances.unwrap_or(1),
+            sockets: self.sockets.clone(),
+            reload_grace: ms(self.reload_grace, super::DEFAULT_RELOAD_GRACE),
         }
     }
 
@@ -141,6 +148,9 @@ impl fmt::Debug for AppDraft {
             .field("limits", &self.limits)
             .field("max_memory", &self.max_memory)
             .field("memory_grace", &self.memory_grace)
+            .field("instances", &self.instances)
+            .field("sockets", &self.sockets)
+            .field("reload_grace", &self.reload_grace)
             .finish()
     }
 }

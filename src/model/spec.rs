@@ -5,6 +5,7 @@ use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    instances::{check_sockets, SocketSpec, MAX_INSTANCES},
     probe::{check_dependencies, AliveCheck, Dependency, Liveness, Readiness, ReadyCheck},
     validate_name, LogPolicy, Signal,
 };
@@ -123,6 +124,27 @@ pub struct AppSpec {
     pub max_memory: Option<u64>,
     #[serde(default = "default_grace")]
     pub memory_grace: u32,
+    /// Processes of this app, each supervised on its own (`GRPM_INSTANCE` = 0..N-1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub instances: u32,
+    /// Listening sockets the agent binds once and passes to every instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sockets: Vec<SocketSpec>,
+    /// A reload waits this long for a replacement without a readiness check.
+    #[serde(default = "default_reload_grace", with = "millis")]
+    pub reload_grace: Duration,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+fn default_reload_grace() -> Duration {
+    super::instances::DEFAULT_RELOAD_GRACE
 }
 
 /// Consecutive samples over `max_memory` before a restart.
@@ -265,6 +287,22 @@ impl AppSpec {
                 ),
             ));
         }
+        if !(1..=MAX_INSTANCES).contains(&self.instances) {
+            return Err(bad(
+                Field::Instances,
+                format!(
+                    "instances {} is out of range: between 1 and {MAX_INSTANCES}",
+                    self.instances
+                ),
+            ));
+        }
+        check_sockets(&self.sockets, self.ready.as_ref()).map_err(|e| bad(Field::Sockets, e))?;
+        if self.reload_grace > hour {
+            return Err(bad(
+                Field::ReloadGrace,
+                "reload_grace is longer than an hour".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -302,6 +340,9 @@ pub enum Field {
     Watch,
     RunAs,
     MaxMemory,
+    Instances,
+    Sockets,
+    ReloadGrace,
 }
 
 impl Field {
@@ -327,6 +368,9 @@ impl Field {
             Field::Watch => "watch",
             Field::RunAs => "user",
             Field::MaxMemory => "max_memory",
+            Field::Instances => "instances",
+            Field::Sockets => "sockets",
+            Field::ReloadGrace => "reload_grace",
         }
     }
 }
@@ -378,6 +422,9 @@ impl fmt::Debug for AppSpec {
             .field("limits", &self.limits)
             .field("max_memory", &self.max_memory)
             .field("memory_grace", &self.memory_grace)
+            .field("instances", &self.instances)
+            .field("sockets", &self.sockets)
+            .field("reload_grace", &self.reload_grace)
             .finish()
     }
 }
@@ -468,6 +515,9 @@ mod tests {
             limits: BTreeMap::new(),
             max_memory: None,
             memory_grace: DEFAULT_MEMORY_GRACE,
+            instances: 1,
+            sockets: Vec::new(),
+            reload_grace: crate::model::DEFAULT_RELOAD_GRACE,
         }
     }
 

@@ -11,6 +11,9 @@ mod logs;
 mod order;
 mod probes;
 mod process;
+mod reload;
+mod scale;
+mod sockets;
 mod store;
 mod view;
 
@@ -59,6 +62,8 @@ pub(crate) struct Ctx {
     log_pool: Arc<logs::WriterPool>,
     /// The last tree usage sample of every app, replaced every `sample_interval`.
     samples: watch::Sender<Arc<Samples>>,
+    /// Every app's held sockets.
+    sockets: sockets::Sockets,
 }
 
 #[derive(Clone)]
@@ -68,9 +73,10 @@ struct Handle {
     logs: Arc<logs::AppLogs>,
 }
 
+/// The owners, one per instance, by `(app id, instance)`.
 #[derive(Default)]
 struct Registry {
-    apps: BTreeMap<AppId, Handle>,
+    apps: BTreeMap<(AppId, u32), Handle>,
     next_id: AppId,
     closed: bool,
 }
@@ -83,6 +89,8 @@ pub struct Supervisor {
     deleted_log_bytes: std::sync::atomic::AtomicU64,
     tasks: CancellationToken,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Held by a reload or a scale: they change which owners an app has, one at a time.
+    reshaping: tokio::sync::Mutex<()>,
 }
 
 /// The agent's own CPU time (seconds) and resident memory (bytes). Blocking: reads /proc.
@@ -189,6 +197,7 @@ impl Supervisor {
             agent_id: agent_id.clone(),
             logs_dir,
             log_pool: Arc::new(logs::WriterPool::start(2)?),
+            sockets: sockets::Sockets::default(),
         });
         let id = agent_id.to_string();
         let mut survivors = tokio::task::spawn_blocking(move || tree::survivors(&id))
@@ -203,6 +212,7 @@ impl Supervisor {
             deleted_log_bytes: Default::default(),
             tasks,
             writer: Mutex::new(Some(writer)),
+            reshaping: tokio::sync::Mutex::new(()),
         });
         let wanted: Vec<AppId> = loaded
             .state
@@ -214,21 +224,23 @@ impl Supervisor {
         for rec in loaded.state.apps {
             let init = Init::Recovered {
                 recorded: rec.pid.zip(rec.pid_starttime),
-                survivors: survivors.remove(&rec.id).unwrap_or_default(),
+                survivors: survivors.remove(&(rec.id, rec.slot)).unwrap_or_default(),
             };
             sup.spawn_owner(rec, init);
         }
         sup.start_sampling(sample_interval);
-        // Processes of apps that no longer exist: end them.
-        for (app_id, procs) in survivors {
+        // Processes of apps (or instances) that no longer exist: end them.
+        for ((app_id, slot), procs) in survivors {
             tracing::warn!(
                 app_id,
+                slot,
                 count = procs.len(),
                 "ending processes of a deleted app"
             );
             let key = tree::TreeKey {
                 agent_id: agent_id.to_string(),
                 app_id,
+                slot,
                 root: None,
             };
             let scanner = sup.ctx.scanner.clone();
@@ -256,8 +268,10 @@ impl Supervisor {
         tokio::spawn(async move {
             let handles: Vec<Handle> = {
                 let reg = sup.lock();
-                ids.iter()
-                    .filter_map(|id| reg.apps.get(id).cloned())
+                reg.apps
+                    .iter()
+                    .filter(|((id, _), _)| ids.contains(id))
+                    .map(|(_, h)| h.clone())
                     .collect()
             };
             // Each owner first sorts out what the previous agent left (adopted, queued, or
@@ -298,8 +312,14 @@ impl Supervisor {
             &self.ctx.logs_dir,
             rec.id,
             &rec.spec.name,
+            rec.instance,
             rec.spec.logs,
         ));
+        self.owner_with_logs(rec, init, logs)
+    }
+
+    /// Starts an owner writing to `logs` (a reload's replacement writes on its instance's).
+    fn owner_with_logs(&self, rec: AppRecord, init: Init, logs: Arc<logs::AppLogs>) -> Handle {
         let (actor, view) = Actor::new(self.ctx.clone(), rec, logs.clone());
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(actor.run(rx, init));
@@ -307,9 +327,9 @@ impl Supervisor {
     }
 
     fn spawn_owner(&self, rec: AppRecord, init: Init) {
-        let id = rec.id;
+        let key = (rec.id, rec.instance);
         let handle = self.start_owner(rec, init);
-        self.lock().apps.insert(id, handle);
+        self.lock().apps.insert(key, handle);
     }
 
     /// Creates apps from specs, in order (ids follow it), each with `base_env` as its captured
@@ -353,6 +373,19 @@ impl Supervisor {
                 return Err(Error::GivenTwice(spec.name.clone()));
             }
         }
+        // Held sockets are bound before anything is created: one that cannot be bound fails
+        // the request with the OS error and changes nothing.
+        let wanted: Vec<Vec<crate::model::SocketSpec>> =
+            specs.iter().map(|s| s.sockets.clone()).collect();
+        let mut bound: Vec<Option<sockets::HeldSet>> = tokio::task::spawn_blocking(move || {
+            wanted
+                .iter()
+                .map(|w| (!w.is_empty()).then(|| sockets::bind_all(w)).transpose())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| Error::Io(e.to_string()))?
+        .map_err(Error::Bind)?;
         let base_env = Arc::new(base_env);
         let new: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
         let table = {
@@ -360,7 +393,7 @@ impl Supervisor {
             if reg.closed {
                 return Err(Error::ShuttingDown);
             }
-            if let Some((id, h)) = reg
+            if let Some(((id, _), h)) = reg
                 .apps
                 .iter()
                 .find(|(_, h)| names.contains(h.view.borrow().name()))
@@ -382,28 +415,36 @@ impl Supervisor {
             );
             let new: Vec<&str> = new.iter().map(String::as_str).collect();
             graph.check(&new)?;
-            for spec in specs {
+            for (spec, held) in specs.into_iter().zip(bound.drain(..)) {
                 let id = reg.next_id;
                 reg.next_id += 1;
-                let rec = AppRecord {
-                    id,
-                    spec,
-                    base_env: base_env.clone(),
-                    desired: Desired::Stopped,
-                    created_at_unix_ms: now_unix_ms(),
-                    restarts: 0,
-                    pid: None,
-                    pid_starttime: None,
-                };
+                if let Some(held) = held {
+                    self.ctx.sockets.insert(id, held);
+                }
                 // Registered under the lock, so a concurrent create of the same name sees it.
                 self.ctx.hub.publish(Event::new(
                     EventKind::Created,
                     id,
-                    &rec.spec.name,
+                    &spec.name,
                     cause.clone(),
                 ));
-                let handle = self.start_owner(rec, Init::New);
-                reg.apps.insert(id, handle.clone());
+                let created_at_unix_ms = now_unix_ms();
+                for instance in 0..spec.instances {
+                    let rec = AppRecord {
+                        id,
+                        instance,
+                        slot: 2 * instance,
+                        spec: spec.clone(),
+                        base_env: base_env.clone(),
+                        desired: Desired::Stopped,
+                        created_at_unix_ms,
+                        restarts: 0,
+                        pid: None,
+                        pid_starttime: None,
+                    };
+                    let handle = self.start_owner(rec, Init::New);
+                    reg.apps.insert((id, instance), handle);
+                }
             }
             self.ctx.store.set_next_id(reg.next_id);
             Table::of(reg.apps.values())
@@ -423,7 +464,7 @@ impl Supervisor {
     ) -> Result<Vec<Acted>, Error> {
         let named = Self::names(&self.handles(target)?);
         let members = named_members(named, Act::Start);
-        self.start_in_order(self.table()?, members, cause, wait)
+        self.start_in_order(self.table_for(target)?, members, cause, wait)
             .await
     }
 
@@ -431,7 +472,7 @@ impl Supervisor {
     /// (`DependsOn`); the answer is in stop order.
     pub async fn stop(&self, target: &Target, cause: Cause) -> Result<Vec<Acted>, Error> {
         let named = Self::names(&self.handles(target)?);
-        let table = self.table()?;
+        let table = self.table_for(target)?;
         let members = table.with_dependents(&named);
         self.in_reverse(&table, members, |reply| Cmd::Stop {
             cause: cause.clone(),
@@ -458,7 +499,7 @@ impl Supervisor {
             })?;
         }
         let named = Self::names(&self.handles(target)?);
-        let table = self.table()?;
+        let table = self.table_for(target)?;
         let members = table.with_dependents(&named);
         let set: std::collections::BTreeSet<String> = members.keys().cloned().collect();
         let first: std::collections::BTreeMap<String, Reason> = members
@@ -483,7 +524,7 @@ impl Supervisor {
                 (n, Member { act, reason })
             })
             .collect();
-        self.start_in_order(self.table()?, members, cause, wait)
+        self.start_in_order(self.table_for(target)?, members, cause, wait)
             .await
     }
 
@@ -494,6 +535,12 @@ impl Supervisor {
         purge_logs: bool,
         cause: Cause,
     ) -> Result<Vec<AppView>, Error> {
+        if let Target::Instance(app, _) = target {
+            return Err(Error::DeleteInstance {
+                target: target.to_string(),
+                app: app.to_string(),
+            });
+        }
         let named = Self::names(&self.handles(target)?);
         let table = self.table()?;
         let doomed: std::collections::BTreeSet<String> = named.iter().cloned().collect();
@@ -513,15 +560,27 @@ impl Supervisor {
             })
             .await
             .map(|acted| acted.into_iter().map(|a| a.view).collect());
-        // Deleted owners have ended; forget them (also after a partial failure).
+        // Deleted owners have ended; forget them (also after a partial failure), and close
+        // the held sockets of apps that have no instance left.
         let mut gone = 0;
-        self.lock().apps.retain(|_, h| {
+        let mut reg = self.lock();
+        reg.apps.retain(|_, h| {
             let closed = h.tx.is_closed();
             if closed {
                 gone += log_bytes(&h.logs).iter().sum::<u64>();
             }
             !closed
         });
+        for id in table
+            .apps
+            .values()
+            .flatten()
+            .map(|h| h.view.borrow().id)
+            .filter(|id| !reg.apps.keys().any(|(i, _)| i == id))
+        {
+            self.ctx.sockets.release(id);
+        }
+        drop(reg);
         self.deleted_log_bytes
             .fetch_add(gone, std::sync::atomic::Ordering::Relaxed);
         views
@@ -584,7 +643,9 @@ impl Supervisor {
         data: std::collections::BTreeMap<String, String>,
         cause: Cause,
     ) -> Result<Vec<Arc<Event>>, Error> {
-        let views = self.describe(target)?;
+        let mut views = self.describe(target)?;
+        // One notification per app, not per instance.
+        views.dedup_by_key(|v| v.id);
         views
             .iter()
             .map(|v| {
@@ -639,10 +700,10 @@ impl Supervisor {
             .map(|h| {
                 let view = h.view.borrow().clone();
                 let usage = if view.status.pid().is_some() {
-                    samples.get(view.id)
+                    samples.get(view.tree_id())
                 } else {
                     Usage {
-                        cpu_seconds_total: samples.get(view.id).cpu_seconds_total,
+                        cpu_seconds_total: samples.get(view.tree_id()).cpu_seconds_total,
                         ..Usage::default()
                     }
                 };
@@ -677,12 +738,14 @@ impl Supervisor {
             let reg = sup.lock();
             let mut running = Vec::new();
             let mut known = Vec::with_capacity(reg.apps.len());
-            for (id, h) in &reg.apps {
-                known.push(*id);
-                if let Some(pid) = h.view.borrow().status.pid() {
+            for h in reg.apps.values() {
+                let v = h.view.borrow();
+                known.push(v.tree_id());
+                if let Some(pid) = v.status.pid() {
                     running.push(tree::TreeKey {
                         agent_id: sup.ctx.agent_id.to_string(),
-                        app_id: *id,
+                        app_id: v.id,
+                        slot: v.slot,
                         root: Some(pid),
                     });
                 }
@@ -711,12 +774,11 @@ impl Supervisor {
         for level in table.levels(&all).into_iter().rev() {
             let mut waits = Vec::new();
             for name in level {
-                let Some(h) = table.apps.get(&name) else {
-                    continue;
-                };
-                let (reply, rx) = oneshot::channel();
-                if h.tx.send(Cmd::Shutdown { reply }).await.is_ok() {
-                    waits.push(rx);
+                for h in table.apps.get(&name).into_iter().flatten() {
+                    let (reply, rx) = oneshot::channel();
+                    if h.tx.send(Cmd::Shutdown { reply }).await.is_ok() {
+                        waits.push(rx);
+                    }
                 }
             }
             for rx in waits {
@@ -736,15 +798,43 @@ impl Supervisor {
         if reg.closed {
             return Err(Error::ShuttingDown);
         }
-        let found: Vec<Handle> = match target {
-            Target::All => reg.apps.values().cloned().collect(),
-            Target::Id(id) => reg.apps.get(id).cloned().into_iter().collect(),
-            Target::Name(name) => reg
-                .apps
-                .values()
-                .filter(|h| h.view.borrow().name() == name)
-                .cloned()
-                .collect(),
+        let of = |t: &Target| -> Vec<Handle> {
+            match t {
+                Target::All => reg.apps.values().cloned().collect(),
+                Target::Id(id) => reg
+                    .apps
+                    .range((*id, 0)..=(*id, u32::MAX))
+                    .map(|(_, h)| h.clone())
+                    .collect(),
+                Target::Name(name) => reg
+                    .apps
+                    .values()
+                    .filter(|h| h.view.borrow().name() == name)
+                    .cloned()
+                    .collect(),
+                Target::Instance(..) => Vec::new(),
+            }
+        };
+        let found = match target {
+            Target::Instance(app, k) => {
+                let all = of(app);
+                if all.is_empty() {
+                    return Err(Error::NotFound(app.to_string()));
+                }
+                let one: Vec<Handle> = all
+                    .iter()
+                    .filter(|h| h.view.borrow().instance == *k)
+                    .cloned()
+                    .collect();
+                if one.is_empty() {
+                    return Err(Error::NoInstance {
+                        target: target.to_string(),
+                        instances: all.len() as u32,
+                    });
+                }
+                one
+            }
+            t => of(t),
         };
         if found.is_empty() && *target != Target::All {
             return Err(Error::NotFound(target.to_string()));

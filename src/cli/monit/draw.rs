@@ -162,6 +162,8 @@ mod tests {
             processes: 9,
             needed_by: None,
             dependent_of: None,
+            instance: 0,
+            instances: 1,
         }
     }
 

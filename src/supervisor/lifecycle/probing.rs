@@ -38,9 +38,9 @@ pub struct Probing {
 impl Probing {
     /// For an app with this spec: binds its notify socket (in `notify_dir`) when it uses one.
     /// A socket that cannot be made is logged; a notify check then fails with that cause.
-    pub fn new(spec: &AppSpec, notify_dir: &Path, id: u64) -> Probing {
+    pub fn new(spec: &AppSpec, notify_dir: &Path, file: &str) -> Probing {
         let notify = spec.uses_notify().then(|| {
-            NotifySocket::bind(&notify_dir.join(format!("{id}.sock")))
+            NotifySocket::bind(&notify_dir.join(file))
                 .inspect_err(|e| {
                     tracing::error!(app = %spec.name, error = %e, "cannot make the notify socket");
                 })
