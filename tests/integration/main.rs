@@ -12,6 +12,7 @@ mod events;
 mod faults;
 mod grpcurl;
 mod input;
+mod instances;
 mod logs;
 mod observe;
 mod persistence;
