@@ -435,6 +435,34 @@ mod tests {
     }
 
     #[test]
+    fn reads_instances_sockets_and_reload_grace() {
+        let apps = p(r#"
+[[app]]
+name = "api"
+cmd = "python3 server.py"
+instances = 4
+sockets = [{ name = "http", listen = "127.0.0.1:8080", backlog = 128 },
+           { name = "admin", listen = "unix:/run/api.sock" }]
+reload_grace = "2s"
+"#)
+        .unwrap();
+        let a = &apps[0];
+        assert_eq!(a.instances, Some(4));
+        assert_eq!(a.sockets.len(), 2);
+        assert_eq!(a.sockets[0].backlog, 128);
+        assert_eq!(a.sockets[1].backlog, crate::model::DEFAULT_BACKLOG);
+        assert_eq!(a.sockets[1].listen.to_string(), "unix:/run/api.sock");
+        assert_eq!(a.reload_grace, Some(Duration::from_secs(2)));
+        let err = p(
+            "[[app]]\nname = \"a\"\ncmd = \"x\"\nsockets = [{ name = \"h\", listen = \"nope\" }]\n",
+        )
+        .unwrap_err();
+        assert!(err.starts_with("apps.toml:4: sockets: socket h:"), "{err}");
+        let err = p("[[app]]\nname = \"a\"\ncmd = \"x\"\ninstances = 0\n").unwrap_err();
+        assert!(err.starts_with("apps.toml:4: instances:"), "{err}");
+    }
+
+    #[test]
     fn reads_apps() {
         let apps = p(r#"
 [[app]]

@@ -473,7 +473,7 @@ impl Supervisor {
     pub async fn stop(&self, target: &Target, cause: Cause) -> Result<Vec<Acted>, Error> {
         let named = Self::names(&self.handles(target)?);
         let table = self.table_for(target)?;
-        let members = table.with_dependents(&named);
+        let members = Self::with_dependents(&table, target, &named);
         self.in_reverse(&table, members, |reply| Cmd::Stop {
             cause: cause.clone(),
             reply,
@@ -500,7 +500,7 @@ impl Supervisor {
         }
         let named = Self::names(&self.handles(target)?);
         let table = self.table_for(target)?;
-        let members = table.with_dependents(&named);
+        let members = Self::with_dependents(&table, target, &named);
         let set: std::collections::BTreeSet<String> = members.keys().cloned().collect();
         let first: std::collections::BTreeMap<String, Reason> = members
             .iter()
@@ -526,6 +526,19 @@ impl Supervisor {
             .collect();
         self.start_in_order(self.table_for(target)?, members, cause, wait)
             .await
+    }
+
+    /// The named apps and the running apps that depend on them; one instance (`api:1`) is
+    /// acted on alone: its app as a whole stays up for its dependents.
+    fn with_dependents(
+        table: &order::Table,
+        target: &Target,
+        named: &[String],
+    ) -> BTreeMap<String, Reason> {
+        match target {
+            Target::Instance(..) => named.iter().map(|n| (n.clone(), Reason::Named)).collect(),
+            _ => table.with_dependents(named),
+        }
     }
 
     /// Stops apps and forgets them; their log files stay unless `purge_logs`.
