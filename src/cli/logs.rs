@@ -207,15 +207,8 @@ impl<'a> Printer<'a> {
     }
 
     fn chunk(&mut self, c: &LogChunk) -> Result<(), Failure> {
+        // An instance of an app of several comes tagged by the agent: `api:1`.
         let key = (c.app_id, c.instance, c.stream);
-        // Lines of instance N > 0 are tagged `app:N`; instance 0 (an app's only one, usually)
-        // keeps the app's name.
-        let app = if c.instance > 0 {
-            format!("{}:{}", c.app, c.instance)
-        } else {
-            c.app.clone()
-        };
-        let c = &LogChunk { app, ..c.clone() };
         self.positions.insert(key, c.offset + c.data.len() as u64);
         let stream = c.stream.word();
         if !self.follow && self.carry.keys().any(|k| *k != key) {

@@ -25,7 +25,8 @@ pub fn part(
     from: ReadFrom,
     follow: bool,
 ) -> ChunkStream {
-    let (name, id, instance) = (view.name().to_string(), view.id, view.instance);
+    // An instance of an app of several is tagged `api:1` (see `LogChunk.app`).
+    let (name, id, instance) = (view.label(), view.id, view.instance);
     let pieces = app_logs.pieces(s, from, follow);
     Box::pin(pieces.map(move |r| {
         r.map(|p| convert::chunk_to_pb(&name, id, instance, s, p))

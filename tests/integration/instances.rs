@@ -194,7 +194,7 @@ fn instances_have_their_own_logs_and_logs_merges_them() {
     );
     wait_until("both lines logged", Duration::from_secs(10), || {
         let text = agent.ok(&["logs", "h"]);
-        text.contains("h out | hello from 0") && text.contains("h:1 out | hello from 1")
+        text.contains("h:0 out | hello from 0") && text.contains("h:1 out | hello from 1")
     });
     assert_eq!(std::fs::read_to_string(out1).unwrap(), "hello from 1\n");
     let json = json_lines(&agent.ok(&["logs", "h", "--json"]));

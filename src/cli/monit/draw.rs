@@ -52,7 +52,7 @@ pub fn draw(frame: &mut Frame, m: &Monit) {
         let dash = || "-".to_string();
         let mut cells = vec![
             a.id.to_string(),
-            a.name.clone(),
+            a.label(),
             a.status.word().to_string(),
             a.pid.map_or_else(dash, |p| p.to_string()),
             if running {
