@@ -215,7 +215,7 @@ fn main() {
     rows.push(Row::at_most(
         "latency p99, during reloads",
         ms(r.p99),
-        2.0 * ms(q.p99),
+        (2.0 * ms(q.p99) * 100.0).round() / 100.0,
         "ms",
     ));
     rows.push(Row::info("latency median, no reload", ms(q.median), "ms"));
