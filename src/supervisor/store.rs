@@ -1006,6 +1006,25 @@ mod tests {
         // A clean file is not rewritten.
         write_state(&path, |_| {});
         assert!(!load(&path).unwrap().state.repaired);
+        // Instances of one app share its id and name; an instance recorded twice (both of a
+        // reload's overlap) keeps its first record; a slot that is not its instance's is refused.
+        let same = |instance: u32, slot: u32| {
+            move |v: &mut serde_json::Value| {
+                v["apps"][1] = v["apps"][0].clone();
+                v["apps"][1]["instance"] = instance.into();
+                v["apps"][1]["slot"] = slot.into();
+            }
+        };
+        write_state(&path, same(1, 3));
+        let s = load(&path).unwrap().state;
+        assert_eq!(
+            (s.apps.len(), s.apps[1].instance, s.apps[1].slot),
+            (2, 1, 3)
+        );
+        write_state(&path, same(0, 1));
+        assert_eq!(load(&path).unwrap().state.apps.len(), 1);
+        write_state(&path, same(1, 5));
+        assert_eq!(load(&path).unwrap().state.apps.len(), 1);
     }
 
     #[test]

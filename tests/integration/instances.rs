@@ -573,3 +573,48 @@ fn a_replacement_that_never_becomes_ready_leaves_the_old_one_serving() {
     assert_eq!(rows(&agent, "one").len(), 1);
     assert!(alive(new));
 }
+
+#[test]
+fn one_instance_is_acted_on_alone_and_dependents_see_the_whole_app() {
+    let agent = Agent::start();
+    agent.ok(&[
+        "start",
+        "--name",
+        "db",
+        "--instances",
+        "2",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    agent.ok(&[
+        "start",
+        "--name",
+        "web",
+        "--depends-on",
+        "db",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    let dbs = all_online(&agent, "db", 2);
+    let web = agent.wait_online("web", None);
+    agent.ok(&["restart", "db:1"]);
+    let after = all_online(&agent, "db", 2);
+    assert_eq!(after[0], dbs[0]);
+    assert_ne!(after[1], dbs[1]);
+    assert_eq!(
+        agent.app("web")["pid"].as_u64(),
+        Some(u64::from(web)),
+        "web left alone"
+    );
+    agent.ok(&["stop", "db:0"]);
+    assert_eq!(agent.status("web"), "online");
+    // The whole app: its dependents stop first.
+    let out = agent.ok(&["stop", "db"]);
+    assert!(out.contains("stopped web (id 2) (depends on db)"), "{out}");
+    // Starting web starts every instance of db first.
+    agent.ok(&["start", "web"]);
+    all_online(&agent, "db", 2);
+    agent.wait_online("web", None);
+}
