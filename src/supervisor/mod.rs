@@ -77,6 +77,8 @@ struct Handle {
 #[derive(Default)]
 struct Registry {
     apps: BTreeMap<(AppId, u32), Handle>,
+    /// Reload replacements not in `apps` yet: ended with the others at shutdown.
+    spares: Vec<Handle>,
     next_id: AppId,
     closed: bool,
 }
@@ -784,6 +786,7 @@ impl Supervisor {
         };
         // Dependents first, each depth at once.
         let all = table.apps.keys().cloned().collect();
+        let spares = std::mem::take(&mut self.lock().spares);
         for level in table.levels(&all).into_iter().rev() {
             let mut waits = Vec::new();
             for name in level {
@@ -795,6 +798,12 @@ impl Supervisor {
                 }
             }
             for rx in waits {
+                let _ = rx.await;
+            }
+        }
+        for h in spares {
+            let (reply, rx) = oneshot::channel();
+            if h.tx.send(Cmd::Shutdown { reply }).await.is_ok() {
                 let _ = rx.await;
             }
         }

@@ -91,6 +91,37 @@ impl Supervisor {
             pid_starttime: None,
         };
         let new = self.owner_with_logs(rec, Init::New, old.logs.clone());
+        let closed = {
+            let mut reg = self.lock();
+            if !reg.closed {
+                reg.spares.push(new.clone());
+            }
+            reg.closed
+        };
+        if closed {
+            let _ = send(&label, &new, |reply| Cmd::Retire {
+                cause: cause.clone(),
+                reply,
+            })
+            .await;
+            return Err(Error::ShuttingDown);
+        }
+        let result = self.take_over(old, &new, &v, &label, cause).await;
+        self.lock().spares.retain(|h| !h.tx.same_channel(&new.tx));
+        result
+    }
+
+    /// Starts the replacement `new` of `old`, waits for it, and swaps it in.
+    async fn take_over(
+        &self,
+        old: &Handle,
+        new: &Handle,
+        v: &AppView,
+        label: &str,
+        cause: &Cause,
+    ) -> Result<AppView, Error> {
+        let label = label.to_string();
+        let new = new.clone();
         let started = send(&label, &new, |reply| Cmd::Start {
             cause: cause.clone(),
             wait: true,
