@@ -135,6 +135,7 @@ pub enum Command {
     /// Replace apps' instances without downtime: each new instance is ready (on the same held
     /// sockets) before the old one stops. TARGET is a name, an id, "all", or one instance (api:1).
     Reload {
+        /// A name, an id, "all", or one instance (api:1).
         target: String,
         #[command(flatten)]
         reach: Reach,
