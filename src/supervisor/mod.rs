@@ -214,7 +214,7 @@ impl Supervisor {
             None => (None, Default::default()),
         };
         let ctx = Arc::new(Ctx {
-            keeper: link,
+            keeper: link.clone(),
             exits,
             spawner: launch::Spawner::start(reaper.clone(), 2)?,
             notify_dir,
@@ -226,7 +226,7 @@ impl Supervisor {
             agent_id: agent_id.clone(),
             logs_dir,
             log_pool: Arc::new(logs::WriterPool::start(2)?),
-            sockets: sockets::Sockets::default(),
+            sockets: sockets::Sockets::new(link.clone()),
         });
         let id = agent_id.to_string();
         let mut survivors = tokio::task::spawn_blocking(move || tree::survivors(&id))
@@ -250,6 +250,13 @@ impl Supervisor {
             .filter(|r| r.desired == Desired::Online)
             .map(|r| r.id)
             .collect();
+        // The held sockets a previous agent handed to the keeper: the instances that still run
+        // listen on them.
+        for rec in loaded.state.apps.iter().filter(|r| r.instance == 0) {
+            if let Some(h) = handed.remove(&(rec.id, sockets::APP_SLOT)) {
+                sup.ctx.sockets.adopt(rec.id, &rec.spec.sockets, h.listen);
+            }
+        }
         for rec in loaded.state.apps {
             // Each instance owner gets what the keeper held for its own slot.
             let mut h = handed.remove(&(rec.id, rec.slot)).unwrap_or_default();
@@ -269,7 +276,7 @@ impl Supervisor {
                 for i in h.instances {
                     k.release(app, slot, i.pid);
                 }
-                if h.notify.is_some() {
+                if h.notify.is_some() || !h.listen.is_empty() {
                     k.release(app, slot, 0);
                 }
             }

@@ -1,17 +1,20 @@
 //! Held sockets: the listening sockets the agent binds once per app and passes to each of its
 //! instances (see `process::activation`). They stay open across restarts, reloads and instance
-//! changes, and are closed when the app is deleted. They all live in one registry, so that a
-//! keeper can take them over from an agent that exits (until it exists, a new agent binds them
-//! anew).
+//! changes, and are closed when the app is deleted. They all live in one registry, which hands
+//! a duplicate of each to the keeper when the agent runs under one (tag: the app, slot
+//! [`APP_SLOT`], kind `listen-N` for the Nth socket of the spec): an agent that dies or is
+//! upgraded leaves them open, and the next one adopts them (the instances that still run listen
+//! on them, so binding anew would fail). Without a keeper, a new agent binds them anew.
 
 use std::{
     collections::HashMap,
     io,
-    os::fd::{AsRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     path::PathBuf,
     sync::{Arc, Mutex},
 };
 
+use crate::keeper::{link::Link, wire::Kind};
 use crate::model::{AppId, HeldSocket, Listen, SocketSpec};
 
 /// One bound, listening socket.
@@ -66,13 +69,79 @@ pub struct BindError {
     pub err: super::error::OsError,
 }
 
+/// The keeper slot of what belongs to an app as a whole rather than to one instance slot (its
+/// held sockets): no instance has it.
+pub const APP_SLOT: u32 = u32::MAX;
+
+/// The keeper's kind for the `i`th held socket of an app.
+pub fn keeper_kind(i: usize) -> Kind {
+    Kind::Other(format!("listen-{i}"))
+}
+
+/// Which held socket a keeper kind names (`listen-N`).
+pub fn keeper_index(kind: &Kind) -> Option<usize> {
+    match kind {
+        Kind::Other(s) => s.strip_prefix("listen-")?.parse().ok(),
+        _ => None,
+    }
+}
+
 /// Every app's held sockets.
 #[derive(Default)]
 pub struct Sockets {
     apps: Mutex<HashMap<AppId, Arc<HeldSet>>>,
+    /// The keeper, which holds a duplicate of each.
+    keeper: Option<Arc<Link>>,
 }
 
 impl Sockets {
+    pub fn new(keeper: Option<Arc<Link>>) -> Sockets {
+        Sockets {
+            apps: Mutex::default(),
+            keeper,
+        }
+    }
+
+    /// The keeper holds a duplicate of each of the app's sockets.
+    fn hand_to_keeper(&self, id: AppId, set: &HeldSet) {
+        if let Some(k) = &self.keeper {
+            for (i, h) in set.sockets.iter().enumerate() {
+                k.hold(id, APP_SLOT, keeper_kind(i), 0, 0, h.fd.as_fd());
+            }
+        }
+    }
+
+    /// Takes over the sockets a previous agent held for the app, as the keeper handed them
+    /// (`fds`: by their index in `specs`). All or none: with one missing or not what the spec
+    /// says, none is kept (they are bound anew when needed) and the keeper lets go of them.
+    pub fn adopt(&self, id: AppId, specs: &[SocketSpec], mut fds: Vec<(usize, OwnedFd)>) {
+        fds.sort_by_key(|(i, _)| *i);
+        let matches = fds.len() == specs.len() && fds.iter().enumerate().all(|(n, (i, _))| n == *i);
+        let set = matches
+            .then(|| {
+                specs
+                    .iter()
+                    .zip(fds)
+                    .map(|(s, (_, fd))| adopt_one(s, fd))
+                    .collect::<Option<Vec<Held>>>()
+            })
+            .flatten();
+        match set {
+            Some(sockets) => {
+                self.lock().insert(id, Arc::new(HeldSet { sockets }));
+            }
+            None => {
+                tracing::warn!(
+                    app_id = id,
+                    "held sockets handed over do not match the spec"
+                );
+                if let Some(k) = &self.keeper {
+                    k.release(id, APP_SLOT, 0);
+                }
+            }
+        }
+    }
+
     pub fn get(&self, id: AppId) -> Option<Arc<HeldSet>> {
         self.lock().get(&id).cloned()
     }
@@ -85,19 +154,30 @@ impl Sockets {
         let set = bind_all(specs)?;
         let mut apps = self.lock();
         // Another instance may have bound them meanwhile: its set wins, this one closes.
-        Ok(apps.entry(id).or_insert_with(|| Arc::new(set)).clone())
+        if let Some(set) = apps.get(&id) {
+            return Ok(set.clone());
+        }
+        self.hand_to_keeper(id, &set);
+        let set = Arc::new(set);
+        apps.insert(id, set.clone());
+        Ok(set)
     }
 
     pub fn insert(&self, id: AppId, set: HeldSet) -> Arc<HeldSet> {
+        self.hand_to_keeper(id, &set);
         let set = Arc::new(set);
         self.lock().insert(id, set.clone());
         set
     }
 
     /// Closes the app's sockets once no instance holds them any more (its unix socket files
-    /// are removed then).
+    /// are removed then), and the keeper's duplicates.
     pub fn release(&self, id: AppId) {
-        self.lock().remove(&id);
+        if self.lock().remove(&id).is_some() {
+            if let Some(k) = &self.keeper {
+                k.release(id, APP_SLOT, 0);
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AppId, Arc<HeldSet>>> {
@@ -157,6 +237,38 @@ fn bind_one(s: &SocketSpec) -> io::Result<Held> {
             Ok(Held {
                 name: s.name.clone(),
                 fd,
+                address: format!("unix:{}", path.display()),
+                unix: Some(path.clone()),
+            })
+        }
+    }
+}
+
+/// A socket handed over by the keeper, checked against its spec: a listening socket of the
+/// address family the spec says (a TCP port 0 is whatever the kernel chose then).
+fn adopt_one(s: &SocketSpec, fd: OwnedFd) -> Option<Held> {
+    match &s.listen {
+        Listen::Tcp(addr) => {
+            let l = std::net::TcpListener::from(fd);
+            let bound = l.local_addr().ok()?;
+            if bound.ip() != addr.ip() || (addr.port() != 0 && bound.port() != addr.port()) {
+                return None;
+            }
+            Some(Held {
+                name: s.name.clone(),
+                fd: OwnedFd::from(l),
+                address: bound.to_string(),
+                unix: None,
+            })
+        }
+        Listen::Unix(path) => {
+            let l = std::os::unix::net::UnixListener::from(fd);
+            if l.local_addr().ok()?.as_pathname() != Some(path.as_path()) {
+                return None;
+            }
+            Some(Held {
+                name: s.name.clone(),
+                fd: OwnedFd::from(l),
                 address: format!("unix:{}", path.display()),
                 unix: Some(path.clone()),
             })

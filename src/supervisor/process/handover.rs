@@ -36,6 +36,8 @@ pub struct Handed {
     /// Oldest first (by start time).
     pub instances: Vec<Instance>,
     pub notify: Option<OwnedFd>,
+    /// The app's held sockets, by their index in the spec (slot `sockets::APP_SLOT` only).
+    pub listen: Vec<(usize, OwnedFd)>,
 }
 
 impl Handed {
@@ -65,6 +67,10 @@ pub fn by_app(h: Handover) -> BTreeMap<(AppId, u32), Handed> {
         let app = out.entry((tag.app, tag.slot)).or_default();
         if tag.kind == Kind::Notify {
             app.notify = Some(fd);
+            continue;
+        }
+        if let Some(i) = crate::supervisor::sockets::keeper_index(&tag.kind) {
+            app.listen.push((i, fd));
             continue;
         }
         let i = match app
