@@ -381,7 +381,7 @@ fn own_env() -> Env {
         .filter(|(k, _)| {
             !matches!(
                 k.as_str(),
-                "GRPM_APP_ID" | "GRPM_AGENT_ID" | "GRPM_APP_NAME"
+                "GRPM_APP_ID" | "GRPM_AGENT_ID" | "GRPM_APP_NAME" | "GRPM_INSTANCE" | "GRPM_SLOT"
             )
         })
         .collect()

@@ -19,6 +19,8 @@ pub enum Action {
     Restart { env: BaseEnv, no_wait: bool },
     Delete { purge_logs: bool },
     Flush,
+    Reload { parallel: u32 },
+    Scale { instances: u32 },
 }
 
 impl Action {
@@ -29,6 +31,8 @@ impl Action {
             Action::Restart { .. } => "restarted",
             Action::Delete { .. } => "deleted",
             Action::Flush => "flushed the logs of",
+            Action::Reload { .. } => "reloaded",
+            Action::Scale { .. } => "scaled",
         }
     }
 }
@@ -53,6 +57,8 @@ pub async fn act(place: &Place, target: String, action: Action, json: bool) -> R
                     }
                     Action::Delete { purge_logs } => c.delete(&target, purge_logs).await?,
                     Action::Flush => c.flush(&target).await?,
+                    Action::Reload { parallel } => c.reload(&target, parallel).await?,
+                    Action::Scale { instances } => c.scale(&target, instances).await?,
                 })
             }
         })
@@ -85,7 +91,11 @@ pub fn report(
                 (None, Some(app)) => format!(" (depends on {app})"),
                 (None, None) => String::new(),
             };
-            out(format_args!("{p}{verb} {} (id {}){pid}{why}", a.name, a.id))?;
+            out(format_args!(
+                "{p}{verb} {} (id {}){pid}{why}",
+                a.label(),
+                a.id
+            ))?;
         }
     }
     failed.map_or(Ok(()), Err)

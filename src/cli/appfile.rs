@@ -78,6 +78,35 @@ struct Entry {
     /// This app's profiles: `[app.env_profiles.production]`, over the file's.
     #[serde(default)]
     env_profiles: BTreeMap<Spanned<String>, BTreeMap<String, Spanned<Scalar>>>,
+    instances: Option<Spanned<i64>>,
+    #[serde(default)]
+    sockets: Option<Spanned<Vec<SocketEntry>>>,
+    reload_grace: Option<Spanned<Dur>>,
+}
+
+/// `{ name = "http", listen = "127.0.0.1:8080", backlog = 1024 }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SocketEntry {
+    name: String,
+    listen: String,
+    backlog: Option<i64>,
+}
+
+impl SocketEntry {
+    fn into_model(self) -> Result<crate::model::SocketSpec, String> {
+        let backlog = match self.backlog {
+            None => crate::model::DEFAULT_BACKLOG,
+            Some(b) => u32::try_from(b)
+                .map_err(|_| format!("socket {}: backlog {b} is out of range", self.name))?,
+        };
+        Ok(crate::model::SocketSpec {
+            listen: crate::model::Listen::parse(&self.listen)
+                .map_err(|e| format!("socket {}: {e}", self.name))?,
+            name: self.name,
+            backlog,
+        })
+    }
 }
 
 /// One path or pattern, or several.
@@ -413,6 +442,27 @@ pub fn parse(
             memory_grace: count(&e.memory_grace, "memory_grace")?,
             profile: app_profile,
             file: None,
+            instances: count(&e.instances, "instances")?,
+            sockets: match &e.sockets {
+                Some(s) => {
+                    let span = s.span();
+                    let list: Vec<SocketEntry> = s
+                        .get_ref()
+                        .iter()
+                        .map(|x| SocketEntry {
+                            name: x.name.clone(),
+                            listen: x.listen.clone(),
+                            backlog: x.backlog,
+                        })
+                        .collect();
+                    list.into_iter()
+                        .map(SocketEntry::into_model)
+                        .collect::<Result<_, _>>()
+                        .map_err(|m| err(span, "sockets", m))?
+                }
+                None => Vec::new(),
+            },
+            reload_grace: ms(&e.reload_grace, "reload_grace")?,
         };
         // The model's rules, pointed at the key that breaks one (or the entry, for a key
         // left out).
@@ -443,6 +493,9 @@ pub fn parse(
                     .find(|k| Some(k.get_ref().as_str()) == profile)
                     .map(Spanned::span),
                 Field::File => None,
+                Field::Instances => e.instances.as_ref().map(Spanned::span),
+                Field::Sockets => e.sockets.as_ref().map(Spanned::span),
+                Field::ReloadGrace => e.reload_grace.as_ref().map(Spanned::span),
             };
             return Err(err(span(at), bad.field.key(), bad.problem));
         }
@@ -461,6 +514,34 @@ mod tests {
 
     fn p(text: &str) -> Result<Vec<AppDraft>, String> {
         parse(text, "apps.toml", Some(Path::new("/srv")), None)
+    }
+
+    #[test]
+    fn reads_instances_sockets_and_reload_grace() {
+        let apps = p(r#"
+[[app]]
+name = "api"
+cmd = "python3 server.py"
+instances = 4
+sockets = [{ name = "http", listen = "127.0.0.1:8080", backlog = 128 },
+           { name = "admin", listen = "unix:/run/api.sock" }]
+reload_grace = "2s"
+"#)
+        .unwrap();
+        let a = &apps[0];
+        assert_eq!(a.instances, Some(4));
+        assert_eq!(a.sockets.len(), 2);
+        assert_eq!(a.sockets[0].backlog, 128);
+        assert_eq!(a.sockets[1].backlog, crate::model::DEFAULT_BACKLOG);
+        assert_eq!(a.sockets[1].listen.to_string(), "unix:/run/api.sock");
+        assert_eq!(a.reload_grace, Some(Duration::from_secs(2)));
+        let err = p(
+            "[[app]]\nname = \"a\"\ncmd = \"x\"\nsockets = [{ name = \"h\", listen = \"nope\" }]\n",
+        )
+        .unwrap_err();
+        assert!(err.starts_with("apps.toml:4: sockets: socket h:"), "{err}");
+        let err = p("[[app]]\nname = \"a\"\ncmd = \"x\"\ninstances = 0\n").unwrap_err();
+        assert!(err.starts_with("apps.toml:4: instances:"), "{err}");
     }
 
     #[test]

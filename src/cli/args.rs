@@ -132,6 +132,27 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Replace apps' instances without downtime: each new instance is ready (on the same held
+    /// sockets) before the old one stops. TARGET is a name, an id, "all", or one instance (api:1).
+    Reload {
+        /// A name, an id, "all", or one instance (api:1).
+        target: String,
+        #[command(flatten)]
+        reach: Reach,
+        /// Replace this many instances at once.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+        parallel: u32,
+    },
+    /// Set how many instances an app runs: new ones start, the highest-numbered ones stop and
+    /// are forgotten.
+    Scale {
+        /// A name or an id.
+        target: String,
+        /// The number of instances (1 to 256).
+        instances: u32,
+        #[command(flatten)]
+        reach: Reach,
+    },
     /// Stop apps and forget them (their log files stay, unless --purge-logs).
     #[command(visible_alias = "del", alias = "rm")]
     Delete {
@@ -302,6 +323,8 @@ impl Command {
             Command::Start(a) => &a.reach,
             Command::Stop { reach, .. }
             | Command::Restart { reach, .. }
+            | Command::Reload { reach, .. }
+            | Command::Scale { reach, .. }
             | Command::Delete { reach, .. }
             | Command::Flush { reach, .. }
             | Command::List { reach }
@@ -514,6 +537,17 @@ pub struct StartArgs {
     /// Restart when the app's tree stays above this much memory for 2 samples (512M, 1G).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<u64>,
+    /// Run N instances of the app, each supervised on its own (GRPM_INSTANCE = 0..N-1).
+    #[arg(long, value_name = "N")]
+    pub instances: Option<u32>,
+    /// A listening socket the agent holds and passes to every instance (systemd socket
+    /// activation: fd 3 on, LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID): NAME=IP:PORT,
+    /// NAME=[IPv6]:PORT or NAME=unix:/path; may be repeated.
+    #[arg(long = "socket", value_name = "NAME=ADDR", value_parser = crate::model::SocketSpec::parse_flag)]
+    pub sockets: Vec<crate::model::SocketSpec>,
+    /// How long `reload` waits for a replacement without a readiness check (default 1s).
+    #[arg(long, value_parser = parse_duration)]
+    pub reload_grace: Option<Duration>,
     /// Return once the apps are spawned, without waiting for their readiness checks.
     #[arg(long)]
     pub no_wait: bool,

@@ -42,14 +42,20 @@ pub fn caller_env() -> Env {
 }
 
 /// Variables left out of a captured environment: grpm's app identity (`GRPM_APP_ID`,
-/// `GRPM_AGENT_ID`, `GRPM_APP_NAME`: an app started from inside another app is not part of
+/// `GRPM_AGENT_ID`, `GRPM_APP_NAME`, `GRPM_INSTANCE`, `GRPM_SLOT`: an app started from inside another app is not part of
 /// it), and what cargo and rustup set for the program they run (`CARGO`, `CARGO_*`,
 /// `RUSTUP_*`, `RUST_RECURSION_COUNT`). `RUST_LOG`, `RUST_BACKTRACE`, `RUSTFLAGS`, `RUSTC*` are
 /// kept: apps (and the builds they run) use them.
 pub fn launcher_only(name: &str) -> bool {
     matches!(
         name,
-        "GRPM_APP_ID" | "GRPM_AGENT_ID" | "GRPM_APP_NAME" | "CARGO" | "RUST_RECURSION_COUNT"
+        "GRPM_APP_ID"
+            | "GRPM_AGENT_ID"
+            | "GRPM_APP_NAME"
+            | "GRPM_INSTANCE"
+            | "GRPM_SLOT"
+            | "CARGO"
+            | "RUST_RECURSION_COUNT"
     ) || name.starts_with("CARGO_")
         || name.starts_with("RUSTUP_")
 }

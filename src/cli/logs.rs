@@ -129,8 +129,9 @@ pub async fn follow_remote(
         req.from = printer
             .positions
             .iter()
-            .map(|(&(app_id, stream), &offset)| LogPosition {
+            .map(|(&(app_id, instance, stream), &offset)| LogPosition {
                 app_id,
+                instance,
                 stream,
                 offset,
             })
@@ -172,8 +173,9 @@ pub async fn follow_local(
         req.from = printer
             .positions
             .iter()
-            .map(|(&(app_id, stream), &offset)| LogPosition {
+            .map(|(&(app_id, instance, stream), &offset)| LogPosition {
                 app_id,
+                instance,
                 stream,
                 offset,
             })
@@ -250,9 +252,9 @@ struct Printer<'a> {
     host: Option<&'a str>,
     /// Without follow, streams come one after the other: a new one means the previous ended.
     follow: bool,
-    carry: HashMap<(AppId, LogStream), Carry>,
+    carry: HashMap<(AppId, u32, LogStream), Carry>,
     /// Where each (app, stream) was received up to: the resume points after a reconnection.
-    positions: HashMap<(AppId, LogStream), u64>,
+    positions: HashMap<(AppId, u32, LogStream), u64>,
     /// Something arrived since the last connection was made.
     received: bool,
     /// Lines (and notes of skipped bytes) printed.
@@ -287,7 +289,8 @@ impl<'a> Printer<'a> {
     }
 
     fn chunk(&mut self, c: &LogChunk) -> Result<(), Failure> {
-        let key = (c.app_id, c.stream);
+        // An instance of an app of several comes tagged by the agent: `api:1`.
+        let key = (c.app_id, c.instance, c.stream);
         self.positions.insert(key, c.offset + c.data.len() as u64);
         let stream = c.stream.word();
         if !self.follow && self.carry.keys().any(|k| *k != key) {
@@ -341,7 +344,7 @@ impl<'a> Printer<'a> {
     fn finish(&mut self) -> Result<(), Failure> {
         let mut left: Vec<_> = self.carry.drain().collect();
         left.sort_by_key(|(k, _)| *k);
-        for ((id, s), carry) in left {
+        for ((id, _, s), carry) in left {
             self.line(&carry.app, id, s.word(), carry.offset, &carry.bytes)?;
         }
         Ok(())

@@ -254,6 +254,12 @@ async fn run(cli: Cli, reach: args::Reach, home: &Home) -> Result<(), Failure> {
         Command::Logs(args) if args.follow => {
             reader::until_gone(logs::run(&place, args, json)).await
         }
+        Command::Reload {
+            target, parallel, ..
+        } => action::act(&place, target, Action::Reload { parallel }, json).await,
+        Command::Scale {
+            target, instances, ..
+        } => action::act(&place, target, Action::Scale { instances }, json).await,
         Command::Logs(args) => logs::run(&place, args, json).await,
         Command::List { .. } => action::list(&place, json).await,
         Command::Describe { target, .. } => action::describe(&place, target, json).await,

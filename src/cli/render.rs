@@ -26,6 +26,8 @@ pub struct AppRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dependent_of: Option<String>,
     pub processes: u32,
+    /// Which instance of the app this row is (0 for an app of one instance).
+    pub instance: u32,
 }
 
 impl From<&AppInfo> for AppRow {
@@ -42,6 +44,7 @@ impl From<&AppInfo> for AppRow {
             needed_by: a.needed_by.clone(),
             dependent_of: a.dependent_of.clone(),
             processes: a.processes,
+            instance: a.instance,
         }
     }
 }
@@ -148,7 +151,7 @@ fn grid(apps: &[(Option<&str>, &AppInfo)], with_host: bool, look: Look) -> Strin
         }
         row.extend([
             a.id.to_string(),
-            a.name.clone(),
+            a.label(),
             a.status.word().to_string(),
             a.pid.map_or_else(|| "-".into(), |p| p.to_string()),
             a.restarts.to_string(),
@@ -246,7 +249,7 @@ pub fn detail(d: &AppDetail) -> String {
     let spec = &d.spec;
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<14}{v}\n"));
-    line("name", info.name.clone());
+    line("name", info.label());
     line("id", info.id.to_string());
     line("status", info.status.word().to_string());
     line(
@@ -267,6 +270,15 @@ pub fn detail(d: &AppDetail) -> String {
         } else {
             line("cpu", "- (not sampled yet)".into());
         }
+    }
+    if info.instances > 1 {
+        line(
+            "instance",
+            format!("{} of {}", info.instance, info.instances),
+        );
+    }
+    for s in &d.sockets {
+        line("socket", format!("{} {} (fd {})", s.name, s.address, s.fd));
     }
     if d.restart_in_ms > 0 {
         line("restart in", format!("{}ms", d.restart_in_ms));
@@ -400,6 +412,15 @@ pub fn detail_json(d: &AppDetail, host: Option<&str>) -> serde_json::Value {
         );
         obj.insert("stop_signal".into(), spec.stop_signal.to_string().into());
         obj.insert("autorestart".into(), spec.autorestart.into());
+        obj.insert("instances".into(), d.info.instances.into());
+        obj.insert(
+            "sockets".into(),
+            d.sockets
+                .iter()
+                .map(|s| serde_json::json!({ "name": s.name, "address": s.address, "fd": s.fd }))
+                .collect::<Vec<_>>()
+                .into(),
+        );
         obj.insert(
             "last_exit".into(),
             d.last_exit
@@ -447,6 +468,7 @@ pub fn event_json(e: &Event, host: Option<&str>) -> serde_json::Value {
         "at_unix_ms": e.at_unix_ms,
         "app": e.app,
         "app_id": e.app_id,
+        "instance": e.instance,
         "kind": e.kind.word(),
         "manual": e.manual(),
         "pid": e.pid,
@@ -507,7 +529,17 @@ pub fn event_line(e: &Event) -> String {
         }
         return line;
     }
-    line.push_str(&format!("{}[{}] {}", e.app, e.app_id, e.kind.word()));
+    if e.instance > 0 {
+        line.push_str(&format!(
+            "{}:{}[{}] {}",
+            e.app,
+            e.instance,
+            e.app_id,
+            e.kind.word()
+        ));
+    } else {
+        line.push_str(&format!("{}[{}] {}", e.app, e.app_id, e.kind.word()));
+    }
     if let Some(pid) = e.pid {
         line.push_str(&format!(" pid {pid}"));
     }
@@ -566,6 +598,8 @@ mod tests {
             needed_by: None,
             dependent_of: None,
             processes: 0,
+            instance: 0,
+            instances: 1,
         }
     }
 

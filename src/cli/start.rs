@@ -155,6 +155,9 @@ fn flag(field: Field) -> Option<&'static str> {
         Field::MaxMemory => "--max-memory",
         Field::EnvProfile => "--env-profile",
         Field::File => return None,
+        Field::Instances => "--instances",
+        Field::Sockets => "--socket",
+        Field::ReloadGrace => "--reload-grace",
     })
 }
 
@@ -233,6 +236,9 @@ fn draft_from_args(
         memory_grace: None,
         profile: None,
         file: None,
+        instances: a.instances,
+        sockets: a.sockets,
+        reload_grace: a.reload_grace,
     };
     // The model's message as the agent would give it, after the flag it came from.
     draft.validate().map_err(|e| {

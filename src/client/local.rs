@@ -115,6 +115,8 @@ fn spawn_agent(home: &Home) -> io::Result<std::process::Child> {
         .env_remove("GRPM_APP_ID")
         .env_remove("GRPM_AGENT_ID")
         .env_remove("GRPM_APP_NAME")
+        .env_remove("GRPM_INSTANCE")
+        .env_remove("GRPM_SLOT")
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)

@@ -203,6 +203,24 @@ impl Client {
         Ok(infos(self.raw.delete(req).await?.into_inner().apps))
     }
 
+    /// Replaces instances without downtime, `parallel` at a time (see the Reload RPC).
+    pub async fn reload(&mut self, target: &str, parallel: u32) -> CallResult<Vec<AppInfo>> {
+        let req = pb::ReloadRequest {
+            target: target.to_string(),
+            parallel,
+        };
+        Ok(infos(self.raw.reload(req).await?.into_inner().apps))
+    }
+
+    /// Sets how many instances an app runs.
+    pub async fn scale(&mut self, target: &str, instances: u32) -> CallResult<Vec<AppInfo>> {
+        let req = pb::ScaleRequest {
+            target: target.to_string(),
+            instances,
+        };
+        Ok(infos(self.raw.scale(req).await?.into_inner().apps))
+    }
+
     /// Empties the log files of apps.
     pub async fn flush(&mut self, target: &str) -> CallResult<Vec<AppInfo>> {
         let req = pb::FlushRequest {

@@ -218,8 +218,9 @@ impl Link {
         self.alive.load(Ordering::SeqCst)
     }
 
-    /// Asks the keeper to hold a duplicate of `fd` for `app`. Never waits for the keeper.
-    pub fn hold(&self, app: u64, kind: Kind, pid: u32, start: u64, fd: BorrowedFd<'_>) {
+    /// Asks the keeper to hold a duplicate of `fd` for instance slot `slot` of `app`. Never
+    /// waits for the keeper.
+    pub fn hold(&self, app: u64, slot: u32, kind: Kind, pid: u32, start: u64, fd: BorrowedFd<'_>) {
         if !self.alive() {
             return;
         }
@@ -230,6 +231,7 @@ impl Link {
                     kind,
                     pid,
                     start,
+                    slot,
                 };
                 let _ = self.tx.send(Out::Line(Line::Hold(tag), Some(dup)));
             }
@@ -239,11 +241,13 @@ impl Link {
         }
     }
 
-    /// The keeper may close what it holds of `app` for main process `pid` (0: the app's own,
-    /// its notify socket), and forget that process's exit.
-    pub fn release(&self, app: u64, pid: u32) {
+    /// The keeper may close what it holds of instance slot `slot` of `app` for main process
+    /// `pid` (0: the slot's own, its notify socket), and forget that process's exit.
+    pub fn release(&self, app: u64, slot: u32, pid: u32) {
         if self.alive() {
-            let _ = self.tx.send(Out::Line(Line::Release { app, pid }, None));
+            let _ = self
+                .tx
+                .send(Out::Line(Line::Release { app, pid, slot }, None));
         }
     }
 

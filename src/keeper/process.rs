@@ -368,14 +368,19 @@ impl Keeper {
             match (line, fd) {
                 (Line::Hold(tag), Some(fd)) => {
                     self.held.retain(|h| {
-                        !(h.tag.app == tag.app && h.tag.kind == tag.kind && h.tag.pid == tag.pid)
+                        !(h.tag.app == tag.app
+                            && h.tag.kind == tag.kind
+                            && h.tag.pid == tag.pid
+                            && h.tag.slot == tag.slot)
                     });
                     self.held.push(Held { tag, fd });
                 }
-                (Line::Release { app, pid }, _) => {
+                (Line::Release { app, pid, slot }, _) => {
                     self.held
-                        .retain(|h| !(h.tag.app == app && h.tag.pid == pid));
-                    self.exits.retain(|e| !(e.app == app && e.pid == pid));
+                        .retain(|h| !(h.tag.app == app && h.tag.pid == pid && h.tag.slot == slot));
+                    if pid != 0 {
+                        self.exits.retain(|e| !(e.app == app && e.pid == pid));
+                    }
                 }
                 (Line::Ready { pid }, _) => {
                     let apps = {

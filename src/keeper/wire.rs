@@ -3,8 +3,8 @@
 //! descriptor, that descriptor (SCM_RIGHTS, in the order of the lines). Plain text, so the
 //! keeper needs no serializer and its log can quote what it got.
 //!
-//! Agent → keeper: `HOLD app kind pid start` (+ fd), `RELEASE app pid`, `READY pid`, `UPGRADE`.
-//! Keeper → agent: `KEEPER pid`, `FD app kind pid start` (+ fd), `EXIT app pid start code signal
+//! Agent → keeper: `HOLD app kind pid start slot` (+ fd), `RELEASE app pid slot`, `READY pid`,
+//! `UPGRADE`. Keeper → agent: `KEEPER pid`, `FD app kind pid start slot` (+ fd), `EXIT app pid start code signal
 //! at_ms` (`-` for a missing code or signal), `END` (the hand-over is complete).
 
 use std::{
@@ -31,7 +31,8 @@ pub enum Kind {
     Out,
     /// The read end of its stderr pipe.
     Err,
-    /// The app's bound `NOTIFY_SOCKET` (pid 0: it belongs to the app, not to an instance).
+    /// An instance's bound `NOTIFY_SOCKET` (pid 0: it belongs to the instance's slot, not to
+    /// one of its main processes; the tag's `slot` says whose).
     Notify,
     /// Any other tag (`[a-z0-9-]{1,16}`), kept and handed back as it is.
     Other(String),
@@ -66,15 +67,19 @@ impl fmt::Display for Kind {
     }
 }
 
-/// Whose a held descriptor is: the app, what it is, and the main process it belongs to (with
-/// its start time in clock ticks after boot, which tells it from a later process with the
-/// same pid). A descriptor of the app itself (its notify socket) has pid 0.
+/// Whose a held descriptor is: the app, what it is, the main process it belongs to (with its
+/// start time in clock ticks after boot, which tells it from a later process with the same
+/// pid), and the instance slot of the app it belongs to (an app of several instances has one
+/// owner per slot; a reload's replacement runs in its instance's other slot). A descriptor of
+/// the slot itself (its notify socket) has pid 0. On the wire the slot comes last and may be
+/// left out (0), as an agent without instances wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tag {
     pub app: u64,
     pub kind: Kind,
     pub pid: u32,
     pub start: u64,
+    pub slot: u32,
 }
 
 /// How a process ended, as the keeper saw it.
@@ -92,6 +97,7 @@ pub enum Line {
     Release {
         app: u64,
         pid: u32,
+        slot: u32,
     },
     Ready {
         pid: u32,
@@ -126,11 +132,16 @@ impl Line {
                 let kind = Kind::parse(w.next()?)?;
                 let pid = u32::try_from(w.next()?.parse::<u64>().ok()?).ok()?;
                 let start = w.next()?.parse().ok()?;
+                let slot = match w.next() {
+                    Some(x) => x.parse().ok()?,
+                    None => 0,
+                };
                 let tag = Tag {
                     app,
                     kind,
                     pid,
                     start,
+                    slot,
                 };
                 if word == "HOLD" {
                     Line::Hold(tag)
@@ -138,10 +149,15 @@ impl Line {
                     Line::Fd(tag)
                 }
             }
-            "RELEASE" => Line::Release {
-                app: num()?,
-                pid: u32::try_from(num()?).ok()?,
-            },
+            "RELEASE" => {
+                let app = num()?;
+                let pid = u32::try_from(num()?).ok()?;
+                let slot = match w.next() {
+                    Some(x) => x.parse().ok()?,
+                    None => 0,
+                };
+                Line::Release { app, pid, slot }
+            }
             "READY" => Line::Ready {
                 pid: u32::try_from(num()?).ok()?,
             },
@@ -184,9 +200,17 @@ impl fmt::Display for Line {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let opt = |v: Option<i32>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
         match self {
-            Line::Hold(t) => write!(f, "HOLD {} {} {} {}", t.app, t.kind, t.pid, t.start),
-            Line::Fd(t) => write!(f, "FD {} {} {} {}", t.app, t.kind, t.pid, t.start),
-            Line::Release { app, pid } => write!(f, "RELEASE {app} {pid}"),
+            Line::Hold(t) => write!(
+                f,
+                "HOLD {} {} {} {} {}",
+                t.app, t.kind, t.pid, t.start, t.slot
+            ),
+            Line::Fd(t) => write!(
+                f,
+                "FD {} {} {} {} {}",
+                t.app, t.kind, t.pid, t.start, t.slot
+            ),
+            Line::Release { app, pid, slot } => write!(f, "RELEASE {app} {pid} {slot}"),
             Line::Ready { pid } => write!(f, "READY {pid}"),
             Line::Keeper { pid } => write!(f, "KEEPER {pid}"),
             Line::Upgrade => write!(f, "UPGRADE"),
@@ -315,6 +339,7 @@ mod tests {
             kind: Kind::Err,
             pid: 4242,
             start: 123456,
+            slot: 3,
         };
         for line in [
             Line::Hold(tag.clone()),
@@ -322,7 +347,11 @@ mod tests {
                 kind: Kind::Other("listen-0".into()),
                 ..tag
             }),
-            Line::Release { app: 7, pid: 0 },
+            Line::Release {
+                app: 7,
+                pid: 0,
+                slot: 2,
+            },
             Line::Ready { pid: 9 },
             Line::Keeper { pid: 1 },
             Line::Upgrade,
@@ -380,6 +409,7 @@ mod tests {
                     kind: Kind::Out,
                     pid: 1,
                     start: 2,
+                    slot: 0,
                 })
             })
             .chain([Line::End])

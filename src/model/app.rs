@@ -69,6 +69,21 @@ pub struct AppInfo {
     pub dependent_of: Option<String>,
     /// Live processes in the app's tree.
     pub processes: u32,
+    /// Which instance this row is (0 to `instances` - 1).
+    pub instance: u32,
+    /// How many instances the app has.
+    pub instances: u32,
+}
+
+impl AppInfo {
+    /// The name as a listing shows it: `api:1` for an app of several instances, `api` otherwise.
+    pub fn label(&self) -> String {
+        if self.instances > 1 {
+            format!("{}:{}", self.name, self.instance)
+        } else {
+            self.name.clone()
+        }
+    }
 }
 
 /// Everything the agent knows about one app.
@@ -98,6 +113,8 @@ pub struct AppDetail {
     pub watch_error: Option<String>,
     /// Its last restart: why, and when (ms since the epoch).
     pub last_restart: Option<(super::Cause, u64)>,
+    /// The app's held sockets as bound.
+    pub sockets: Vec<super::HeldSocket>,
 }
 
 /// Hand-written so that env values (which often hold secrets) never reach a log.
@@ -119,6 +136,7 @@ impl fmt::Debug for AppDetail {
             .field("next_restart_unix_ms", &self.next_restart_unix_ms)
             .field("watch_error", &self.watch_error)
             .field("last_restart", &self.last_restart)
+            .field("sockets", &self.sockets)
             .finish()
     }
 }

@@ -9,6 +9,8 @@ use super::{AppId, LogStream};
 pub struct LogChunk {
     pub app: String,
     pub app_id: AppId,
+    /// The instance that wrote it.
+    pub instance: u32,
     pub stream: LogStream,
     /// Whole lines where possible.
     pub data: Vec<u8>,
@@ -22,6 +24,7 @@ pub struct LogChunk {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogPosition {
     pub app_id: AppId,
+    pub instance: u32,
     pub stream: LogStream,
     pub offset: u64,
 }

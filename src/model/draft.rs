@@ -52,6 +52,10 @@ pub struct AppDraft {
     pub profile: Option<super::EnvProfile>,
     /// The app file it comes from (canonical, absolute).
     pub file: Option<PathBuf>,
+    /// How many instances (default 1).
+    pub instances: Option<u32>,
+    pub sockets: Vec<super::SocketSpec>,
+    pub reload_grace: Option<Duration>,
 }
 
 /// A duration as the API carries it: whole milliseconds, at least one (zero means "default").
@@ -111,6 +115,9 @@ impl AppDraft {
             memory_grace: self.memory_grace.unwrap_or(super::DEFAULT_MEMORY_GRACE),
             profile: self.profile.clone(),
             file: self.file.clone(),
+            instances: self.instances.unwrap_or(1),
+            sockets: self.sockets.clone(),
+            reload_grace: ms(self.reload_grace, super::DEFAULT_RELOAD_GRACE),
         }
     }
 
@@ -162,6 +169,9 @@ impl fmt::Debug for AppDraft {
             .field("memory_grace", &self.memory_grace)
             .field("profile", &self.profile)
             .field("file", &self.file)
+            .field("instances", &self.instances)
+            .field("sockets", &self.sockets)
+            .field("reload_grace", &self.reload_grace)
             .finish()
     }
 }

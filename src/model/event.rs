@@ -32,10 +32,16 @@ pub enum EventKind {
     Ready,
     /// The liveness check failed too often, or the app was not ready in time (`error`).
     Unhealthy,
+    /// A reload began: each instance is replaced by a new one, ready before the old one stops.
+    Reloading,
+    /// A reload ended, every instance replaced (or failed: `error` says which and why).
+    Reloaded,
+    /// The number of instances changed (`message`: "2 -> 4").
+    Scaled,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::Created,
         EventKind::Starting,
         EventKind::Online,
@@ -50,6 +56,9 @@ impl EventKind {
         EventKind::Gap,
         EventKind::Ready,
         EventKind::Unhealthy,
+        EventKind::Reloading,
+        EventKind::Reloaded,
+        EventKind::Scaled,
     ];
 
     /// The lowercase word used in JSON lines and on the command line.
@@ -69,6 +78,9 @@ impl EventKind {
             EventKind::Gap => "gap",
             EventKind::Ready => "ready",
             EventKind::Unhealthy => "unhealthy",
+            EventKind::Reloading => "reloading",
+            EventKind::Reloaded => "reloaded",
+            EventKind::Scaled => "scaled",
         }
     }
 
@@ -194,6 +206,9 @@ pub struct Event {
     pub at_unix_ms: u64,
     pub app: String,
     pub app_id: AppId,
+    /// Which instance of the app (0 for an app of one instance, and for app-level events).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub instance: u32,
     #[serde(default)]
     pub pid: Option<u32>,
     pub kind: EventKind,
@@ -218,6 +233,10 @@ pub struct Event {
     pub lost: u64,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl Event {
     /// A fresh event about an app; the hub numbers it.
     pub fn new(kind: EventKind, app_id: AppId, app: &str, cause: Cause) -> Event {
@@ -226,6 +245,7 @@ impl Event {
             at_unix_ms: super::now_unix_ms(),
             app: app.to_string(),
             app_id,
+            instance: 0,
             pid: None,
             kind,
             cause,

@@ -5,6 +5,7 @@ mod chunk;
 mod draft;
 mod duration;
 mod event;
+mod instances;
 mod logs;
 mod name;
 mod plan;
@@ -22,6 +23,10 @@ pub use chunk::{LogChunk, LogPosition};
 pub use draft::{whole_millis, AppDraft};
 pub use duration::{format_duration, format_exact, parse_duration};
 pub use event::{Cause, Event, EventKind};
+pub use instances::{
+    aims_at_socket, check_sockets, HeldSocket, Listen, SocketSpec, DEFAULT_BACKLOG,
+    DEFAULT_RELOAD_GRACE, MAX_INSTANCES, MAX_SOCKETS,
+};
 pub use logs::{parse_size, LogPolicy, LogStream};
 pub use name::{validate_name, Target};
 pub use plan::{diff_env, diff_specs, FieldChange, Plan, PlanAction, PlanEntry, MASKED};

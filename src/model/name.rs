@@ -45,11 +45,33 @@ pub enum Target {
     All,
     Id(AppId),
     Name(String),
+    /// One instance of an app (`api:1`, `7:0`): the app is an `Id` or a `Name`.
+    Instance(Box<Target>, u32),
 }
 
 impl Target {
-    /// Parses `all`, a numeric id, or a valid name.
+    /// Parses `all`, a numeric id, or a valid name, each of the last two optionally followed by
+    /// `:N`, one of its instances.
     pub fn parse(s: &str) -> Result<Target, String> {
+        if let Some((app, n)) = s.rsplit_once(':') {
+            let instance = n
+                .parse::<u32>()
+                .ok()
+                .filter(|_| n.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| {
+                    format!("target {s:?}: {n:?} is not an instance number (APP:N, N from 0)")
+                })?;
+            return match Target::parse_app(app)? {
+                Target::All => Err(format!(
+                    "target {s:?}: an instance belongs to one app, not to \"all\""
+                )),
+                app => Ok(Target::Instance(Box::new(app), instance)),
+            };
+        }
+        Target::parse_app(s)
+    }
+
+    fn parse_app(s: &str) -> Result<Target, String> {
         if s.is_empty() {
             return Err("target is empty; give an app name, an id or \"all\"".into());
         }
@@ -72,6 +94,7 @@ impl std::fmt::Display for Target {
             Target::All => f.write_str("all"),
             Target::Id(id) => write!(f, "{id}"),
             Target::Name(n) => f.write_str(n),
+            Target::Instance(app, n) => write!(f, "{app}:{n}"),
         }
     }
 }
@@ -110,5 +133,17 @@ mod tests {
         assert!(Target::parse("").is_err());
         assert!(Target::parse("99999999999999999999999").is_err());
         assert!(Target::parse("a/b").is_err());
+        assert_eq!(
+            Target::parse("web:1"),
+            Ok(Target::Instance(Box::new(Target::Name("web".into())), 1))
+        );
+        assert_eq!(
+            Target::parse("7:0"),
+            Ok(Target::Instance(Box::new(Target::Id(7)), 0))
+        );
+        assert_eq!(Target::parse("web:1").unwrap().to_string(), "web:1");
+        for bad in ["web:", "web:x", "web:-1", "all:1", ":1", "web:+1"] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
     }
 }

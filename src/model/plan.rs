@@ -86,6 +86,8 @@ pub fn diff_specs(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
             for k in ["env", "profile", "file"] {
                 o.remove(k);
             }
+            // Left out of state.json when 1; a plan shows it from and to.
+            o.insert("instances".into(), Value::from(s.instances));
         }
         let mut flat = std::collections::BTreeMap::new();
         flatten("", &v, &mut flat);
@@ -217,5 +219,29 @@ mod tests {
         );
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2") && !shown.contains("s3cret") && !shown.contains("warn"));
+    }
+
+    #[test]
+    fn instances_sockets_and_reload_grace_are_settings() {
+        let a = spec(base());
+        let b = spec(AppDraft {
+            instances: Some(3),
+            sockets: vec![crate::model::SocketSpec {
+                name: "http".into(),
+                listen: crate::model::Listen::parse("127.0.0.1:8080").unwrap(),
+                backlog: 64,
+            }],
+            reload_grace: Some(Duration::from_millis(2500)),
+            ..base()
+        });
+        let c = diff_specs(&a, &b);
+        let fields: Vec<&str> = c.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["instances", "reload_grace", "sockets"]);
+        assert_eq!(
+            (c[0].from.as_deref(), c[0].to.as_deref()),
+            (Some("1"), Some("3"))
+        );
+        assert_eq!(c[1].to.as_deref(), Some("2500"));
+        assert!(c[2].to.as_deref().unwrap().contains("127.0.0.1:8080"));
     }
 }

@@ -67,7 +67,8 @@ pub enum EnvOrigin {
     Declared,
     /// From the named env profile.
     Profile(String),
-    /// Set by grpm: `GRPM_APP_ID`, `GRPM_AGENT_ID`, `GRPM_APP_NAME`.
+    /// Set by grpm: `GRPM_APP_ID`, `GRPM_AGENT_ID`, `GRPM_APP_NAME`, `GRPM_INSTANCE`, and
+    /// `GRPM_SLOT` for a reload's replacement.
     Grpm,
 }
 
@@ -91,12 +92,27 @@ impl EnvOrigin {
     }
 }
 
-/// The variables grpm sets on every app (and that mark its process tree).
-pub const GRPM_VARS: [&str; 3] = ["GRPM_AGENT_ID", "GRPM_APP_ID", "GRPM_APP_NAME"];
+/// The variables grpm sets on every instance of every app (and that mark its process tree).
+/// `GRPM_SLOT` is set too, but only on a reload's replacement (slot not 0).
+pub const GRPM_VARS: [&str; 4] = [
+    "GRPM_AGENT_ID",
+    "GRPM_APP_ID",
+    "GRPM_APP_NAME",
+    "GRPM_INSTANCE",
+];
 
-/// The environment an app's processes get: the captured base, then declared variables, then
-/// the profile's, then grpm's identity variables (which mark every descendant as the app's).
-pub fn effective_env(base: &Env, spec: &AppSpec, agent_id: &str, id: AppId) -> Env {
+/// The environment an instance's processes get: the captured base, then declared variables,
+/// then the profile's, then grpm's identity variables (which mark every descendant as part of
+/// the instance's tree): `GRPM_INSTANCE` for the instance's number, and `GRPM_SLOT` (only when
+/// not 0) to tell a reload's replacement from the instance it replaces.
+pub fn effective_env(
+    base: &Env,
+    spec: &AppSpec,
+    agent_id: &str,
+    id: AppId,
+    instance: u32,
+    slot: u32,
+) -> Env {
     let mut env = base.clone();
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     if let Some(p) = &spec.profile {
@@ -105,11 +121,18 @@ pub fn effective_env(base: &Env, spec: &AppSpec, agent_id: &str, id: AppId) -> E
     env.insert("GRPM_AGENT_ID".into(), agent_id.into());
     env.insert("GRPM_APP_ID".into(), id.to_string());
     env.insert("GRPM_APP_NAME".into(), spec.name.clone());
+    env.insert("GRPM_INSTANCE".into(), instance.to_string());
+    if slot != 0 {
+        env.insert("GRPM_SLOT".into(), slot.to_string());
+    } else {
+        env.remove("GRPM_SLOT");
+    }
     env
 }
 
-/// Where each variable of [`effective_env`] comes from (the source that wins).
-pub fn env_origins(base: &Env, spec: &AppSpec) -> BTreeMap<String, EnvOrigin> {
+/// Where each variable of [`effective_env`] (for an instance in `slot`) comes from (the source
+/// that wins).
+pub fn env_origins(base: &Env, spec: &AppSpec, slot: u32) -> BTreeMap<String, EnvOrigin> {
     let mut out: BTreeMap<String, EnvOrigin> = base
         .keys()
         .map(|k| (k.clone(), EnvOrigin::Captured))
@@ -124,6 +147,11 @@ pub fn env_origins(base: &Env, spec: &AppSpec) -> BTreeMap<String, EnvOrigin> {
     }
     for k in GRPM_VARS {
         out.insert(k.to_string(), EnvOrigin::Grpm);
+    }
+    if slot != 0 {
+        out.insert("GRPM_SLOT".into(), EnvOrigin::Grpm);
+    } else {
+        out.remove("GRPM_SLOT");
     }
     out
 }
@@ -151,16 +179,23 @@ mod tests {
             env: [("LEVEL".into(), "warn".into())].into(),
         });
         let base: Env = [("HOME".into(), "/h".into()), ("PORT".into(), "1".into())].into();
-        let env = effective_env(&base, &spec, "agent", 7);
+        let env = effective_env(&base, &spec, "agent", 7, 0, 0);
         assert_eq!(
             (env["PORT"].as_str(), env["LEVEL"].as_str()),
             ("80", "warn")
         );
-        let o = env_origins(&base, &spec);
+        let o = env_origins(&base, &spec, 0);
         assert_eq!(o["HOME"], EnvOrigin::Captured);
         assert_eq!(o["PORT"], EnvOrigin::Declared);
         assert_eq!(o["LEVEL"], EnvOrigin::Profile("production".into()));
         assert_eq!(o["GRPM_APP_ID"], EnvOrigin::Grpm);
+        assert_eq!(o["GRPM_INSTANCE"], EnvOrigin::Grpm);
+        assert_eq!(o.len(), env.len());
+        // A reload's replacement: GRPM_SLOT is grpm's too.
+        let env = effective_env(&base, &spec, "agent", 7, 1, 3);
+        let o = env_origins(&base, &spec, 3);
+        assert_eq!(env["GRPM_SLOT"], "3");
+        assert_eq!(o["GRPM_SLOT"], EnvOrigin::Grpm);
         assert_eq!(o.len(), env.len());
     }
 

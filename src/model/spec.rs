@@ -5,6 +5,7 @@ use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    instances::{check_sockets, SocketSpec, MAX_INSTANCES},
     probe::{check_dependencies, AliveCheck, Dependency, Liveness, Readiness, ReadyCheck},
     validate_name, LogPolicy, Signal,
 };
@@ -131,6 +132,27 @@ pub struct AppSpec {
     /// differ only here are equal for a plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
+    /// Processes of this app, each supervised on its own (`GRPM_INSTANCE` = 0..N-1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub instances: u32,
+    /// Listening sockets the agent binds once and passes to every instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sockets: Vec<SocketSpec>,
+    /// A reload waits this long for a replacement without a readiness check.
+    #[serde(default = "default_reload_grace", with = "millis")]
+    pub reload_grace: Duration,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+fn default_reload_grace() -> Duration {
+    super::instances::DEFAULT_RELOAD_GRACE
 }
 
 /// Consecutive samples over `max_memory` before a restart.
@@ -289,6 +311,22 @@ impl AppSpec {
                 ));
             }
         }
+        if !(1..=MAX_INSTANCES).contains(&self.instances) {
+            return Err(bad(
+                Field::Instances,
+                format!(
+                    "instances {} is out of range: between 1 and {MAX_INSTANCES}",
+                    self.instances
+                ),
+            ));
+        }
+        check_sockets(&self.sockets, self.ready.as_ref()).map_err(|e| bad(Field::Sockets, e))?;
+        if self.reload_grace > hour {
+            return Err(bad(
+                Field::ReloadGrace,
+                "reload_grace is longer than an hour".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -328,6 +366,9 @@ pub enum Field {
     MaxMemory,
     EnvProfile,
     File,
+    Instances,
+    Sockets,
+    ReloadGrace,
 }
 
 impl Field {
@@ -355,6 +396,9 @@ impl Field {
             Field::MaxMemory => "max_memory",
             Field::EnvProfile => "env_profiles",
             Field::File => "file",
+            Field::Instances => "instances",
+            Field::Sockets => "sockets",
+            Field::ReloadGrace => "reload_grace",
         }
     }
 }
@@ -408,6 +452,9 @@ impl fmt::Debug for AppSpec {
             .field("memory_grace", &self.memory_grace)
             .field("profile", &self.profile)
             .field("file", &self.file)
+            .field("instances", &self.instances)
+            .field("sockets", &self.sockets)
+            .field("reload_grace", &self.reload_grace)
             .finish()
     }
 }
@@ -500,6 +547,9 @@ mod tests {
             memory_grace: DEFAULT_MEMORY_GRACE,
             profile: None,
             file: None,
+            instances: 1,
+            sockets: Vec::new(),
+            reload_grace: crate::model::DEFAULT_RELOAD_GRACE,
         }
     }
 

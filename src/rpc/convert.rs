@@ -82,7 +82,37 @@ pub fn draft_from_pb(p: pb::AppSpec) -> Result<AppDraft, Status> {
         limits: p.limits.into_iter().collect(),
         max_memory: (p.max_memory != 0).then_some(p.max_memory),
         memory_grace: (p.memory_grace != 0).then_some(p.memory_grace),
+        instances: (p.instances != 0).then_some(p.instances),
+        sockets: p
+            .sockets
+            .into_iter()
+            .map(socket_from_pb)
+            .collect::<Result<_, _>>()?,
+        reload_grace: ms(p.reload_grace_ms),
     })
+}
+
+/// A held socket from the wire: its address parsed; backlog 0 takes the default.
+pub fn socket_from_pb(p: pb::SocketSpec) -> Result<model::SocketSpec, Status> {
+    let listen = model::Listen::parse(&p.listen)
+        .map_err(|e| Status::invalid_argument(format!("sockets: {e}")))?;
+    Ok(model::SocketSpec {
+        name: p.name,
+        listen,
+        backlog: if p.backlog == 0 {
+            model::DEFAULT_BACKLOG
+        } else {
+            p.backlog
+        },
+    })
+}
+
+pub fn socket_to_pb(s: &model::SocketSpec) -> pb::SocketSpec {
+    pb::SocketSpec {
+        name: s.name.clone(),
+        listen: s.listen.to_string(),
+        backlog: s.backlog,
+    }
 }
 
 fn url(field: &str, s: &str) -> Result<model::HttpUrl, Status> {
@@ -259,6 +289,9 @@ pub fn draft_to_pb(d: &AppDraft) -> pb::AppSpec {
             .as_ref()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        instances: d.instances.unwrap_or(0),
+        sockets: d.sockets.iter().map(socket_to_pb).collect(),
+        reload_grace_ms: ms(d.reload_grace),
     }
 }
 
@@ -306,6 +339,9 @@ pub fn spec_to_pb(s: &AppSpec) -> pb::AppSpec {
             .as_ref()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        instances: s.instances,
+        sockets: s.sockets.iter().map(socket_to_pb).collect(),
+        reload_grace_ms: s.reload_grace.as_millis() as u64,
     }
 }
 
@@ -339,10 +375,17 @@ pub fn log_stream_to_pb(s: LogStream) -> pb::LogStream {
     }
 }
 
-pub fn chunk_to_pb(app: &str, app_id: u64, stream: LogStream, p: Piece) -> pb::LogChunk {
+pub fn chunk_to_pb(
+    app: &str,
+    app_id: u64,
+    instance: u32,
+    stream: LogStream,
+    p: Piece,
+) -> pb::LogChunk {
     pb::LogChunk {
         app: app.to_string(),
         app_id,
+        instance,
         stream: log_stream_to_pb(stream) as i32,
         data: p.data,
         offset: p.offset,
@@ -387,6 +430,8 @@ pub fn info(v: &AppView, usage: Usage) -> pb::AppInfo {
         needed_by: String::new(),
         dependent_of: String::new(),
         processes: usage.processes,
+        instance: v.instance,
+        instances: v.spec.instances,
     }
 }
 
@@ -410,7 +455,7 @@ pub fn detail(v: &AppView, usage: Usage) -> pb::AppDetail {
         info: Some(info(v, usage)),
         spec: Some(spec_to_pb(&v.spec)),
         env: v.effective_env().into_iter().collect(),
-        env_sources: model::env_origins(&v.base_env, &v.spec)
+        env_sources: model::env_origins(&v.base_env, &v.spec, v.slot)
             .into_iter()
             .map(|(k, o)| (k, env_source_to_pb(&o)))
             .collect(),
@@ -438,6 +483,15 @@ pub fn detail(v: &AppView, usage: Usage) -> pb::AppDetail {
                 ready_after_ms: r.ready_after_ms.unwrap_or(0),
                 notify_status: r.notify_status.clone().unwrap_or_default(),
             }),
+        sockets: v
+            .sockets
+            .iter()
+            .map(|s| pb::HeldSocket {
+                name: s.name.clone(),
+                address: s.address.clone(),
+                fd: s.fd,
+            })
+            .collect(),
     }
 }
 
@@ -458,6 +512,9 @@ pub fn kind_to_pb(k: model::EventKind) -> pb::EventKind {
         K::Gap => pb::EventKind::Gap,
         K::Ready => pb::EventKind::Ready,
         K::Unhealthy => pb::EventKind::Unhealthy,
+        K::Reloading => pb::EventKind::Reloading,
+        K::Reloaded => pb::EventKind::Reloaded,
+        K::Scaled => pb::EventKind::Scaled,
     }
 }
 
@@ -486,6 +543,9 @@ pub fn kind_from_pb(v: i32) -> Result<model::EventKind, Status> {
         pb::EventKind::Gap => K::Gap,
         pb::EventKind::Ready => K::Ready,
         pb::EventKind::Unhealthy => K::Unhealthy,
+        pb::EventKind::Reloading => K::Reloading,
+        pb::EventKind::Reloaded => K::Reloaded,
+        pb::EventKind::Scaled => K::Scaled,
     })
 }
 
@@ -620,6 +680,7 @@ pub fn event_to_pb(e: &model::Event) -> pb::Event {
         at_unix_ms: e.at_unix_ms,
         app: e.app.clone(),
         app_id: e.app_id,
+        instance: e.instance,
         pid: e.pid.unwrap_or(0),
         kind: kind_to_pb(e.kind) as i32,
         manual: e.manual(),
@@ -661,6 +722,8 @@ pub fn info_from_pb(a: pb::AppInfo) -> model::AppInfo {
         needed_by: (!a.needed_by.is_empty()).then_some(a.needed_by),
         dependent_of: (!a.dependent_of.is_empty()).then_some(a.dependent_of),
         processes: a.processes,
+        instance: a.instance,
+        instances: a.instances.max(1),
     }
 }
 
@@ -714,6 +777,15 @@ pub fn detail_from_pb(d: pb::AppDetail) -> Result<model::AppDetail, String> {
             ready_after_ms: (r.ready_after_ms > 0).then_some(r.ready_after_ms),
             notify_status: (!r.notify_status.is_empty()).then_some(r.notify_status),
         }),
+        sockets: d
+            .sockets
+            .into_iter()
+            .map(|s| model::HeldSocket {
+                name: s.name,
+                address: s.address,
+                fd: s.fd,
+            })
+            .collect(),
     })
 }
 
@@ -752,6 +824,7 @@ pub fn event_from_pb(e: pb::Event) -> Result<model::Event, String> {
         at_unix_ms: e.at_unix_ms,
         app: e.app,
         app_id: e.app_id,
+        instance: e.instance,
         pid: (e.pid != 0).then_some(e.pid),
         kind,
         cause: cause_from_pb(e.cause.ok_or("an event without its cause")?)?,
@@ -771,6 +844,7 @@ pub fn chunk_from_pb(c: pb::LogChunk) -> Result<model::LogChunk, String> {
     Ok(model::LogChunk {
         app: c.app,
         app_id: c.app_id,
+        instance: c.instance,
         stream,
         data: c.data,
         offset: c.offset,
@@ -786,6 +860,7 @@ pub fn log_streams_to_pb(s: Option<LogStream>) -> pb::LogStream {
 pub fn position_to_pb(p: &model::LogPosition) -> pb::LogPosition {
     pb::LogPosition {
         app_id: p.app_id,
+        instance: p.instance,
         stream: log_stream_to_pb(p.stream) as i32,
         offset: p.offset,
     }
@@ -850,6 +925,13 @@ mod tests {
                 env: [("LEVEL".to_string(), "warn".to_string())].into(),
             }),
             file: Some("/srv/apps.toml".into()),
+            instances: Some(4),
+            sockets: vec![model::SocketSpec {
+                name: "http".into(),
+                listen: model::Listen::parse("[::1]:8080").unwrap(),
+                backlog: 64,
+            }],
+            reload_grace: Some(Duration::from_millis(1500)),
         };
         assert_eq!(draft_from_pb(draft_to_pb(&full)).unwrap(), full);
         for check in [

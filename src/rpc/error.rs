@@ -66,7 +66,10 @@ pub enum Error {
 fn supervisor_code(e: &supervisor::Error) -> Code {
     use supervisor::Error as E;
     match e {
-        E::NotFound(_) => Code::NotFound,
+        E::NotFound(_) | E::NoInstance { .. } => Code::NotFound,
+        E::DeleteInstance { .. } | E::ScaleTarget(_) => Code::InvalidArgument,
+        E::Bind(_) | E::ReloadInterrupted { .. } => Code::FailedPrecondition,
+        E::Io(_) => Code::Internal,
         E::AlreadyExists { .. } | E::NotTheFiles { .. } => Code::AlreadyExists,
         E::InvalidSpec(_)
         | E::InvalidEnv { .. }

@@ -25,10 +25,11 @@ pub fn part(
     from: ReadFrom,
     follow: bool,
 ) -> ChunkStream {
-    let (name, id) = (view.name().to_string(), view.id);
+    // An instance of an app of several is tagged `api:1` (see `LogChunk.app`).
+    let (name, id, instance) = (view.label(), view.id, view.instance);
     let pieces = app_logs.pieces(s, from, follow);
     Box::pin(pieces.map(move |r| {
-        r.map(|p| convert::chunk_to_pb(&name, id, s, p))
+        r.map(|p| convert::chunk_to_pb(&name, id, instance, s, p))
             .map_err(|cause| {
                 Error::LogRead {
                     app: name.clone(),
@@ -48,13 +49,13 @@ pub fn in_order(parts: Vec<ChunkStream>) -> ChunkStream {
 /// `created` events, taken before `parts` were made), apps that appear later join, from their
 /// first byte. Ends when every part has ended and no app can join any more.
 pub fn following(
-    parts: Vec<((AppId, LogStream), ChunkStream)>,
+    parts: Vec<((AppId, u32, LogStream), ChunkStream)>,
     created: Option<(Subscription, Arc<Supervisor>, Vec<LogStream>)>,
 ) -> ChunkStream {
     let mut map = StreamMap::new();
     let mut seen = HashSet::new();
     for (key, p) in parts {
-        seen.insert(key.0);
+        seen.insert((key.0, key.1));
         map.insert(key, p);
     }
     let state = (map, created, seen);
@@ -80,10 +81,10 @@ pub fn following(
                         // On a `created` event (or a gap, which may hide one), look for apps
                         // not followed yet.
                         for (view, app_logs) in sup.logs(&Target::All).unwrap_or_default() {
-                            if seen.insert(view.id) {
+                            if seen.insert((view.id, view.instance)) {
                                 for &s in &streams {
                                     let p = part(&view, &app_logs, s, ReadFrom::Offset(0), true);
-                                    map.insert((view.id, s), p);
+                                    map.insert((view.id, view.instance, s), p);
                                 }
                             }
                         }

@@ -161,7 +161,7 @@ impl Service {
     /// An app's last sample; zeros when it runs no process now.
     fn usage(samples: &Samples, v: &AppView, sample: bool) -> Usage {
         if sample && v.status.pid().is_some() {
-            samples.get(v.id)
+            samples.get(v.tree_id())
         } else {
             Usage::default()
         }
@@ -192,7 +192,10 @@ impl ProcessManager for Service {
         }
         let mut resume = HashMap::new();
         for p in &req.from {
-            resume.insert((p.app_id, convert::log_stream(p.stream)?), p.offset);
+            resume.insert(
+                (p.app_id, p.instance, convert::log_stream(p.stream)?),
+                p.offset,
+            );
         }
         let permit = self
             .log_readers
@@ -217,10 +220,10 @@ impl ProcessManager for Service {
         for (view, app_logs) in self.sup.logs(&target)? {
             for &s in &streams {
                 let from = resume
-                    .get(&(view.id, s))
+                    .get(&(view.id, view.instance, s))
                     .map_or(ReadFrom::Tail(lines), |&o| ReadFrom::Offset(o));
                 parts.push((
-                    (view.id, s),
+                    (view.id, view.instance, s),
                     logstream::part(&view, &app_logs, s, from, req.follow),
                 ));
             }
@@ -401,6 +404,36 @@ impl ProcessManager for Service {
         let views = self.sup.restart(&target, base, cause, !req.no_wait).await?;
         Ok(Response::new(pb::RestartResponse {
             apps: self.acted(views),
+        }))
+    }
+
+    async fn reload(
+        &self,
+        req: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        let cause = origin(&req, "Reload");
+        let target = convert::target(&req.get_ref().target)?;
+        let views = self
+            .sup
+            .reload(&target, req.get_ref().parallel.max(1), cause)
+            .await?;
+        Ok(Response::new(pb::ReloadResponse {
+            apps: self.infos(views, true),
+        }))
+    }
+
+    async fn scale(
+        &self,
+        req: Request<pb::ScaleRequest>,
+    ) -> Result<Response<pb::ScaleResponse>, Status> {
+        let cause = origin(&req, "Scale");
+        let target = convert::target(&req.get_ref().target)?;
+        let views = self
+            .sup
+            .scale(&target, req.get_ref().instances, cause)
+            .await?;
+        Ok(Response::new(pb::ScaleResponse {
+            apps: self.infos(views, true),
         }))
     }
 

@@ -19,7 +19,7 @@ use super::{
     Acted, AppView, Error, Reason, Supervisor,
 };
 use crate::model::{
-    diff_env, diff_specs, AppSpec, Cause, Env, Plan, PlanAction, PlanEntry, Status,
+    diff_env, diff_specs, AppSpec, Cause, Desired, Env, Plan, PlanAction, PlanEntry, Status, Target,
 };
 
 /// What to apply.
@@ -44,18 +44,28 @@ pub struct Applied {
 }
 
 /// How a changed app takes its new spec.
-///
-/// The seam for the reload work: an app with `instances` or held sockets will be reloaded
-/// (a new instance ready before the old one stops) instead of restarted. Until that lands,
-/// every changed app is restarted: exactly stop + start with the new spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Rollout {
+    /// Exactly stop + start with the new spec (with the running apps that depend on it).
     Restart,
+    /// Each instance replaced by one with the new spec that is ready before the old one stops
+    /// (see `reload`): no downtime, so its dependents are left alone.
+    Reload,
 }
 
-/// Decides how `old` takes `new` (see [`Rollout`]).
-pub(super) fn rollout(_old: &AppView, _new: &AppSpec) -> Rollout {
-    Rollout::Restart
+/// Decides how `old` (one of its instances, as it is) takes `new`: an app that runs several
+/// instances or holds sockets is reloaded, when it runs and keeps its instance count and its
+/// sockets (a new count is a scale, new sockets are bound anew: both restart it); every other
+/// app is restarted.
+pub(super) fn rollout(old: &AppView, new: &AppSpec) -> Rollout {
+    let runs = old.desired == Desired::Online && matches!(old.status, Status::Online { .. });
+    let shape_kept = old.spec.instances == new.instances && old.spec.sockets == new.sockets;
+    let reloadable = new.instances > 1 || !new.sockets.is_empty();
+    if runs && shape_kept && reloadable {
+        Rollout::Reload
+    } else {
+        Rollout::Restart
+    }
 }
 
 /// The plan and what it needs to be carried out.
@@ -136,7 +146,8 @@ fn decide(req: &ApplyRequest, views: &[AppView]) -> Result<Decided, Error> {
     }
     let listed: HashSet<&str> = req.specs.iter().map(|s| s.name.as_str()).collect();
     if req.prune {
-        for v in views {
+        // One view per app (its first instance).
+        for v in views.iter().filter(|v| v.instance == 0) {
             if v.spec.file.as_deref() == Some(req.file.as_path()) && !listed.contains(v.name()) {
                 d.pruned.push(v.name().to_string());
                 d.plan.entries.push(PlanEntry {
@@ -210,7 +221,18 @@ impl Supervisor {
                 });
             }
             let new = std::mem::take(&mut decided.new);
-            self.register(&mut reg, new, &base_env, &cause);
+            // Held sockets of new apps are bound before anything is created: one that cannot
+            // be bound fails the request with the OS error and changes nothing.
+            let bound = new
+                .iter()
+                .map(|s| {
+                    (!s.sockets.is_empty())
+                        .then(|| super::sockets::bind_all(&s.sockets))
+                        .transpose()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(Error::Bind)?;
+            self.register(&mut reg, new, bound, &base_env, &cause);
             (decided, views, Table::of(reg.apps.values()))
         };
         let Decided {
@@ -236,11 +258,39 @@ impl Supervisor {
                 errors.push(e);
             }
         }
-        // Changed apps and the running apps that depend on them: the dependents stopped first
-        // (deepest first), then all started again in dependency order.
+        let old: BTreeMap<&str, &AppView> = views
+            .iter()
+            .filter(|v| v.instance == 0)
+            .map(|v| (v.name(), v))
+            .collect();
+        // How each changed app takes its new spec; a new instance count first becomes a
+        // scale, and new sockets are bound anew by the restart (the old set is closed).
+        let mut reloads: Vec<(u64, AppSpec)> = Vec::new();
+        let mut restarted: Vec<String> = Vec::new();
+        for (name, spec) in &changed {
+            let Some(v) = old.get(name.as_str()) else {
+                continue;
+            };
+            match rollout(v, spec) {
+                Rollout::Reload => reloads.push((v.id, spec.clone())),
+                Rollout::Restart => {
+                    if v.spec.instances != spec.instances {
+                        let target = Target::Id(v.id);
+                        if let Err(e) = self.scale(&target, spec.instances, cause.clone()).await {
+                            errors.push(e);
+                        }
+                    }
+                    if v.spec.sockets != spec.sockets {
+                        self.ctx.sockets.release(v.id);
+                    }
+                    restarted.push(name.clone());
+                }
+            }
+        }
+        // Restarted apps and the running apps that depend on them: the dependents stopped
+        // first (deepest first), then all started again in dependency order.
         let table = self.table()?;
-        let names: Vec<String> = changed.keys().cloned().collect();
-        let restarting = table.with_dependents(&names);
+        let restarting = table.with_dependents(&restarted);
         let set: BTreeSet<String> = restarting.keys().cloned().collect();
         let first: BTreeMap<String, Reason> = restarting
             .iter()
@@ -258,17 +308,14 @@ impl Supervisor {
                 errors.push(e);
             }
         }
-        let old: BTreeMap<&str, &AppView> = views.iter().map(|v| (v.name(), v)).collect();
         let mut members: BTreeMap<String, Member> = BTreeMap::new();
         for (name, reason) in restarting {
-            let act = match (changed.get(&name), old.get(name.as_str())) {
-                (Some(spec), Some(v)) => match rollout(v, spec) {
-                    Rollout::Restart => Act::Restart {
-                        base_env: req.update_env.then(|| req.base_env.clone()),
-                        spec: Some(Box::new(spec.clone())),
-                    },
+            let act = match changed.get(&name) {
+                Some(spec) => Act::Restart {
+                    base_env: req.update_env.then(|| req.base_env.clone()),
+                    spec: Some(Box::new(spec.clone())),
                 },
-                _ => Act::Restart {
+                None => Act::Restart {
                     base_env: None,
                     spec: None,
                 },
@@ -296,15 +343,39 @@ impl Supervisor {
             let overrides: BTreeMap<&str, &AppSpec> =
                 changed.iter().map(|(n, s)| (n.as_str(), s)).collect();
             table.graph = deps::Graph::new(table.apps.iter().map(|(n, h)| {
-                let deps = match overrides.get(n.as_str()) {
-                    Some(s) => s.depends_on.clone(),
-                    None => h.view.borrow().spec.depends_on.clone(),
+                let deps = match (overrides.get(n.as_str()), h.first()) {
+                    (Some(s), _) => s.depends_on.clone(),
+                    (None, Some(h)) => h.view.borrow().spec.depends_on.clone(),
+                    (None, None) => Vec::new(),
                 };
                 (n.clone(), deps)
             }));
-            match self.start_in_order(table, members, cause, wait).await {
+            match self
+                .start_in_order(table, members, cause.clone(), wait)
+                .await
+            {
                 Ok(a) => acted = a,
                 Err(Error::Several(all)) => errors.extend(all),
+                Err(e) => errors.push(e),
+            }
+        }
+        // Reloaded apps last, once what they depend on runs: each instance is replaced by one
+        // with the new spec, ready before the old one stops.
+        let base_env = req.update_env.then(|| Arc::new(req.base_env.clone()));
+        for (id, spec) in reloads {
+            let target = Target::Id(id);
+            let reshaped = super::reload::Reshape {
+                spec,
+                base_env: base_env.clone(),
+            };
+            match self
+                .reload_as(&target, 1, Some(reshaped), cause.clone())
+                .await
+            {
+                Ok(views) => acted.extend(views.into_iter().map(|view| Acted {
+                    view,
+                    reason: Reason::Named,
+                })),
                 Err(e) => errors.push(e),
             }
         }

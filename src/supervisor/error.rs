@@ -89,6 +89,24 @@ pub enum Error {
     EventsHeld,
     #[error("the agent is shutting down")]
     ShuttingDown,
+    /// A held socket could not be bound: nothing was created.
+    #[error(transparent)]
+    Bind(#[from] super::sockets::BindError),
+    /// `api:5` of an app with fewer instances.
+    #[error("no instance {target}: the app has {instances} instance{} (0 to {})", if *.instances == 1 { "" } else { "s" }, .instances.saturating_sub(1))]
+    NoInstance { target: String, instances: u32 },
+    #[error(
+        "{target}: one instance cannot be deleted; scale the app down instead (grpm scale {app} N)"
+    )]
+    DeleteInstance { target: String, app: String },
+    /// Scale names one app (not "all", not an instance).
+    #[error("scale {0}: name one app (a name or an id)")]
+    ScaleTarget(String),
+    /// The app changed under a reload (deleted, scaled, or its instance replaced).
+    #[error("{app}: changed during the reload ({why}); the reload stopped there")]
+    ReloadInterrupted { app: String, why: String },
+    #[error("{0}")]
+    Io(String),
     /// Several apps failed; the others were acted on.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Several(Vec<Error>),

@@ -12,6 +12,9 @@ mod logs;
 mod order;
 mod probes;
 mod process;
+mod reload;
+mod scale;
+mod sockets;
 mod store;
 mod view;
 
@@ -61,11 +64,13 @@ pub(crate) struct Ctx {
     log_pool: Arc<logs::WriterPool>,
     /// The last tree usage sample of every app, replaced every `sample_interval`.
     samples: watch::Sender<Arc<Samples>>,
-    /// The keeper this agent runs under, if any: it holds duplicates of every app's output
-    /// pipes and notify socket.
+    /// The keeper this agent runs under, if any: it holds duplicates of every instance's
+    /// output pipes and notify socket.
     keeper: Option<Arc<crate::keeper::link::Link>>,
     /// Exit statuses of adopted apps, reaped by the keeper.
     exits: Arc<handover::ExitBoard>,
+    /// Every app's held sockets.
+    sockets: sockets::Sockets,
 }
 
 #[derive(Clone)]
@@ -75,9 +80,12 @@ struct Handle {
     logs: Arc<logs::AppLogs>,
 }
 
+/// The owners, one per instance, by `(app id, instance)`.
 #[derive(Default)]
 struct Registry {
-    apps: BTreeMap<AppId, Handle>,
+    apps: BTreeMap<(AppId, u32), Handle>,
+    /// Reload replacements not in `apps` yet: ended with the others at shutdown.
+    spares: Vec<Handle>,
     next_id: AppId,
     closed: bool,
 }
@@ -90,6 +98,8 @@ pub struct Supervisor {
     deleted_log_bytes: std::sync::atomic::AtomicU64,
     tasks: CancellationToken,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Held by a reload or a scale: they change which owners an app has, one at a time.
+    reshaping: tokio::sync::Mutex<()>,
 }
 
 /// The agent's own CPU time (seconds) and resident memory (bytes). Blocking: reads /proc.
@@ -204,7 +214,7 @@ impl Supervisor {
             None => (None, Default::default()),
         };
         let ctx = Arc::new(Ctx {
-            keeper: link,
+            keeper: link.clone(),
             exits,
             spawner: launch::Spawner::start(reaper.clone(), 2)?,
             notify_dir,
@@ -216,6 +226,7 @@ impl Supervisor {
             agent_id: agent_id.clone(),
             logs_dir,
             log_pool: Arc::new(logs::WriterPool::start(2)?),
+            sockets: sockets::Sockets::new(link.clone()),
         });
         let id = agent_id.to_string();
         let mut survivors = tokio::task::spawn_blocking(move || tree::survivors(&id))
@@ -230,6 +241,7 @@ impl Supervisor {
             deleted_log_bytes: Default::default(),
             tasks,
             writer: Mutex::new(Some(writer)),
+            reshaping: tokio::sync::Mutex::new(()),
         });
         let wanted: Vec<AppId> = loaded
             .state
@@ -238,40 +250,50 @@ impl Supervisor {
             .filter(|r| r.desired == Desired::Online)
             .map(|r| r.id)
             .collect();
+        // The held sockets a previous agent handed to the keeper: the instances that still run
+        // listen on them.
+        for rec in loaded.state.apps.iter().filter(|r| r.instance == 0) {
+            if let Some(h) = handed.remove(&(rec.id, sockets::APP_SLOT)) {
+                sup.ctx.sockets.adopt(rec.id, &rec.spec.sockets, h.listen);
+            }
+        }
         for rec in loaded.state.apps {
-            let mut h = handed.remove(&rec.id).unwrap_or_default();
+            // Each instance owner gets what the keeper held for its own slot.
+            let mut h = handed.remove(&(rec.id, rec.slot)).unwrap_or_default();
             let notify = h.notify.take();
             let init = Init::Recovered {
                 recorded: rec.pid.zip(rec.pid_starttime),
-                survivors: survivors.remove(&rec.id).unwrap_or_default(),
+                survivors: survivors.remove(&(rec.id, rec.slot)).unwrap_or_default(),
                 handed: h,
             };
-            let id = rec.id;
+            let key = (rec.id, rec.instance);
             let handle = sup.start_owner(rec, init, notify);
-            sup.lock().apps.insert(id, handle);
+            sup.lock().apps.insert(key, handle);
         }
-        // Held for apps that no longer exist: the keeper may let them go.
+        // Held for apps (or instance slots) that no longer exist: the keeper may let them go.
         if let Some(k) = &sup.ctx.keeper {
-            for (app, h) in handed {
+            for ((app, slot), h) in handed {
                 for i in h.instances {
-                    k.release(app, i.pid);
+                    k.release(app, slot, i.pid);
                 }
-                if h.notify.is_some() {
-                    k.release(app, 0);
+                if h.notify.is_some() || !h.listen.is_empty() {
+                    k.release(app, slot, 0);
                 }
             }
         }
         sup.start_sampling(sample_interval);
-        // Processes of apps that no longer exist: end them.
-        for (app_id, procs) in survivors {
+        // Processes of apps (or instances) that no longer exist: end them.
+        for ((app_id, slot), procs) in survivors {
             tracing::warn!(
                 app_id,
+                slot,
                 count = procs.len(),
                 "ending processes of a deleted app"
             );
             let key = tree::TreeKey {
                 agent_id: agent_id.to_string(),
                 app_id,
+                slot,
                 root: None,
             };
             let scanner = sup.ctx.scanner.clone();
@@ -299,8 +321,10 @@ impl Supervisor {
         tokio::spawn(async move {
             let handles: Vec<Handle> = {
                 let reg = sup.lock();
-                ids.iter()
-                    .filter_map(|id| reg.apps.get(id).cloned())
+                reg.apps
+                    .iter()
+                    .filter(|((id, _), _)| ids.contains(id))
+                    .map(|(_, h)| h.clone())
                     .collect()
             };
             // Each owner first sorts out what the previous agent left (adopted, queued, or
@@ -347,8 +371,20 @@ impl Supervisor {
             &self.ctx.logs_dir,
             rec.id,
             &rec.spec.name,
+            rec.instance,
             rec.spec.logs,
         ));
+        self.owner_with_logs(rec, init, logs, notify)
+    }
+
+    /// Starts an owner writing to `logs` (a reload's replacement writes on its instance's).
+    fn owner_with_logs(
+        &self,
+        rec: AppRecord,
+        init: Init,
+        logs: Arc<logs::AppLogs>,
+        notify: Option<std::os::fd::OwnedFd>,
+    ) -> Handle {
         let (actor, view) = Actor::new(self.ctx.clone(), rec, logs.clone(), notify);
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(actor.run(rx, init));
@@ -372,6 +408,19 @@ impl Supervisor {
             problem,
         })?;
         let names = admit(&specs)?;
+        // Held sockets are bound before anything is created: one that cannot be bound fails
+        // the request with the OS error and changes nothing.
+        let wanted: Vec<Vec<crate::model::SocketSpec>> =
+            specs.iter().map(|s| s.sockets.clone()).collect();
+        let bound: Vec<Option<sockets::HeldSet>> = tokio::task::spawn_blocking(move || {
+            wanted
+                .iter()
+                .map(|w| (!w.is_empty()).then(|| sockets::bind_all(w)).transpose())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| Error::Io(e.to_string()))?
+        .map_err(Error::Bind)?;
         let base_env = Arc::new(base_env);
         let new: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
         let table = {
@@ -379,7 +428,7 @@ impl Supervisor {
             if reg.closed {
                 return Err(Error::ShuttingDown);
             }
-            if let Some((id, h)) = reg
+            if let Some(((id, _), h)) = reg
                 .apps
                 .iter()
                 .find(|(_, h)| names.contains(h.view.borrow().name()))
@@ -401,57 +450,78 @@ impl Supervisor {
             );
             let new: Vec<&str> = new.iter().map(String::as_str).collect();
             graph.check(&new)?;
-            self.register(&mut reg, specs, &base_env, &cause);
+            self.register(&mut reg, specs, bound, &base_env, &cause);
             Table::of(reg.apps.values())
         };
         let members = named_members(new, Act::Start);
         self.start_in_order(table, members, cause, wait).await
     }
 
-    /// Creates the records and owners of new apps (ids in order), under the registry's lock,
-    /// so a concurrent create of the same name sees them; each gets a `created` event.
+    /// Creates the records and owners of new apps (ids in order), one owner per instance,
+    /// under the registry's lock, so a concurrent create of the same name sees them; each app
+    /// gets a `created` event. `bound`: each spec's held sockets, bound already (in order).
     fn register(
         &self,
         reg: &mut Registry,
         specs: Vec<AppSpec>,
+        bound: Vec<Option<sockets::HeldSet>>,
         base_env: &Arc<Env>,
         cause: &Cause,
     ) {
+        let mut bound = bound.into_iter();
         for spec in specs {
             let id = reg.next_id;
             reg.next_id += 1;
-            let rec = AppRecord {
-                id,
-                spec,
-                base_env: base_env.clone(),
-                desired: Desired::Stopped,
-                created_at_unix_ms: now_unix_ms(),
-                restarts: 0,
-                pid: None,
-                pid_starttime: None,
-            };
+            if let Some(held) = bound.next().flatten() {
+                self.ctx.sockets.insert(id, held);
+            }
             self.ctx.hub.publish(Event::new(
                 EventKind::Created,
                 id,
-                &rec.spec.name,
+                &spec.name,
                 cause.clone(),
             ));
-            let handle = self.start_owner(rec, Init::New, None);
-            reg.apps.insert(id, handle);
+            let created_at_unix_ms = now_unix_ms();
+            for instance in 0..spec.instances {
+                let rec = AppRecord {
+                    id,
+                    instance,
+                    slot: 2 * instance,
+                    spec: spec.clone(),
+                    base_env: base_env.clone(),
+                    desired: Desired::Stopped,
+                    created_at_unix_ms,
+                    restarts: 0,
+                    pid: None,
+                    pid_starttime: None,
+                };
+                let handle = self.start_owner(rec, Init::New, None);
+                reg.apps.insert((id, instance), handle);
+            }
         }
         self.ctx.store.set_next_id(reg.next_id);
     }
 
-    /// Forgets the owners that ended (deleted apps), counting their log bytes.
+    /// Forgets the owners that ended (deleted apps), counting their log bytes, and closes the
+    /// held sockets of apps that have no instance left.
     fn forget_deleted(&self) {
         let mut gone = 0;
-        self.lock().apps.retain(|_, h| {
+        let mut reg = self.lock();
+        let mut ended = std::collections::BTreeSet::new();
+        reg.apps.retain(|(id, _), h| {
             let closed = h.tx.is_closed();
             if closed {
                 gone += log_bytes(&h.logs).iter().sum::<u64>();
+                ended.insert(*id);
             }
             !closed
         });
+        for id in ended {
+            if !reg.apps.keys().any(|(i, _)| *i == id) {
+                self.ctx.sockets.release(id);
+            }
+        }
+        drop(reg);
         self.deleted_log_bytes
             .fetch_add(gone, std::sync::atomic::Ordering::Relaxed);
     }
@@ -467,7 +537,7 @@ impl Supervisor {
     ) -> Result<Vec<Acted>, Error> {
         let named = Self::names(&self.handles(target)?);
         let members = named_members(named, Act::Start);
-        self.start_in_order(self.table()?, members, cause, wait)
+        self.start_in_order(self.table_for(target)?, members, cause, wait)
             .await
     }
 
@@ -475,8 +545,8 @@ impl Supervisor {
     /// (`DependsOn`); the answer is in stop order.
     pub async fn stop(&self, target: &Target, cause: Cause) -> Result<Vec<Acted>, Error> {
         let named = Self::names(&self.handles(target)?);
-        let table = self.table()?;
-        let members = table.with_dependents(&named);
+        let table = self.table_for(target)?;
+        let members = Self::with_dependents(&table, target, &named);
         self.in_reverse(&table, members, |reply| Cmd::Stop {
             cause: cause.clone(),
             reply,
@@ -502,8 +572,8 @@ impl Supervisor {
             })?;
         }
         let named = Self::names(&self.handles(target)?);
-        let table = self.table()?;
-        let members = table.with_dependents(&named);
+        let table = self.table_for(target)?;
+        let members = Self::with_dependents(&table, target, &named);
         let set: std::collections::BTreeSet<String> = members.keys().cloned().collect();
         let first: std::collections::BTreeMap<String, Reason> = members
             .iter()
@@ -530,8 +600,21 @@ impl Supervisor {
                 (n, Member { act, reason })
             })
             .collect();
-        self.start_in_order(self.table()?, members, cause, wait)
+        self.start_in_order(self.table_for(target)?, members, cause, wait)
             .await
+    }
+
+    /// The named apps and the running apps that depend on them; one instance (`api:1`) is
+    /// acted on alone: its app as a whole stays up for its dependents.
+    fn with_dependents(
+        table: &order::Table,
+        target: &Target,
+        named: &[String],
+    ) -> BTreeMap<String, Reason> {
+        match target {
+            Target::Instance(..) => named.iter().map(|n| (n.clone(), Reason::Named)).collect(),
+            _ => table.with_dependents(named),
+        }
     }
 
     /// Stops apps and forgets them; their log files stay unless `purge_logs`.
@@ -541,6 +624,12 @@ impl Supervisor {
         purge_logs: bool,
         cause: Cause,
     ) -> Result<Vec<AppView>, Error> {
+        if let Target::Instance(app, _) = target {
+            return Err(Error::DeleteInstance {
+                target: target.to_string(),
+                app: app.to_string(),
+            });
+        }
         let named = Self::names(&self.handles(target)?);
         let table = self.table()?;
         let doomed: std::collections::BTreeSet<String> = named.iter().cloned().collect();
@@ -560,7 +649,8 @@ impl Supervisor {
             })
             .await
             .map(|acted| acted.into_iter().map(|a| a.view).collect());
-        // Deleted owners have ended; forget them (also after a partial failure).
+        // Deleted owners have ended; forget them (also after a partial failure), and close
+        // the held sockets of apps that have no instance left.
         self.forget_deleted();
         views
     }
@@ -622,7 +712,9 @@ impl Supervisor {
         data: std::collections::BTreeMap<String, String>,
         cause: Cause,
     ) -> Result<Vec<Arc<Event>>, Error> {
-        let views = self.describe(target)?;
+        let mut views = self.describe(target)?;
+        // One notification per app, not per instance.
+        views.dedup_by_key(|v| v.id);
         views
             .iter()
             .map(|v| {
@@ -680,10 +772,10 @@ impl Supervisor {
             .map(|h| {
                 let view = h.view.borrow().clone();
                 let usage = if view.status.pid().is_some() {
-                    samples.get(view.id)
+                    samples.get(view.tree_id())
                 } else {
                     Usage {
-                        cpu_seconds_total: samples.get(view.id).cpu_seconds_total,
+                        cpu_seconds_total: samples.get(view.tree_id()).cpu_seconds_total,
                         ..Usage::default()
                     }
                 };
@@ -718,12 +810,14 @@ impl Supervisor {
             let reg = sup.lock();
             let mut running = Vec::new();
             let mut known = Vec::with_capacity(reg.apps.len());
-            for (id, h) in &reg.apps {
-                known.push(*id);
-                if let Some(pid) = h.view.borrow().status.pid() {
+            for h in reg.apps.values() {
+                let v = h.view.borrow();
+                known.push(v.tree_id());
+                if let Some(pid) = v.status.pid() {
                     running.push(tree::TreeKey {
                         agent_id: sup.ctx.agent_id.to_string(),
-                        app_id: *id,
+                        app_id: v.id,
+                        slot: v.slot,
                         root: Some(pid),
                     });
                 }
@@ -749,18 +843,24 @@ impl Supervisor {
         };
         // Dependents first, each depth at once.
         let all = table.apps.keys().cloned().collect();
+        let spares = std::mem::take(&mut self.lock().spares);
         for level in table.levels(&all).into_iter().rev() {
             let mut waits = Vec::new();
             for name in level {
-                let Some(h) = table.apps.get(&name) else {
-                    continue;
-                };
-                let (reply, rx) = oneshot::channel();
-                if h.tx.send(Cmd::Shutdown { reply }).await.is_ok() {
-                    waits.push(rx);
+                for h in table.apps.get(&name).into_iter().flatten() {
+                    let (reply, rx) = oneshot::channel();
+                    if h.tx.send(Cmd::Shutdown { reply }).await.is_ok() {
+                        waits.push(rx);
+                    }
                 }
             }
             for rx in waits {
+                let _ = rx.await;
+            }
+        }
+        for h in spares {
+            let (reply, rx) = oneshot::channel();
+            if h.tx.send(Cmd::Shutdown { reply }).await.is_ok() {
                 let _ = rx.await;
             }
         }
@@ -848,15 +948,43 @@ impl Supervisor {
         if reg.closed {
             return Err(Error::ShuttingDown);
         }
-        let found: Vec<Handle> = match target {
-            Target::All => reg.apps.values().cloned().collect(),
-            Target::Id(id) => reg.apps.get(id).cloned().into_iter().collect(),
-            Target::Name(name) => reg
-                .apps
-                .values()
-                .filter(|h| h.view.borrow().name() == name)
-                .cloned()
-                .collect(),
+        let of = |t: &Target| -> Vec<Handle> {
+            match t {
+                Target::All => reg.apps.values().cloned().collect(),
+                Target::Id(id) => reg
+                    .apps
+                    .range((*id, 0)..=(*id, u32::MAX))
+                    .map(|(_, h)| h.clone())
+                    .collect(),
+                Target::Name(name) => reg
+                    .apps
+                    .values()
+                    .filter(|h| h.view.borrow().name() == name)
+                    .cloned()
+                    .collect(),
+                Target::Instance(..) => Vec::new(),
+            }
+        };
+        let found = match target {
+            Target::Instance(app, k) => {
+                let all = of(app);
+                if all.is_empty() {
+                    return Err(Error::NotFound(app.to_string()));
+                }
+                let one: Vec<Handle> = all
+                    .iter()
+                    .filter(|h| h.view.borrow().instance == *k)
+                    .cloned()
+                    .collect();
+                if one.is_empty() {
+                    return Err(Error::NoInstance {
+                        target: target.to_string(),
+                        instances: all.len() as u32,
+                    });
+                }
+                one
+            }
+            t => of(t),
         };
         if found.is_empty() && *target != Target::All {
             return Err(Error::NotFound(target.to_string()));

@@ -39,20 +39,25 @@ pub enum Reason {
     DependsOn(String),
 }
 
-/// The apps as they are now: the graph of their names, and their handles.
+/// The apps as they are now: the graph of their names, and the handles of their instances
+/// (in instance order). Dependencies see an app as a whole: it is started, ready or completed
+/// when all of its instances are.
 pub(super) struct Table {
     pub graph: Graph,
-    pub apps: BTreeMap<String, Handle>,
+    pub apps: BTreeMap<String, Vec<Handle>>,
 }
 
 impl Table {
     pub fn of<'a>(handles: impl IntoIterator<Item = &'a Handle>) -> Table {
-        let mut apps = BTreeMap::new();
+        let mut apps: BTreeMap<String, Vec<Handle>> = BTreeMap::new();
         let mut deps = Vec::new();
         for h in handles {
             let v = h.view.borrow();
-            deps.push((v.name().to_string(), v.spec.depends_on.clone()));
-            apps.insert(v.name().to_string(), h.clone());
+            let group = apps.entry(v.name().to_string()).or_default();
+            if group.is_empty() {
+                deps.push((v.name().to_string(), v.spec.depends_on.clone()));
+            }
+            group.push(h.clone());
         }
         Table {
             graph: Graph::new(deps),
@@ -60,25 +65,30 @@ impl Table {
         }
     }
 
-    fn status(&self, name: &str) -> Option<Status> {
-        self.apps.get(name).map(|h| h.view.borrow().status.clone())
+    fn statuses(&self, name: &str) -> Vec<Status> {
+        self.apps
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|h| h.view.borrow().status.clone())
+            .collect()
     }
 
-    /// It runs (its main process exists and is not being stopped).
+    /// Every instance runs (its main process exists and is not being stopped).
     fn runs(&self, name: &str) -> bool {
-        matches!(
-            self.status(name),
-            Some(Status::Online { .. } | Status::Starting { pid: Some(_) })
-        )
+        let all = self.statuses(name);
+        !all.is_empty()
+            && all
+                .iter()
+                .all(|s| matches!(s, Status::Online { .. } | Status::Starting { pid: Some(_) }))
     }
 
-    /// It runs or will run again by itself (an autorestart is pending, or it is queued):
-    /// what a stop of its dependency takes with it.
+    /// An instance runs or will run again by itself (an autorestart is pending, or it is
+    /// queued): what a stop of its dependency takes with it.
     fn active(&self, name: &str) -> bool {
-        !matches!(
-            self.status(name),
-            None | Some(Status::Stopped | Status::Errored { .. })
-        )
+        self.statuses(name)
+            .iter()
+            .any(|s| !matches!(s, Status::Stopped | Status::Errored { .. }))
     }
 
     /// The apps of `named` and those that depend on them and are active, each with why.
@@ -107,7 +117,12 @@ impl Table {
             .levels(set)
             .unwrap_or_else(|_| vec![set.iter().cloned().collect()]);
         // Within a level, by id: the order apps were created in.
-        let id = |n: &String| self.apps.get(n).map_or(0, |h| h.view.borrow().id);
+        let id = |n: &String| {
+            self.apps
+                .get(n)
+                .and_then(|g| g.first())
+                .map_or(0, |h| h.view.borrow().id)
+        };
         for l in &mut levels {
             l.sort_by_key(id);
         }
@@ -139,17 +154,18 @@ pub(super) struct Member {
 #[derive(Clone)]
 struct Node {
     name: String,
-    view: watch::Receiver<AppView>,
+    /// Its instances'.
+    views: Vec<watch::Receiver<AppView>>,
     /// Its command waits for readiness (so its answer comes at ready, not at spawn).
     waits: bool,
     /// Completed already, and only needed completed: nothing is sent to it.
     skip: bool,
-    /// Its command's answer, once there is one.
-    outcome: watch::Receiver<Option<Result<AppView, Error>>>,
+    /// Its command's answer (one view per instance), once there is one.
+    outcome: watch::Receiver<Option<Result<Vec<AppView>, Error>>>,
 }
 
 impl Node {
-    async fn outcome(&self) -> Result<AppView, Error> {
+    async fn outcome(&self) -> Result<Vec<AppView>, Error> {
         let mut rx = self.outcome.clone();
         let answer = match rx.wait_for(Option::is_some).await {
             Ok(v) => v.clone(),
@@ -163,11 +179,17 @@ impl Node {
         match condition {
             Condition::Ready => self.outcome().await.map(drop),
             Condition::Started if self.waits => {
-                // Its command answers at ready; spawned is enough here.
-                let mut view = self.view.clone();
+                // Its command answers at ready; every instance spawned is enough here.
+                let all_spawned = async {
+                    for view in &self.views {
+                        let mut view = view.clone();
+                        view.wait_for(|v| spawned(&v.status)).await?;
+                    }
+                    Ok::<(), watch::error::RecvError>(())
+                };
                 tokio::select! {
                     r = self.outcome() => r.map(drop),
-                    Ok(_) = view.wait_for(|v| spawned(&v.status)) => Ok(()),
+                    Ok(()) = all_spawned => Ok(()),
                 }
             }
             Condition::Started => self.outcome().await.map(drop),
@@ -179,10 +201,16 @@ impl Node {
         }
     }
 
-    /// Once spawned: waits until it has ended (its whole tree, not just the main process),
-    /// and says whether it exited 0.
+    /// Once spawned: waits until every instance has ended (its whole tree, not just the main
+    /// process), and says whether each exited 0.
     async fn completed(&self) -> Result<(), Error> {
-        let mut view = self.view.clone();
+        for view in &self.views {
+            self.one_completed(view.clone()).await?;
+        }
+        Ok(())
+    }
+
+    async fn one_completed(&self, mut view: watch::Receiver<AppView>) -> Result<(), Error> {
         // Watched from its spawn on (its command answered), so any end seen is this run's.
         let end = view
             .wait_for(|v| {
@@ -213,8 +241,27 @@ fn spawned(s: &Status) -> bool {
     matches!(s, Status::Online { .. } | Status::Starting { pid: Some(_) })
 }
 
-/// Sends one command to an app's owner and waits for its answer.
-async fn send(
+/// Sends one command to each instance of an app at once and waits for their answers.
+pub(super) async fn send_all(
+    name: &str,
+    handles: &[Handle],
+    make: impl Fn(Reply) -> Cmd,
+) -> Result<Vec<AppView>, Error> {
+    let answers =
+        futures_util::future::join_all(handles.iter().map(|h| send(name, h, &make))).await;
+    let mut views = Vec::new();
+    let mut errors = Vec::new();
+    for a in answers {
+        match a {
+            Ok(v) => views.push(v),
+            Err(e) => errors.push(e),
+        }
+    }
+    verdict(views, errors)
+}
+
+/// Sends one command to an instance's owner and waits for its answer.
+pub(super) async fn send(
     name: &str,
     handle: &Handle,
     make: impl FnOnce(Reply) -> Cmd,
@@ -247,12 +294,38 @@ impl Supervisor {
         Ok(Table::of(reg.apps.values()))
     }
 
-    /// The names of the apps `handles` found for a target.
+    /// The apps as a request for `target` sees them: a target of one instance (`api:1`) sees
+    /// that app as this instance alone.
+    pub(super) fn table_for(&self, target: &crate::model::Target) -> Result<Table, Error> {
+        let crate::model::Target::Instance(..) = target else {
+            return self.table();
+        };
+        let only = self.handles(target)?;
+        let Some((id, k)) = only.first().map(|h| {
+            let v = h.view.borrow();
+            (v.id, v.instance)
+        }) else {
+            return self.table();
+        };
+        let reg = self.lock();
+        Ok(Table::of(
+            reg.apps
+                .iter()
+                .filter(|((app, i), _)| *app != id || *i == k)
+                .map(|(_, h)| h),
+        ))
+    }
+
+    /// The names of the apps `handles` found for a target (each once).
     pub(super) fn names(handles: &[Handle]) -> Vec<String> {
-        handles
-            .iter()
-            .map(|h| h.view.borrow().name().to_string())
-            .collect()
+        let mut names: Vec<String> = Vec::new();
+        for h in handles {
+            let name = h.view.borrow().name().to_string();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
     }
 
     /// Starts `members` (or restarts them, as each says) after what they depend on, which is
@@ -291,17 +364,18 @@ impl Supervisor {
         }
         let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
         for name in levels.iter().flatten() {
-            let Some(handle) = table.apps.get(name).cloned() else {
+            let Some(handles) = table.apps.get(name).cloned() else {
                 continue;
             };
             let member = members.get(name);
             let wanted = wanted.get(name.as_str()).map_or(&[][..], Vec::as_slice);
-            let view = handle.view.borrow().clone();
             let waits = (member.is_some() && wait) || wanted.contains(&Condition::Ready);
             let skip = member.is_none()
                 && wanted.iter().all(|c| *c == Condition::Completed)
-                && view.status == Status::Stopped
-                && view.last_exit.is_some_and(|e| e.success());
+                && handles.iter().all(|h| {
+                    let view = h.view.borrow();
+                    view.status == Status::Stopped && view.last_exit.is_some_and(|e| e.success())
+                });
             let deps: Vec<(String, Condition, Option<Node>)> = if expanded.contains(name) {
                 graph
                     .deps_of(name)
@@ -312,7 +386,7 @@ impl Supervisor {
                 Vec::new()
             };
             let (tx, outcome) = watch::channel(None);
-            let view_rx = handle.view.clone();
+            let views: Vec<_> = handles.iter().map(|h| h.view.clone()).collect();
             let act = member.map_or(Act::Start, |m| m.act.clone());
             let (app, cause) = (name.clone(), cause.clone());
             tokio::spawn(async move {
@@ -334,11 +408,11 @@ impl Supervisor {
                     });
                     futures_util::future::try_join_all(conditions).await?;
                     if skip {
-                        return Ok(handle.view.borrow().clone());
+                        return Ok(handles.iter().map(|h| h.view.borrow().clone()).collect());
                     }
-                    send(&app, &handle, |reply| match act {
+                    send_all(&app, &handles, |reply| match act.clone() {
                         Act::Start => Cmd::Start {
-                            cause,
+                            cause: cause.clone(),
                             wait: waits,
                             reply,
                         },
@@ -346,7 +420,7 @@ impl Supervisor {
                         Act::Restart { base_env, spec } => Cmd::Restart {
                             base_env,
                             spec,
-                            cause,
+                            cause: cause.clone(),
                             wait: waits,
                             reply,
                         },
@@ -360,7 +434,7 @@ impl Supervisor {
                 name.clone(),
                 Node {
                     name: name.clone(),
-                    view: view_rx,
+                    views,
                     waits,
                     skip,
                     outcome,
@@ -389,7 +463,10 @@ impl Supervisor {
                 }
             };
             match (result, &reason) {
-                (Ok(view), _) => acted.push(Acted { view, reason }),
+                (Ok(views), _) => acted.extend(views.into_iter().map(|view| Acted {
+                    view,
+                    reason: reason.clone(),
+                })),
                 // A dependency's failure is in its dependents' chains.
                 (Err(_), Reason::NeededBy(_)) => {}
                 (Err(e), _) => errors.push(e),
@@ -412,12 +489,11 @@ impl Supervisor {
         for level in table.levels(&set).into_iter().rev() {
             let mut waits = Vec::new();
             for name in level {
-                let Some(h) = table.apps.get(&name) else {
-                    continue;
-                };
-                let (reply, rx) = oneshot::channel();
-                if h.tx.send(make(reply)).await.is_ok() {
-                    waits.push((name, rx));
+                for h in table.apps.get(&name).into_iter().flatten() {
+                    let (reply, rx) = oneshot::channel();
+                    if h.tx.send(make(reply)).await.is_ok() {
+                        waits.push((name.clone(), rx));
+                    }
                 }
             }
             for (name, rx) in waits {

@@ -24,10 +24,16 @@ use crate::model::{now_unix_ms, AppId, AppSpec, Desired, Env};
 
 const VERSION: u32 = 1;
 
-/// One app as remembered across agent restarts.
+/// One instance of an app as remembered across agent restarts (an app of N instances has N
+/// records, with the same id and spec).
 #[derive(Clone)]
 pub struct AppRecord {
     pub id: AppId,
+    /// Which instance (0 to N-1).
+    pub instance: u32,
+    /// Its process slot (see `process::tree::TreeId`): `2 * instance`, or one more after an odd
+    /// number of reloads.
+    pub slot: u32,
     pub spec: AppSpec,
     /// The environment captured when the app was created (or at the last `--update-env`).
     pub base_env: Arc<Env>,
@@ -86,6 +92,10 @@ pub const MAX_APP_ID: AppId = 1 << 53;
 #[derive(Serialize, Deserialize)]
 struct DiskApp {
     id: AppId,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    instance: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    slot: u32,
     spec: AppSpec,
     base_env: usize,
     desired: Desired,
@@ -96,6 +106,10 @@ struct DiskApp {
     pid: Option<u32>,
     #[serde(default)]
     pid_starttime: Option<u64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize)]
@@ -128,6 +142,8 @@ impl DiskState {
                 });
                 DiskApp {
                     id: r.id,
+                    instance: r.instance,
+                    slot: r.slot,
                     spec: r.spec.clone(),
                     base_env: i,
                     desired: r.desired,
@@ -162,6 +178,8 @@ impl DiskState {
                 })?;
                 Ok(AppRecord {
                     id: a.id,
+                    instance: a.instance,
+                    slot: a.slot,
                     spec: a.spec,
                     base_env: env,
                     desired: a.desired,
@@ -282,11 +300,39 @@ fn check(state: &mut StateFile, here: Option<&HomeBinding>) -> Vec<Note> {
             );
             continue;
         }
-        if let Some(other) = kept.iter().find(|k| k.id == rec.id) {
+        if let Some(other) = kept
+            .iter()
+            .find(|k| k.id == rec.id && k.spec.name != rec.spec.name)
+        {
             note(
                 format!(
                     "{who} refused: id {} is already {:?}",
                     rec.id, other.spec.name
+                ),
+                true,
+            );
+            continue;
+        }
+        if rec.slot / 2 != rec.instance || rec.instance >= crate::model::MAX_INSTANCES {
+            note(
+                format!(
+                    "{who} refused: instance {} cannot be in slot {}",
+                    rec.instance, rec.slot
+                ),
+                true,
+            );
+            continue;
+        }
+        if kept
+            .iter()
+            .any(|k| k.id == rec.id && k.instance == rec.instance)
+        {
+            // Both of a reload's overlap (the agent died meanwhile): the first is kept, the
+            // other's processes are ended as a deleted app's.
+            note(
+                format!(
+                    "{who} instance {} refused: it is recorded twice (a reload cut short)",
+                    rec.instance
                 ),
                 true,
             );
@@ -302,7 +348,10 @@ fn check(state: &mut StateFile, here: Option<&HomeBinding>) -> Vec<Note> {
             note(format!("{who} refused: {problem}"), true);
             continue;
         }
-        if let Some(other) = kept.iter().find(|k| k.spec.name == rec.spec.name) {
+        if let Some(other) = kept
+            .iter()
+            .find(|k| k.spec.name == rec.spec.name && k.id != rec.id)
+        {
             note(
                 format!("{who} refused: the name is already app {}'s", other.id),
                 true,
@@ -405,8 +454,17 @@ fn repair_spec(spec: &mut AppSpec, said: &mut dyn FnMut(String)) -> Result<(), S
                 spec.file = None;
                 said(format!("{}: it belongs to no app file now", e.problem));
             }
-            // Who it runs as has no safe default: the app is set aside.
-            Field::RunAs => return Err(e.problem),
+            Field::Instances => {
+                spec.instances = spec.instances.clamp(1, crate::model::MAX_INSTANCES);
+                said(format!("{}: instances set within range", e.problem));
+            }
+            Field::ReloadGrace => {
+                spec.reload_grace = crate::model::DEFAULT_RELOAD_GRACE;
+                said(format!("{}: reload_grace set to the default", e.problem));
+            }
+            // Who it runs as, and the sockets it is given, have no safe default: the app is set
+            // aside.
+            Field::RunAs | Field::Sockets => return Err(e.problem),
             Field::Name | Field::Cmd | Field::Cwd | Field::Env => return Err(e.problem),
         }
     }
@@ -496,7 +554,7 @@ struct Inner {
     agent_id: String,
     home: Option<HomeBinding>,
     next_id: AppId,
-    apps: BTreeMap<AppId, AppRecord>,
+    apps: BTreeMap<(AppId, u32), AppRecord>,
     /// Bumped by every change.
     generation: u64,
     /// How many apps the loaded file held, and how many deletes happened since: an empty list
@@ -531,7 +589,11 @@ impl Store {
                 agent_id: state.agent_id.clone(),
                 home: state.home.clone(),
                 next_id: state.next_id,
-                apps: state.apps.iter().map(|a| (a.id, a.clone())).collect(),
+                apps: state
+                    .apps
+                    .iter()
+                    .map(|a| ((a.id, a.slot), a.clone()))
+                    .collect(),
                 generation: u64::from(state.repaired),
                 loaded: state.apps.len(),
                 deletes: 0,
@@ -560,11 +622,12 @@ impl Store {
     /// Records an app (new or changed); returns the generation to wait for.
     pub fn put(&self, rec: AppRecord) -> u64 {
         self.change(|i| {
-            i.apps.insert(rec.id, rec);
+            i.apps.insert((rec.id, rec.slot), rec);
         })
     }
 
-    pub fn remove(&self, id: AppId) -> u64 {
+    /// Forgets one instance's record (`(app id, slot)`).
+    pub fn remove(&self, id: (AppId, u32)) -> u64 {
         self.change(|i| {
             if i.apps.remove(&id).is_some() {
                 i.deletes += 1;
@@ -730,6 +793,8 @@ mod tests {
     fn record(id: AppId) -> AppRecord {
         AppRecord {
             id,
+            instance: 0,
+            slot: 0,
             spec: AppSpec {
                 name: format!("app{id}"),
                 cmd: vec!["sleep".into(), "1".into()],
@@ -754,6 +819,9 @@ mod tests {
                 memory_grace: crate::model::DEFAULT_MEMORY_GRACE,
                 profile: None,
                 file: None,
+                instances: 1,
+                sockets: Vec::new(),
+                reload_grace: crate::model::DEFAULT_RELOAD_GRACE,
                 logs: Default::default(),
             },
             base_env: Arc::new(Env::new()),
@@ -831,8 +899,8 @@ mod tests {
         assert!(!path.exists());
         // Emptied by deletes: written.
         let store = Store::new(path.clone(), &state);
-        store.remove(1);
-        store.remove(2);
+        store.remove((1, 0));
+        store.remove((2, 0));
         assert!(store.write_once().is_ok());
         assert!(load(&path).unwrap().state.apps.is_empty());
     }
@@ -948,6 +1016,25 @@ mod tests {
         // A clean file is not rewritten.
         write_state(&path, |_| {});
         assert!(!load(&path).unwrap().state.repaired);
+        // Instances of one app share its id and name; an instance recorded twice (both of a
+        // reload's overlap) keeps its first record; a slot that is not its instance's is refused.
+        let same = |instance: u32, slot: u32| {
+            move |v: &mut serde_json::Value| {
+                v["apps"][1] = v["apps"][0].clone();
+                v["apps"][1]["instance"] = instance.into();
+                v["apps"][1]["slot"] = slot.into();
+            }
+        };
+        write_state(&path, same(1, 3));
+        let s = load(&path).unwrap().state;
+        assert_eq!(
+            (s.apps.len(), s.apps[1].instance, s.apps[1].slot),
+            (2, 1, 3)
+        );
+        write_state(&path, same(0, 1));
+        assert_eq!(load(&path).unwrap().state.apps.len(), 1);
+        write_state(&path, same(1, 5));
+        assert_eq!(load(&path).unwrap().state.apps.len(), 1);
     }
 
     #[test]

@@ -9,6 +9,11 @@ use crate::model::{AppId, AppSpec, Cause, Desired, Env, Exit, Status};
 #[derive(Clone)]
 pub struct AppView {
     pub id: AppId,
+    /// Which instance of the app (0 to `spec.instances` - 1), and its process slot.
+    pub instance: u32,
+    pub slot: u32,
+    /// The app's held sockets as bound (empty without sockets).
+    pub sockets: Vec<crate::model::HeldSocket>,
     pub spec: Arc<AppSpec>,
     /// The captured base environment (declared variables are in `spec.env`).
     pub base_env: Arc<Env>,
@@ -37,7 +42,28 @@ impl AppView {
 
     /// The environment the app's processes get.
     pub fn effective_env(&self) -> Env {
-        effective_env(&self.base_env, &self.spec, &self.agent_id, self.id)
+        effective_env(
+            &self.base_env,
+            &self.spec,
+            &self.agent_id,
+            self.id,
+            self.instance,
+            self.slot,
+        )
+    }
+
+    /// `api:1` for an app of several instances, `api` otherwise.
+    pub fn label(&self) -> String {
+        if self.spec.instances > 1 || self.instance > 0 {
+            format!("{}:{}", self.spec.name, self.instance)
+        } else {
+            self.spec.name.clone()
+        }
+    }
+
+    /// The instance's tree in the samples and `/proc`: `(app id, slot)`.
+    pub fn tree_id(&self) -> (AppId, u32) {
+        (self.id, self.slot)
     }
 }
 

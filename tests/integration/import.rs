@@ -418,3 +418,68 @@ files = conf.d/*.conf
     assert!(out.contains("web"), "{out}");
     assert_eq!(agent.status("web"), "stopped");
 }
+
+/// The rows of `name`'s instances, in instance order.
+fn instance_rows(agent: &Agent, name: &str) -> Vec<serde_json::Value> {
+    let mut r: Vec<serde_json::Value> = agent
+        .list()
+        .into_iter()
+        .filter(|a| a["name"] == name)
+        .collect();
+    r.sort_by_key(|a| a["instance"].as_u64());
+    r
+}
+
+/// PM2's `instances: 2` becomes `instances = 2`, and `grpm apply` runs two instances, each
+/// knowing its number. A changed file then reloads them (new processes, one at a time).
+#[test]
+fn a_pm2_app_of_two_instances_applies_as_two_instances() {
+    let agent = Agent::start();
+    let dir = agent.dir.path().join("scaled");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("worker.sh"),
+        "echo \"$MODE $GRPM_INSTANCE\" > \"out-$GRPM_INSTANCE.txt\"\nexec sleep 1000\n",
+    )
+    .unwrap();
+    let eco = dir.join("ecosystem.config.json");
+    let write = |mode: &str| {
+        let text = format!(
+            r#"{{ "apps": [{{ "name": "worker", "script": "worker.sh", "instances": 2,
+                 "env": {{ "MODE": "{mode}" }} }}] }}"#
+        );
+        fs::write(&eco, text).unwrap();
+    };
+    write("one");
+    let (toml, _) = import_to_file(&agent, "pm2", eco.to_str().unwrap());
+    assert!(
+        fs::read_to_string(&toml).unwrap().contains("instances = 2"),
+        "{toml}"
+    );
+    agent.ok(&["apply", &toml]);
+    let mut first = Vec::new();
+    wait_until("two instances online", Duration::from_secs(30), || {
+        let r = instance_rows(&agent, "worker");
+        first = r.iter().filter_map(|a| a["pid"].as_u64()).collect();
+        r.len() == 2 && r.iter().all(|a| a["status"] == "online")
+    });
+    assert_eq!(wait_file(&dir.join("out-0.txt")), "one 0\n");
+    assert_eq!(wait_file(&dir.join("out-1.txt")), "one 1\n");
+    // A changed file: apply reloads both instances with the new spec.
+    fs::remove_file(dir.join("out-0.txt")).unwrap();
+    fs::remove_file(dir.join("out-1.txt")).unwrap();
+    write("two");
+    let (toml, _) = import_to_file(&agent, "pm2", eco.to_str().unwrap());
+    agent.ok(&["apply", &toml]);
+    assert_eq!(wait_file(&dir.join("out-0.txt")), "two 0\n");
+    assert_eq!(wait_file(&dir.join("out-1.txt")), "two 1\n");
+    let r = instance_rows(&agent, "worker");
+    assert_eq!(r.len(), 2);
+    for (row, old) in r.iter().zip(&first) {
+        assert_eq!(row["status"], "online");
+        assert_ne!(row["pid"].as_u64(), Some(*old), "a new process: {row}");
+    }
+    assert_eq!(agent.describe("worker")["env"]["MODE"], "two");
+    let events = agent.ok(&["events", "--no-follow", "--json", "--from", "0"]);
+    assert!(events.contains("\"reloaded\""), "{events}");
+}

@@ -351,3 +351,82 @@ fn kill_9_of_the_keeper_leaves_the_agent_serving_and_kill_ends_everything() {
     );
     assert!(!Path::new(&agent.home.join("agent.sock")).exists());
 }
+
+/// Pids of `name`'s instances, in instance order, once all `n` are online.
+fn instance_pids(agent: &Agent, name: &str, n: usize) -> Vec<u64> {
+    let mut pids = Vec::new();
+    wait_until(
+        &format!("{n} instances of {name} online"),
+        Duration::from_secs(30),
+        || {
+            let mut rows: Vec<Value> = agent
+                .list()
+                .into_iter()
+                .filter(|a| a["name"] == name)
+                .collect();
+            rows.sort_by_key(|a| a["instance"].as_u64());
+            pids = rows.iter().filter_map(|a| a["pid"].as_u64()).collect();
+            rows.len() == n && rows.iter().all(|a| a["status"] == "online")
+        },
+    );
+    pids
+}
+
+/// Instances under a keeper: each instance's pipes and notify socket are handed over by slot,
+/// and the app's held socket too, so after a kill -9 of the agent the instances are adopted
+/// as they ran, and a reload (which needs the held socket, and a notify socket per slot) works,
+/// twice, with an agent crash between (the instances then run in their other slot).
+#[test]
+fn instances_with_a_held_socket_survive_the_agent_and_reload_after() {
+    let agent = Agent::with_keeper();
+    let app = agent.path("server.py");
+    fs::write(&app, crate::instances::SERVER).unwrap();
+    agent.ok(&[
+        "start",
+        "--name",
+        "web",
+        "--instances",
+        "2",
+        "--socket",
+        "http=127.0.0.1:0",
+        "--ready-notify",
+        "--start-timeout",
+        "20s",
+        "--",
+        "python3",
+        &app,
+        "0.1",
+    ]);
+    let first = instance_pids(&agent, "web", 2);
+    let addr = agent.describe("web")["sockets"][0]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(crate::instances::request(&addr, Duration::from_secs(2)));
+    for round in 0..2 {
+        let before = instance_pids(&agent, "web", 2);
+        let old = agent_pid(&agent);
+        kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+        wait_new_agent(&agent, old);
+        assert_eq!(
+            instance_pids(&agent, "web", 2),
+            before,
+            "round {round}: adopted, not restarted"
+        );
+        assert_eq!(
+            agent.describe("web")["sockets"][0]["address"],
+            addr.as_str(),
+            "round {round}: the same held socket"
+        );
+        assert!(crate::instances::request(&addr, Duration::from_secs(2)));
+        agent.ok(&["reload", "web"]);
+        let after = instance_pids(&agent, "web", 2);
+        assert!(
+            after
+                .iter()
+                .all(|p| !before.contains(p) && !first.contains(p)),
+            "round {round}: new processes {after:?} after {before:?}"
+        );
+        assert!(crate::instances::request(&addr, Duration::from_secs(2)));
+    }
+}

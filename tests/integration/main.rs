@@ -17,6 +17,7 @@ mod grpcio;
 mod grpcurl;
 mod import;
 mod input;
+mod instances;
 mod keeper;
 mod logs;
 mod observe;

@@ -174,8 +174,9 @@ impl Families {
         let now = crate::model::now_unix_ms();
         for a in &stats.apps {
             let v = &a.view;
+            // An instance of an app of several is its own series: `app="api:1"`.
             let labels = AppLabels {
-                app: v.name().to_string(),
+                app: v.label(),
                 id: v.id.to_string(),
             };
             let kind = StatusKind::from(&v.status);

@@ -216,6 +216,9 @@ impl OutApp {
             // Profiles are checked on their own (`bad_env`); the file is known when it is read.
             profile: None,
             file: None,
+            instances: self.instances,
+            sockets: Vec::new(),
+            reload_grace: None,
         }
     }
 
@@ -356,7 +359,11 @@ impl OutApp {
                 take(self, "env_profiles", !self.env_profiles.is_empty());
                 self.env_profiles.clear();
             }
-            Field::File => {}
+            Field::File | Field::Sockets | Field::ReloadGrace => {}
+            Field::Instances => {
+                take(self, "instances", self.instances.is_some());
+                self.instances = None;
+            }
         }
         Some(gone)
     }

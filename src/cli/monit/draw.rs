@@ -52,7 +52,7 @@ pub fn draw(frame: &mut Frame, m: &Monit) {
         let dash = || "-".to_string();
         let mut cells = vec![
             a.id.to_string(),
-            a.name.clone(),
+            a.label(),
             a.status.word().to_string(),
             a.pid.map_or_else(dash, |p| p.to_string()),
             if running {
@@ -162,6 +162,8 @@ mod tests {
             processes: 9,
             needed_by: None,
             dependent_of: None,
+            instance: 0,
+            instances: 1,
         }
     }
 

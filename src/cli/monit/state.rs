@@ -254,6 +254,8 @@ mod tests {
             processes: 1,
             needed_by: None,
             dependent_of: None,
+            instance: 0,
+            instances: 1,
         }
     }
 

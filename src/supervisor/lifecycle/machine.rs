@@ -145,6 +145,7 @@ impl Life {
                 self.end_tree(Then::Delete { purge_logs, cause }, &mut fx);
             }
             Input::Shutdown => self.end_tree(Then::Shutdown, &mut fx),
+            Input::Retire(cause) => self.end_tree(Then::Retire(cause), &mut fx),
             Input::Resume => match self.state {
                 State::Queued => {
                     let cause = Cause::Recovery;
@@ -480,6 +481,14 @@ impl Life {
                     fx.push(E::CloseLogs);
                     fx.push(E::Forget);
                     fx.push(E::Emit(Note::new(EventKind::Deleted, cause)));
+                    fx.push(E::End);
+                    fx.push(E::Reply(Ok(())));
+                }
+            },
+            Then::Retire(_) => match refused {
+                Some(r) => fx.push(E::Reply(Err(r))),
+                None => {
+                    fx.push(E::Forget);
                     fx.push(E::End);
                     fx.push(E::Reply(Ok(())));
                 }

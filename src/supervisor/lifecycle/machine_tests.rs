@@ -175,6 +175,8 @@ fn state(name: &str) -> Life {
         "draining-delete" => draining(delete(false), true, false, Up),
         "draining-delete-purge" => draining(delete(true), true, false, Up),
         "draining-delete-survived" => draining(delete(false), true, true, Up),
+        "draining-retire" => draining(Then::Retire(req()), true, false, Up),
+        "draining-retire-survived" => draining(Then::Retire(req()), true, true, Up),
         "draining-shutdown" => draining(Then::Shutdown, true, false, Up),
         "draining-shutdown-survived" => draining(Then::Shutdown, true, true, Up),
         "draining-crashed" | "draining-crashed-survived" => {
@@ -232,11 +234,12 @@ fn state(name: &str) -> Life {
 }
 
 /// The inputs of the table by name. These are the base inputs.
-const BASE_INPUTS: [&str; 18] = [
+const BASE_INPUTS: [&str; 19] = [
     "start",
     "stop",
     "restart",
     "delete",
+    "retire",
     "shutdown",
     "resume",
     "recovered",
@@ -276,6 +279,7 @@ fn input(name: &str) -> Input {
             purge_logs: false,
             cause: req(),
         },
+        "retire" => Input::Retire(req()),
         "shutdown" => Input::Shutdown,
         "resume" => Input::Resume,
         "recovered" => Input::Recovered {
@@ -363,6 +367,7 @@ fn then_code(then: &Then) -> &'static str {
         Then::Stop(_) => "stop",
         Then::Restart { .. } => "restart",
         Then::Delete { .. } => "delete",
+        Then::Retire(_) => "retire",
         Then::Shutdown => "shutdown",
         Then::Crashed { .. } => "crashed",
         Then::Recover => "recover",
@@ -413,6 +418,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("stopped", "stop",            "stopping:stop:- down",    "end-tree"),
     ("stopped", "restart",         "stopping:restart:- up",   "emit:restarting end-tree"),
     ("stopped", "delete",          "stopping:delete:- down",  "end-tree"),
+    ("stopped", "retire",          "stopping:retire:- down",  "end-tree"),
     ("stopped", "shutdown",        "stopping:shutdown:- down", "end-tree"),
     ("stopped", "trigger", "=", ""),
     ("stopped", "resume", "=", "reply:ok"),
@@ -432,6 +438,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("starting", "stop",            "=",                     "defer"),
     ("starting", "restart",         "=",                     "defer"),
     ("starting", "delete",          "=",                     "defer"),
+    ("starting", "retire",          "=",                     "defer"),
     ("starting", "shutdown",        "=",                     "defer"),
     ("starting", "trigger", "=", ""),
     ("starting", "resume", "=", "defer"),
@@ -453,6 +460,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("online", "stop",            "stopping:stop:10 down",    "emit:stopping end-tree"),
     ("online", "restart",         "stopping:restart:10 up",   "emit:restarting emit:stopping end-tree"),
     ("online", "delete",          "stopping:delete:10 up",    "emit:stopping end-tree"),
+    ("online", "retire",          "stopping:retire:10 up",    "emit:stopping end-tree"),
     ("online", "shutdown",        "stopping:shutdown:10 up",  "emit:stopping end-tree"),
     ("online", "trigger", "stopping:restart:10 up", "emit:restarting emit:stopping end-tree"),
     ("online", "resume", "=", "reply:ok"),
@@ -472,6 +480,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("stopping", "stop",            "=",                       "defer"),
     ("stopping", "restart",         "=",                       "defer"),
     ("stopping", "delete",          "=",                       "defer"),
+    ("stopping", "retire",          "=",                       "defer"),
     ("stopping", "shutdown",        "=",                       "defer"),
     ("stopping", "trigger", "=", ""),
     ("stopping", "resume", "=", "defer"),
@@ -493,6 +502,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("draining", "stop",            "=",                       "defer"),
     ("draining", "restart",         "=",                       "defer"),
     ("draining", "delete",          "=",                       "defer"),
+    ("draining", "retire",          "=",                       "defer"),
     ("draining", "shutdown",        "=",                       "defer"),
     ("draining", "trigger", "=", ""),
     ("draining", "resume", "=", "defer"),
@@ -514,6 +524,8 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("draining-delete", "drained",            "stopped up",              "emit:stopped close-logs forget emit:deleted end reply:ok"),
     ("draining-delete-purge", "drained",      "stopped up",              "emit:stopped purge-logs close-logs forget emit:deleted end reply:ok"),
     ("draining-delete-survived", "drained",   "errored:unkillable up",   "emit:errored reply:stop-failed"),
+    ("draining-retire", "drained",            "stopped up",              "emit:stopped forget end reply:ok"),
+    ("draining-retire-survived", "drained",   "errored:unkillable up",   "emit:errored reply:stop-failed"),
     ("draining-shutdown", "drained",          "stopped up",              "emit:stopped close-logs persist end reply:ok"),
     ("draining-shutdown-survived", "drained", "errored:unkillable up",   "emit:errored close-logs persist end reply:ok"),
     ("draining-crashed", "drained",           "backoff:+100 up",         "emit:autorestart_scheduled arm:100ms persist"),
@@ -526,6 +538,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("backoff", "stop",            "stopping:stop:- down",     "emit:stopping end-tree"),
     ("backoff", "restart",         "stopping:restart:- up",    "emit:restarting emit:stopping end-tree"),
     ("backoff", "delete",          "stopping:delete:- up",     "emit:stopping end-tree"),
+    ("backoff", "retire",          "stopping:retire:- up",     "emit:stopping end-tree"),
     ("backoff", "shutdown",        "stopping:shutdown:- up",   "emit:stopping end-tree"),
     ("backoff", "trigger", "=", ""),
     ("backoff", "resume", "=", "reply:ok"),
@@ -545,6 +558,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("errored", "stop",            "stopping:stop:- down",     "emit:stopping end-tree"),
     ("errored", "restart",         "stopping:restart:- up",    "emit:restarting emit:stopping end-tree"),
     ("errored", "delete",          "stopping:delete:- up",     "emit:stopping end-tree"),
+    ("errored", "retire",          "stopping:retire:- up",     "emit:stopping end-tree"),
     ("errored", "shutdown",        "stopping:shutdown:- up",   "emit:stopping end-tree"),
     ("errored", "trigger", "=", ""),
     ("errored", "resume", "=", "reply:ok"),
@@ -576,6 +590,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("queued", "stop",            "stopping:stop:- down",     "emit:stopping end-tree"),
     ("queued", "restart",         "stopping:restart:- up",    "emit:restarting emit:stopping end-tree"),
     ("queued", "delete",          "stopping:delete:- up",     "emit:stopping end-tree"),
+    ("queued", "retire",          "stopping:retire:- up",     "emit:stopping end-tree"),
     ("queued", "shutdown",        "stopping:shutdown:- up",   "emit:stopping end-tree"),
     ("queued", "trigger", "=", ""),
     ("queued", "resume", "starting:request up", "emit:starting spawn"),
@@ -598,6 +613,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("unready-nowait", "stop",     "stopping:stop:10 down",   "emit:stopping end-tree"),
     ("unready", "restart",         "stopping:restart:10 up",  "emit:restarting release:not-ready emit:stopping end-tree"),
     ("unready", "delete",          "stopping:delete:10 up",   "release:not-ready emit:stopping end-tree"),
+    ("unready", "retire",          "stopping:retire:10 up",   "release:not-ready emit:stopping end-tree"),
     ("unready", "shutdown",        "stopping:shutdown:10 up", "release:not-ready emit:stopping end-tree"),
     ("unready", "trigger", "stopping:restart:10 up", "emit:restarting release:not-ready emit:stopping end-tree"),
     ("unready", "resume", "=", "reply:ok"),
@@ -675,7 +691,7 @@ fn every_state_meets_every_input() {
         .map(|(s, i)| format!("({s}, {i})"))
         .collect();
     assert!(missing.is_empty(), "no row for {}", missing.join(", "));
-    assert_eq!(BASE_STATES.len() * BASE_INPUTS.len(), 162);
+    assert_eq!(BASE_STATES.len() * BASE_INPUTS.len(), 171);
 }
 
 /// Feeds inputs at the given times; returns every effect in the short notation.

@@ -29,11 +29,12 @@ use crate::supervisor::{
     process::{
         escaped::{self, Escaped, PipeId},
         handover::{Handed, Instance},
-        launch::{Launch, Spawned},
+        launch::{Launch, SpawnError, Spawned},
         pidfd::PidFd,
         procfs::{self, ProcStat},
         tree::{self, TreeKey},
     },
+    sockets::HeldSet,
     store::AppRecord,
     view::{effective_env, AppView},
     Ctx, Error, Samples,
@@ -71,6 +72,16 @@ pub enum Cmd {
     },
     /// A new agent's turn to start the app, if it is still queued; answered once it is ready.
     Resume {
+        reply: Reply,
+    },
+    /// This instance goes away, its app stays (a reload replaced it, or a scale down).
+    Retire {
+        cause: Cause,
+        reply: Reply,
+    },
+    /// The app now has this many instances (its spec says so; saved).
+    Rescale {
+        instances: u32,
         reply: Reply,
     },
     /// The agent is exiting: end the tree, keep the desired state, end the task.
@@ -140,6 +151,9 @@ impl From<Cmd> for Request {
                 None,
             ),
             Cmd::Resume { reply } => (Input::Resume, Pending::App(reply), None),
+            Cmd::Retire { cause, reply } => (Input::Retire(cause), Pending::App(reply), None),
+            // Taken by the owner before it reaches the machine (see `Actor::run`).
+            Cmd::Rescale { reply, .. } => (Input::Resume, Pending::App(reply), None),
             Cmd::Shutdown { reply } => (Input::Shutdown, Pending::Shutdown(reply), None),
         };
         Request {
@@ -212,6 +226,9 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 pub struct Actor {
     ctx: Arc<Ctx>,
     id: AppId,
+    /// Which instance of the app, and its process slot (see `process::tree::TreeId`).
+    instance: u32,
+    slot: u32,
     spec: Arc<AppSpec>,
     base_env: Arc<Env>,
     created_at_unix_ms: u64,
@@ -265,9 +282,14 @@ impl Actor {
         let life = Life::new(rec.desired, rec.restarts);
         let spec = Arc::new(rec.spec);
         let handed = notify.is_some();
-        let probing = Probing::new(&spec, &ctx.notify_dir, rec.id, notify);
+        let probing = Probing::new(
+            &spec,
+            &ctx.notify_dir,
+            &notify_name(rec.id, rec.slot),
+            notify,
+        );
         if let (false, Some(k), Some(fd)) = (handed, &ctx.keeper, probing.notify_fd()) {
-            k.hold(rec.id, Kind::Notify, 0, 0, fd);
+            k.hold(rec.id, rec.slot, Kind::Notify, 0, 0, fd);
         }
         let triggers = Triggers::new(&spec);
         let memory = spec.max_memory.map(|_| {
@@ -277,6 +299,9 @@ impl Actor {
         });
         let (view, rx) = watch::channel(AppView {
             id: rec.id,
+            instance: rec.instance,
+            slot: rec.slot,
+            sockets: Vec::new(),
             spec: spec.clone(),
             base_env: rec.base_env.clone(),
             agent_id: ctx.agent_id.clone(),
@@ -294,6 +319,8 @@ impl Actor {
         });
         let actor = Actor {
             id: rec.id,
+            instance: rec.instance,
+            slot: rec.slot,
             spec,
             base_env: rec.base_env,
             created_at_unix_ms: rec.created_at_unix_ms,
@@ -364,6 +391,16 @@ impl Actor {
                         Box::pin(self.feed(Input::Trigger(Cause::Memory), &mut rx)).await;
                     }
                 }
+                Wake::Cmd(Cmd::Rescale { instances, reply }) => {
+                    Arc::make_mut(&mut self.spec).instances = instances;
+                    let gen = self.ctx.store.put(self.record());
+                    self.unsaved = None;
+                    self.wait_saved(gen).await;
+                    self.publish();
+                    let unsaved = self.unsaved.take();
+                    let r = self.result(unsaved, None, Ok(()));
+                    let _ = reply.send(r);
+                }
                 Wake::Cmd(cmd) => Box::pin(self.request(cmd.into(), &mut rx)).await,
                 Wake::Input(input) => {
                     if let Input::Exited(exit) = &input {
@@ -383,7 +420,10 @@ impl Actor {
         let (Some(max), Some((rx, over))) = (self.spec.max_memory, self.memory.as_mut()) else {
             return false;
         };
-        let used = rx.borrow_and_update().get(self.id).memory_bytes;
+        let used = rx
+            .borrow_and_update()
+            .get((self.id, self.slot))
+            .memory_bytes;
         let running = matches!(
             self.life.state,
             State::Online { .. } | State::Unready { .. }
@@ -504,7 +544,7 @@ impl Actor {
                     }
                 }
                 if let (Some(k), Some(pid)) = (&self.ctx.keeper, self.held_pid.take()) {
-                    k.release(self.id, pid);
+                    k.release(self.id, self.slot, pid);
                 }
                 queue.push_back(Input::Drained);
             }
@@ -528,9 +568,9 @@ impl Actor {
             }
             Effect::Forget => {
                 if let Some(k) = &self.ctx.keeper {
-                    k.release(self.id, 0);
+                    k.release(self.id, self.slot, 0);
                 }
-                let gen = self.ctx.store.remove(self.id);
+                let gen = self.ctx.store.remove((self.id, self.slot));
                 self.wait_saved(gen).await;
             }
             Effect::Reply(result) => self.reply(result),
@@ -604,7 +644,7 @@ impl Actor {
         escaped: Option<Escaped>,
         result: Result<(), Refusal>,
     ) -> Result<AppView, Error> {
-        let app = self.spec.name.to_string();
+        let app = self.label();
         match (unsaved, result) {
             (Some(cause), _) => Err(Error::Persist { app, cause }),
             (None, Ok(())) => match escaped {
@@ -629,11 +669,16 @@ impl Actor {
             // lets go of the old one and holds the new one.
             self.probing = Probing::idle();
             if let Some(k) = &self.ctx.keeper {
-                k.release(self.id, 0);
+                k.release(self.id, self.slot, 0);
             }
-            self.probing = Probing::new(&spec, &self.ctx.notify_dir, self.id, None);
+            self.probing = Probing::new(
+                &spec,
+                &self.ctx.notify_dir,
+                &notify_name(self.id, self.slot),
+                None,
+            );
             if let (Some(k), Some(fd)) = (&self.ctx.keeper, self.probing.notify_fd()) {
-                k.hold(self.id, Kind::Notify, 0, 0, fd);
+                k.hold(self.id, self.slot, Kind::Notify, 0, 0, fd);
             }
         }
         if spec.restart_schedule != self.spec.restart_schedule
@@ -652,22 +697,62 @@ impl Actor {
         if spec.logs != self.spec.logs {
             self.logs.set_policy(spec.logs);
         }
-        tracing::info!(app = %spec.name, "spec replaced");
+        tracing::info!(app = %self.label(), "spec replaced");
         self.spec = spec;
+    }
+
+    /// The name errors and logs give: `api:1` for an app of several instances.
+    fn label(&self) -> String {
+        if self.spec.instances > 1 || self.instance > 0 {
+            format!("{}:{}", self.spec.name, self.instance)
+        } else {
+            self.spec.name.clone()
+        }
     }
 
     /// The environment the app's processes (and its exec checks) get.
     fn env(&self) -> Env {
-        effective_env(&self.base_env, &self.spec, &self.ctx.agent_id, self.id)
+        effective_env(
+            &self.base_env,
+            &self.spec,
+            &self.ctx.agent_id,
+            self.id,
+            self.instance,
+            self.slot,
+        )
+    }
+
+    /// The app's held sockets, bound now if they are not yet (a new agent binds them anew).
+    async fn sockets(&self) -> Result<Option<Arc<HeldSet>>, SpawnError> {
+        if self.spec.sockets.is_empty() {
+            return Ok(None);
+        }
+        if let Some(set) = self.ctx.sockets.get(self.id) {
+            return Ok(Some(set));
+        }
+        let (ctx, id, specs) = (self.ctx.clone(), self.id, self.spec.sockets.clone());
+        tokio::task::spawn_blocking(move || ctx.sockets.bind(id, &specs))
+            .await
+            .map_err(|_| SpawnError::SpawnerGone)?
+            .map(Some)
+            .map_err(|e| SpawnError::Sockets(e.to_string()))
     }
 
     /// Spawns the main process with the stored spec and environment.
     async fn spawn(&mut self) -> Input {
         let mut env = self.env();
         self.probing.before_spawn(&self.spec, &self.logs, &mut env);
+        let sockets = match self.sockets().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(app = %self.label(), cause = %e, "start failed");
+                return Input::SpawnFailed(e);
+            }
+        };
         let launch = Launch {
             spec: self.spec.clone(),
             env,
+            sockets,
         };
         match self.ctx.spawner.spawn(launch).await {
             Ok(Spawned {
@@ -686,8 +771,8 @@ impl Actor {
                 // outlives this agent. Queued: the start does not wait for the keeper.
                 if let Some(k) = &self.ctx.keeper {
                     let start = starttime.unwrap_or(0);
-                    k.hold(self.id, Kind::Out, pid, start, stdout.as_fd());
-                    k.hold(self.id, Kind::Err, pid, start, stderr.as_fd());
+                    k.hold(self.id, self.slot, Kind::Out, pid, start, stdout.as_fd());
+                    k.hold(self.id, self.slot, Kind::Err, pid, start, stderr.as_fd());
                     self.held_pid = Some(pid);
                 }
                 self.capture = Some(Capture::start(
@@ -718,6 +803,7 @@ impl Actor {
         let key = TreeKey {
             agent_id: self.ctx.agent_id.to_string(),
             app_id: self.id,
+            slot: self.slot,
             root: self.main.as_ref().map(|m| m.pid),
         };
         let result = tree::stop(
@@ -854,13 +940,14 @@ impl Actor {
         }
         self.pipes.clear();
         if let (Some(k), Some(pid)) = (&self.ctx.keeper, self.held_pid.take().or(Some(pid))) {
-            k.release(self.id, pid);
+            k.release(self.id, self.slot, pid);
         }
     }
 
     /// Publishes an event about this app.
     fn emit(&self, note: Note) {
         let mut e = Event::new(note.kind, self.id, &self.spec.name, note.cause);
+        e.instance = self.instance;
         e.pid = note.pid;
         e.exit = note.exit;
         e.delay_ms = note.delay.map(|d| d.as_millis() as u64);
@@ -874,6 +961,8 @@ impl Actor {
     fn record(&self) -> AppRecord {
         AppRecord {
             id: self.id,
+            instance: self.instance,
+            slot: self.slot,
             spec: (*self.spec).clone(),
             base_env: self.base_env.clone(),
             desired: self.life.desired,
@@ -891,6 +980,17 @@ impl Actor {
     fn snapshot(&self) -> AppView {
         AppView {
             id: self.id,
+            instance: self.instance,
+            slot: self.slot,
+            sockets: if self.spec.sockets.is_empty() {
+                Vec::new()
+            } else {
+                self.ctx
+                    .sockets
+                    .get(self.id)
+                    .map(|s| s.report())
+                    .unwrap_or_default()
+            },
             spec: self.spec.clone(),
             base_env: self.base_env.clone(),
             agent_id: self.ctx.agent_id.clone(),
@@ -912,6 +1012,16 @@ impl Actor {
             triggers: self.triggers.report(),
             last_restart: self.life.last_restart.clone(),
         }
+    }
+}
+
+/// The file name of an instance's notify socket: `<id>.sock` for slot 0 (as before
+/// instances), `<id>-<slot>.sock` for the others.
+fn notify_name(id: AppId, slot: u32) -> String {
+    if slot == 0 {
+        format!("{id}.sock")
+    } else {
+        format!("{id}-{slot}.sock")
     }
 }
 

@@ -36,17 +36,17 @@ pub struct Probing {
 }
 
 impl Probing {
-    /// For an app with this spec: binds its notify socket (in `notify_dir`) when it uses one,
-    /// or takes the one `handed` over by the keeper (still bound: what the app sent while no
-    /// agent ran waits in it). A socket that cannot be made is logged; a notify check then
-    /// fails with that cause.
+    /// For an app with this spec: binds its notify socket (`file` in `notify_dir`, one per
+    /// instance slot) when it uses one, or takes the one `handed` over by the keeper (still
+    /// bound: what the instance sent while no agent ran waits in it). A socket that cannot be
+    /// made is logged; a notify check then fails with that cause.
     pub fn new(
         spec: &AppSpec,
         notify_dir: &Path,
-        id: u64,
+        file: &str,
         handed: Option<std::os::fd::OwnedFd>,
     ) -> Probing {
-        let path = notify_dir.join(format!("{id}.sock"));
+        let path = notify_dir.join(file);
         let notify = spec.uses_notify().then(|| {
             match handed {
                 Some(fd) => NotifySocket::adopt(&path, fd),

@@ -80,6 +80,10 @@ pub enum Then {
     Delete { purge_logs: bool, cause: Cause },
     /// The agent exits: the tree ends, the desired state is kept.
     Shutdown,
+    /// The instance goes away while its app stays: replaced by a reload, or removed by a
+    /// scale down. Forgotten like a delete, but its log files stay open for the app (a
+    /// replacement writes on) and no `deleted` is published: the app is not deleted.
+    Retire(Cause),
     /// The main process exited on its own after running `uptime_ms` (`why`: crash), or its
     /// checks failed (`why`: unhealthy): restart it or give up. `waiting`: a request waits for
     /// this instance's readiness and is answered with `Refusal::NotReady(waiting)`.
@@ -95,9 +99,10 @@ pub enum Then {
 impl Then {
     pub fn cause(&self) -> Cause {
         match self {
-            Then::Stop(c) | Then::Restart { cause: c, .. } | Then::Delete { cause: c, .. } => {
-                c.clone()
-            }
+            Then::Stop(c)
+            | Then::Restart { cause: c, .. }
+            | Then::Delete { cause: c, .. }
+            | Then::Retire(c) => c.clone(),
             Then::Shutdown => Cause::Shutdown,
             Then::Crashed { why, .. } => why.clone(),
             Then::Recover => Cause::Recovery,
@@ -173,6 +178,8 @@ pub enum Input {
     },
     /// The agent exits.
     Shutdown,
+    /// This instance goes away, its app stays (see `Then::Retire`).
+    Retire(Cause),
     /// A new agent's turn to start the app (in dependency order): a start if it is still
     /// queued, nothing otherwise (a command since then decided).
     Resume,
@@ -219,6 +226,7 @@ impl Input {
                 | Input::Restart { .. }
                 | Input::Delete { .. }
                 | Input::Shutdown
+                | Input::Retire(_)
                 | Input::Resume
         )
     }

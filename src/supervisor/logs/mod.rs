@@ -19,11 +19,23 @@ pub use writer::StreamLog;
 
 use crate::model::{validate_name, AppId, LogPolicy, LogStream};
 
-/// `logs/<id>-<name>.<out|err>.log`, built only from a valid name (which cannot hold `/` or
-/// start with `.`); anything else is refused, so no name can steer a path out of `dir`.
-pub fn log_path(dir: &Path, id: AppId, name: &str, stream: LogStream) -> Result<PathBuf, String> {
+/// `logs/<id>-<name>.<out|err>.log` (instance 0: the only one of most apps, so the name is the
+/// one apps had before instances) or `logs/<id>-<name>-<instance>.<out|err>.log`, built only
+/// from a valid name (which cannot hold `/` or start with `.`); anything else is refused, so no
+/// name can steer a path out of `dir`.
+pub fn log_path(
+    dir: &Path,
+    id: AppId,
+    name: &str,
+    instance: u32,
+    stream: LogStream,
+) -> Result<PathBuf, String> {
     validate_name(name)?;
-    let file = format!("{id}-{name}.{}.log", stream.word());
+    let file = if instance == 0 {
+        format!("{id}-{name}.{}.log", stream.word())
+    } else {
+        format!("{id}-{name}-{instance}.{}.log", stream.word())
+    };
     let mut parts = Path::new(&file).components();
     match (parts.next(), parts.next()) {
         (Some(Component::Normal(_)), None) => Ok(dir.join(file)),
@@ -31,11 +43,16 @@ pub fn log_path(dir: &Path, id: AppId, name: &str, stream: LogStream) -> Result<
     }
 }
 
-/// The log file paths of an app; an invalid stored name (a hand-edited state.json) falls back
-/// to the id alone.
-pub fn paths(dir: &Path, id: AppId, name: &str, stream: LogStream) -> PathBuf {
-    log_path(dir, id, name, stream)
-        .unwrap_or_else(|_| dir.join(format!("{id}.{}.log", stream.word())))
+/// The log file paths of an instance; an invalid stored name (a hand-edited state.json) falls
+/// back to the id alone.
+pub fn paths(dir: &Path, id: AppId, name: &str, instance: u32, stream: LogStream) -> PathBuf {
+    log_path(dir, id, name, instance, stream).unwrap_or_else(|_| {
+        if instance == 0 {
+            dir.join(format!("{id}.{}.log", stream.word()))
+        } else {
+            dir.join(format!("{id}-{instance}.{}.log", stream.word()))
+        }
+    })
 }
 
 /// Both logs of one app. Lives as long as the app (across restarts of its processes).
@@ -45,9 +62,9 @@ pub struct AppLogs {
 }
 
 impl AppLogs {
-    pub fn new(dir: &Path, id: AppId, name: &str, policy: LogPolicy) -> AppLogs {
+    pub fn new(dir: &Path, id: AppId, name: &str, instance: u32, policy: LogPolicy) -> AppLogs {
         let one = |s: LogStream| {
-            let path = paths(dir, id, name, s);
+            let path = paths(dir, id, name, instance, s);
             let offset = path.with_extension("offset");
             Arc::new(StreamLog::new(path, offset, policy))
         };
@@ -107,8 +124,12 @@ mod tests {
     fn a_name_cannot_leave_the_logs_directory() {
         let dir = Path::new("/home/u/.grpm/logs");
         assert_eq!(
-            log_path(dir, 7, "web.v2_a-b", LogStream::Out).unwrap(),
+            log_path(dir, 7, "web.v2_a-b", 0, LogStream::Out).unwrap(),
             dir.join("7-web.v2_a-b.out.log")
+        );
+        assert_eq!(
+            log_path(dir, 7, "web", 2, LogStream::Err).unwrap(),
+            dir.join("7-web-2.err.log")
         );
         for bad in [
             "..",
@@ -122,10 +143,10 @@ mod tests {
             "x/../../y",
         ] {
             assert!(
-                log_path(dir, 1, bad, LogStream::Err).is_err(),
+                log_path(dir, 1, bad, 0, LogStream::Err).is_err(),
                 "{bad:?} was accepted"
             );
-            let p = paths(dir, 1, bad, LogStream::Err);
+            let p = paths(dir, 1, bad, 0, LogStream::Err);
             assert_eq!(p.parent(), Some(dir), "{bad:?} gave {}", p.display());
             assert_eq!(p, dir.join("1.err.log"));
         }

@@ -1,5 +1,6 @@
-//! What the keeper hands a new agent, sorted by app: each instance's output pipes (with the
-//! exit status of its main process when the keeper reaped it), and the app's notify socket;
+//! What the keeper hands a new agent, sorted by app and instance slot (one owner each): each
+//! main process's output pipes (with its exit status when the keeper reaped it), and the
+//! slot's notify socket;
 //! and the board where exit statuses the keeper reaps later arrive, for adopted apps (which
 //! are the keeper's children, not ours).
 
@@ -29,12 +30,14 @@ pub struct Instance {
     pub exit: Option<Exit>,
 }
 
-/// Everything handed over for one app.
+/// Everything handed over for one instance slot of an app.
 #[derive(Debug, Default)]
 pub struct Handed {
     /// Oldest first (by start time).
     pub instances: Vec<Instance>,
     pub notify: Option<OwnedFd>,
+    /// The app's held sockets, by their index in the spec (slot `sockets::APP_SLOT` only).
+    pub listen: Vec<(usize, OwnedFd)>,
 }
 
 impl Handed {
@@ -56,14 +59,18 @@ pub fn exit_of(e: Ended) -> Exit {
     }
 }
 
-/// Sorts a hand-over by app. Kinds this agent does not use are closed (the keeper keeps its
-/// own copies until the app is gone).
-pub fn by_app(h: Handover) -> BTreeMap<AppId, Handed> {
-    let mut out: BTreeMap<AppId, Handed> = BTreeMap::new();
+/// Sorts a hand-over by app and instance slot. Kinds this agent does not use are closed (the
+/// keeper keeps its own copies until the app is gone).
+pub fn by_app(h: Handover) -> BTreeMap<(AppId, u32), Handed> {
+    let mut out: BTreeMap<(AppId, u32), Handed> = BTreeMap::new();
     for (tag, fd) in h.held {
-        let app = out.entry(tag.app).or_default();
+        let app = out.entry((tag.app, tag.slot)).or_default();
         if tag.kind == Kind::Notify {
             app.notify = Some(fd);
+            continue;
+        }
+        if let Some(i) = crate::supervisor::sockets::keeper_index(&tag.kind) {
+            app.listen.push((i, fd));
             continue;
         }
         let i = match app
@@ -89,8 +96,9 @@ pub fn by_app(h: Handover) -> BTreeMap<AppId, Handed> {
     }
     for e in h.exits {
         if let Some(x) = out
-            .get_mut(&e.app)
-            .and_then(|a| a.instances.iter_mut().find(|x| x.pid == e.pid))
+            .iter_mut()
+            .filter(|((app, _), _)| *app == e.app)
+            .find_map(|(_, a)| a.instances.iter_mut().find(|x| x.pid == e.pid))
         {
             x.exit = Some(exit_of(e.ended));
         }

@@ -24,6 +24,8 @@ pub struct Launch {
     pub spec: Arc<AppSpec>,
     /// The complete environment: nothing else reaches the process.
     pub env: Env,
+    /// The app's held sockets, passed with systemd's socket activation (see `activation`).
+    pub sockets: Option<Arc<crate::supervisor::sockets::HeldSet>>,
 }
 
 /// A started main process: its pid, its start time (with the pid, its identity), and where its
@@ -58,6 +60,8 @@ pub enum SpawnError {
     RunAs(OsError),
     #[error("the spawner thread is gone")]
     SpawnerGone,
+    #[error("{0}")]
+    Sockets(String),
 }
 
 type Job = (Launch, oneshot::Sender<Result<Spawned, SpawnError>>);
@@ -133,12 +137,38 @@ pub fn spawn(reaper: &Reaper, l: &Launch) -> Result<Spawned, SpawnError> {
         .process_group(0);
     // Another user, a umask, limits: applied in the child, between fork and exec.
     let run_as = super::run_as::prepare(spec).map_err(|e| SpawnError::RunAs(e.into()))?;
+    // Held sockets: the last step execs the program itself, with LISTEN_PID its own pid.
+    let activation = match &l.sockets {
+        Some(set) if !set.sockets.is_empty() => {
+            let mut env = l.env.clone();
+            if let Some(p) = &run_as {
+                env.extend(p.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            let argv: Vec<String> = std::iter::once(arg0.clone())
+                .chain(args.iter().cloned())
+                .collect();
+            let a = super::activation::Activation::prepare(set.clone(), &program, &argv, &env)
+                .ok_or_else(|| SpawnError::Exec {
+                    program: program.clone(),
+                    err: std::io::Error::from(std::io::ErrorKind::InvalidInput).into(),
+                })?;
+            Some(a)
+        }
+        _ => None,
+    };
     if let Some(p) = run_as {
         cmd.envs(p.env.iter().map(|(k, v)| (k, v)));
         // SAFETY: `apply` makes system calls only (setrlimit, umask, setgroups, setgid,
         // setuid) on values prepared before the fork; it allocates nothing.
         unsafe {
             cmd.pre_exec(move || p.apply());
+        }
+    }
+    if let Some(mut a) = activation {
+        // SAFETY: `exec` is async-signal-safe (fcntl, dup2, getpid, execve, writes into
+        // buffers prepared before the fork); it runs last and returns only with exec's error.
+        unsafe {
+            cmd.pre_exec(move || Err(a.exec()));
         }
     }
     let spawned = reaper.spawn(&mut cmd);

@@ -1,7 +1,8 @@
 //! Processes: spawning a main process, reaping children, pidfds, finding and ending an app's
-//! whole tree, finding what escaped it (`escaped`), reading `/proc`, sampling usage. The
+//! whole tree, passing held sockets (`activation`), finding what escaped it (`escaped`), reading `/proc`, sampling usage. The
 //! lifecycle decides; this module acts.
 
+pub(super) mod activation;
 pub(super) mod escaped;
 pub(super) mod handover;
 pub(super) mod launch;

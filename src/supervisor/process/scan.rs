@@ -12,7 +12,7 @@ use std::{
 use tokio::{sync::Notify, time::Instant};
 
 use super::procfs::{self, ProcStat};
-use crate::model::AppId;
+use super::tree::TreeId;
 
 /// Every live (non-zombie) process but the agent, with the grpm identity of those that may have
 /// left their app's tree.
@@ -21,12 +21,12 @@ pub struct Snapshot {
     pub procs: Vec<ProcStat>,
     /// `(GRPM_AGENT_ID, GRPM_APP_ID)` by pid, read only for orphans and session or group
     /// leaders: the others are reached by descent from them or from an app's main process.
-    pub identity: HashMap<u32, (String, AppId)>,
+    pub identity: HashMap<u32, (String, TreeId)>,
 }
 
 /// Identities read before, by `(pid, starttime)`: a process's environment is set when it
 /// starts, so each process's is read once, not at every scan.
-pub type Identities = HashMap<(u32, u64), Option<(String, AppId)>>;
+pub type Identities = HashMap<(u32, u64), Option<(String, TreeId)>>;
 
 impl Snapshot {
     /// Takes a snapshot now, reading only the identities `known` lacks; `known` is left with

@@ -20,11 +20,18 @@ use super::{
 };
 use crate::model::{AppId, Signal};
 
-/// Names one app's processes.
+/// One process slot of an app: `(app id, slot)`. An instance `k` runs in slot `2k` or `2k + 1`
+/// (a reload's replacement takes the other one), so that during a reload the old instance's
+/// tree and its replacement's are told apart. Processes carry the slot as `GRPM_SLOT` (absent:
+/// 0).
+pub type TreeId = (AppId, u32);
+
+/// Names one instance's processes.
 #[derive(Debug, Clone)]
 pub struct TreeKey {
     pub agent_id: String,
     pub app_id: AppId,
+    pub slot: u32,
     /// The main process, when one was started (it is also the process group id).
     pub root: Option<u32>,
 }
@@ -41,7 +48,7 @@ pub struct Forest<'a> {
     children: HashMap<u32, Vec<usize>>,
     /// Members of each process group, and the process whose pid is that number.
     groups: HashMap<u32, Vec<usize>>,
-    marked: HashMap<(&'a str, AppId), Vec<usize>>,
+    marked: HashMap<(&'a str, TreeId), Vec<usize>>,
 }
 
 impl<'a> Forest<'a> {
@@ -61,7 +68,7 @@ impl<'a> Forest<'a> {
                 groups.entry(p.pid).or_default().push(i);
             }
         }
-        let mut marked: HashMap<(&str, AppId), Vec<usize>> = HashMap::new();
+        let mut marked: HashMap<(&str, TreeId), Vec<usize>> = HashMap::new();
         for (pid, (agent, app)) in &snap.identity {
             if let Some(&i) = index.get(pid) {
                 marked.entry((agent.as_str(), *app)).or_default().push(i);
@@ -84,7 +91,7 @@ impl<'a> Forest<'a> {
         }
         seeds.extend(
             self.marked
-                .get(&(key.agent_id.as_str(), key.app_id))
+                .get(&(key.agent_id.as_str(), (key.app_id, key.slot)))
                 .into_iter()
                 .flatten(),
         );
@@ -183,9 +190,9 @@ fn open_checked(p: &ProcStat) -> Option<PidFd> {
 
 /// Processes of this agent, by app, found through their environment: what a previous agent left
 /// behind. Blocking.
-pub fn survivors(agent_id: &str) -> HashMap<AppId, Vec<ProcStat>> {
+pub fn survivors(agent_id: &str) -> HashMap<TreeId, Vec<ProcStat>> {
     let me = std::process::id();
-    let mut out: HashMap<AppId, Vec<ProcStat>> = HashMap::new();
+    let mut out: HashMap<TreeId, Vec<ProcStat>> = HashMap::new();
     for p in procfs::scan() {
         if p.is_dead() || p.pid == me {
             continue;
@@ -232,15 +239,16 @@ mod tests {
                 p(400, 1, 400, 400),     // someone else's daemon
             ],
             identity: [
-                (200, ("agent-a".to_string(), 1)),
-                (300, ("agent-a".to_string(), 2)),
-                (400, ("agent-b".to_string(), 1)),
+                (200, ("agent-a".to_string(), (1, 0))),
+                (300, ("agent-a".to_string(), (2, 0))),
+                (400, ("agent-b".to_string(), (1, 0))),
             ]
             .into(),
         };
         let key = TreeKey {
             agent_id: "agent-a".into(),
             app_id: 1,
+            slot: 0,
             root: Some(100),
         };
         let pids: Vec<u32> = find(&snap, &key).iter().map(|p| p.pid).collect();
@@ -248,6 +256,7 @@ mod tests {
         let other = TreeKey {
             agent_id: "agent-a".into(),
             app_id: 2,
+            slot: 0,
             root: None,
         };
         let pids: Vec<u32> = find(&snap, &other).iter().map(|p| p.pid).collect();

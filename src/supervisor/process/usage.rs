@@ -14,9 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::{
     procfs::{self, ProcStat},
     scan::{Scanner, Snapshot},
-    tree::{Forest, TreeKey},
+    tree::{Forest, TreeId, TreeKey},
 };
-use crate::model::AppId;
 
 /// Resource use of one app's tree, as of the last sample.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -37,11 +36,12 @@ pub struct Usage {
 /// Per-app figures of the last tick.
 #[derive(Debug, Default)]
 pub struct Samples {
-    pub by_app: HashMap<AppId, Usage>,
+    pub by_app: HashMap<TreeId, Usage>,
 }
 
 impl Samples {
-    pub fn get(&self, id: AppId) -> Usage {
+    /// The usage of one instance's tree (`(app id, slot)`).
+    pub fn get(&self, id: TreeId) -> Usage {
         self.by_app.get(&id).copied().unwrap_or_default()
     }
 }
@@ -54,7 +54,7 @@ pub struct TreeSampler {
     /// Seconds since boot at the previous tick.
     prev_uptime: Option<f64>,
     /// Cumulative CPU seconds per app.
-    totals: HashMap<AppId, f64>,
+    totals: HashMap<TreeId, f64>,
     /// The last memory reading of each process, with its RSS (pages) at that moment.
     memory: HashMap<(u32, u64), (u64, u64)>,
     ticks: u64,
@@ -83,7 +83,7 @@ impl TreeSampler {
         &mut self,
         snap: &Snapshot,
         running: &[TreeKey],
-        known: &[AppId],
+        known: &[TreeId],
         clock: &Clock,
         memory: impl Fn(&ProcStat) -> u64,
     ) -> Samples {
@@ -126,14 +126,14 @@ impl TreeSampler {
                 };
             }
             let secs = ticks as f64 / clock.hz;
-            let total = self.totals.entry(key.app_id).or_default();
+            let total = self.totals.entry((key.app_id, key.slot)).or_default();
             *total += secs;
             let cpu_percent = match elapsed {
                 Some(e) if e > 0.0 => 100.0 * secs / e,
                 _ => 0.0,
             };
             by_app.insert(
-                key.app_id,
+                (key.app_id, key.slot),
                 Usage {
                     cpu_percent,
                     memory_bytes: mem,
@@ -164,7 +164,7 @@ impl TreeSampler {
 pub async fn run(
     scanner: Arc<Scanner>,
     interval: Duration,
-    apps: impl Fn() -> (Vec<TreeKey>, Vec<AppId>),
+    apps: impl Fn() -> (Vec<TreeKey>, Vec<TreeId>),
     out: tokio::sync::watch::Sender<Arc<Samples>>,
     cancel: CancellationToken,
 ) {
@@ -248,10 +248,11 @@ mod tests {
         }
     }
 
-    fn key(app_id: AppId, root: u32) -> TreeKey {
+    fn key(app_id: crate::model::AppId, root: u32) -> TreeKey {
         TreeKey {
             agent_id: "a".into(),
             app_id,
+            slot: 0,
             root: Some(root),
         }
     }
@@ -271,29 +272,37 @@ mod tests {
             identity: HashMap::new(),
         };
         let keys = [key(1, 10), key(2, 20)];
-        let first = s.sample(&snap(100), &keys, &[1, 2], &clock(10.0), |_| 1000);
+        let first = s.sample(&snap(100), &keys, &[(1, 0), (2, 0)], &clock(10.0), |_| 1000);
         // The first tick knows no interval: no rate, no time counted for old processes.
-        assert_eq!(first.get(1).processes, 3);
-        assert_eq!(first.get(1).memory_bytes, 3000);
-        assert_eq!(first.get(1).cpu_percent, 0.0);
+        assert_eq!(first.get((1, 0)).processes, 3);
+        assert_eq!(first.get((1, 0)).memory_bytes, 3000);
+        assert_eq!(first.get((1, 0)).cpu_percent, 0.0);
         // Two seconds later each worker used 0.5 s: 1 s of CPU in 2 s is 50 %.
-        let second = s.sample(&snap(150), &keys, &[1, 2], &clock(12.0), |_| 1000);
-        assert!((second.get(1).cpu_percent - 50.0).abs() < 1e-9);
-        assert!((second.get(1).cpu_seconds_total - 1.0).abs() < 1e-9);
-        assert_eq!(second.get(2).cpu_percent, 0.0);
+        let second = s.sample(&snap(150), &keys, &[(1, 0), (2, 0)], &clock(12.0), |_| 1000);
+        assert!((second.get((1, 0)).cpu_percent - 50.0).abs() < 1e-9);
+        assert!((second.get((1, 0)).cpu_seconds_total - 1.0).abs() < 1e-9);
+        assert_eq!(second.get((2, 0)).cpu_percent, 0.0);
         // A process born in the interval counts with all its time; a vanished one drops out.
         let mut third_snap = snap(150);
         third_snap.procs.retain(|p| p.pid != 12);
         third_snap.procs.push(p(13, 10, 10, 20, 1300));
-        let third = s.sample(&third_snap, &keys, &[1, 2], &clock(14.0), |_| 1000);
-        assert!((third.get(1).cpu_percent - 10.0).abs() < 1e-9);
-        assert_eq!(third.get(1).processes, 3);
+        let third = s.sample(&third_snap, &keys, &[(1, 0), (2, 0)], &clock(14.0), |_| {
+            1000
+        });
+        assert!((third.get((1, 0)).cpu_percent - 10.0).abs() < 1e-9);
+        assert_eq!(third.get((1, 0)).processes, 3);
         // Stopped (no main process): zeros, and the counter stays; deleted: forgotten.
-        let fourth = s.sample(&third_snap, &keys[1..], &[1, 2], &clock(16.0), |_| 1000);
-        assert_eq!(fourth.get(1).processes, 0);
-        assert!((fourth.get(1).cpu_seconds_total - 1.2).abs() < 1e-9);
-        let fifth = s.sample(&third_snap, &keys[1..], &[2], &clock(18.0), |_| 1000);
-        assert_eq!(fifth.get(1), Usage::default());
+        let fourth = s.sample(
+            &third_snap,
+            &keys[1..],
+            &[(1, 0), (2, 0)],
+            &clock(16.0),
+            |_| 1000,
+        );
+        assert_eq!(fourth.get((1, 0)).processes, 0);
+        assert!((fourth.get((1, 0)).cpu_seconds_total - 1.2).abs() < 1e-9);
+        let fifth = s.sample(&third_snap, &keys[1..], &[(2, 0)], &clock(18.0), |_| 1000);
+        assert_eq!(fifth.get((1, 0)), Usage::default());
     }
 
     #[test]
@@ -318,7 +327,9 @@ mod tests {
         for tick in 0..MEMORY_EVERY {
             // RSS grows by 1/16 after the first tick: PSS scales with it until read again.
             proc.rss_pages = if tick == 0 { 16 } else { 17 };
-            let usage = s.sample(&snap(proc), &keys, &[1], &clock, pss).get(1);
+            let usage = s
+                .sample(&snap(proc), &keys, &[(1, 0)], &clock, pss)
+                .get((1, 0));
             seen.push(usage.memory_bytes);
         }
         assert_eq!(
@@ -331,7 +342,7 @@ mod tests {
         assert!(seen.contains(&531), "{seen:?}");
         // RSS doubling is read at once.
         proc.rss_pages = 34;
-        s.sample(&snap(proc), &keys, &[1], &clock, pss);
+        s.sample(&snap(proc), &keys, &[(1, 0)], &clock, pss);
         assert_eq!(reads.get(), 3);
     }
 
