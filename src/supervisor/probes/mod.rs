@@ -270,9 +270,10 @@ pub async fn alive(l: Liveness, t: Target) -> Verdict {
 
 async fn poll_alive(l: &Liveness, t: &Target, check: Polled<'_>) -> Verdict {
     let mut failures = 0;
-    // One timer for the probe's life, not one per attempt.
-    let mut ticks = tokio::time::interval_at(Instant::now() + l.period, l.period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One timer for the probe's life, not one per attempt, on a grid shared by every probe
+    // (see `on_grid`); a tick missed by a slow attempt is skipped, which keeps the grid.
+    let mut ticks = tokio::time::interval_at(on_grid(Instant::now() + l.period), l.period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         ticks.tick().await;
         let r = attempt_once(t, check, l.timeout).await;
@@ -289,6 +290,23 @@ async fn poll_alive(l: &Liveness, t: &Target, check: Polled<'_>) -> Verdict {
             }
         }
     }
+}
+
+/// Liveness attempts start on a grid of [`GRID`] shared by every probe of the agent: probes
+/// with the same period then fall due in the same few slots, and the agent wakes for a batch of
+/// them rather than for each (500 apps checked every second: 20 wake-ups a second instead of
+/// hundreds; a wake-up of an idle agent costs about as much as a loopback connect). An attempt
+/// starts at most one slot later than it would have.
+const GRID: Duration = Duration::from_millis(50);
+
+/// The first instant of the shared grid at or after `t`.
+fn on_grid(t: Instant) -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let since = t.saturating_duration_since(epoch);
+    let grid = GRID.as_nanos();
+    let slots = since.as_nanos().div_ceil(grid);
+    epoch + Duration::from_nanos(u64::try_from(slots * grid).unwrap_or(u64::MAX))
 }
 
 /// Healthy while `WATCHDOG=1` comes at least every `interval`.
@@ -318,5 +336,21 @@ async fn watchdog(interval: Duration, t: &Target) -> Verdict {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_fall_due_on_a_shared_grid() {
+        let t = Instant::now() + Duration::from_millis(7);
+        let g = on_grid(t);
+        assert!(g >= t && g < t + GRID, "{:?}", g - t);
+        // Instants in one slot share its end; the next slot is one grid later.
+        assert_eq!(on_grid(g - Duration::from_millis(1)), g);
+        assert_eq!(on_grid(g), g);
+        assert_eq!(on_grid(g + Duration::from_millis(1)), g + GRID);
     }
 }
