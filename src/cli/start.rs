@@ -33,7 +33,10 @@ pub async fn start(place: &Place, mut args: StartArgs, json: bool) -> Result<(),
         let cmd = std::mem::take(&mut args.cmd);
         return start_new(place, args, cmd, None, json).await;
     };
-    let what_kind = script::classify(&what).map_err(Failure::Usage)?;
+    let mut what_kind = script::classify(&what).map_err(Failure::Usage)?;
+    if matches!(what_kind, What::Script(_)) && names_a_target(place, &what).await {
+        what_kind = What::Target;
+    }
     match what_kind {
         What::Script(path) => {
             if remote {
@@ -97,6 +100,26 @@ pub async fn start(place: &Place, mut args: StartArgs, json: bool) -> Result<(),
         })
         .await;
     report(outcomes, json, "started")
+}
+
+/// Whether `what`, a bare word that is also a file here, names apps the user more likely
+/// means: "all", an id, or the name of an app of the agent(s). `grpm start api` in the
+/// directory that holds the `api` binary starts the app `api` again; `./api` is the file.
+async fn names_a_target(place: &Place, what: &str) -> bool {
+    if what.contains('/') {
+        return false;
+    }
+    if what == "all" || what.parse::<u64>().is_ok() {
+        return true;
+    }
+    place
+        .each(|mut c| {
+            let what = what.to_string();
+            async move { Ok(c.list().await?.iter().any(|a| a.name == what)) }
+        })
+        .await
+        .into_iter()
+        .any(|o| matches!(o.result, Ok(true)))
 }
 
 /// Starts one new app running `cmd`, described by the flags of `args`; `name` is its default

@@ -429,3 +429,23 @@ fn tables_are_coloured_and_fitted_on_a_terminal_only() {
     let json = agent.ok(&["list", "--json"]);
     assert!(json.contains(long) && !json.contains('\x1b'), "{json}");
 }
+
+/// A bare word that names an app starts that app, even where a file of that name sits in the
+/// current directory (the app's own binary, say); `./api` would be the file.
+#[test]
+fn a_bare_word_that_names_an_app_is_the_app_even_beside_a_file_of_that_name() {
+    let agent = Agent::start();
+    agent.ok(&["start", "--name", "api", "--", "sleep", "1000"]);
+    let first = agent.wait_online("api", None);
+    agent.ok(&["stop", "api"]);
+    write(agent.dir.path(), "api", "#!/bin/sh\nexec sleep 1000\n");
+    let out = agent.run(&["start", "api"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(!stderr_of(&out).contains("run with"), "{}", stderr_of(&out));
+    assert_ne!(agent.wait_online("api", Some(first)), first);
+    assert_eq!(agent.list().len(), 1, "no second app");
+    assert_eq!(
+        agent.describe("api")["cmd"],
+        serde_json::json!(["sleep", "1000"])
+    );
+}
