@@ -30,32 +30,8 @@ use std::{
 
 use common::{ms, print_table, Agent, Row, Stats};
 
-const SERVER: &str = r#"
-import os, signal, socket, sys, time
-time.sleep(float(sys.argv[1]))
-s = socket.socket(fileno=3)
-n = os.environ.get("NOTIFY_SOCKET")
-if n:
-    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", n)
-stop = False
-def term(*_):
-    global stop
-    stop = True
-signal.signal(signal.SIGTERM, term)
-s.settimeout(0.02)
-while not stop:
-    try:
-        c, _ = s.accept()
-    except socket.timeout:
-        continue
-    c.settimeout(5)
-    try:
-        c.recv(4096)
-        c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
-    except OSError:
-        pass
-    c.close()
-"#;
+/// The same server as the zero-downtime test's (tests/integration/instances.rs).
+const SERVER: &str = include_str!("../tests/fixtures/held_http_server.py");
 
 const CLIENTS: usize = 4;
 const LIMIT: Duration = Duration::from_secs(1);

@@ -126,16 +126,7 @@ pub async fn follow_remote(
     let mut reconnect = Reconnect::new();
     loop {
         let mut req = req.clone();
-        req.from = printer
-            .positions
-            .iter()
-            .map(|(&(app_id, instance, stream), &offset)| LogPosition {
-                app_id,
-                instance,
-                stream,
-                offset,
-            })
-            .collect();
+        req.from = printer.resume_points();
         let why = match client::connect_remote(host, t).await {
             Err(e) => Failure::from(e),
             Ok(mut c) => match stream_into(&mut c, req, &mut printer).await {
@@ -170,16 +161,7 @@ pub async fn follow_local(
     let mut first = true;
     loop {
         let mut req = req.clone();
-        req.from = printer
-            .positions
-            .iter()
-            .map(|(&(app_id, instance, stream), &offset)| LogPosition {
-                app_id,
-                instance,
-                stream,
-                offset,
-            })
-            .collect();
+        req.from = printer.resume_points();
         let why = match client::connect_local_with(home, first, t.request).await {
             Err(e) if first => return Err(e.into()),
             Err(e) => Failure::from(e),
@@ -275,6 +257,19 @@ fn utf8_cut(bytes: &[u8], max: usize) -> usize {
 }
 
 impl<'a> Printer<'a> {
+    /// Where a reconnected stream resumes: after the last byte received of each stream.
+    fn resume_points(&self) -> Vec<LogPosition> {
+        self.positions
+            .iter()
+            .map(|(&(app_id, instance, stream), &offset)| LogPosition {
+                app_id,
+                instance,
+                stream,
+                offset,
+            })
+            .collect()
+    }
+
     fn new(json: bool, host: Option<&'a str>, follow: bool) -> Printer<'a> {
         Printer {
             json,

@@ -348,32 +348,7 @@ fn a_socket_that_cannot_be_bound_changes_nothing() {
 /// A Python HTTP server on fd 3 that is ready (READY=1 on NOTIFY_SOCKET) `delay` seconds after
 /// it starts, and on SIGTERM finishes the request in hand and exits: an app written for
 /// zero-downtime deploys.
-pub const SERVER: &str = r#"
-import os, signal, socket, sys, time
-time.sleep(float(sys.argv[1]))
-s = socket.socket(fileno=3)
-n = os.environ.get("NOTIFY_SOCKET")
-if n:
-    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", n)
-stop = False
-def term(*_):
-    global stop
-    stop = True
-signal.signal(signal.SIGTERM, term)
-s.settimeout(0.02)
-while not stop:
-    try:
-        c, _ = s.accept()
-    except socket.timeout:
-        continue
-    c.settimeout(5)
-    try:
-        c.recv(4096)
-        c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
-    except OSError:
-        pass
-    c.close()
-"#;
+pub const SERVER: &str = include_str!("../fixtures/held_http_server.py");
 
 /// One request on a new connection: true when it got a 200 within `limit`.
 pub fn request(addr: &str, limit: Duration) -> bool {
