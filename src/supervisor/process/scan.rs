@@ -28,15 +28,29 @@ pub struct Snapshot {
 /// starts, so each process's is read once, not at every scan.
 pub type Identities = HashMap<(u32, u64), Option<(String, TreeId)>>;
 
+/// What scans keep between them: the processes' open stat files and their identities.
+pub struct ScanCache {
+    stats: procfs::StatFiles,
+    known: Identities,
+}
+
+impl Default for ScanCache {
+    fn default() -> ScanCache {
+        ScanCache {
+            stats: procfs::StatFiles::sized_to_open_files(),
+            known: Identities::new(),
+        }
+    }
+}
+
 impl Snapshot {
-    /// Takes a snapshot now, reading only the identities `known` lacks; `known` is left with
-    /// the processes of this snapshot only. Blocking.
-    pub fn take_with(known: &mut Identities) -> Snapshot {
+    /// Takes a snapshot now, reading only the identities the cache lacks; the cache is left
+    /// with the processes of this snapshot only. Blocking.
+    pub fn take_with(cache: &mut ScanCache) -> Snapshot {
         let me = std::process::id();
-        let procs: Vec<ProcStat> = procfs::scan()
-            .into_iter()
-            .filter(|p| !p.is_dead() && p.pid != me)
-            .collect();
+        let mut procs = cache.stats.scan();
+        procs.retain(|p| !p.is_dead() && p.pid != me);
+        let known = &mut cache.known;
         let mut seen = Identities::with_capacity(known.len());
         let identity = procs
             .iter()
@@ -67,8 +81,8 @@ struct State {
 pub struct Scanner {
     state: Mutex<State>,
     done: Notify,
-    /// Identities from the previous scans (only the scanning task touches it).
-    known: Arc<Mutex<Identities>>,
+    /// Open files and identities from the previous scans (only the scanning task touches it).
+    known: Arc<Mutex<ScanCache>>,
 }
 
 impl Scanner {
