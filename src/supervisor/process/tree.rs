@@ -42,65 +42,74 @@ pub fn find(snap: &Snapshot, key: &TreeKey) -> Vec<ProcStat> {
 }
 
 /// A snapshot indexed once (children, groups, grpm identities), so that finding many apps'
-/// trees in it costs each app its own tree's size rather than a pass over every process.
+/// trees in it costs each app its own tree's size rather than a pass over every process. The
+/// indexes are positions in the snapshot sorted by parent, by group and by pid (a few
+/// allocations per snapshot, not one per parent and group).
 pub struct Forest<'a> {
     procs: &'a [ProcStat],
-    children: HashMap<u32, Vec<usize>>,
-    /// Members of each process group, and the process whose pid is that number.
-    groups: HashMap<u32, Vec<usize>>,
-    marked: HashMap<(&'a str, TreeId), Vec<usize>>,
+    by_parent: Vec<usize>,
+    by_group: Vec<usize>,
+    by_pid: Vec<usize>,
+    /// Processes marked with an identity, sorted by it.
+    marked: Vec<((&'a str, TreeId), usize)>,
 }
 
 impl<'a> Forest<'a> {
     pub fn new(snap: &'a Snapshot) -> Forest<'a> {
         let procs = snap.procs.as_slice();
-        let mut children: HashMap<u32, Vec<usize>> = HashMap::new();
-        let mut groups: HashMap<u32, Vec<usize>> = HashMap::new();
-        let mut index: HashMap<u32, usize> = HashMap::with_capacity(procs.len());
-        for (i, p) in procs.iter().enumerate() {
-            children.entry(p.ppid).or_default().push(i);
-            groups.entry(p.pgrp).or_default().push(i);
-            index.insert(p.pid, i);
-        }
-        // A root that is not its group's leader is still a seed (see `members`).
-        for (i, p) in procs.iter().enumerate() {
-            if p.pgrp != p.pid {
-                groups.entry(p.pid).or_default().push(i);
-            }
-        }
-        let mut marked: HashMap<(&str, TreeId), Vec<usize>> = HashMap::new();
-        for (pid, (agent, app)) in &snap.identity {
-            if let Some(&i) = index.get(pid) {
-                marked.entry((agent.as_str(), *app)).or_default().push(i);
-            }
-        }
+        let sorted = |key: fn(&ProcStat) -> u32| {
+            let mut v: Vec<usize> = (0..procs.len()).collect();
+            v.sort_unstable_by_key(|&i| key(&procs[i]));
+            v
+        };
+        let by_pid = sorted(|p| p.pid);
+        let at = |pid: u32| {
+            let k = by_pid.partition_point(|&i| procs[i].pid < pid);
+            by_pid.get(k).copied().filter(|&i| procs[i].pid == pid)
+        };
+        let mut marked: Vec<((&str, TreeId), usize)> = snap
+            .identity
+            .iter()
+            .filter_map(|(pid, (agent, app))| Some(((agent.as_str(), *app), at(*pid)?)))
+            .collect();
+        marked.sort_unstable();
         Forest {
             procs,
-            children,
-            groups,
+            by_parent: sorted(|p| p.ppid),
+            by_group: sorted(|p| p.pgrp),
+            by_pid,
             marked,
         }
     }
 
-    /// The tree of `key`: the root's process group and the root itself, the processes marked
-    /// with the app's identity, and all their descendants.
+    /// The positions in `index` (sorted by `key`) whose process has `key` `value`.
+    fn run<'i>(&self, index: &'i [usize], key: fn(&ProcStat) -> u32, value: u32) -> &'i [usize] {
+        let start = index.partition_point(|&i| key(&self.procs[i]) < value);
+        let len = index[start..].partition_point(|&i| key(&self.procs[i]) == value);
+        &index[start..start + len]
+    }
+
+    /// The tree of `key`: the root's process group and the root itself (even when it is not
+    /// its group's leader), the processes marked with the app's identity, and all their
+    /// descendants.
     pub fn members(&self, key: &TreeKey) -> Vec<ProcStat> {
         let mut seeds: Vec<usize> = Vec::new();
         if let Some(r) = key.root {
-            seeds.extend(self.groups.get(&r).into_iter().flatten());
+            seeds.extend(self.run(&self.by_group, |p| p.pgrp, r));
+            seeds.extend(self.run(&self.by_pid, |p| p.pid, r));
         }
+        let id = (key.agent_id.as_str(), (key.app_id, key.slot));
+        let start = self.marked.partition_point(|(m, _)| *m < id);
         seeds.extend(
-            self.marked
-                .get(&(key.agent_id.as_str(), (key.app_id, key.slot)))
-                .into_iter()
-                .flatten(),
+            self.marked[start..]
+                .iter()
+                .take_while(|(m, _)| *m == id)
+                .map(|(_, i)| *i),
         );
         let mut seen: HashSet<usize> = HashSet::new();
         while let Some(i) = seeds.pop() {
             if seen.insert(i) {
-                if let Some(kids) = self.children.get(&self.procs[i].pid) {
-                    seeds.extend(kids);
-                }
+                seeds.extend(self.run(&self.by_parent, |p| p.ppid, self.procs[i].pid));
             }
         }
         let mut out: Vec<ProcStat> = seen.into_iter().map(|i| self.procs[i]).collect();

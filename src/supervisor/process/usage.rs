@@ -142,7 +142,8 @@ impl TreeSampler {
                 },
             );
         }
-        self.totals.retain(|id, _| known.contains(id));
+        let known_set: std::collections::HashSet<&TreeId> = known.iter().collect();
+        self.totals.retain(|id, _| known_set.contains(id));
         for id in known {
             if let Some(total) = self.totals.get(id) {
                 by_app.entry(*id).or_insert(Usage {
@@ -214,10 +215,17 @@ impl Clock {
 
 /// A process's memory: its PSS from `smaps_rollup` when readable, else its RSS.
 pub fn memory(p: &ProcStat) -> u64 {
-    fs::read_to_string(format!("/proc/{}/smaps_rollup", p.pid))
-        .ok()
-        .and_then(|text| pss_kib(&text))
-        .map_or_else(|| p.rss_pages * procfs::page_size(), |kib| kib * 1024)
+    pss_kib_of(p.pid).map_or_else(|| p.rss_pages * procfs::page_size(), |kib| kib * 1024)
+}
+
+/// Reads `smaps_rollup` with one read into a stack buffer: the file is a few lines (under
+/// 1 KiB), produced whole by the first read; `Pss:` is its third line.
+fn pss_kib_of(pid: u32) -> Option<u64> {
+    use std::io::Read;
+    let mut f = fs::File::open(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let mut buf = [0u8; 2048];
+    let n = f.read(&mut buf).ok()?;
+    pss_kib(std::str::from_utf8(&buf[..n]).ok()?)
 }
 
 /// The `Pss:` line of `smaps_rollup`, in KiB.
