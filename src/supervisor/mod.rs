@@ -494,6 +494,7 @@ impl Supervisor {
                     restarts: 0,
                     pid: None,
                     pid_starttime: None,
+                    last_exit: None,
                 };
                 let handle = self.start_owner(rec, Init::New, None);
                 reg.apps.insert((id, instance), handle);

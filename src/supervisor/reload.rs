@@ -120,6 +120,7 @@ impl Supervisor {
             restarts: v.restarts.saturating_add(1),
             pid: None,
             pid_starttime: None,
+            last_exit: None,
         };
         let new = self.owner_with_logs(rec, Init::New, old.logs.clone(), None);
         let closed = {

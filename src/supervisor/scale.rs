@@ -55,6 +55,7 @@ impl Supervisor {
                     restarts: 0,
                     pid: None,
                     pid_starttime: None,
+                    last_exit: None,
                 };
                 let gen = self.ctx.store.put(rec.clone());
                 let handle = self.start_owner(rec, Init::New, None);

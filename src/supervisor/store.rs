@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::StoreError;
 use crate::home::write_atomic;
-use crate::model::{now_unix_ms, AppId, AppSpec, Desired, Env};
+use crate::model::{now_unix_ms, AppId, AppSpec, Desired, Env, Exit};
 
 const VERSION: u32 = 1;
 
@@ -43,6 +43,9 @@ pub struct AppRecord {
     /// The main process last started, with its start time, so a new agent can adopt it.
     pub pid: Option<u32>,
     pub pid_starttime: Option<u64>,
+    /// How the instance's last main process ended: a one-shot job that completed stays
+    /// completed for a new agent (its dependents do not run it again).
+    pub last_exit: Option<Exit>,
 }
 
 /// What loading gives: the file's content, environments resolved.
@@ -106,6 +109,8 @@ struct DiskApp {
     pid: Option<u32>,
     #[serde(default)]
     pid_starttime: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_exit: Option<Exit>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -151,6 +156,7 @@ impl DiskState {
                     restarts: r.restarts,
                     pid: r.pid,
                     pid_starttime: r.pid_starttime,
+                    last_exit: r.last_exit,
                 }
             })
             .collect();
@@ -187,6 +193,7 @@ impl DiskState {
                     restarts: a.restarts,
                     pid: a.pid,
                     pid_starttime: a.pid_starttime,
+                    last_exit: a.last_exit,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -830,6 +837,7 @@ mod tests {
             restarts: 0,
             pid: None,
             pid_starttime: None,
+            last_exit: None,
         }
     }
 

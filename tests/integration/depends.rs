@@ -200,8 +200,9 @@ fn a_diamond_starts_its_branches_in_parallel() {
 
 #[test]
 fn a_completed_gate_waits_for_a_successful_exit() {
-    let agent = Agent::start();
+    let mut agent = Agent::start();
     let marker = agent.path("migrated");
+    let runs = agent.path("runs");
     let file = write(
         &agent,
         "gate.toml",
@@ -209,7 +210,7 @@ fn a_completed_gate_waits_for_a_successful_exit() {
             r#"
 [[app]]
 name = "migrate"
-cmd = ["sh", "-c", "sleep 0.3; touch {marker}"]
+cmd = ["sh", "-c", "sleep 0.3; echo run >> {runs}; touch {marker}"]
 autorestart = false
 [[app]]
 name = "web"
@@ -253,6 +254,20 @@ depends_on = [{{ app = "bad-migrate", condition = "completed" }}]
             .any(|e| e["seq"].as_u64().unwrap() > mark && e["app"] == "migrate"),
         "migrate ran again"
     );
+    // Nor by a new agent, which brings web back: the job's exit is remembered.
+    agent.ok(&["kill"]);
+    agent.reap();
+    agent.spawn();
+    agent.wait_online("web", None);
+    assert_eq!(agent.status("migrate"), "stopped");
+    let ran = std::fs::read_to_string(&runs).unwrap();
+    assert_eq!(
+        ran.lines().count(),
+        1,
+        "migrate ran again after an agent restart"
+    );
+    let detail = agent.ok(&["describe", "migrate"]);
+    assert!(detail.contains("exit code 0"), "{detail}");
 }
 
 #[test]

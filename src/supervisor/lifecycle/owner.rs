@@ -279,7 +279,8 @@ impl Actor {
         logs: Arc<AppLogs>,
         notify: Option<OwnedFd>,
     ) -> (Actor, watch::Receiver<AppView>) {
-        let life = Life::new(rec.desired, rec.restarts);
+        let mut life = Life::new(rec.desired, rec.restarts);
+        life.last_exit = rec.last_exit;
         let spec = Arc::new(rec.spec);
         let handed = notify.is_some();
         let probing = Probing::new(
@@ -308,7 +309,7 @@ impl Actor {
             status: life.status(),
             desired: life.desired,
             restarts: life.restarts,
-            last_exit: None,
+            last_exit: life.last_exit,
             error: None,
             created_at_unix_ms: rec.created_at_unix_ms,
             stdout_path: logs.out.path().to_path_buf(),
@@ -970,6 +971,7 @@ impl Actor {
             restarts: self.life.restarts,
             pid: self.main.as_ref().map(|m| m.pid),
             pid_starttime: self.main.as_ref().and_then(|m| m.starttime),
+            last_exit: self.life.last_exit,
         }
     }
 
