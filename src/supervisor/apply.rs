@@ -299,7 +299,7 @@ impl Supervisor {
             .collect();
         if !first.is_empty() {
             if let Err(e) = self
-                .in_reverse(&table, first, |reply| Cmd::Stop {
+                .in_reverse(&table, first, |reply| Cmd::StopForRestart {
                     cause: cause.clone(),
                     reply,
                 })

@@ -582,7 +582,7 @@ impl Supervisor {
             .map(|(n, r)| (n.clone(), r.clone()))
             .collect();
         if !first.is_empty() {
-            self.in_reverse(&table, first, |reply| Cmd::Stop {
+            self.in_reverse(&table, first, |reply| Cmd::StopForRestart {
                 cause: cause.clone(),
                 reply,
             })

@@ -552,3 +552,53 @@ fn a_started_condition_does_not_wait_for_readiness() {
     let names: Vec<&str> = out.lines().map(|l| l.split(' ').nth(1).unwrap()).collect();
     assert_eq!(names.first(), Some(&"web"), "{out}");
 }
+
+#[test]
+fn an_agent_that_dies_inside_a_restart_brings_the_dependents_back() {
+    let mut agent = Agent::start();
+    // db is ready while its marker exists: with the marker gone, a restart of db waits in its
+    // second half (db starting, web stopped), which is where the agent dies.
+    let marker = agent.path("db-ready");
+    std::fs::write(&marker, "").unwrap();
+    let file = write(
+        &agent,
+        "pair.toml",
+        &format!(
+            r#"
+[[app]]
+name = "db"
+cmd = ["sleep", "1000"]
+[app.ready]
+exec = ["test", "-f", "{marker}"]
+period = "50ms"
+[[app]]
+name = "web"
+cmd = ["sleep", "1000"]
+depends_on = ["db"]
+"#
+        ),
+    );
+    agent.ok(&["start", &file]);
+    std::fs::remove_file(&marker).unwrap();
+    let restart = ChildGuard(Some(
+        agent
+            .cmd()
+            .args(["restart", "db"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    wait_until(
+        "web stopped and db starting",
+        Duration::from_secs(10),
+        || agent.status("web") == "stopped" && agent.status("db") == "starting",
+    );
+    agent.crash();
+    drop(restart);
+    std::fs::write(&marker, "").unwrap();
+    agent.spawn();
+    // Nobody asked web to stop: the new agent brings it back, after db.
+    agent.wait_online("db", None);
+    agent.wait_online("web", None);
+}

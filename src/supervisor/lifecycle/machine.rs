@@ -130,6 +130,7 @@ impl Life {
                 self.desired = Desired::Stopped;
                 self.end_tree(Then::Stop(cause), &mut fx);
             }
+            Input::StopForRestart(cause) => self.end_tree(Then::Stop(cause), &mut fx),
             Input::Restart { cause, wait } => {
                 self.desired = Desired::Online;
                 fx.push(E::Emit(Note::new(EventKind::Restarting, cause.clone())));

@@ -234,9 +234,10 @@ fn state(name: &str) -> Life {
 }
 
 /// The inputs of the table by name. These are the base inputs.
-const BASE_INPUTS: [&str; 19] = [
+const BASE_INPUTS: [&str; 20] = [
     "start",
     "stop",
+    "stop-for-restart",
     "restart",
     "delete",
     "retire",
@@ -271,6 +272,7 @@ fn input(name: &str) -> Input {
             wait: false,
         },
         "stop" => Input::Stop(req()),
+        "stop-for-restart" => Input::StopForRestart(req()),
         "restart" => Input::Restart {
             cause: req(),
             wait: true,
@@ -416,6 +418,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     // Stopped: commands act; facts about processes that do not exist are stale.
     ("stopped", "start",           "starting:request up",     "emit:starting spawn"),
     ("stopped", "stop",            "stopping:stop:- down",    "end-tree"),
+    ("stopped", "stop-for-restart", "stopping:stop:- down", "end-tree"),
     ("stopped", "restart",         "stopping:restart:- up",   "emit:restarting end-tree"),
     ("stopped", "delete",          "stopping:delete:- down",  "end-tree"),
     ("stopped", "retire",          "stopping:retire:- down",  "end-tree"),
@@ -436,6 +439,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     // Starting (for a request): commands wait for the outcome.
     ("starting", "start",           "=",                     "defer"),
     ("starting", "stop",            "=",                     "defer"),
+    ("starting", "stop-for-restart", "=", "defer"),
     ("starting", "restart",         "=",                     "defer"),
     ("starting", "delete",          "=",                     "defer"),
     ("starting", "retire",          "=",                     "defer"),
@@ -458,6 +462,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     // Online.
     ("online", "start",           "=",                        "reply:ok"),
     ("online", "stop",            "stopping:stop:10 down",    "emit:stopping end-tree"),
+    ("online", "stop-for-restart", "stopping:stop:10 up", "emit:stopping end-tree"),
     ("online", "restart",         "stopping:restart:10 up",   "emit:restarting emit:stopping end-tree"),
     ("online", "delete",          "stopping:delete:10 up",    "emit:stopping end-tree"),
     ("online", "retire",          "stopping:retire:10 up",    "emit:stopping end-tree"),
@@ -478,6 +483,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     // Stopping (for a stop): commands wait; the exit is recorded; the end decides.
     ("stopping", "start",           "=",                       "defer"),
     ("stopping", "stop",            "=",                       "defer"),
+    ("stopping", "stop-for-restart", "=", "defer"),
     ("stopping", "restart",         "=",                       "defer"),
     ("stopping", "delete",          "=",                       "defer"),
     ("stopping", "retire",          "=",                       "defer"),
@@ -500,6 +506,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     // Draining: the tree is gone; its output is read to the end before anything follows.
     ("draining", "start",           "=",                       "defer"),
     ("draining", "stop",            "=",                       "defer"),
+    ("draining", "stop-for-restart", "=", "defer"),
     ("draining", "restart",         "=",                       "defer"),
     ("draining", "delete",          "=",                       "defer"),
     ("draining", "retire",          "=",                       "defer"),
@@ -536,6 +543,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     // Waiting out a backoff: a stop cancels it (the timer is then stale).
     ("backoff", "start",           "starting:request up",      "emit:starting spawn"),
     ("backoff", "stop",            "stopping:stop:- down",     "emit:stopping end-tree"),
+    ("backoff", "stop-for-restart", "stopping:stop:- up", "emit:stopping end-tree"),
     ("backoff", "restart",         "stopping:restart:- up",    "emit:restarting emit:stopping end-tree"),
     ("backoff", "delete",          "stopping:delete:- up",     "emit:stopping end-tree"),
     ("backoff", "retire",          "stopping:retire:- up",     "emit:stopping end-tree"),
@@ -556,6 +564,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     // Errored: start and restart reset it; its leftovers are still looked for.
     ("errored", "start",           "starting:request up",      "emit:starting spawn"),
     ("errored", "stop",            "stopping:stop:- down",     "emit:stopping end-tree"),
+    ("errored", "stop-for-restart", "stopping:stop:- up", "emit:stopping end-tree"),
     ("errored", "restart",         "stopping:restart:- up",    "emit:restarting emit:stopping end-tree"),
     ("errored", "delete",          "stopping:delete:- up",     "emit:stopping end-tree"),
     ("errored", "retire",          "stopping:retire:- up",     "emit:stopping end-tree"),
@@ -588,6 +597,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     // Queued after a new agent started: its turn comes with a start.
     ("queued", "start",           "starting:request up",      "emit:starting spawn"),
     ("queued", "stop",            "stopping:stop:- down",     "emit:stopping end-tree"),
+    ("queued", "stop-for-restart", "stopping:stop:- up", "emit:stopping end-tree"),
     ("queued", "restart",         "stopping:restart:- up",    "emit:restarting emit:stopping end-tree"),
     ("queued", "delete",          "stopping:delete:- up",     "emit:stopping end-tree"),
     ("queued", "retire",          "stopping:retire:- up",     "emit:stopping end-tree"),
@@ -610,7 +620,9 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("unready", "start",           "=",                       "hold"),
     ("unready", "start-nowait",    "=",                       "reply:ok"),
     ("unready", "stop",            "stopping:stop:10 down",   "release:not-ready emit:stopping end-tree"),
+    ("unready", "stop-for-restart", "stopping:stop:10 up", "release:not-ready emit:stopping end-tree"),
     ("unready-nowait", "stop",     "stopping:stop:10 down",   "emit:stopping end-tree"),
+    ("unready-nowait", "stop-for-restart", "stopping:stop:10 up", "emit:stopping end-tree"),
     ("unready", "restart",         "stopping:restart:10 up",  "emit:restarting release:not-ready emit:stopping end-tree"),
     ("unready", "delete",          "stopping:delete:10 up",   "release:not-ready emit:stopping end-tree"),
     ("unready", "retire",          "stopping:retire:10 up",   "release:not-ready emit:stopping end-tree"),
@@ -691,7 +703,7 @@ fn every_state_meets_every_input() {
         .map(|(s, i)| format!("({s}, {i})"))
         .collect();
     assert!(missing.is_empty(), "no row for {}", missing.join(", "));
-    assert_eq!(BASE_STATES.len() * BASE_INPUTS.len(), 171);
+    assert_eq!(BASE_STATES.len() * BASE_INPUTS.len(), 180);
 }
 
 /// Feeds inputs at the given times; returns every effect in the short notation.
@@ -752,6 +764,49 @@ fn restart_is_stop_then_start() {
     );
     assert_eq!(state_code(&life), "online:20 up");
     assert_eq!((life.restarts, life.last_exit), (1, Some(exit(0))));
+}
+
+#[test]
+fn a_dependent_taken_along_by_a_restart_is_saved_as_wanted_between_the_halves() {
+    let mut life = online();
+    let fx = run(
+        &mut life,
+        &rules(),
+        vec![
+            (Input::StopForRestart(req()), NOW),
+            (Input::Exited(exit(0)), NOW),
+            (Input::TreeGone, NOW),
+            (Input::Drained, NOW),
+        ],
+    );
+    // What is saved between the halves still wants the app online: an agent that dies here
+    // brings it back.
+    assert_eq!(
+        fx.join(" "),
+        "emit:stopping end-tree emit:exited drain emit:stopped persist+wait reply:ok"
+    );
+    assert_eq!(state_code(&life), "stopped up");
+    let fx = run(
+        &mut life,
+        &rules(),
+        vec![
+            (
+                Input::Restart {
+                    cause: req(),
+                    wait: true,
+                },
+                NOW,
+            ),
+            (Input::TreeGone, NOW),
+            (Input::Drained, NOW),
+            (Input::Spawned { pid: 20 }, NOW),
+        ],
+    );
+    assert_eq!(
+        fx.join(" "),
+        "emit:restarting end-tree drain emit:starting spawn emit:online persist+wait reply:ok"
+    );
+    assert_eq!(state_code(&life), "online:20 up");
 }
 
 #[test]

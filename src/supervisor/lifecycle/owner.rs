@@ -54,6 +54,11 @@ pub enum Cmd {
         cause: Cause,
         reply: Reply,
     },
+    /// The first half of a restart that takes the app along: stopped, its desired state kept.
+    StopForRestart {
+        cause: Cause,
+        reply: Reply,
+    },
     /// Stop then start; with `base_env`, the captured environment is replaced first; with
     /// `spec`, the new instance runs with that spec (applied once the old tree is gone, so the
     /// old instance is stopped as its own spec says).
@@ -127,6 +132,9 @@ impl From<Cmd> for Request {
                 (Input::Start { cause, wait }, Pending::App(reply), None)
             }
             Cmd::Stop { cause, reply } => (Input::Stop(cause), Pending::App(reply), None),
+            Cmd::StopForRestart { cause, reply } => {
+                (Input::StopForRestart(cause), Pending::App(reply), None)
+            }
             Cmd::Restart {
                 base_env,
                 spec: new,

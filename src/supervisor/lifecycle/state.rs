@@ -168,6 +168,10 @@ pub enum Input {
         wait: bool,
     },
     Stop(Cause),
+    /// The first half of a restart that takes this app along (it depends on an app being
+    /// restarted): a stop that keeps the desired state, so that an agent that dies before the
+    /// second half brings the app back.
+    StopForRestart(Cause),
     Restart {
         cause: Cause,
         wait: bool,
@@ -223,6 +227,7 @@ impl Input {
             self,
             Input::Start { .. }
                 | Input::Stop(_)
+                | Input::StopForRestart(_)
                 | Input::Restart { .. }
                 | Input::Delete { .. }
                 | Input::Shutdown
