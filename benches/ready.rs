@@ -10,8 +10,9 @@
 //!    app, then the wait for its next `ready` event;
 //! 2. 500 apps (`sleep`), each with an `http` readiness check and a 1 s `tcp` liveness check,
 //!    both against one small HTTP server in this process (the checks' cost is the agent's; the
-//!    apps' own servers would only add their memory): the agent's CPU over 10 s at steady state,
-//!    as a share of one core, and its RSS; twice: with the default tree sampling (every 2 s,
+//!    apps' own servers would only add their memory): the agent's CPU over 30 s at steady state
+//!    (long enough for 15 sampling ticks, and for the 10 ms granularity of CPU time to be
+//!    0.03 % of a core), as a share of one core, and its RSS; twice: with the default tree sampling (every 2 s,
 //!    which 500 running apps cost on their own), and with sampling every hour, which leaves the
 //!    checks' own cost.
 //!
@@ -35,6 +36,8 @@ use grpm::{
 
 const SAMPLES: usize = 40;
 const MANY: usize = 500;
+/// How long the agent's CPU is measured at steady state.
+const MEASURE: Duration = Duration::from_secs(30);
 
 fn now_ms_f64() -> f64 {
     SystemTime::now()
@@ -201,10 +204,13 @@ fn main() {
         // Steady state: let every liveness probe run a few rounds first.
         thread::sleep(Duration::from_secs(3));
         let (c0, w0) = (cpu_time(agent.pid()), Instant::now());
-        thread::sleep(Duration::from_secs(10));
+        thread::sleep(MEASURE);
         let share = (cpu_time(agent.pid()) - c0).as_secs_f64() / w0.elapsed().as_secs_f64() * 100.0;
         let rss = rss_kib(agent.pid()) as f64 / 1024.0;
-        println!("    agent CPU over 10 s: {share:.2} % of one core; RSS {rss:.1} MiB");
+        println!(
+            "    agent CPU over {} s: {share:.2} % of one core; RSS {rss:.1} MiB",
+            MEASURE.as_secs()
+        );
         rows.push(Row::at_most(
             format!("{MANY} apps, checks, {label}: agent CPU"),
             share,

@@ -24,7 +24,7 @@ pub struct Usage {
     pub cpu_percent: f64,
     /// PSS summed over the tree where `/proc/PID/smaps_rollup` is readable (shared pages split
     /// between the processes that map them, so never counted twice), RSS otherwise. PSS is read
-    /// every `MEMORY_EVERY` ticks per process and follows its RSS in between.
+    /// about once a minute per process (`PSS_EVERY`) and follows its RSS in between.
     pub memory_bytes: u64,
     /// Live processes in the tree.
     pub processes: u32,
@@ -47,8 +47,9 @@ impl Samples {
 }
 
 /// What a sampler remembers between ticks.
-#[derive(Default)]
 pub struct TreeSampler {
+    /// Each process's PSS is read at least every this many ticks (see `PSS_EVERY`).
+    memory_every: u64,
     /// CPU ticks of each process `(pid, starttime)` at the previous tick.
     prev: HashMap<(u32, u64), u64>,
     /// Seconds since boot at the previous tick.
@@ -61,12 +62,29 @@ pub struct TreeSampler {
 }
 
 /// A process's PSS is read when it is new, when its RSS moved by more than 1/8 since the last
-/// reading, and otherwise every this many ticks: reading PSS costs the kernel a walk of the
-/// process's page tables (more, the more memory it maps). Processes are spread over the ticks
-/// by pid. In between, the figure follows the process's RSS (free: it is in the snapshot) at
-/// the PSS/RSS ratio of the last reading, so growth shows at once and sharing stays accounted
-/// for.
-const MEMORY_EVERY: u64 = 16;
+/// reading, and otherwise once in this long (in ticks: this over the interval, at least every
+/// tick): reading PSS costs the kernel a walk of the process's page tables (more, the more
+/// memory it maps), and is most of what sampling costs after the `stat` of every process.
+/// Processes are spread over the ticks by pid. In between, the figure follows the process's
+/// RSS (free: it is in the snapshot) at the PSS/RSS ratio of the last reading, so growth shows
+/// at once; only a change in sharing alone (a copy-on-write page written, a sibling gone) waits
+/// for the next reading.
+pub const PSS_EVERY: Duration = Duration::from_secs(60);
+
+impl TreeSampler {
+    /// A sampler ticking every `interval`.
+    pub fn new(interval: Duration) -> TreeSampler {
+        let every = PSS_EVERY.as_millis() / interval.as_millis().max(1);
+        TreeSampler {
+            memory_every: (every as u64).max(1),
+            prev: HashMap::new(),
+            prev_uptime: None,
+            totals: HashMap::new(),
+            memory: HashMap::new(),
+            ticks: 0,
+        }
+    }
+}
 
 /// Facts from outside the snapshot, so the arithmetic is testable.
 pub struct Clock {
@@ -111,7 +129,7 @@ impl TreeSampler {
                 next.insert(k, p.cpu_ticks);
                 let (m, rss_then) = match self.memory.get(&k) {
                     Some(&(m, rss_then))
-                        if (u64::from(p.pid) + self.ticks) % MEMORY_EVERY != 0
+                        if (u64::from(p.pid) + self.ticks) % self.memory_every != 0
                             && p.rss_pages.abs_diff(rss_then) * 8 <= rss_then =>
                     {
                         (m, rss_then)
@@ -169,7 +187,7 @@ pub async fn run(
     out: tokio::sync::watch::Sender<Arc<Samples>>,
     cancel: CancellationToken,
 ) {
-    let sampler = Arc::new(Mutex::new(TreeSampler::default()));
+    let sampler = Arc::new(Mutex::new(TreeSampler::new(interval)));
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -267,7 +285,7 @@ mod tests {
 
     #[test]
     fn cpu_is_a_rate_over_the_interval_and_memory_a_sum_over_the_tree() {
-        let mut s = TreeSampler::default();
+        let mut s = TreeSampler::new(Duration::from_secs(2));
         let clock = |uptime| Clock { uptime, hz: 100.0 };
         // App 1: a master and two workers; app 2: one process. Started at 1 s after boot.
         let snap = |w: u64| Snapshot {
@@ -315,7 +333,7 @@ mod tests {
 
     #[test]
     fn memory_is_read_now_and_then_and_follows_rss_in_between() {
-        let mut s = TreeSampler::default();
+        let mut s = TreeSampler::new(Duration::from_secs(2));
         let clock = Clock {
             uptime: 10.0,
             hz: 100.0,
@@ -332,7 +350,10 @@ mod tests {
         };
         let keys = [key(1, 10)];
         let mut seen = Vec::new();
-        for tick in 0..MEMORY_EVERY {
+        // Every 30 ticks at 2 s.
+        assert_eq!(s.memory_every, 30);
+        assert_eq!(TreeSampler::new(Duration::from_secs(120)).memory_every, 1);
+        for tick in 0..30 {
             // RSS grows by 1/16 after the first tick: PSS scales with it until read again.
             proc.rss_pages = if tick == 0 { 16 } else { 17 };
             let usage = s
@@ -340,11 +361,7 @@ mod tests {
                 .get((1, 0));
             seen.push(usage.memory_bytes);
         }
-        assert_eq!(
-            reads.get(),
-            2,
-            "read when new and once per {MEMORY_EVERY} ticks"
-        );
+        assert_eq!(reads.get(), 2, "read when new and once per 30 ticks");
         assert_eq!(seen[0], 500);
         assert!(seen[1..].iter().all(|&m| m == 531 || m == 500), "{seen:?}");
         assert!(seen.contains(&531), "{seen:?}");
