@@ -768,16 +768,13 @@ fn restart_is_stop_then_start() {
 
 #[test]
 fn a_dependent_taken_along_by_a_restart_is_saved_as_wanted_between_the_halves() {
+    // The table's inputs, in order, all at NOW.
+    let steps = |names: &[&str]| names.iter().map(|n| (input(n), NOW)).collect();
     let mut life = online();
     let fx = run(
         &mut life,
         &rules(),
-        vec![
-            (Input::StopForRestart(req()), NOW),
-            (Input::Exited(exit(0)), NOW),
-            (Input::TreeGone, NOW),
-            (Input::Drained, NOW),
-        ],
+        steps(&["stop-for-restart", "exited", "tree-gone", "drained"]),
     );
     // What is saved between the halves still wants the app online: an agent that dies here
     // brings it back.
@@ -789,18 +786,7 @@ fn a_dependent_taken_along_by_a_restart_is_saved_as_wanted_between_the_halves() 
     let fx = run(
         &mut life,
         &rules(),
-        vec![
-            (
-                Input::Restart {
-                    cause: req(),
-                    wait: true,
-                },
-                NOW,
-            ),
-            (Input::TreeGone, NOW),
-            (Input::Drained, NOW),
-            (Input::Spawned { pid: 20 }, NOW),
-        ],
+        steps(&["restart", "tree-gone", "drained", "spawned"]),
     );
     assert_eq!(
         fx.join(" "),
