@@ -82,6 +82,7 @@ fn supervisor_code(e: &supervisor::Error) -> Code {
         | E::NotStarted { .. }
         | E::NotCompleted { .. }
         | E::DependedOn { .. }
+        | E::BeingDeleted { .. }
         | E::Escaped { .. }
         | E::NoKeeper => Code::FailedPrecondition,
         E::Persist { .. } | E::Logs { .. } | E::EventsHeld => Code::Internal,

@@ -232,6 +232,7 @@ impl Supervisor {
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(Error::Bind)?;
+            reg.refuse_deleting(&new)?;
             self.register(&mut reg, new, bound, &base_env, &cause);
             (decided, views, Table::of(reg.apps.values()))
         };

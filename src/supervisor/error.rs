@@ -68,6 +68,9 @@ pub enum Error {
     /// Deleting `app` would leave apps depending on nothing: `by` (delete them too, or first).
     #[error("{app}: cannot delete: {} depend{} on it; delete {} first, or in the same request", .by.join(", "), if .by.len() == 1 { "s" } else { "" }, .by.join(", "))]
     DependedOn { app: String, by: Vec<String> },
+    /// A new app depends on one that a delete under way is ending.
+    #[error("{app}: depends on {dep}, which is being deleted")]
+    BeingDeleted { app: String, dep: String },
     /// An upgrade needs the keeper, which this agent does not run under (any more).
     #[error(
         "this agent runs without a keeper (started with --no-keeper, or its keeper died), so \

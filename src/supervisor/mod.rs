@@ -19,7 +19,7 @@ mod store;
 mod view;
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     io,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -88,6 +88,39 @@ struct Registry {
     spares: Vec<Handle>,
     next_id: AppId,
     closed: bool,
+    /// Names of apps a delete is ending: a new app may not depend on them (see `Deleting`).
+    deleting: BTreeSet<String>,
+}
+
+impl Registry {
+    /// Refuses new apps that depend on an app being deleted: the delete checked that nothing
+    /// depends on it, so the new app would be left depending on nothing.
+    fn refuse_deleting(&self, specs: &[AppSpec]) -> Result<(), Error> {
+        for s in specs {
+            if let Some(d) = s.depends_on.iter().find(|d| self.deleting.contains(&d.app)) {
+                return Err(Error::BeingDeleted {
+                    app: s.name.clone(),
+                    dep: d.app.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Marks apps as being deleted for as long as it lives (also when the delete is abandoned).
+struct Deleting<'a> {
+    sup: &'a Supervisor,
+    names: BTreeSet<String>,
+}
+
+impl Drop for Deleting<'_> {
+    fn drop(&mut self) {
+        let mut reg = self.sup.lock();
+        for n in &self.names {
+            reg.deleting.remove(n);
+        }
+    }
 }
 
 pub struct Supervisor {
@@ -450,6 +483,7 @@ impl Supervisor {
             );
             let new: Vec<&str> = new.iter().map(String::as_str).collect();
             graph.check(&new)?;
+            reg.refuse_deleting(&specs)?;
             self.register(&mut reg, specs, bound, &base_env, &cause);
             Table::of(reg.apps.values())
         };
@@ -632,15 +666,29 @@ impl Supervisor {
             });
         }
         let named = Self::names(&self.handles(target)?);
-        let table = self.table()?;
-        let doomed: std::collections::BTreeSet<String> = named.iter().cloned().collect();
-        let refused: Vec<Error> = table
-            .graph
-            .still_needed(&doomed)
-            .into_iter()
-            .map(|(app, by)| Error::DependedOn { app, by })
-            .collect();
-        order::verdict((), refused)?;
+        let doomed: BTreeSet<String> = named.iter().cloned().collect();
+        // Checked and marked at once: no app depending on these can be created meanwhile.
+        let (table, _deleting) = {
+            let mut reg = self.lock();
+            if reg.closed {
+                return Err(Error::ShuttingDown);
+            }
+            let table = Table::of(reg.apps.values());
+            let refused: Vec<Error> = table
+                .graph
+                .still_needed(&doomed)
+                .into_iter()
+                .map(|(app, by)| Error::DependedOn { app, by })
+                .collect();
+            order::verdict((), refused)?;
+            let fresh: BTreeSet<String> = doomed.difference(&reg.deleting).cloned().collect();
+            reg.deleting.extend(fresh.iter().cloned());
+            let guard = Deleting {
+                sup: self,
+                names: fresh,
+            };
+            (table, guard)
+        };
         let members = named.into_iter().map(|n| (n, Reason::Named)).collect();
         let views = self
             .in_reverse(&table, members, |reply| Cmd::Delete {

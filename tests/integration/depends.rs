@@ -602,3 +602,42 @@ depends_on = ["db"]
     agent.wait_online("db", None);
     agent.wait_online("web", None);
 }
+
+#[test]
+fn an_app_cannot_be_created_on_a_dependency_being_deleted() {
+    let agent = Agent::start();
+    // db ignores SIGTERM, so its delete takes its whole kill_timeout.
+    let db = write(
+        &agent,
+        "db.toml",
+        "[[app]]\nname = \"db\"\ncmd = [\"sh\", \"-c\", \"trap '' TERM; while :; do sleep 0.1; done\"]\nkill_timeout = \"3s\"\n",
+    );
+    agent.ok(&["start", &db]);
+    let mut delete = ChildGuard(Some(
+        agent
+            .cmd()
+            .args(["delete", "db"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    wait_until("db stopping", Duration::from_secs(10), || {
+        agent.status("db") == "stopping"
+    });
+    let web = write(
+        &agent,
+        "web.toml",
+        "[[app]]\nname = \"web\"\ncmd = [\"sleep\", \"1000\"]\ndepends_on = [\"db\"]\n",
+    );
+    let err = agent.fails(1, &["start", &web]);
+    assert!(
+        err.contains("web: depends on db, which is being deleted"),
+        "{err}"
+    );
+    assert!(delete.wait_exit(Duration::from_secs(20)).success());
+    // Nothing was created, and the name is free again once the delete is done.
+    assert!(agent.list().is_empty(), "{:?}", agent.list());
+    let err = agent.fails(2, &["start", &web]);
+    assert!(err.contains("depends on db, which does not exist"), "{err}");
+}
