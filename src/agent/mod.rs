@@ -102,6 +102,10 @@ pub fn main(home: &Home, options: &Options) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let result = runtime.block_on(async {
+        // Signals are handled before anything tells the agent is there (its pid file, its
+        // socket): a SIGHUP from a log rotation that comes right then must not end it.
+        let shutdown = CancellationToken::new();
+        spawn_signal_handlers(shutdown.clone(), options.log.clone())?;
         // The pid and address files are complete before the socket (the readiness signal) is
         // reachable.
         crate::home::write_atomic(
@@ -119,8 +123,6 @@ pub fn main(home: &Home, options: &Options) -> Result<(), String> {
         };
         let listener = socket::bind(home)
             .map_err(|e| format!("cannot listen on {}: {e}", home.socket().display()))?;
-        let shutdown = CancellationToken::new();
-        spawn_signal_handlers(shutdown.clone(), options.log.clone())?;
         run(home, options, listener, tcp, metrics, shutdown, keeper).await
     });
     // After a hand-over, the apps' tasks are left as they are: the process exits now.

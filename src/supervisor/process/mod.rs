@@ -6,6 +6,7 @@ pub(super) mod activation;
 pub(super) mod escaped;
 pub(super) mod handover;
 pub(super) mod launch;
+pub(super) mod outsiders;
 pub(super) mod pidfd;
 pub(super) mod procfs;
 pub(super) mod reaper;

@@ -101,6 +101,19 @@ impl StatFiles {
 
     /// Every process visible now (zombies included), in the order `/proc` lists them.
     pub fn scan(&mut self) -> Vec<ProcStat> {
+        self.scan_skipping(&Listing::new(), None)
+    }
+
+    /// Like `scan`, but leaves out the processes in `skip` whose `/proc` entry is still the
+    /// one recorded there: the entry's inode number names one process (a pid that is reused
+    /// gets a new entry, with a new number), so they are the same processes, and are not
+    /// read (their kept files stay open). `listed`, if given, gets every entry's pid and inode
+    /// number, read or not.
+    pub fn scan_skipping(
+        &mut self,
+        skip: &Listing,
+        mut listed: Option<&mut Listing>,
+    ) -> Vec<ProcStat> {
         use std::os::fd::AsRawFd;
         let Some(dir) = self.proc_dir.as_mut() else {
             return Vec::new();
@@ -115,6 +128,15 @@ impl StatFiles {
             let Some(pid) = parse_pid(entry.file_name().to_bytes()) else {
                 continue;
             };
+            if let Some(listed) = listed.as_deref_mut() {
+                listed.insert(pid, entry.ino());
+            }
+            if skip.get(&pid) == Some(&entry.ino()) {
+                if let Some(file) = before.remove(&pid) {
+                    kept.insert(pid, file);
+                }
+                continue;
+            }
             let cached = before.remove(&pid).and_then(|f| {
                 let p = stat_at_start(pid, &f).ok()?;
                 Some((p, f))
@@ -143,6 +165,9 @@ impl StatFiles {
         out
     }
 }
+
+/// Processes by pid, with the inode number of their `/proc` entry.
+pub type Listing = HashMap<u32, u64>;
 
 /// A pid from a `/proc` entry's name (other entries are not all digits).
 fn parse_pid(name: &[u8]) -> Option<u32> {
@@ -286,6 +311,36 @@ mod tests {
         let mut none = StatFiles::with_limit(0);
         assert!(none.scan().iter().any(|p| p.pid == std::process::id()));
         assert!(none.open.is_empty());
+    }
+
+    #[test]
+    fn a_skipped_process_is_listed_not_read_while_its_entry_is_the_same() {
+        let mut files = StatFiles::with_limit(1024);
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut listed = Listing::new();
+        assert!(files
+            .scan_skipping(&Listing::new(), Some(&mut listed))
+            .iter()
+            .any(|p| p.pid == pid));
+        let ino = listed[&pid];
+        let skip: Listing = [(pid, ino)].into();
+        let mut again = Listing::new();
+        let read = files.scan_skipping(&skip, Some(&mut again));
+        assert!(!read.iter().any(|p| p.pid == pid), "skipped");
+        assert_eq!(again.get(&pid), Some(&ino), "but listed, as the same entry");
+        assert!(files.open.contains_key(&pid), "its kept file stays open");
+        // Another entry under that pid (as a reused pid would have) is read.
+        let stale: Listing = [(pid, ino + 1)].into();
+        assert!(files
+            .scan_skipping(&stale, None)
+            .iter()
+            .any(|p| p.pid == pid));
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

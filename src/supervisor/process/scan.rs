@@ -11,7 +11,7 @@ use std::{
 
 use tokio::{sync::Notify, time::Instant};
 
-use super::procfs::{self, ProcStat};
+use super::procfs::{self, Listing, ProcStat};
 use super::tree::TreeId;
 
 /// Every live (non-zombie) process but the agent, with the grpm identity of those that may have
@@ -22,6 +22,8 @@ pub struct Snapshot {
     /// `(GRPM_AGENT_ID, GRPM_APP_ID)` by pid, read only for orphans and session or group
     /// leaders: the others are reached by descent from them or from an app's main process.
     pub identity: HashMap<u32, (String, TreeId)>,
+    /// Zombies (exited, not reaped): in no snapshot's `procs`, and dead for good.
+    pub dead: Vec<u32>,
 }
 
 /// Identities read before, by `(pid, starttime)`: a process's environment is set when it
@@ -47,11 +49,39 @@ impl Snapshot {
     /// Takes a snapshot now, reading only the identities the cache lacks; the cache is left
     /// with the processes of this snapshot only. Blocking.
     pub fn take_with(cache: &mut ScanCache) -> Snapshot {
+        Snapshot::take_skipping(cache, &Listing::new(), None)
+    }
+
+    /// A snapshot without the processes of `skip` that are still the same processes (see
+    /// `StatFiles::scan_skipping`): for tree sampling, never for a stop. Their identities stay
+    /// in the cache. `listed` gets every process listed, read or not.
+    pub fn take_skipping(
+        cache: &mut ScanCache,
+        skip: &Listing,
+        listed: Option<&mut Listing>,
+    ) -> Snapshot {
         let me = std::process::id();
-        let mut procs = cache.stats.scan();
+        let mut procs = cache.stats.scan_skipping(skip, listed);
+        let dead = procs
+            .iter()
+            .filter(|p| p.is_dead())
+            .map(|p| p.pid)
+            .collect();
         procs.retain(|p| !p.is_dead() && p.pid != me);
         let known = &mut cache.known;
         let mut seen = Identities::with_capacity(known.len());
+        if !skip.is_empty() {
+            let carried: Vec<(u32, u64)> = known
+                .keys()
+                .filter(|(pid, _)| skip.contains_key(pid))
+                .copied()
+                .collect();
+            for key in carried {
+                if let Some(id) = known.remove(&key) {
+                    seen.insert(key, id);
+                }
+            }
+        }
         let identity = procs
             .iter()
             .filter(|p| p.ppid == 1 || p.ppid == me || p.session == p.pid || p.pgrp == p.pid)
@@ -66,7 +96,11 @@ impl Snapshot {
             })
             .collect();
         *known = seen;
-        Snapshot { procs, identity }
+        Snapshot {
+            procs,
+            identity,
+            dead,
+        }
     }
 }
 
@@ -129,6 +163,21 @@ impl Scanner {
     /// A snapshot taken after this call.
     pub async fn fresh(self: &Arc<Self>) -> Arc<Snapshot> {
         self.after(Instant::now()).await
+    }
+
+    /// A snapshot of its own, without the processes of `skip` that are still the same
+    /// (`Snapshot::take_skipping`), and every process listed. Never shared: a stop needs
+    /// every process.
+    pub async fn sparse(self: &Arc<Self>, skip: Listing) -> (Snapshot, Listing) {
+        let known = self.known.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut cache = known.lock().unwrap_or_else(|e| e.into_inner());
+            let mut listed = Listing::with_capacity(skip.len() + 64);
+            let snap = Snapshot::take_skipping(&mut cache, &skip, Some(&mut listed));
+            (snap, listed)
+        })
+        .await
+        .unwrap_or_default()
     }
 }
 

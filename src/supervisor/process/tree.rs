@@ -253,6 +253,7 @@ mod tests {
                 (400, ("agent-b".to_string(), (1, 0))),
             ]
             .into(),
+            dead: Vec::new(),
         };
         let key = TreeKey {
             agent_id: "agent-a".into(),

@@ -3,7 +3,7 @@
 //! last sample; nothing here runs per request.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs,
     sync::{Arc, Mutex},
     time::Duration,
@@ -12,6 +12,7 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    outsiders::Outsiders,
     procfs::{self, ProcStat},
     scan::{Scanner, Snapshot},
     tree::{Forest, TreeId, TreeKey},
@@ -59,6 +60,8 @@ pub struct TreeSampler {
     /// The last memory reading of each process, with its RSS (pages) at that moment.
     memory: HashMap<(u32, u64), (u64, u64)>,
     ticks: u64,
+    /// The pids of every tree of the last tick.
+    members: HashSet<u32>,
 }
 
 /// A process's PSS is read when it is new, when its RSS moved by more than 1/8 since the last
@@ -82,6 +85,7 @@ impl TreeSampler {
             totals: HashMap::new(),
             memory: HashMap::new(),
             ticks: 0,
+            members: HashSet::new(),
         }
     }
 }
@@ -107,6 +111,7 @@ impl TreeSampler {
     ) -> Samples {
         let forest = Forest::new(snap);
         self.ticks += 1;
+        self.members.clear();
         let mut next = HashMap::with_capacity(self.prev.len());
         let mut next_memory = HashMap::with_capacity(self.memory.len());
         let mut by_app = HashMap::with_capacity(known.len());
@@ -116,6 +121,7 @@ impl TreeSampler {
             let mut ticks = 0u64;
             let mut mem = 0u64;
             for p in &members {
+                self.members.insert(p.pid);
                 let k = (p.pid, p.starttime);
                 ticks += match self.prev.get(&k) {
                     Some(then) => p.cpu_ticks.saturating_sub(*then),
@@ -160,7 +166,7 @@ impl TreeSampler {
                 },
             );
         }
-        let known_set: std::collections::HashSet<&TreeId> = known.iter().collect();
+        let known_set: HashSet<&TreeId> = known.iter().collect();
         self.totals.retain(|id, _| known_set.contains(id));
         for id in known {
             if let Some(total) = self.totals.get(id) {
@@ -177,9 +183,9 @@ impl TreeSampler {
     }
 }
 
-/// The sampling task: every `interval`, one shared snapshot (from `scanner`, so concurrent
-/// stops share it too) and every running app's tree in it; the result replaces `out`. Ticks
-/// with no app running read nothing. Ends when `cancel` fires.
+/// The sampling task: every `interval`, a snapshot of every process but those known to be in
+/// no app's tree (see `outsiders`), and every running app's tree in it; the result replaces
+/// `out`. Ticks with no app running read nothing. Ends when `cancel` fires.
 pub async fn run(
     scanner: Arc<Scanner>,
     interval: Duration,
@@ -187,7 +193,11 @@ pub async fn run(
     out: tokio::sync::watch::Sender<Arc<Samples>>,
     cancel: CancellationToken,
 ) {
-    let sampler = Arc::new(Mutex::new(TreeSampler::new(interval)));
+    let sampler = Arc::new(Mutex::new((
+        TreeSampler::new(interval),
+        Outsiders::default(),
+    )));
+    let agent = std::process::id();
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -196,15 +206,20 @@ pub async fn run(
             _ = ticks.tick() => {}
         }
         let (running, known) = apps();
-        let snap = if running.is_empty() {
-            Arc::new(Snapshot::default())
+        let (snap, skipped, listed) = if running.is_empty() {
+            Default::default()
         } else {
-            scanner.fresh().await
+            let skip = lock(&sampler).1.skip(running.iter().filter_map(|k| k.root));
+            let (snap, listed) = scanner.sparse(skip.clone()).await;
+            (snap, skip, listed)
         };
         let sampler = sampler.clone();
         let taken = tokio::task::spawn_blocking(move || {
             let clock = Clock::now();
-            lock(&sampler).sample(&snap, &running, &known, &clock, memory)
+            let (trees, outsiders) = &mut *lock(&sampler);
+            let samples = trees.sample(&snap, &running, &known, &clock, memory);
+            outsiders.learn(skipped, &snap, &listed, &trees.members, agent);
+            samples
         })
         .await;
         if let Ok(samples) = taken {
@@ -296,6 +311,7 @@ mod tests {
                 p(20, 1, 20, 7, 100),
             ],
             identity: HashMap::new(),
+            dead: Vec::new(),
         };
         let keys = [key(1, 10), key(2, 20)];
         let first = s.sample(&snap(100), &keys, &[(1, 0), (2, 0)], &clock(10.0), |_| 1000);
@@ -347,6 +363,7 @@ mod tests {
         let snap = |p: ProcStat| Snapshot {
             procs: vec![p],
             identity: HashMap::new(),
+            dead: Vec::new(),
         };
         let keys = [key(1, 10)];
         let mut seen = Vec::new();
