@@ -24,6 +24,19 @@ fn entry(name: &str, delay: &str, deps: &[&str]) -> String {
     )
 }
 
+/// `grpm ARGS` running on its own (its output discarded), killed if the test ends first.
+fn in_background(agent: &Agent, args: &[&str]) -> ChildGuard {
+    ChildGuard(Some(
+        agent
+            .cmd()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ))
+}
+
 fn write(agent: &Agent, name: &str, text: &str) -> String {
     let path = agent.path(name);
     std::fs::write(&path, text).unwrap();
@@ -580,15 +593,7 @@ depends_on = ["db"]
     );
     agent.ok(&["start", &file]);
     std::fs::remove_file(&marker).unwrap();
-    let restart = ChildGuard(Some(
-        agent
-            .cmd()
-            .args(["restart", "db"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
+    let restart = in_background(&agent, &["restart", "db"]);
     wait_until(
         "web stopped and db starting",
         Duration::from_secs(10),
@@ -613,15 +618,7 @@ fn an_app_cannot_be_created_on_a_dependency_being_deleted() {
         "[[app]]\nname = \"db\"\ncmd = [\"sh\", \"-c\", \"trap '' TERM; while :; do sleep 0.1; done\"]\nkill_timeout = \"3s\"\n",
     );
     agent.ok(&["start", &db]);
-    let mut delete = ChildGuard(Some(
-        agent
-            .cmd()
-            .args(["delete", "db"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
+    let mut delete = in_background(&agent, &["delete", "db"]);
     wait_until("db stopping", Duration::from_secs(10), || {
         agent.status("db") == "stopping"
     });
