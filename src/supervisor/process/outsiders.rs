@@ -11,9 +11,10 @@
 //! dropped when a main process is among them; and anything unforeseen is bounded by reading
 //! every process again every `FULL_EVERY` ticks. Stops never skip anything.
 
-use std::collections::HashSet;
-
-use super::{procfs::Listing, scan::Snapshot};
+use super::{
+    procfs::{Listing, ProcStat},
+    scan::Snapshot,
+};
 
 /// Every this many ticks, every process is read again.
 const FULL_EVERY: u64 = 30;
@@ -38,14 +39,14 @@ impl Outsiders {
 
     /// After a scan that skipped `skipped` and listed `listed`: the skipped processes still
     /// listed as the same entry stay out; of those read (`snap`), the ones in no tree
-    /// (`members`), not the agent's children (a spawn in flight) and not marked with an
+    /// (`sampled`), not the agent's children (a spawn in flight) and not marked with an
     /// identity, join them, and so do zombies (dead until reaped, when their entry goes).
     pub fn learn(
         &mut self,
         skipped: Listing,
         snap: &Snapshot,
         listed: &Listing,
-        members: &HashSet<u32>,
+        sampled: impl Fn(&ProcStat) -> bool,
         agent: u32,
     ) {
         let mut next = skipped;
@@ -56,7 +57,7 @@ impl Outsiders {
             }
         }
         for p in &snap.procs {
-            if members.contains(&p.pid) || p.ppid == agent || snap.identity.contains_key(&p.pid) {
+            if sampled(p) || p.ppid == agent || snap.identity.contains_key(&p.pid) {
                 continue;
             }
             if let Some(&ino) = listed.get(&p.pid) {
@@ -69,8 +70,9 @@ impl Outsiders {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
-    use crate::supervisor::process::procfs::ProcStat;
 
     fn p(pid: u32, ppid: u32) -> ProcStat {
         ProcStat {
@@ -113,7 +115,7 @@ mod tests {
         let members: HashSet<u32> = [10, 11].into();
         let skip = o.skip([10]);
         assert!(skip.is_empty(), "nothing is skipped at first");
-        o.learn(skip, &snap, &listed, &members, agent);
+        o.learn(skip, &snap, &listed, |p| members.contains(&p.pid), agent);
         assert_eq!(o.skip([10]), listing(&[(20, 200), (50, 500)]));
         // Still there as the same entry: stays out. A new entry under the pid (a reused pid):
         // read again, and out again only if it is in no tree.
@@ -121,7 +123,7 @@ mod tests {
             listing(&[(20, 200)]),
             &Snapshot::default(),
             &listed,
-            &members,
+            |p| members.contains(&p.pid),
             agent,
         );
         assert_eq!(o.skip([10]), listing(&[(20, 200)]));
@@ -130,7 +132,7 @@ mod tests {
             listing(&[(20, 200)]),
             &Snapshot::default(),
             &reused,
-            &members,
+            |p| members.contains(&p.pid),
             agent,
         );
         assert!(o.skip([10]).is_empty());
@@ -145,10 +147,10 @@ mod tests {
         };
         let listed = listing(&[(20, 200), (21, 210)]);
         let skip = o.skip([]);
-        o.learn(skip, &snap, &listed, &HashSet::new(), 5);
+        o.learn(skip, &snap, &listed, |_| false, 5);
         // 20 turned out to be an app's main process: nothing is skipped this tick.
         assert!(o.skip([20]).is_empty());
-        o.learn(Listing::new(), &snap, &listed, &HashSet::new(), 5);
+        o.learn(Listing::new(), &snap, &listed, |_| false, 5);
         let mut full = 0;
         for _ in 0..FULL_EVERY {
             let skip = o.skip([]);
@@ -156,7 +158,7 @@ mod tests {
                 full += 1;
             }
             // A full read finds them out of every tree again.
-            o.learn(skip, &snap, &listed, &HashSet::new(), 5);
+            o.learn(skip, &snap, &listed, |_| false, 5);
         }
         assert_eq!(full, 1, "one full read in {FULL_EVERY} ticks");
     }

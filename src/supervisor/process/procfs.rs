@@ -63,7 +63,10 @@ pub fn scan() -> Vec<ProcStat> {
 /// its process for good: once that process is gone (even if its pid is reused) reading it fails,
 /// and the pid is opened anew.
 pub struct StatFiles {
+    /// `/proc`, to list it...
     proc_dir: Option<nix::dir::Dir>,
+    /// ...and to open files under it.
+    proc_fd: Option<fs::File>,
     open: HashMap<u32, fs::File>,
     /// The previous scan's files, kept to reuse the map's allocation.
     spare: HashMap<u32, fs::File>,
@@ -84,6 +87,7 @@ impl StatFiles {
         .ok();
         StatFiles {
             proc_dir,
+            proc_fd: fs::File::open("/proc").ok(),
             open: HashMap::new(),
             spare: HashMap::new(),
             limit,
@@ -114,11 +118,9 @@ impl StatFiles {
         skip: &Listing,
         mut listed: Option<&mut Listing>,
     ) -> Vec<ProcStat> {
-        use std::os::fd::AsRawFd;
-        let Some(dir) = self.proc_dir.as_mut() else {
+        let (Some(dir), Some(proc_fd)) = (self.proc_dir.as_mut(), self.proc_fd.as_ref()) else {
             return Vec::new();
         };
-        let dir_fd = dir.as_raw_fd();
         let mut before = std::mem::take(&mut self.open);
         let mut kept = std::mem::take(&mut self.spare);
         kept.clear();
@@ -144,7 +146,7 @@ impl StatFiles {
             let (p, file) = match cached {
                 Some(hit) => hit,
                 None => {
-                    let Some(file) = open_stat(dir_fd, pid) else {
+                    let Some(file) = open_stat(proc_fd, pid) else {
                         continue;
                     };
                     let Ok(p) = stat_at_start(pid, &file) else {
@@ -177,24 +179,24 @@ fn parse_pid(name: &[u8]) -> Option<u32> {
     std::str::from_utf8(name).ok()?.parse().ok()
 }
 
-/// Opens `PID/stat` under the `/proc` descriptor, naming it from a stack buffer.
-fn open_stat(proc_fd: std::os::fd::RawFd, pid: u32) -> Option<fs::File> {
+/// Opens `PID/stat` under `/proc` (`openat`), naming it from a stack buffer.
+fn open_stat(proc_fd: &fs::File, pid: u32) -> Option<fs::File> {
     use std::io::Write;
-    use std::os::fd::FromRawFd;
+    use std::os::fd::AsFd;
     let mut path = [0u8; 24];
-    let mut w = &mut path[..];
-    write!(w, "{pid}/stat\0").ok()?;
-    // SAFETY: `path` holds a NUL-terminated string (written just above, within the buffer);
-    // `proc_fd` is the open `/proc` directory.
-    let fd = unsafe {
-        libc::openat(
-            proc_fd,
-            path.as_ptr().cast(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
+    let len = {
+        let mut w = &mut path[..];
+        write!(w, "{pid}/stat").ok()?;
+        24 - w.len()
     };
-    // SAFETY: a non-negative `fd` was just opened, and is owned by nobody else.
-    (fd >= 0).then(|| unsafe { fs::File::from_raw_fd(fd) })
+    nix::fcntl::openat(
+        proc_fd.as_fd(),
+        &path[..len],
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()
+    .map(fs::File::from)
 }
 
 /// Reads an open `/proc/PID/stat` from its start, with one `pread`: a stat line is far below

@@ -166,15 +166,15 @@ impl Scanner {
     }
 
     /// A snapshot of its own, without the processes of `skip` that are still the same
-    /// (`Snapshot::take_skipping`), and every process listed. Never shared: a stop needs
-    /// every process.
-    pub async fn sparse(self: &Arc<Self>, skip: Listing) -> (Snapshot, Listing) {
+    /// (`Snapshot::take_skipping`), with `skip` back and every process listed. Never shared:
+    /// a stop needs every process.
+    pub async fn sparse(self: &Arc<Self>, skip: Listing) -> (Snapshot, Listing, Listing) {
         let known = self.known.clone();
         tokio::task::spawn_blocking(move || {
             let mut cache = known.lock().unwrap_or_else(|e| e.into_inner());
             let mut listed = Listing::with_capacity(skip.len() + 64);
             let snap = Snapshot::take_skipping(&mut cache, &skip, Some(&mut listed));
-            (snap, listed)
+            (snap, skip, listed)
         })
         .await
         .unwrap_or_default()

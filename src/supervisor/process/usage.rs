@@ -60,8 +60,6 @@ pub struct TreeSampler {
     /// The last memory reading of each process, with its RSS (pages) at that moment.
     memory: HashMap<(u32, u64), (u64, u64)>,
     ticks: u64,
-    /// The pids of every tree of the last tick.
-    members: HashSet<u32>,
 }
 
 /// A process's PSS is read when it is new, when its RSS moved by more than 1/8 since the last
@@ -85,7 +83,6 @@ impl TreeSampler {
             totals: HashMap::new(),
             memory: HashMap::new(),
             ticks: 0,
-            members: HashSet::new(),
         }
     }
 }
@@ -111,7 +108,6 @@ impl TreeSampler {
     ) -> Samples {
         let forest = Forest::new(snap);
         self.ticks += 1;
-        self.members.clear();
         let mut next = HashMap::with_capacity(self.prev.len());
         let mut next_memory = HashMap::with_capacity(self.memory.len());
         let mut by_app = HashMap::with_capacity(known.len());
@@ -121,7 +117,6 @@ impl TreeSampler {
             let mut ticks = 0u64;
             let mut mem = 0u64;
             for p in &members {
-                self.members.insert(p.pid);
                 let k = (p.pid, p.starttime);
                 ticks += match self.prev.get(&k) {
                     Some(then) => p.cpu_ticks.saturating_sub(*then),
@@ -181,6 +176,11 @@ impl TreeSampler {
         self.prev_uptime = Some(clock.uptime);
         Samples { by_app }
     }
+
+    /// `p` was in an app's tree at the last tick.
+    pub fn sampled(&self, p: &ProcStat) -> bool {
+        self.prev.contains_key(&(p.pid, p.starttime))
+    }
 }
 
 /// The sampling task: every `interval`, a snapshot of every process but those known to be in
@@ -210,15 +210,14 @@ pub async fn run(
             Default::default()
         } else {
             let skip = lock(&sampler).1.skip(running.iter().filter_map(|k| k.root));
-            let (snap, listed) = scanner.sparse(skip.clone()).await;
-            (snap, skip, listed)
+            scanner.sparse(skip).await
         };
         let sampler = sampler.clone();
         let taken = tokio::task::spawn_blocking(move || {
             let clock = Clock::now();
             let (trees, outsiders) = &mut *lock(&sampler);
             let samples = trees.sample(&snap, &running, &known, &clock, memory);
-            outsiders.learn(skipped, &snap, &listed, &trees.members, agent);
+            outsiders.learn(skipped, &snap, &listed, |p| trees.sampled(p), agent);
             samples
         })
         .await;
